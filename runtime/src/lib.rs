@@ -1,0 +1,36 @@
+//! # ember-runtime
+//!
+//! The inference engine behind ember, in the order data flows through it:
+//!
+//! | module        | what it does                                                            |
+//! |---------------|-------------------------------------------------------------------------|
+//! | [`gguf`]      | zero-copy GGUF reader over `&[u8]` (memory map on a host, flash on a board) |
+//! | [`weights`]   | tensor types, quantized block layouts, typed matrix views               |
+//! | [`kernels`]   | scalar reference and SIMD kernels, chosen once per CPU                  |
+//! | [`model`]     | Llama hyperparameters, weight binding, the forward pass                 |
+//! | [`kv`]        | the key/value cache                                                     |
+//! | [`tokenizer`] | byte-level BPE from the GGUF vocabulary, with the model's pre-tokenizer |
+//! | [`sampler`]   | choosing the next token                                                 |
+//! | [`session`]   | prompt in, tokens out: the generation loop                              |
+//!
+//! The core is `no_std` without `alloc`: every buffer comes from caller-provided memory
+//! ([`arena`]). The `std` feature (default) adds memory-mapped files and CPU detection.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod arena;
+pub mod error;
+pub mod gguf;
+pub mod kernels;
+pub mod kv;
+pub mod model;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

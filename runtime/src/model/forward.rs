@@ -1,0 +1,432 @@
+//! The Llama forward pass over a batch of tokens.
+//!
+//! For each block: RMSNorm → Q/K/V projections → RoPE → write K/V to the cache → causal
+//! grouped-query attention → output projection → residual; RMSNorm → SwiGLU feed-forward →
+//! residual. Then the final RMSNorm and the output head for the tokens whose logits are wanted.
+//!
+//! A batch of tokens goes through each matrix together (one pass over each weight matrix per
+//! batch), and each activation is quantized once for all the matrices that read it. Every buffer
+//! is a [`State`] field, sized once from the configuration.
+
+use super::{Config, Layer, Model};
+use crate::arena::Arena;
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+use crate::kv::KvCache;
+use crate::tokenizer::TokenId;
+use crate::weights::{BlockQ8_0, BlockQ8_1, Matrix, QK};
+use half::f16;
+
+/// Which tokens of a batch need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (prompt tokens whose predictions are not used).
+    None,
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity, scoring).
+    All,
+}
+
+/// Working buffers of the forward pass, for batches of up to `batch` tokens.
+pub struct State<'a> {
+    batch: usize,
+    logit_rows: usize,
+    /// Residual stream, `[batch][n_embd]`.
+    x: &'a mut [f32],
+    /// Normalised residual, `[batch][n_embd]`.
+    xn: &'a mut [f32],
+    /// Queries, `[batch][n_embd]`.
+    q: &'a mut [f32],
+    /// Keys, `[batch][kv_dim]`.
+    k: &'a mut [f32],
+    /// Values, `[batch][kv_dim]`.
+    v: &'a mut [f32],
+    /// Attention output, `[batch][n_embd]`.
+    att: &'a mut [f32],
+    /// Gate, then SwiGLU output, `[batch][n_ff]`.
+    gate: &'a mut [f32],
+    /// Up projection, `[batch][n_ff]`.
+    up: &'a mut [f32],
+    /// Activations quantized to Q8_0, `[batch][max(n_embd, n_ff) / 32]`.
+    act_q8_0: &'a mut [BlockQ8_0],
+    /// Activations quantized to Q8_1, `[batch][max(n_embd, n_ff) / 32]`.
+    act_q8_1: &'a mut [BlockQ8_1],
+    /// Attention scores of one head, `[kv capacity]`.
+    scores: &'a mut [f32],
+    /// cos/sin pairs per token, `[batch][rope_dim]`.
+    rope: &'a mut [f32],
+    /// Logits, `[logit_rows][n_vocab]`.
+    logits: &'a mut [f32],
+}
+
+impl<'a> State<'a> {
+    /// Arena bytes for batches of `batch` tokens over a cache of `ctx` tokens.
+    pub fn bytes_needed(c: &Config, batch: usize, ctx: usize) -> usize {
+        let wide = c.n_embd.max(c.n_ff);
+        let lr = batch.min(LOGIT_ROWS);
+        Arena::size_of::<f32>(batch * c.n_embd) * 4
+            + Arena::size_of::<f32>(batch * c.kv_dim()) * 2
+            + Arena::size_of::<f32>(batch * c.n_ff) * 2
+            + Arena::size_of::<BlockQ8_0>(batch * wide.div_ceil(QK))
+            + Arena::size_of::<BlockQ8_1>(batch * wide.div_ceil(QK))
+            + Arena::size_of::<f32>(ctx)
+            + Arena::size_of::<f32>(batch * c.rope_dim)
+            + Arena::size_of::<f32>(lr * c.n_vocab)
+    }
+
+    /// Buffers in `arena` for batches of up to `batch` tokens over a cache of `ctx` tokens.
+    pub fn new(arena: &mut Arena<'a>, c: &Config, batch: usize, ctx: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::InvalidArgument("the batch size must be at least 1"));
+        }
+        let wide = c.n_embd.max(c.n_ff);
+        let lr = batch.min(LOGIT_ROWS);
+        Ok(State {
+            batch,
+            logit_rows: lr,
+            x: arena.alloc(batch * c.n_embd, "forward state")?,
+            xn: arena.alloc(batch * c.n_embd, "forward state")?,
+            q: arena.alloc(batch * c.n_embd, "forward state")?,
+            k: arena.alloc(batch * c.kv_dim(), "forward state")?,
+            v: arena.alloc(batch * c.kv_dim(), "forward state")?,
+            att: arena.alloc(batch * c.n_embd, "forward state")?,
+            gate: arena.alloc(batch * c.n_ff, "forward state")?,
+            up: arena.alloc(batch * c.n_ff, "forward state")?,
+            act_q8_0: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+            act_q8_1: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+            scores: arena.alloc(ctx, "forward state")?,
+            rope: arena.alloc(batch * c.rope_dim, "forward state")?,
+            logits: arena.alloc(lr * c.n_vocab, "logits")?,
+        })
+    }
+
+    /// Largest batch one [`forward`] call takes.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Output-head rows computed together (bounds the logits buffer; the head is the largest matrix,
+/// so batching its rows matters for perplexity runs).
+pub const LOGIT_ROWS: usize = 16;
+
+/// Runs `tokens` (at most `state.batch()`) at positions `kv.len()..`, appending their keys and
+/// values to `kv`. Calls `on_logits(i, logits)` for each token `i` whose logits `want` asks for.
+pub fn forward(
+    model: &Model<'_>,
+    state: &mut State<'_>,
+    kv: &mut KvCache<'_>,
+    tokens: &[TokenId],
+    want: Logits,
+    on_logits: &mut dyn FnMut(usize, &[f32]),
+) -> Result<()> {
+    let c = &model.config;
+    let w = &model.weights;
+    let k = &model.kernels;
+    let n = tokens.len();
+    if n == 0 {
+        return Ok(());
+    }
+    if n > state.batch {
+        return Err(Error::Capacity {
+            what: "forward batch",
+            needed: n as u64,
+            available: state.batch as u64,
+        });
+    }
+    let pos0 = kv.len();
+    if pos0 + n > kv.capacity() {
+        return Err(Error::Capacity {
+            what: "context (KV cache tokens)",
+            needed: (pos0 + n) as u64,
+            available: kv.capacity() as u64,
+        });
+    }
+    let (e, kvd, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
+
+    for (i, &t) in tokens.iter().enumerate() {
+        if t as usize >= c.n_vocab {
+            return Err(Error::TokenOutOfRange {
+                id: t,
+                vocab: c.n_vocab as u32,
+            });
+        }
+        w.token_embd
+            .dequantize_row(t as usize, &mut state.x[i * e..(i + 1) * e]);
+    }
+    rope_table(c, w.rope_freqs, pos0, n, state.rope);
+
+    for (l, layer) in w.layers.iter().enumerate() {
+        attention_block(model, layer, l, state, kv, pos0, n);
+        // Feed-forward block.
+        let s = &mut *state;
+        rms_norm(
+            &s.x[..n * e],
+            layer.ffn_norm,
+            c.rms_eps,
+            &mut s.xn[..n * e],
+            e,
+        );
+        let act = quantize_for(
+            k,
+            &[layer.w_gate, layer.w_up],
+            &s.xn[..n * e],
+            e,
+            s.act_q8_0,
+            s.act_q8_1,
+        );
+        gemm(k, &layer.w_gate, &act, n, &mut s.gate[..n * ff]);
+        gemm(k, &layer.w_up, &act, n, &mut s.up[..n * ff]);
+        swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
+        let act = quantize_for(
+            k,
+            &[layer.w_down],
+            &s.gate[..n * ff],
+            ff,
+            s.act_q8_0,
+            s.act_q8_1,
+        );
+        gemm(k, &layer.w_down, &act, n, &mut s.att[..n * e]);
+        add(&mut s.x[..n * e], &s.att[..n * e]);
+    }
+    kv.advance(n);
+    let _ = kvd;
+
+    // Output head for the wanted tokens, LOGIT_ROWS at a time.
+    let first = match want {
+        Logits::None => return Ok(()),
+        Logits::Last => n - 1,
+        Logits::All => 0,
+    };
+    let mut i = first;
+    while i < n {
+        let m = (n - i).min(state.logit_rows);
+        let s = &mut *state;
+        rms_norm(
+            &s.x[i * e..(i + m) * e],
+            w.output_norm,
+            c.rms_eps,
+            &mut s.xn[..m * e],
+            e,
+        );
+        let act = quantize_for(k, &[w.output], &s.xn[..m * e], e, s.act_q8_0, s.act_q8_1);
+        gemm(k, &w.output, &act, m, &mut s.logits[..m * c.n_vocab]);
+        for j in 0..m {
+            on_logits(i + j, &s.logits[j * c.n_vocab..(j + 1) * c.n_vocab]);
+        }
+        i += m;
+    }
+    Ok(())
+}
+
+/// RMSNorm, projections, RoPE, cache write, attention and output projection of one block.
+fn attention_block(
+    model: &Model<'_>,
+    layer: &Layer<'_>,
+    l: usize,
+    s: &mut State<'_>,
+    kv: &mut KvCache<'_>,
+    pos0: usize,
+    n: usize,
+) {
+    let c = &model.config;
+    let k = &model.kernels;
+    let (e, kvd, hd) = (c.n_embd, c.kv_dim(), c.head_dim);
+    rms_norm(
+        &s.x[..n * e],
+        layer.attn_norm,
+        c.rms_eps,
+        &mut s.xn[..n * e],
+        e,
+    );
+    let act = quantize_for(
+        k,
+        &[layer.wq, layer.wk, layer.wv],
+        &s.xn[..n * e],
+        e,
+        s.act_q8_0,
+        s.act_q8_1,
+    );
+    gemm(k, &layer.wq, &act, n, &mut s.q[..n * e]);
+    gemm(k, &layer.wk, &act, n, &mut s.k[..n * kvd]);
+    gemm(k, &layer.wv, &act, n, &mut s.v[..n * kvd]);
+
+    for i in 0..n {
+        let cs = &s.rope[i * c.rope_dim..(i + 1) * c.rope_dim];
+        for h in 0..c.n_head {
+            rope(&mut s.q[i * e + h * hd..i * e + (h + 1) * hd], cs);
+        }
+        for h in 0..c.n_head_kv {
+            rope(&mut s.k[i * kvd + h * hd..i * kvd + (h + 1) * hd], cs);
+        }
+        kv.write(
+            l,
+            pos0 + i,
+            &s.k[i * kvd..(i + 1) * kvd],
+            &s.v[i * kvd..(i + 1) * kvd],
+        );
+    }
+
+    let group = c.n_head / c.n_head_kv;
+    let scale = 1.0 / libm::sqrtf(hd as f32);
+    for i in 0..n {
+        let n_ctx = pos0 + i + 1; // causal: this token sees every cached token up to itself
+        let keys = kv.keys(l, n_ctx);
+        let values = kv.values(l, n_ctx);
+        for h in 0..c.n_head {
+            let kh = h / group;
+            let q = &mut s.q[i * e + h * hd..i * e + (h + 1) * hd];
+            // Queries meet the f16 key cache at f16 precision (as llama.cpp's attention does).
+            for x in q.iter_mut() {
+                *x = f16::from_f32(*x).to_f32();
+            }
+            let scores = &mut s.scores[..n_ctx];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let key = &keys[j * kvd + kh * hd..j * kvd + (kh + 1) * hd];
+                *sc = (k.dot_f16_f32)(key, q) * scale;
+            }
+            softmax(scores);
+            let out = &mut s.att[i * e + h * hd..i * e + (h + 1) * hd];
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                (k.axpy_f16)(out, p, &values[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]);
+            }
+        }
+    }
+    let act = quantize_for(k, &[layer.wo], &s.att[..n * e], e, s.act_q8_0, s.act_q8_1);
+    gemm(k, &layer.wo, &act, n, &mut s.xn[..n * e]);
+    add(&mut s.x[..n * e], &s.xn[..n * e]);
+}
+
+/// Activations prepared for a set of matrices: quantized once per format they need.
+struct Act<'b> {
+    f32: &'b [f32],
+    q8_0: &'b [BlockQ8_0],
+    q8_1: &'b [BlockQ8_1],
+}
+
+/// Quantizes `x` (rows of `cols`) into the formats the matrices in `mats` read.
+fn quantize_for<'b>(
+    k: &Kernels,
+    mats: &[Matrix<'_>],
+    x: &'b [f32],
+    cols: usize,
+    q80: &'b mut [BlockQ8_0],
+    q81: &'b mut [BlockQ8_1],
+) -> Act<'b> {
+    let rows = x.len() / cols;
+    let nb = cols / QK;
+    let need80 = mats
+        .iter()
+        .any(|m| matches!(m, Matrix::Q4_0 { .. } | Matrix::Q8_0 { .. }));
+    let need81 = mats.iter().any(|m| matches!(m, Matrix::Q4_1 { .. }));
+    if need80 {
+        for r in 0..rows {
+            (k.quantize_q8_0)(&x[r * cols..(r + 1) * cols], &mut q80[r * nb..(r + 1) * nb]);
+        }
+    }
+    if need81 {
+        for r in 0..rows {
+            (k.quantize_q8_1)(&x[r * cols..(r + 1) * cols], &mut q81[r * nb..(r + 1) * nb]);
+        }
+    }
+    Act {
+        f32: x,
+        q8_0: &q80[..rows * nb],
+        q8_1: &q81[..rows * nb],
+    }
+}
+
+/// `out[t][r] = m[r] · x[t]` for `n` tokens.
+fn gemm(k: &Kernels, m: &Matrix<'_>, a: &Act<'_>, n: usize, out: &mut [f32]) {
+    let (rows, cols) = (m.rows(), m.cols());
+    let nb = cols / QK;
+    match *m {
+        Matrix::Q4_0 { data, .. } => (k.gemm_q4_0_q8_0)(data, &a.q8_0[..n * nb], nb, out, rows),
+        Matrix::Q4_1 { data, .. } => (k.gemm_q4_1_q8_1)(data, &a.q8_1[..n * nb], nb, out, rows),
+        Matrix::Q8_0 { data, .. } => (k.gemm_q8_0_q8_0)(data, &a.q8_0[..n * nb], nb, out, rows),
+        Matrix::F32 { data, .. } => {
+            crate::kernels::gemm_by_rows(k.dot_f32, data, &a.f32[..n * cols], cols, out, rows)
+        }
+        Matrix::F16 { data, .. } => {
+            crate::kernels::gemm_by_rows(k.dot_f16_f32, data, &a.f32[..n * cols], cols, out, rows)
+        }
+        Matrix::BF16 { data, .. } => crate::kernels::gemm_by_rows(
+            |w: &[half::bf16], x: &[f32]| w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum(),
+            data,
+            &a.f32[..n * cols],
+            cols,
+            out,
+            rows,
+        ),
+    }
+}
+
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight`. The sum of squares is taken in
+/// f64, as llama.cpp does, so long rows lose nothing to rounding.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
+    for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let mean = (ss / width as f64) as f32;
+        let scale = 1.0 / libm::sqrtf(mean + eps);
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(weight) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+/// cos/sin of every rotated pair, for `n` tokens from position `pos0`: `out[t][2i] = cos θ`,
+/// `out[t][2i+1] = sin θ`, θ = pos · base^(−2i/rope_dim) / factor_i. θ is stepped by repeated
+/// multiplication in f32, as ggml computes it, so the angles match llama.cpp's bit for bit.
+pub fn rope_table(c: &Config, freqs: Option<&[f32]>, pos0: usize, n: usize, out: &mut [f32]) {
+    let theta_scale = libm::powf(c.rope_base, -2.0 / c.rope_dim as f32);
+    for t in 0..n {
+        let row = &mut out[t * c.rope_dim..(t + 1) * c.rope_dim];
+        let mut theta = (pos0 + t) as f32;
+        for i in 0..c.rope_dim / 2 {
+            let ff = freqs.map_or(1.0, |f| f[i]);
+            let th = theta / ff;
+            row[2 * i] = libm::cosf(th);
+            row[2 * i + 1] = libm::sinf(th);
+            theta *= theta_scale;
+        }
+    }
+}
+
+/// Rotates adjacent pairs (x[2i], x[2i+1]) of one head by the angles in `cs` (Llama's "normal"
+/// RoPE layout; dimensions past `cs.len()` are left as they are).
+pub fn rope(x: &mut [f32], cs: &[f32]) {
+    for (pair, c) in x.chunks_exact_mut(2).zip(cs.chunks_exact(2)) {
+        let (x0, x1) = (pair[0], pair[1]);
+        pair[0] = x0 * c[0] - x1 * c[1];
+        pair[1] = x0 * c[1] + x1 * c[0];
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// gate = silu(gate) * up.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + libm::expf(-*g)) * u;
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

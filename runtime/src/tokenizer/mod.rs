@@ -1,0 +1,739 @@
+//! Byte-level BPE tokenizer built from the GGUF vocabulary (`tokenizer.ggml.model = gpt2`).
+//!
+//! Encoding, as llama.cpp does it:
+//! 1. special tokens (control, user-defined, unknown) are found in the raw text, longest first;
+//! 2. the text between them is decoded to codepoints and split into words by the model's
+//!    pre-tokenizer ([`pretokenize`]);
+//! 3. each word's UTF-8 bytes become GPT-2 alphabet symbols and are merged by rank ([`bpe`]).
+//!
+//! All tables (token index sorted by text, merge table) live in caller-provided memory, so the
+//! tokenizer works without an allocator; token strings stay in the model file.
+
+pub mod bpe;
+pub mod pretokenize;
+pub mod stream;
+pub mod unicode;
+#[rustfmt::skip]
+mod unicode_tables;
+
+pub use pretokenize::PreTokenizer;
+pub use stream::Utf8Stream;
+pub use unicode_tables::UNICODE_VERSION;
+
+use crate::arena::Arena;
+use crate::error::{Error, Result};
+use crate::gguf::{keys, Gguf, Value};
+use bpe::{Bigram, Symbol};
+
+/// A token id.
+pub type TokenId = u32;
+
+/// "No token" in tables (also: a byte the vocabulary has no token for).
+pub const NO_TOKEN: TokenId = u32::MAX;
+
+/// Largest vocabulary accepted.
+pub const MAX_VOCAB: usize = 1 << 20;
+
+/// What a vocabulary entry is (`tokenizer.ggml.token_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TokenKind {
+    /// Ordinary text.
+    Normal = 1,
+    /// The unknown token.
+    Unknown = 2,
+    /// A control token such as `<|im_start|>`: matched in text, printed only on request.
+    Control = 3,
+    /// A user-added token: matched in text and printed as its text.
+    UserDefined = 4,
+    /// Never produced.
+    Unused = 5,
+    /// A raw byte token.
+    Byte = 6,
+}
+
+impl TokenKind {
+    fn from_i64(v: i64) -> TokenKind {
+        match v {
+            2 => TokenKind::Unknown,
+            3 => TokenKind::Control,
+            4 => TokenKind::UserDefined,
+            5 => TokenKind::Unused,
+            6 => TokenKind::Byte,
+            _ => TokenKind::Normal,
+        }
+    }
+
+    /// Matched as a whole inside text when special tokens are parsed.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown
+        )
+    }
+}
+
+/// Where a token's text sits inside the vocabulary array of the file.
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct TokRef {
+    off: u32,
+    len: u32,
+}
+
+/// One merge rule: `left` + `right` → `result`, with its priority.
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Merge {
+    left: u32,
+    right: u32,
+    rank: u32,
+    result: u32,
+}
+
+/// Texts llama.cpp treats as end-of-generation when the vocabulary has them.
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
+
+/// Most end-of-generation tokens tracked.
+const MAX_EOG: usize = 8;
+
+/// The tokenizer: vocabulary views into the model file plus lookup tables in an arena.
+pub struct Tokenizer<'a> {
+    strings: &'a [u8],
+    toks: &'a [TokRef],
+    kinds: &'a [u8],
+    /// Token ids sorted by their text, for text → id lookups.
+    sorted: &'a [u32],
+    /// Merge rules sorted by (left, right).
+    merges: &'a [Merge],
+    /// Special token ids, longest text first.
+    specials: &'a [u32],
+    byte_token: [TokenId; 256],
+    pre: PreTokenizer,
+    bos: Option<TokenId>,
+    eos: Option<TokenId>,
+    add_bos: bool,
+    add_eos: bool,
+    eog: [TokenId; MAX_EOG],
+    n_eog: usize,
+    dropped_merges: usize,
+}
+
+impl<'a> Tokenizer<'a> {
+    /// Bytes of arena [`Tokenizer::from_gguf`] needs for this file's vocabulary.
+    pub fn memory_needed(g: &Gguf<'_>) -> Result<usize> {
+        let n = vocab_array(g)?.len();
+        let m = g
+            .get(keys::MERGES)
+            .and_then(|v| v.as_array())
+            .map_or(0, |a| a.len());
+        Ok(Arena::size_of::<TokRef>(n)
+            + Arena::size_of::<u8>(n)
+            + Arena::size_of::<u32>(n)
+            + Arena::size_of::<Merge>(m)
+            + Arena::size_of::<u32>(n))
+    }
+
+    /// Builds the tokenizer from the GGUF metadata, with its tables in `arena`.
+    pub fn from_gguf(g: &Gguf<'a>, arena: &mut Arena<'a>) -> Result<Self> {
+        match g.get_str(keys::TOKENIZER_MODEL)? {
+            Some("gpt2") => {}
+            Some(_) => {
+                return Err(Error::Tokenizer(
+                    "only byte-level BPE ('gpt2') vocabularies are supported",
+                ))
+            }
+            None => return Err(Error::MissingKey(keys::TOKENIZER_MODEL)),
+        }
+        let pre_name = g.get_str(keys::TOKENIZER_PRE)?.unwrap_or("gpt2");
+        let pre = PreTokenizer::from_name(pre_name).ok_or(Error::Tokenizer(
+            "this pre-tokenizer (tokenizer.ggml.pre) is not supported",
+        ))?;
+
+        // Token texts: remember where each one is inside the array's bytes.
+        let arr = vocab_array(g)?;
+        let n = arr.len();
+        let strings = arr_bytes(&arr);
+        if strings.len() > u32::MAX as usize {
+            return Err(Error::Tokenizer("vocabulary strings exceed 4 GiB"));
+        }
+        let toks = arena.alloc::<TokRef>(n, "tokenizer token table")?;
+        let mut pos = 0usize;
+        for t in toks.iter_mut() {
+            let len_bytes: [u8; 8] = strings
+                .get(pos..pos + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Error::Tokenizer("vocabulary array is malformed"))?;
+            let len = u64::from_le_bytes(len_bytes) as usize;
+            pos += 8;
+            if pos + len > strings.len() {
+                return Err(Error::Tokenizer("vocabulary array is malformed"));
+            }
+            *t = TokRef {
+                off: pos as u32,
+                len: len as u32,
+            };
+            pos += len;
+        }
+
+        // Token kinds (all normal when the file has no types).
+        let kinds = arena.alloc::<u8>(n, "tokenizer token kinds")?;
+        kinds.fill(TokenKind::Normal as u8);
+        if let Some(v) = g.get(keys::TOKEN_TYPE) {
+            let a = v.as_array().ok_or(Error::BadKey {
+                key: keys::TOKEN_TYPE,
+                reason: "not an array",
+            })?;
+            if a.len() != n {
+                return Err(Error::BadKey {
+                    key: keys::TOKEN_TYPE,
+                    reason: "length differs from the vocabulary",
+                });
+            }
+            for (i, k) in kinds.iter_mut().enumerate() {
+                let t = a
+                    .get_fixed(i)
+                    .and_then(|v| v.as_i64())
+                    .ok_or(Error::BadKey {
+                        key: keys::TOKEN_TYPE,
+                        reason: "not an integer array",
+                    })?;
+                *k = TokenKind::from_i64(t) as u8;
+            }
+        }
+
+        let sorted = arena.alloc::<u32>(n, "tokenizer sorted index")?;
+        for (i, s) in sorted.iter_mut().enumerate() {
+            *s = i as u32;
+        }
+        let text_of = |id: u32| -> &'a [u8] {
+            let t = toks[id as usize];
+            &strings[t.off as usize..(t.off + t.len) as usize]
+        };
+        sorted.sort_unstable_by(|&a, &b| text_of(a).cmp(text_of(b)).then(a.cmp(&b)));
+
+        let mut tok = Tokenizer {
+            strings,
+            toks,
+            kinds,
+            sorted,
+            merges: &[],
+            specials: &[],
+            byte_token: [NO_TOKEN; 256],
+            pre,
+            bos: None,
+            eos: None,
+            add_bos: false,
+            add_eos: false,
+            eog: [NO_TOKEN; MAX_EOG],
+            n_eog: 0,
+            dropped_merges: 0,
+        };
+
+        // Single-byte symbols.
+        for b in 0..=255u8 {
+            let mut buf = [0u8; 4];
+            let len = unicode::encode_utf8(unicode::byte_to_codepoint(b), &mut buf);
+            tok.byte_token[b as usize] = tok.find(&buf[..len]).unwrap_or(NO_TOKEN);
+        }
+
+        // Merge rules: "left right" → (left id, right id, rank, result id).
+        let merges_arr = g
+            .get(keys::MERGES)
+            .ok_or(Error::MissingKey(keys::MERGES))?
+            .as_array()
+            .ok_or(Error::BadKey {
+                key: keys::MERGES,
+                reason: "not an array",
+            })?;
+        let merges = arena.alloc::<Merge>(merges_arr.len(), "tokenizer merge table")?;
+        let mut n_merges = 0;
+        let mut concat = [0u8; 512];
+        for (rank, v) in merges_arr.iter().enumerate() {
+            let Value::Str(s) = v else {
+                return Err(Error::BadKey {
+                    key: keys::MERGES,
+                    reason: "not a string array",
+                });
+            };
+            // Split at the first space after the first byte, as llama.cpp does.
+            let Some(sp) = s.iter().skip(1).position(|&c| c == b' ').map(|p| p + 1) else {
+                tok.dropped_merges += 1;
+                continue;
+            };
+            let (l, r) = (&s[..sp], &s[sp + 1..]);
+            let ids = (tok.find(l), tok.find(r));
+            let result = if l.len() + r.len() <= concat.len() {
+                concat[..l.len()].copy_from_slice(l);
+                concat[l.len()..l.len() + r.len()].copy_from_slice(r);
+                tok.find(&concat[..l.len() + r.len()])
+            } else {
+                None
+            };
+            match (ids, result) {
+                ((Some(left), Some(right)), Some(result)) => {
+                    merges[n_merges] = Merge {
+                        left,
+                        right,
+                        rank: rank as u32,
+                        result,
+                    };
+                    n_merges += 1;
+                }
+                // A rule whose parts or result are not tokens can never fire on token ids.
+                _ => tok.dropped_merges += 1,
+            }
+        }
+        let merges = &mut merges[..n_merges];
+        merges.sort_unstable_by_key(|m| (m.left, m.right, m.rank));
+        // Keep the first (lowest-rank) rule of duplicated pairs, as llama.cpp's map does.
+        let mut w = 0;
+        for i in 0..merges.len() {
+            if w == 0
+                || (merges[w - 1].left, merges[w - 1].right) != (merges[i].left, merges[i].right)
+            {
+                merges[w] = merges[i];
+                w += 1;
+            }
+        }
+        tok.merges = &merges[..w];
+
+        // Special tokens, longest first (ties by id, for a deterministic order).
+        let n_special = tok
+            .kinds
+            .iter()
+            .filter(|&&k| TokenKind::from_i64(k as i64).is_special())
+            .count();
+        let specials = arena.alloc::<u32>(n_special, "tokenizer special tokens")?;
+        let mut j = 0;
+        for (i, &k) in tok.kinds.iter().enumerate() {
+            if TokenKind::from_i64(k as i64).is_special() {
+                specials[j] = i as u32;
+                j += 1;
+            }
+        }
+        specials.sort_unstable_by(|&a, &b| text_of(b).len().cmp(&text_of(a).len()).then(a.cmp(&b)));
+        tok.specials = specials;
+
+        // Special ids and flags.
+        let id_key = |key: &'static str| -> Result<Option<TokenId>> {
+            match g.get_u64(key)? {
+                Some(id) if id < n as u64 => Ok(Some(id as u32)),
+                Some(_) => Err(Error::BadKey {
+                    key,
+                    reason: "token id outside the vocabulary",
+                }),
+                None => Ok(None),
+            }
+        };
+        tok.bos = id_key(keys::BOS_ID)?;
+        tok.eos = id_key(keys::EOS_ID)?;
+        tok.add_bos = g.get_bool(keys::ADD_BOS)?.unwrap_or(false);
+        tok.add_eos = g.get_bool(keys::ADD_EOS)?.unwrap_or(false);
+        for id in [tok.eos, id_key(keys::EOT_ID)?, id_key(keys::EOM_ID)?]
+            .into_iter()
+            .flatten()
+        {
+            tok.add_eog(id);
+        }
+        for t in EOG_TEXTS {
+            if let Some(id) = tok.find(t.as_bytes()) {
+                tok.add_eog(id);
+            }
+        }
+        Ok(tok)
+    }
+
+    fn add_eog(&mut self, id: TokenId) {
+        if self.n_eog < MAX_EOG && !self.eog[..self.n_eog].contains(&id) {
+            self.eog[self.n_eog] = id;
+            self.n_eog += 1;
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.toks.len()
+    }
+
+    /// The pre-tokenizer in use.
+    pub fn pre_tokenizer(&self) -> PreTokenizer {
+        self.pre
+    }
+
+    /// Merge rules in use.
+    pub fn merge_count(&self) -> usize {
+        self.merges.len()
+    }
+
+    /// Merge rules that could not be used (parts or result not in the vocabulary).
+    pub fn dropped_merge_count(&self) -> usize {
+        self.dropped_merges
+    }
+
+    /// Beginning-of-sequence token.
+    pub fn bos(&self) -> Option<TokenId> {
+        self.bos
+    }
+
+    /// End-of-sequence token.
+    pub fn eos(&self) -> Option<TokenId> {
+        self.eos
+    }
+
+    /// Whether encoding with `add_special` prepends BOS.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Tokens that end generation.
+    pub fn eog_tokens(&self) -> &[TokenId] {
+        &self.eog[..self.n_eog]
+    }
+
+    /// Whether `id` ends generation.
+    pub fn is_eog(&self, id: TokenId) -> bool {
+        self.eog_tokens().contains(&id)
+    }
+
+    /// Special tokens (control, user-defined, unknown), longest text first.
+    pub fn special_tokens(&self) -> &[TokenId] {
+        self.specials
+    }
+
+    /// The kind of token `id`.
+    pub fn kind(&self, id: TokenId) -> Option<TokenKind> {
+        self.kinds
+            .get(id as usize)
+            .map(|&k| TokenKind::from_i64(k as i64))
+    }
+
+    /// The token's text as stored in the vocabulary (GPT-2 alphabet for normal tokens).
+    pub fn token_text(&self, id: TokenId) -> Option<&'a [u8]> {
+        let t = self.toks.get(id as usize)?;
+        self.strings.get(t.off as usize..(t.off + t.len) as usize)
+    }
+
+    /// The id of the token whose vocabulary text is exactly `text`.
+    pub fn find(&self, text: &[u8]) -> Option<TokenId> {
+        let text_of = |id: u32| {
+            let t = self.toks[id as usize];
+            &self.strings[t.off as usize..(t.off + t.len) as usize]
+        };
+        let i = self.sorted.partition_point(|&id| text_of(id) < text);
+        self.sorted
+            .get(i)
+            .copied()
+            .filter(|&id| text_of(id) == text)
+    }
+
+    /// Rank and result of merging `left` and `right`.
+    fn merge_rank(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        let i = self
+            .merges
+            .partition_point(|m| (m.left, m.right) < (left, right));
+        self.merges
+            .get(i)
+            .filter(|m| m.left == left && m.right == right)
+            .map(|m| (m.rank, m.result))
+    }
+
+    /// Encodes `text` (any bytes; invalid UTF-8 becomes U+FFFD per byte), calling `out` for each
+    /// token. `parse_special` matches special tokens written in the text; `add_special` adds BOS
+    /// (and EOS) where the vocabulary asks for them. `scratch` must hold at least `text.len()`.
+    pub fn encode(
+        &self,
+        text: &[u8],
+        parse_special: bool,
+        add_special: bool,
+        scratch: &mut EncodeScratch<'_>,
+        out: &mut dyn FnMut(TokenId) -> Result<()>,
+    ) -> Result<()> {
+        if text.len() > scratch.capacity() {
+            return Err(Error::Capacity {
+                what: "tokenizer scratch (text bytes)",
+                needed: text.len() as u64,
+                available: scratch.capacity() as u64,
+            });
+        }
+        if add_special && self.add_bos {
+            if let Some(b) = self.bos {
+                out(b)?;
+            }
+        }
+        let EncodeScratch {
+            cpts,
+            marks,
+            word_ids,
+            syms,
+            heap,
+        } = scratch;
+        let marks = &mut marks[..text.len()];
+        marks.fill(0);
+        if parse_special {
+            self.mark_specials(text, marks);
+        }
+        let mut p = 0;
+        while p < text.len() {
+            if marks[p] != 0 {
+                let id = marks[p] - 1;
+                out(id)?;
+                p += self.token_text(id).map_or(1, |t| t.len().max(1));
+                continue;
+            }
+            let mut q = p;
+            while q < text.len() && marks[q] == 0 {
+                q += 1;
+            }
+            self.encode_raw(&text[p..q], cpts, word_ids, syms, heap, out)?;
+            p = q;
+        }
+        if add_special && self.add_eos {
+            if let Some(e) = self.eos {
+                out(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks special-token occurrences: `marks[start] = id + 1`, `u32::MAX` on the bytes after.
+    /// Longest tokens first; each takes its leftmost non-overlapping occurrences in text not yet
+    /// claimed — llama.cpp's partition order, so the same tokens win.
+    fn mark_specials(&self, text: &[u8], marks: &mut [u32]) {
+        for &id in self.specials {
+            let Some(t) = self.token_text(id) else {
+                continue;
+            };
+            if t.is_empty() || t.len() > text.len() {
+                continue;
+            }
+            let mut p = 0;
+            while p + t.len() <= text.len() {
+                // Skip ahead to the next candidate first byte.
+                match text[p..=text.len() - t.len()]
+                    .iter()
+                    .position(|&c| c == t[0])
+                {
+                    Some(off) => p += off,
+                    None => break,
+                }
+                if &text[p..p + t.len()] == t && marks[p..p + t.len()].iter().all(|&m| m == 0) {
+                    marks[p] = id + 1;
+                    marks[p + 1..p + t.len()].fill(u32::MAX);
+                    p += t.len();
+                } else {
+                    p += 1;
+                }
+            }
+        }
+    }
+
+    /// Pre-tokenizes and merges text that holds no special tokens.
+    fn encode_raw(
+        &self,
+        text: &[u8],
+        cpts: &mut [u32],
+        word_ids: &mut [u32],
+        syms: &mut [Symbol],
+        heap: &mut [Bigram],
+        out: &mut dyn FnMut(TokenId) -> Result<()>,
+    ) -> Result<()> {
+        let mut n = 0;
+        let mut pos = 0;
+        while pos < text.len() {
+            cpts[n] = unicode::next_codepoint(text, &mut pos);
+            n += 1;
+        }
+        let cpts = &cpts[..n];
+        let mut result = Ok(());
+        self.pre.split(cpts, |a, b| {
+            if result.is_err() {
+                return;
+            }
+            let mut k = 0;
+            for &cp in &cpts[a..b] {
+                let mut buf = [0u8; 4];
+                let len = unicode::encode_utf8(cp, &mut buf);
+                for &byte in &buf[..len] {
+                    word_ids[k] = self.byte_token[byte as usize];
+                    k += 1;
+                }
+            }
+            let ok = bpe::merge_word(
+                &word_ids[..k],
+                |l, r| self.merge_rank(l, r),
+                syms,
+                heap,
+                |id| {
+                    if result.is_ok() {
+                        result = out(id);
+                    }
+                },
+            );
+            if !ok && result.is_ok() {
+                result = Err(Error::Capacity {
+                    what: "tokenizer scratch (word)",
+                    needed: k as u64,
+                    available: syms.len() as u64,
+                });
+            }
+        });
+        result
+    }
+
+    /// The bytes token `id` stands for. Normal tokens map back from the GPT-2 alphabet; control
+    /// and unknown tokens give their text only when `special` is set; unused tokens give nothing.
+    pub fn decode_token(&self, id: TokenId, special: bool, sink: &mut dyn FnMut(&[u8])) {
+        let (Some(text), Some(kind)) = (self.token_text(id), self.kind(id)) else {
+            return;
+        };
+        match kind {
+            TokenKind::Control | TokenKind::Unknown => {
+                if special {
+                    sink(text)
+                }
+            }
+            TokenKind::UserDefined => sink(text),
+            TokenKind::Unused => {}
+            TokenKind::Normal | TokenKind::Byte => {
+                let mut buf = [0u8; 64];
+                let mut n = 0;
+                let mut pos = 0;
+                while pos < text.len() {
+                    let cp = unicode::next_codepoint(text, &mut pos);
+                    if n + 4 > buf.len() {
+                        sink(&buf[..n]);
+                        n = 0;
+                    }
+                    match unicode::codepoint_to_byte(cp) {
+                        Some(b) => {
+                            buf[n] = b;
+                            n += 1;
+                        }
+                        // Not in the byte alphabet: pass the character through.
+                        None => {
+                            let mut c = [0u8; 4];
+                            let len = unicode::encode_utf8(cp, &mut c);
+                            buf[n..n + len].copy_from_slice(&c[..len]);
+                            n += len;
+                        }
+                    }
+                }
+                if n > 0 {
+                    sink(&buf[..n]);
+                }
+            }
+        }
+    }
+
+    /// Encodes into a new vector, with scratch sized to the text.
+    #[cfg(feature = "alloc")]
+    pub fn encode_to_vec(
+        &self,
+        text: &[u8],
+        parse_special: bool,
+        add_special: bool,
+    ) -> Result<alloc::vec::Vec<TokenId>> {
+        let mut buf = alloc::vec![0u8; EncodeScratch::bytes_needed(text.len())];
+        let mut arena = Arena::new(&mut buf);
+        let mut scratch = EncodeScratch::new(&mut arena, text.len())?;
+        let mut ids = alloc::vec::Vec::new();
+        self.encode(text, parse_special, add_special, &mut scratch, &mut |id| {
+            ids.push(id);
+            Ok(())
+        })?;
+        Ok(ids)
+    }
+
+    /// Decodes tokens to bytes (control tokens included when `special`).
+    #[cfg(feature = "alloc")]
+    pub fn decode_to_vec(&self, ids: &[TokenId], special: bool) -> alloc::vec::Vec<u8> {
+        let mut v = alloc::vec::Vec::new();
+        for &id in ids {
+            self.decode_token(id, special, &mut |b| v.extend_from_slice(b));
+        }
+        v
+    }
+}
+
+fn vocab_array<'a>(g: &Gguf<'a>) -> Result<crate::gguf::Array<'a>> {
+    let a = g
+        .get(keys::TOKENS)
+        .ok_or(Error::MissingKey(keys::TOKENS))?
+        .as_array()
+        .ok_or(Error::BadKey {
+            key: keys::TOKENS,
+            reason: "not an array",
+        })?;
+    if a.elem_type() != crate::gguf::ValueType::String {
+        return Err(Error::BadKey {
+            key: keys::TOKENS,
+            reason: "not a string array",
+        });
+    }
+    if a.is_empty() || a.len() > MAX_VOCAB {
+        return Err(Error::BadKey {
+            key: keys::TOKENS,
+            reason: "vocabulary size out of range",
+        });
+    }
+    Ok(a)
+}
+
+fn arr_bytes<'a>(a: &crate::gguf::Array<'a>) -> &'a [u8] {
+    a.raw_bytes()
+}
+
+/// Working memory for [`Tokenizer::encode`], sized for a maximum text length.
+pub struct EncodeScratch<'s> {
+    cpts: &'s mut [u32],
+    marks: &'s mut [u32],
+    word_ids: &'s mut [u32],
+    syms: &'s mut [Symbol],
+    heap: &'s mut [Bigram],
+}
+
+impl<'s> EncodeScratch<'s> {
+    /// Arena bytes for texts up to `max_text` bytes.
+    pub const fn bytes_needed(max_text: usize) -> usize {
+        // A word of n input bytes has at most 3n UTF-8 bytes (each invalid byte becomes U+FFFD).
+        let n = if max_text == 0 { 1 } else { max_text };
+        let w = 3 * n;
+        Arena::size_of::<u32>(n) * 2
+            + Arena::size_of::<u32>(w)
+            + Arena::size_of::<Symbol>(w)
+            + Arena::size_of::<Bigram>(3 * w)
+    }
+
+    /// Carves scratch for texts up to `max_text` bytes out of `arena`.
+    pub fn new(arena: &mut Arena<'s>, max_text: usize) -> Result<Self> {
+        let n = max_text.max(1);
+        let w = 3 * n;
+        Ok(EncodeScratch {
+            cpts: arena.alloc(n, "tokenizer scratch")?,
+            marks: arena.alloc(n, "tokenizer scratch")?,
+            word_ids: arena.alloc(w, "tokenizer scratch")?,
+            syms: arena.alloc(w, "tokenizer scratch")?,
+            heap: arena.alloc(bpe::heap_capacity(w), "tokenizer scratch")?,
+        })
+    }
+
+    /// Longest text (in bytes) this scratch can encode.
+    pub fn capacity(&self) -> usize {
+        self.cpts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the reference peer, llama.cpp, from the Python package index sdist of llama-cpp-python
+# (which vendors llama.cpp), for this CPU, into $LLAMA_CPP_CACHE (default ~/.cache/ember-llama-cpp-ref).
+# Prints the folder holding llama-bench, llama-tokenize, llama-simple, llama-perplexity and
+# llama-quantize. About 10 minutes on 2 cores; does nothing when already built.
+#
+# Not part of ember: a tool to make test fixtures and to benchmark against. No llama.cpp code is
+# kept in this repository.
+#
+# The instruction sets come from /proc/cpuinfo rather than -march=native: some virtual machines
+# advertise AMX but fault on its instructions (SIGILL in ggml's AMX matmul), so AMX stays off.
+set -euo pipefail
+V=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+C=${LLAMA_CPP_CACHE:-$HOME/.cache/ember-llama-cpp-ref}
+BIN="$C/llama.cpp/build/bin"
+TARGETS="llama-bench llama-tokenize llama-simple llama-perplexity llama-quantize"
+done_all() { for t in $TARGETS; do [ -x "$BIN/$t" ] || return 1; done; }
+if done_all; then echo "$BIN"; exit 0; fi
+
+if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null; } >&2
+fi
+mkdir -p "$C/dl"
+python3 -m pip download -q --no-deps --no-binary :all: -d "$C/dl" "llama-cpp-python==$V" >&2
+rm -rf "$C/src" "$C/llama.cpp" && mkdir -p "$C/src"
+tar xzf "$C/dl/llama_cpp_python-$V.tar.gz" -C "$C/src"
+mv "$C/src/llama_cpp_python-$V/vendor/llama.cpp" "$C/llama.cpp" && rm -rf "$C/src"
+
+flags=()
+has() { grep -qw "$1" /proc/cpuinfo; }
+if [ "$(uname -m)" = x86_64 ]; then
+  flags+=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+  on() { if has "$1"; then flags+=("-D$2=ON"); else flags+=("-D$2=OFF"); fi; }
+  on avx GGML_AVX; on avx2 GGML_AVX2; on fma GGML_FMA; on f16c GGML_F16C; on bmi2 GGML_BMI2
+  on avx_vnni GGML_AVX_VNNI
+  if has avx512f && has avx512bw && has avx512vl && has avx512dq && has avx512cd; then
+    flags+=(-DGGML_AVX512=ON); on avx512_vnni GGML_AVX512_VNNI; on avx512vbmi GGML_AVX512_VBMI
+    on avx512_bf16 GGML_AVX512_BF16
+  fi
+else
+  flags+=(-DGGML_NATIVE=ON)
+fi
+cmake -S "$C/llama.cpp" -B "$C/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release "${flags[@]}" \
+  -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF >&2
+cmake --build "$C/llama.cpp/build" -j"$(nproc)" --target $TARGETS >&2
+done_all || { echo "build-llama-cpp: build finished without every tool" >&2; exit 1; }
+echo "$BIN"

@@ -1,0 +1,160 @@
+//! `ember inspect`: what is in a model file.
+
+use super::ModelArgs;
+use crate::load::{self, CliResult, OpenFile};
+use ember_runtime::gguf::{keys, Value};
+use ember_runtime::model::Config;
+use std::collections::BTreeMap;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Also list every metadata key and every tensor.
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn show(v: &Value<'_>) -> String {
+    match v {
+        Value::Str(b) => {
+            let s = String::from_utf8_lossy(b);
+            let s: String = s.chars().take(60).collect();
+            format!("{:?}{}", s, if b.len() > 60 { "…" } else { "" })
+        }
+        Value::Array(a) => format!("[{} × {}]", a.len(), a.elem_type().name()),
+        Value::U8(x) => x.to_string(),
+        Value::I8(x) => x.to_string(),
+        Value::U16(x) => x.to_string(),
+        Value::I16(x) => x.to_string(),
+        Value::U32(x) => x.to_string(),
+        Value::I32(x) => x.to_string(),
+        Value::U64(x) => x.to_string(),
+        Value::I64(x) => x.to_string(),
+        Value::F32(x) => x.to_string(),
+        Value::F64(x) => x.to_string(),
+        Value::Bool(x) => x.to_string(),
+    }
+}
+
+pub fn main(a: Args) -> CliResult {
+    let path = load::model_path(a.model.model.clone());
+    let file = OpenFile::open(path.clone())?;
+    let g = file.gguf()?;
+    let size = file.file.bytes().len();
+    println!(
+        "file:          {} ({} bytes, {:.1} MiB)",
+        path.display(),
+        size,
+        size as f64 / 1048576.0
+    );
+    println!(
+        "gguf:          version {}, {} metadata keys, {} tensors, alignment {}",
+        g.version(),
+        g.metadata_len(),
+        g.tensor_count(),
+        g.alignment()
+    );
+    let arch = g.get_str(keys::ARCHITECTURE)?.unwrap_or("(none)");
+    println!("architecture:  {arch}");
+    if let Some(n) = g.get_str(keys::NAME)? {
+        println!("name:          {n}");
+    }
+    match Config::from_gguf(&g) {
+        Ok(c) => {
+            println!("layers:        {}", c.n_layer);
+            println!("width:         {} (ffn {})", c.n_embd, c.n_ff);
+            println!(
+                "heads:         {} query, {} key/value, head width {}",
+                c.n_head, c.n_head_kv, c.head_dim
+            );
+            println!("rope:          base {}, {} dims", c.rope_base, c.rope_dim);
+            println!("rms eps:       {:e}", c.rms_eps);
+            println!("context:       {} (trained)", c.n_ctx_train);
+            println!("vocab:         {}", c.n_vocab);
+        }
+        Err(e) => println!("model:         not runnable by ember: {e}"),
+    }
+    let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut params = 0u64;
+    for t in g.tensors() {
+        *types.entry(t.ty.name()).or_default() += 1;
+        params += t.n_elements();
+    }
+    let types: Vec<String> = types.iter().map(|(k, v)| format!("{k} × {v}")).collect();
+    println!(
+        "tensors:       {} ({}), {:.1} M parameters",
+        g.tensor_count(),
+        types.join(", "),
+        params as f64 / 1e6
+    );
+    println!(
+        "output head:   {}",
+        if g.tensor("output.weight").is_some() {
+            "output.weight"
+        } else {
+            "tied to token_embd.weight"
+        }
+    );
+    let tok_model = g.get_str(keys::TOKENIZER_MODEL)?.unwrap_or("(none)");
+    let pre = g.get_str(keys::TOKENIZER_PRE)?.unwrap_or("(none)");
+    println!("tokenizer:     {tok_model}, pre-tokenizer {pre}");
+    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    let loaded = load::with_model(path, kernels, |m| {
+        let t = &m.tokenizer;
+        let name = |id: u32| String::from_utf8_lossy(t.token_text(id).unwrap_or(b"?")).into_owned();
+        println!(
+            "vocabulary:    {} tokens, {} merges, {} special",
+            t.vocab_size(),
+            t.merge_count(),
+            t.special_tokens().len()
+        );
+        let opt = |id: Option<u32>| id.map_or("(none)".to_string(), |i| format!("{i} {}", name(i)));
+        println!("bos:           {} (added: {})", opt(t.bos()), t.add_bos());
+        println!("eos:           {}", opt(t.eos()));
+        let eog: Vec<String> = t
+            .eog_tokens()
+            .iter()
+            .map(|&i| format!("{i} {}", name(i)))
+            .collect();
+        println!("end of gen:    {}", eog.join(", "));
+        let mut sp: Vec<u32> = t.special_tokens().to_vec();
+        sp.sort();
+        let sp: Vec<String> = sp.iter().map(|&i| name(i)).collect();
+        println!("special:       {}", sp.join(" "));
+        println!("kernels:       {}", m.kernels.isa);
+        Ok(())
+    });
+    if let Err(e) = loaded {
+        println!("load:          fails: {e}");
+    }
+    println!(
+        "chat template: {}",
+        if g.get(keys::CHAT_TEMPLATE).is_some() {
+            "present"
+        } else {
+            "absent"
+        }
+    );
+    if a.verbose {
+        println!("\nmetadata:");
+        for (k, v) in g.metadata() {
+            println!("  {k} = {}", show(&v));
+        }
+        println!("\ntensors:");
+        for t in g.tensors() {
+            let dims: Vec<String> = t.dims[..t.n_dims as usize]
+                .iter()
+                .map(|d| d.to_string())
+                .collect();
+            println!(
+                "  {:<28} {:<5} [{}] offset {}",
+                t.name,
+                t.ty.name(),
+                dims.join(", "),
+                t.offset
+            );
+        }
+    }
+    Ok(())
+}

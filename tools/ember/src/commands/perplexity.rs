@@ -1,0 +1,104 @@
+//! `ember perplexity`: llama.cpp's protocol. The text is tokenized once and cut into consecutive
+//! chunks of CTX tokens; each chunk is evaluated from an empty cache and only the predictions for
+//! its second half are scored (so every scored token has at least CTX/2 tokens of context).
+
+use super::ModelArgs;
+use crate::load::{self, CliError, CliResult};
+use ember_runtime::arena::Arena;
+use ember_runtime::session::{Session, SessionConfig};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text file to score.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Chunk size (context) in tokens.
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    ctx: usize,
+    /// Score at most this many chunks (default: all).
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Prompt batch size.
+    #[arg(short = 'b', long = "batch", default_value_t = 512)]
+    batch: usize,
+}
+
+/// −log softmax(logits)[target], in f64.
+pub fn nll(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    -(logits[target] as f64 - max - sum.ln())
+}
+
+pub fn main(a: Args) -> CliResult {
+    let text =
+        std::fs::read(&a.file).map_err(|e| CliError(format!("{}: {e}", a.file.display())))?;
+    if a.ctx < 2 {
+        return Err(CliError("the context (-c) must be at least 2".into()));
+    }
+    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    load::with_model(load::model_path(a.model.model), kernels, |model| {
+        let tokens = model.tokenizer.encode_to_vec(&text, true, true)?;
+        let n_ctx = a.ctx;
+        let mut n_chunks = tokens.len() / n_ctx;
+        if let Some(c) = a.chunks {
+            n_chunks = n_chunks.min(c);
+        }
+        if n_chunks == 0 {
+            return Err(CliError(format!(
+                "the text has {} tokens, fewer than one chunk of {n_ctx}",
+                tokens.len()
+            )));
+        }
+        let sc = SessionConfig {
+            n_ctx,
+            n_batch: a.batch.min(n_ctx),
+        };
+        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+        let mut arena = Arena::new(&mut mem);
+        let mut s = Session::new(model, &mut arena, &sc)?;
+        let bos = model
+            .tokenizer
+            .add_bos()
+            .then(|| model.tokenizer.bos())
+            .flatten();
+        let first = n_ctx / 2;
+        let (mut nll_sum, mut count) = (0.0f64, 0usize);
+        let t0 = Instant::now();
+        eprintln!(
+            "ember: {} tokens, {} chunks of {}",
+            tokens.len(),
+            n_chunks,
+            n_ctx
+        );
+        for c in 0..n_chunks {
+            let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+            if let Some(b) = bos {
+                chunk[0] = b;
+            }
+            s.reset();
+            s.eval_all(&chunk, &mut |i, logits| {
+                if i >= first && i + 1 < n_ctx {
+                    nll_sum += nll(logits, chunk[i + 1] as usize);
+                    count += 1;
+                }
+            })?;
+            eprint!("[{}]{:.4},", c + 1, (nll_sum / count as f64).exp());
+            let _ = std::io::stderr().flush();
+        }
+        let ppl = (nll_sum / count as f64).exp();
+        eprintln!(
+            "\nember: {} tokens scored in {:.1} s, kernels={}",
+            count,
+            t0.elapsed().as_secs_f64(),
+            model.kernels.isa
+        );
+        println!("PPL = {ppl:.4}");
+        Ok(())
+    })
+}

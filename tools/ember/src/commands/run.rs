@@ -1,0 +1,104 @@
+//! `ember run`: generate text from a prompt; text on stdout, one stats line on stderr.
+
+use super::ModelArgs;
+use crate::load::{self, CliError, CliResult};
+use ember_runtime::arena::Arena;
+use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
+use std::io::Write;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt, verbatim (special tokens such as <|im_start|> are recognised).
+    #[arg(short = 'p', long = "prompt")]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    n_predict: usize,
+    /// Sampling temperature; 0 is greedy (the only mode in this build).
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Threads.
+    #[arg(short = 't', long = "threads", default_value_t = 1)]
+    threads: usize,
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx", default_value_t = 4096)]
+    ctx: usize,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+pub fn main(a: Args) -> CliResult {
+    if a.temp != 0.0 {
+        return Err(CliError(
+            "only greedy decoding (--temp 0) is available in this build".into(),
+        ));
+    }
+    if a.threads != 1 {
+        return Err(CliError("only -t 1 is available in this build".into()));
+    }
+    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    load::with_model(load::model_path(a.model.model), kernels, |model| {
+        let prompt = model
+            .tokenizer
+            .encode_to_vec(a.prompt.as_bytes(), true, true)?;
+        if prompt.is_empty() {
+            return Err(CliError("the prompt is empty".into()));
+        }
+        let sc = SessionConfig {
+            n_ctx: a.ctx.min(model.config.n_ctx_train),
+            ..Default::default()
+        };
+        if prompt.len() + a.n_predict.min(1) > sc.n_ctx {
+            return Err(CliError(format!(
+                "the prompt has {} tokens, more than the context of {}",
+                prompt.len(),
+                sc.n_ctx
+            )));
+        }
+        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+        let mut arena = Arena::new(&mut mem);
+        let mut s = Session::new(model, &mut arena, &sc)?;
+        let max_tokens = a.n_predict.min(sc.n_ctx - prompt.len());
+        let opts = GenOptions {
+            max_tokens,
+            ignore_eos: a.ignore_eos,
+        };
+        let mut out = std::io::stdout().lock();
+        let mut io_err = None;
+        let t0 = Instant::now();
+        let mut t_prefill = None;
+        let (_, stats) = session::generate(
+            &mut s,
+            &prompt,
+            &opts,
+            &mut || t_prefill = Some(Instant::now()),
+            &mut |text| match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    io_err = Some(e);
+                    false
+                }
+            },
+        )?;
+        let t_end = Instant::now();
+        if let Some(e) = io_err {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+        let t_prefill = t_prefill.unwrap_or(t_end);
+        let pp = stats.prompt_tokens as f64 / (t_prefill - t0).as_secs_f64().max(1e-9);
+        // Decode steps: every generated token but the first comes from one single-token forward.
+        let steps = stats.generated_tokens.saturating_sub(1);
+        let tg = steps as f64 / (t_end - t_prefill).as_secs_f64().max(1e-9);
+        eprintln!(
+            "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={}",
+            stats.prompt_tokens, stats.generated_tokens, pp, tg, a.threads, model.kernels.isa
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,38 @@
+//! `ember tokenize`: text → token ids, as one JSON array.
+
+use super::ModelArgs;
+use crate::load::{self, CliError, CliResult};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Read the text from this file (bytes as they are).
+    #[arg(short = 'f', long = "file", conflicts_with = "text")]
+    file: Option<PathBuf>,
+    /// Do not recognise special tokens written in the text.
+    #[arg(long)]
+    no_parse_special: bool,
+    /// The text.
+    text: Option<String>,
+}
+
+pub fn main(a: Args) -> CliResult {
+    let text: Vec<u8> = match (&a.file, &a.text) {
+        (Some(f), _) => std::fs::read(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?,
+        (None, Some(t)) => t.as_bytes().to_vec(),
+        (None, None) => return Err(CliError("give a TEXT or -f FILE".into())),
+    };
+    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    load::with_model(load::model_path(a.model.model), kernels, |m| {
+        let ids = m
+            .tokenizer
+            .encode_to_vec(&text, !a.no_parse_special, true)?;
+        println!(
+            "{}",
+            serde_json::to_string(&ids).map_err(|e| CliError(e.to_string()))?
+        );
+        Ok(())
+    })
+}

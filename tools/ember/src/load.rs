@@ -1,0 +1,92 @@
+//! Opening a model for a command: path resolution, memory map, kernel choice.
+
+use ember_runtime::arena::Arena;
+use ember_runtime::gguf::{Gguf, MappedFile};
+use ember_runtime::kernels::{Isa, Kernels};
+use ember_runtime::model::Model;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The model used when neither `-m` nor `$EMBER_MODEL` names one.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// A command's error: one line for the user.
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ember_runtime::Error> for CliError {
+    fn from(e: ember_runtime::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Shorthand for a command's result.
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// `-m`, else `$EMBER_MODEL` (clap reads it), else the default path.
+pub fn model_path(m: Option<PathBuf>) -> PathBuf {
+    m.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
+/// The kernel set: `--kernels` / `$EMBER_KERNELS` if given (must be supported), else the best.
+pub fn kernels(name: Option<&str>) -> CliResult<Kernels> {
+    match name {
+        None | Some("") | Some("auto") => Ok(Kernels::best()),
+        Some(n) => {
+            let isa = Isa::from_name(n).ok_or_else(|| {
+                let all: Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
+                CliError(format!(
+                    "unknown kernel set '{n}' (choose from: auto, {})",
+                    all.join(", ")
+                ))
+            })?;
+            Kernels::for_isa(isa)
+                .ok_or_else(|| CliError(format!("this CPU cannot run the '{n}' kernels")))
+        }
+    }
+}
+
+/// A mapped, parsed file.
+pub struct OpenFile {
+    pub path: PathBuf,
+    pub file: MappedFile,
+}
+
+impl OpenFile {
+    pub fn open(path: PathBuf) -> CliResult<Self> {
+        let file =
+            MappedFile::open(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        Ok(OpenFile { path, file })
+    }
+
+    pub fn gguf(&self) -> CliResult<Gguf<'_>> {
+        Gguf::parse(self.file.bytes())
+            .map_err(|e| CliError(format!("{}: {e}", self.path.display())))
+    }
+}
+
+/// Opens the model at `path` and runs `f` with it.
+pub fn with_model<R>(
+    path: PathBuf,
+    kernels: Kernels,
+    f: impl FnOnce(&Model<'_>) -> CliResult<R>,
+) -> CliResult<R> {
+    let file = OpenFile::open(path)?;
+    let g = file.gguf()?;
+    let ctx = |e: ember_runtime::Error| CliError(format!("{}: {e}", file.path.display()));
+    let mut mem = vec![0u8; Model::memory_needed(&g).map_err(ctx)?];
+    let mut arena = Arena::new(&mut mem);
+    let model = Model::load(g, &mut arena, kernels).map_err(ctx)?;
+    f(&model)
+}

@@ -1,0 +1,51 @@
+//! `ember`: run small GGUF language models on small machines.
+//!
+//! Every subcommand prints one clear line on stderr and exits non-zero on failure; stdout carries
+//! only the command's result (token ids, generated text, the perplexity).
+
+mod commands;
+mod load;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ember",
+    version,
+    about = "LLM inference for small devices",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's architecture, hyperparameters, tensors and vocabulary.
+    Inspect(commands::inspect::Args),
+    /// Print the token ids of a text as one JSON array.
+    Tokenize(commands::tokenize::Args),
+    /// Generate text from a prompt.
+    Run(commands::run::Args),
+    /// Measure perplexity on a text file (llama.cpp's protocol).
+    Perplexity(commands::perplexity::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => commands::inspect::main(a),
+        Command::Tokenize(a) => commands::tokenize::main(a),
+        Command::Run(a) => commands::run::main(a),
+        Command::Perplexity(a) => commands::perplexity::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ember: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
