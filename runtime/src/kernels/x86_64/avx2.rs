@@ -30,8 +30,10 @@ fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     let n = (x.len() / QK).min(out.len());
     for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()).take(n) {
         // SAFETY: AVX2 checked by `kernels()`; `xb` has 32 floats, `b.qs` 32 bytes.
-        let d = unsafe { quantize_block(xb.as_ptr(), b.qs.as_mut_ptr()) };
-        b.d = f16::from_f32(d.0);
+        unsafe {
+            let (d, _) = quantize_block(xb.as_ptr(), b.qs.as_mut_ptr());
+            b.d = f32h(d);
+        }
     }
 }
 
@@ -39,9 +41,11 @@ fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     let n = (x.len() / QK).min(out.len());
     for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()).take(n) {
         // SAFETY: as above.
-        let (d, sum) = unsafe { quantize_block(xb.as_ptr(), b.qs.as_mut_ptr()) };
-        b.d = f16::from_f32(d);
-        b.s = f16::from_f32(d * sum as f32);
+        unsafe {
+            let (d, sum) = quantize_block(xb.as_ptr(), b.qs.as_mut_ptr());
+            b.d = f32h(d);
+            b.s = f32h(d * sum as f32);
+        }
     }
 }
 
@@ -190,16 +194,28 @@ unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
+/// f16 → f32 with the F16C instruction (the `half` crate's portable conversion is far slower and
+/// this runs four times per block).
 #[inline]
-fn f16f(x: f16) -> f32 {
-    x.to_f32()
+#[target_feature(enable = "f16c")]
+pub(crate) unsafe fn f16f(x: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.to_bits() as i32)))
+}
+
+/// f32 → f16 (round to nearest even) with F16C.
+#[inline]
+#[target_feature(enable = "f16c")]
+pub(crate) unsafe fn f32h(x: f32) -> f16 {
+    f16::from_bits(
+        _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // Dot products.
 // ---------------------------------------------------------------------------------------------
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
@@ -213,7 +229,7 @@ unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     hsum_ps(acc) + summs
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let eight = _mm256_set1_epi8(8);
@@ -231,7 +247,7 @@ unsafe fn dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     hsum_ps(acc)
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (w, x) in w.iter().zip(x) {

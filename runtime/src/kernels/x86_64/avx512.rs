@@ -5,7 +5,6 @@ use super::avx2;
 use crate::kernels::{gemm_by_rows, Isa, Kernels};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use core::arch::x86_64::*;
-use half::f16;
 
 /// The AVX-512 VNNI table, if this CPU has it.
 pub fn kernels() -> Option<Kernels> {
@@ -39,10 +38,7 @@ fn gemm_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], s: us
     gemm_by_rows(|w, x| unsafe { dot_q8_0_q8_0(w, x) }, w, x, nb, out, s)
 }
 
-#[inline]
-fn f16f(x: f16) -> f32 {
-    x.to_f32()
-}
+use avx2::f16f;
 
 /// Two blocks' scales spread over the 8+8 lanes of a 512-bit register.
 #[inline]
@@ -55,7 +51,7 @@ unsafe fn scales2(a: f32, b: f32) -> __m512 {
     )
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,f16c")]
 unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     let n = w.len().min(x.len());
     let mut acc = _mm512_setzero_ps();
@@ -87,7 +83,7 @@ unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
 }
 
 /// One block at a time with 256-bit VNNI (odd tails).
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni,f16c")]
 unsafe fn dot_q4_1_q8_1_256(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
@@ -101,7 +97,7 @@ unsafe fn dot_q4_1_q8_1_256(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     avx2::hsum_ps(acc) + summs
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     // Σ(q - 8)·y = Σq·y - 8·Σy: the unsigned nibbles go straight into vpdpbusd, and Σy comes from
     // a second vpdpbusd against a vector of ones.
@@ -122,7 +118,7 @@ unsafe fn dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     avx2::hsum_ps(acc)
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (w, x) in w.iter().zip(x) {

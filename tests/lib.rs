@@ -1,0 +1,72 @@
+//! Helpers shared by the cross-crate tests: the real model (fetched on first use) and the
+//! fixtures made from llama.cpp (see `fixtures/make_fixtures.py`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A fixture file under `tests/fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(rel)
+}
+
+/// Parsed JSON fixture.
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    let p = fixture(rel);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Path of the real SmolLM2-135M-Instruct Q4_1 model: `$EMBER_MODEL`, else `models/…`, fetched
+/// with `tools/fetch-model.sh` the first time it is missing.
+pub fn model_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("EMBER_MODEL") {
+            return PathBuf::from(p);
+        }
+        let p = root()
+            .join("models")
+            .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !p.exists() {
+            let status = std::process::Command::new(root().join("tools").join("fetch-model.sh"))
+                .status()
+                .expect("running tools/fetch-model.sh");
+            assert!(
+                status.success(),
+                "tools/fetch-model.sh failed: the tests need the model"
+            );
+        }
+        p
+    })
+    .clone()
+}
+
+/// The model file's bytes, mapped once for the whole test binary.
+pub fn model_bytes() -> &'static [u8] {
+    static FILE: OnceLock<ember_runtime::gguf::MappedFile> = OnceLock::new();
+    FILE.get_or_init(|| {
+        ember_runtime::gguf::MappedFile::open(model_path()).expect("mapping the model")
+    })
+    .bytes()
+}
+
+/// Runs `f` with the model loaded using `kernels`.
+pub fn with_model<R>(
+    kernels: ember_runtime::kernels::Kernels,
+    f: impl FnOnce(&ember_runtime::model::Model<'_>) -> R,
+) -> R {
+    use ember_runtime::{arena::Arena, gguf::Gguf, model::Model};
+    let g = Gguf::parse(model_bytes()).expect("parsing the model");
+    let mut mem = vec![0u8; Model::memory_needed(&g).expect("memory plan")];
+    let mut arena = Arena::new(&mut mem);
+    let model = Model::load(g, &mut arena, kernels).expect("loading the model");
+    f(&model)
+}
