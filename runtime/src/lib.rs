@@ -16,7 +16,7 @@
 //! The core is `no_std` without `alloc`: every buffer comes from caller-provided memory
 //! ([`arena`]). The `std` feature (default) adds memory-mapped files and CPU detection.
 
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]

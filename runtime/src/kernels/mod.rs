@@ -173,3 +173,6 @@ impl Kernels {
         Isa::ALL.into_iter().filter_map(Self::for_isa)
     }
 }
+
+#[cfg(test)]
+mod tests;
