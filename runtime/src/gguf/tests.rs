@@ -24,7 +24,10 @@ fn str_bytes(s: &[u8]) -> Vec<u8> {
 
 impl Builder {
     fn new() -> Self {
-        Builder { version: 3, ..Default::default() }
+        Builder {
+            version: 3,
+            ..Default::default()
+        }
     }
     fn kv(mut self, key: &str, ty: u32, payload: &[u8]) -> Self {
         self.kv.extend(str_bytes(key.as_bytes()));
@@ -122,12 +125,26 @@ fn reads_every_value_type_and_the_tensor_table() {
     assert_eq!(g.get_u64("u64").unwrap(), Some(1 << 40));
     assert_eq!(g.get("i64").and_then(|v| v.as_i64()), Some(-5));
     assert_eq!(g.get("f64"), Some(Value::F64(2.25)));
-    let ints: Vec<i64> = g.get("ints").unwrap().as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let ints: Vec<i64> = g
+        .get("ints")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     assert_eq!(ints, [1, -2, 3]);
     let a = g.get("ints").unwrap().as_array().unwrap();
     assert_eq!(a.get_fixed(1), Some(Value::I32(-2)));
     assert_eq!(a.get_fixed(3), None);
-    let strs: Vec<&str> = g.get("strings").unwrap().as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let strs: Vec<&str> = g
+        .get("strings")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(strs, ["a b", "é"]);
     let nested = g.get("nested").unwrap().as_array().unwrap();
     let lens: Vec<usize> = nested.iter().map(|v| v.as_array().unwrap().len()).collect();
@@ -137,8 +154,14 @@ fn reads_every_value_type_and_the_tensor_table() {
 
     let t: Vec<_> = g.tensors().collect();
     assert_eq!(t.len(), 2);
-    assert_eq!((t[0].name, t[0].dims, t[0].ty, t[0].data.len()), ("a", [32, 2, 1, 1], GgmlType::F32, 256));
-    assert_eq!((t[1].name, t[1].n_dims, t[1].ty, t[1].data.len()), ("b", 1, GgmlType::Q4_1, 40));
+    assert_eq!(
+        (t[0].name, t[0].dims, t[0].ty, t[0].data.len()),
+        ("a", [32, 2, 1, 1], GgmlType::F32, 256)
+    );
+    assert_eq!(
+        (t[1].name, t[1].n_dims, t[1].ty, t[1].data.len()),
+        ("b", 1, GgmlType::Q4_1, 40)
+    );
     assert_eq!(g.data_offset() % 32, 0);
     // Zero-copy: the view is inside the input buffer.
     assert_eq!(t[1].data.as_ptr(), f[g.data_offset() + 256..].as_ptr());
@@ -153,13 +176,18 @@ fn version_2_is_read_too() {
 
 #[test]
 fn honours_general_alignment() {
-    let b = Builder::new().kv("general.alignment", 4, &u32v(64)).tensor("t", &[32], 0, 64, 128);
+    let b = Builder::new()
+        .kv("general.alignment", 4, &u32v(64))
+        .tensor("t", &[32], 0, 64, 128);
     let f = b.build_with_alignment(64);
     let g = Gguf::parse(&f).expect("valid");
     assert_eq!(g.alignment(), 64);
     assert_eq!(g.data_offset() % 64, 0);
     let bad = Builder::new().kv("general.alignment", 4, &u32v(48));
-    assert_eq!(Gguf::parse(&bad.build()).unwrap_err(), Error::BadAlignment(48));
+    assert_eq!(
+        Gguf::parse(&bad.build()).unwrap_err(),
+        Error::BadAlignment(48)
+    );
 }
 
 #[test]
@@ -195,8 +223,14 @@ fn bad_magic_and_versions() {
     assert_eq!(Gguf::parse(&f).unwrap_err(), Error::BadMagic);
     let mut b = sample();
     b.version = 1;
-    assert_eq!(Gguf::parse(&b.build()).unwrap_err(), Error::UnsupportedVersion(1));
-    assert!(matches!(Gguf::parse(b"GG").unwrap_err(), Error::Truncated { .. }));
+    assert_eq!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::UnsupportedVersion(1)
+    );
+    assert!(matches!(
+        Gguf::parse(b"GG").unwrap_err(),
+        Error::Truncated { .. }
+    ));
 }
 
 #[test]
@@ -205,24 +239,39 @@ fn huge_counts_and_lengths_are_refused_before_any_work() {
     f.extend(3u32.to_le_bytes());
     f.extend(u64::MAX.to_le_bytes());
     f.extend(0u64.to_le_bytes());
-    assert!(matches!(Gguf::parse(&f).unwrap_err(), Error::LimitExceeded { what: "tensor count", .. }));
+    assert!(matches!(
+        Gguf::parse(&f).unwrap_err(),
+        Error::LimitExceeded {
+            what: "tensor count",
+            ..
+        }
+    ));
 
     let mut f = b"GGUF".to_vec();
     f.extend(3u32.to_le_bytes());
     f.extend(0u64.to_le_bytes());
     f.extend(1u64.to_le_bytes());
     f.extend(u64::MAX.to_le_bytes()); // key length
-    assert!(matches!(Gguf::parse(&f).unwrap_err(), Error::LimitExceeded { .. }));
+    assert!(matches!(
+        Gguf::parse(&f).unwrap_err(),
+        Error::LimitExceeded { .. }
+    ));
 
     let mut arr = u32v(ValueType::U64 as u32);
     arr.extend((1u64 << 23).to_le_bytes()); // 8M elements, 64 MiB claimed, file is tiny
     let b = Builder::new().kv("big", 9, &arr);
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::Truncated { .. }));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::Truncated { .. }
+    ));
 
     let mut arr = u32v(ValueType::String as u32);
     arr.extend(u64::MAX.to_le_bytes());
     let b = Builder::new().kv("big", 9, &arr);
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::LimitExceeded { .. }));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::LimitExceeded { .. }
+    ));
 
     // Deeply nested arrays.
     let mut deep = Vec::new();
@@ -231,29 +280,66 @@ fn huge_counts_and_lengths_are_refused_before_any_work() {
         deep.extend(1u64.to_le_bytes());
     }
     let b = Builder::new().kv("deep", 9, &deep);
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::LimitExceeded { what: "array nesting depth", .. }));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::LimitExceeded {
+            what: "array nesting depth",
+            ..
+        }
+    ));
 
     let b = Builder::new().tensor("t", &[1 << 31, 1 << 31, 1 << 31], 0, 0, 0);
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::LimitExceeded { .. }));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::LimitExceeded { .. }
+    ));
     let b = Builder::new().tensor("t", &[32, 1, 1, 1, 1], 0, 0, 128);
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::LimitExceeded { what: "tensor dimension count", .. }));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::LimitExceeded {
+            what: "tensor dimension count",
+            ..
+        }
+    ));
 }
 
 #[test]
 fn bad_tensor_tables_are_refused() {
-    let dup = Builder::new().tensor("t", &[32], 0, 0, 128).tensor("t", &[32], 0, 128, 128);
-    assert!(matches!(Gguf::parse(&dup.build()).unwrap_err(), Error::DuplicateTensor(_)));
-    let overlap = Builder::new().tensor("a", &[32], 0, 0, 128).tensor("b", &[32], 0, 64, 128);
-    assert!(matches!(Gguf::parse(&overlap.build()).unwrap_err(), Error::BadTensorData { .. }));
+    let dup = Builder::new()
+        .tensor("t", &[32], 0, 0, 128)
+        .tensor("t", &[32], 0, 128, 128);
+    assert!(matches!(
+        Gguf::parse(&dup.build()).unwrap_err(),
+        Error::DuplicateTensor(_)
+    ));
+    let overlap = Builder::new()
+        .tensor("a", &[32], 0, 0, 128)
+        .tensor("b", &[32], 0, 64, 128);
+    assert!(matches!(
+        Gguf::parse(&overlap.build()).unwrap_err(),
+        Error::BadTensorData { .. }
+    ));
     let misaligned = Builder::new().tensor("a", &[32], 0, 4, 128);
-    assert!(matches!(Gguf::parse(&misaligned.build()).unwrap_err(), Error::BadTensorData { .. }));
+    assert!(matches!(
+        Gguf::parse(&misaligned.build()).unwrap_err(),
+        Error::BadTensorData { .. }
+    ));
     let mut past_end = Builder::new().tensor("a", &[32], 0, 0, 128).build();
     past_end.truncate(past_end.len() - 1);
-    assert!(matches!(Gguf::parse(&past_end).unwrap_err(), Error::BadTensorData { .. }));
+    assert!(matches!(
+        Gguf::parse(&past_end).unwrap_err(),
+        Error::BadTensorData { .. }
+    ));
     let bad_block = Builder::new().tensor("q", &[33], 3, 0, 40);
-    assert!(matches!(Gguf::parse(&bad_block.build()).unwrap_err(), Error::BadTensorData { .. }));
+    assert!(matches!(
+        Gguf::parse(&bad_block.build()).unwrap_err(),
+        Error::BadTensorData { .. }
+    ));
     let unknown_type = Builder::new().tensor("u", &[32], 99, 0, 128);
-    assert!(matches!(Gguf::parse(&unknown_type.build()).unwrap_err(), Error::UnsupportedTensorType { type_id: 99, .. }));
+    assert!(matches!(
+        Gguf::parse(&unknown_type.build()).unwrap_err(),
+        Error::UnsupportedTensorType { type_id: 99, .. }
+    ));
     let zero_dim = Builder::new().tensor("z", &[0], 0, 0, 0);
     assert!(Gguf::parse(&zero_dim.build()).is_err());
 }
@@ -261,9 +347,15 @@ fn bad_tensor_tables_are_refused() {
 #[test]
 fn duplicate_keys_and_bad_types_are_refused() {
     let b = Builder::new().kv("k", 4, &u32v(1)).kv("k", 4, &u32v(2));
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::DuplicateKey(_)));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::DuplicateKey(_)
+    ));
     let b = Builder::new().kv("k", 13, &[]);
-    assert!(matches!(Gguf::parse(&b.build()).unwrap_err(), Error::BadValueType { type_id: 13, .. }));
+    assert!(matches!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::BadValueType { type_id: 13, .. }
+    ));
     let b = Builder::new().kv("k", 8, &str_bytes(&[0xff, 0xfe]));
     let f = b.build();
     let g = Gguf::parse(&f).expect("non-UTF-8 string values are kept as bytes");

@@ -90,6 +90,10 @@ pub struct Kernels {
     pub axpy_f16: fn(&mut [f32], f32, &[f16]),
     /// y += a·x.
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    /// y = f16(x·a + y) (f16 running sum of attention).
+    pub mad_f16: fn(&mut [f16], &[f16], f32),
+    /// y = f16(y·a).
+    pub scale_f16: fn(&mut [f16], f32),
 }
 
 impl fmt::Debug for Kernels {
@@ -142,6 +146,8 @@ impl Kernels {
         dot_f16_f32: scalar::vec_dot_f16_f32,
         axpy_f16: scalar::axpy_f16,
         axpy_f32: scalar::axpy_f32,
+        mad_f16: scalar::mad_f16,
+        scale_f16: scalar::scale_f16,
     };
 
     /// The table for `isa`, or `None` when this CPU cannot run it.

@@ -71,3 +71,18 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
         *y += a * x;
     }
 }
+
+/// y = f16(x·a + y), fused multiply-add then one rounding to f16 per element: the f16 running sum
+/// of attention over an f16 value cache (as llama.cpp's flash attention keeps it).
+pub fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = f16::from_f32(libm::fmaf(x.to_f32(), a, y.to_f32()));
+    }
+}
+
+/// y = f16(y·a).
+pub fn scale_f16(y: &mut [f16], a: f32) {
+    for y in y.iter_mut() {
+        *y = f16::from_f32(y.to_f32() * a);
+    }
+}

@@ -1,7 +1,7 @@
 //! One shared runner: every kernel set this CPU supports against the scalar reference, on random
 //! and edge inputs, for every block count up to 20 and the model's widths.
 
-use super::{Kernels, scalar};
+use super::{scalar, Kernels};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 use half::f16;
 
@@ -31,8 +31,20 @@ fn activations(rng: &mut Rng, n: usize, family: usize) -> Vec<f32> {
             // Large, but the f16 block scale (amax / 127) still fits.
             2 => rng.f32() * 6e6,
             3 => rng.f32() * 1e-30,
-            4 => if i % 7 == 0 { 1000.0 } else { rng.f32() * 1e-3 },
-            5 => if i % 32 == 0 { -5.0 } else { 5.0 },
+            4 => {
+                if i % 7 == 0 {
+                    1000.0
+                } else {
+                    rng.f32() * 1e-3
+                }
+            }
+            5 => {
+                if i % 32 == 0 {
+                    -5.0
+                } else {
+                    5.0
+                }
+            }
             _ => (i as f32 * 0.37).sin() * 40.0,
         })
         .collect()
@@ -56,12 +68,22 @@ fn q4_1_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ4_1> {
 }
 
 fn q4_0_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ4_0> {
-    (0..n).map(|_| BlockQ4_0 { d: f16::from_f32(rng.f32() * 0.1), qs: core::array::from_fn(|_| rng.byte()) }).collect()
+    (0..n)
+        .map(|_| BlockQ4_0 {
+            d: f16::from_f32(rng.f32() * 0.1),
+            qs: core::array::from_fn(|_| rng.byte()),
+        })
+        .collect()
 }
 
 fn q8_0_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
     // Weights may hold -128 (the activations never do).
-    (0..n).map(|_| BlockQ8_0 { d: f16::from_f32(rng.f32() * 0.01), qs: core::array::from_fn(|_| rng.byte() as i8) }).collect()
+    (0..n)
+        .map(|_| BlockQ8_0 {
+            d: f16::from_f32(rng.f32() * 0.01),
+            qs: core::array::from_fn(|_| rng.byte() as i8),
+        })
+        .collect()
 }
 
 /// |a - b| within a tolerance scaled by the magnitude of the terms summed.
@@ -84,14 +106,30 @@ fn quantization_is_bit_identical_to_the_spec() {
         for nb in block_counts() {
             for fam in 0..FAMILIES {
                 let x = activations(&mut rng, nb * QK, fam);
-                let (mut a, mut b) = (vec![BlockQ8_0::default(); nb], vec![BlockQ8_0::default(); nb]);
+                let (mut a, mut b) = (
+                    vec![BlockQ8_0::default(); nb],
+                    vec![BlockQ8_0::default(); nb],
+                );
                 (Kernels::SCALAR.quantize_q8_0)(&x, &mut a);
                 (k.quantize_q8_0)(&x, &mut b);
-                assert_eq!(bytes(&a), bytes(&b), "[{}] q8_0 nb={nb} family={fam}", k.isa);
-                let (mut a, mut b) = (vec![BlockQ8_1::default(); nb], vec![BlockQ8_1::default(); nb]);
+                assert_eq!(
+                    bytes(&a),
+                    bytes(&b),
+                    "[{}] q8_0 nb={nb} family={fam}",
+                    k.isa
+                );
+                let (mut a, mut b) = (
+                    vec![BlockQ8_1::default(); nb],
+                    vec![BlockQ8_1::default(); nb],
+                );
                 (Kernels::SCALAR.quantize_q8_1)(&x, &mut a);
                 (k.quantize_q8_1)(&x, &mut b);
-                assert_eq!(bytes(&a), bytes(&b), "[{}] q8_1 nb={nb} family={fam}", k.isa);
+                assert_eq!(
+                    bytes(&a),
+                    bytes(&b),
+                    "[{}] q8_1 nb={nb} family={fam}",
+                    k.isa
+                );
             }
         }
     }
@@ -131,21 +169,33 @@ fn gemm_matches_the_scalar_reference() {
                 (k.gemm_q4_1_q8_1)(&w, &x81, nb, &mut b, rows);
                 let scale: f32 = x.iter().map(|v| v.abs()).sum::<f32>().min(f32::MAX);
                 for (i, (&p, &q)) in a.iter().zip(&b).enumerate() {
-                    assert!(close(p, q, scale), "[{}] q4_1 nb={nb} fam={fam} i={i}: {p} vs {q}", k.isa);
+                    assert!(
+                        close(p, q, scale),
+                        "[{}] q4_1 nb={nb} fam={fam} i={i}: {p} vs {q}",
+                        k.isa
+                    );
                 }
 
                 let w = q4_0_blocks(&mut rng, rows * nb);
                 (Kernels::SCALAR.gemm_q4_0_q8_0)(&w, &x80, nb, &mut a, rows);
                 (k.gemm_q4_0_q8_0)(&w, &x80, nb, &mut b, rows);
                 for (&p, &q) in a.iter().zip(&b) {
-                    assert!(close(p, q, scale), "[{}] q4_0 nb={nb} fam={fam}: {p} vs {q}", k.isa);
+                    assert!(
+                        close(p, q, scale),
+                        "[{}] q4_0 nb={nb} fam={fam}: {p} vs {q}",
+                        k.isa
+                    );
                 }
 
                 let w = q8_0_blocks(&mut rng, rows * nb);
                 (Kernels::SCALAR.gemm_q8_0_q8_0)(&w, &x80, nb, &mut a, rows);
                 (k.gemm_q8_0_q8_0)(&w, &x80, nb, &mut b, rows);
                 for (&p, &q) in a.iter().zip(&b) {
-                    assert!(close(p, q, scale), "[{}] q8_0 nb={nb} fam={fam}: {p} vs {q}", k.isa);
+                    assert!(
+                        close(p, q, scale),
+                        "[{}] q8_0 nb={nb} fam={fam}: {p} vs {q}",
+                        k.isa
+                    );
                 }
             }
         }
@@ -161,8 +211,20 @@ fn vector_ops_match_the_scalar_reference() {
             let b: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
             let h: Vec<f16> = a.iter().map(|&v| f16::from_f32(v)).collect();
             let scale = n as f32;
-            assert!(close(scalar::vec_dot_f32(&a, &b), (k.dot_f32)(&a, &b), scale), "[{}] dot_f32 n={n}", k.isa);
-            assert!(close(scalar::vec_dot_f16_f32(&h, &b), (k.dot_f16_f32)(&h, &b), scale), "[{}] dot_f16 n={n}", k.isa);
+            assert!(
+                close(scalar::vec_dot_f32(&a, &b), (k.dot_f32)(&a, &b), scale),
+                "[{}] dot_f32 n={n}",
+                k.isa
+            );
+            assert!(
+                close(
+                    scalar::vec_dot_f16_f32(&h, &b),
+                    (k.dot_f16_f32)(&h, &b),
+                    scale
+                ),
+                "[{}] dot_f16 n={n}",
+                k.isa
+            );
             let (mut y1, mut y2) = (b.clone(), b.clone());
             scalar::axpy_f16(&mut y1, 0.3, &h);
             (k.axpy_f16)(&mut y2, 0.3, &h);
@@ -188,5 +250,10 @@ fn every_listed_set_reports_its_support() {
             assert_eq!(k.isa, isa);
         }
     }
-    eprintln!("kernel sets on this CPU: {:?}", Kernels::all_supported().map(|k| k.isa.name()).collect::<Vec<_>>());
+    eprintln!(
+        "kernel sets on this CPU: {:?}",
+        Kernels::all_supported()
+            .map(|k| k.isa.name())
+            .collect::<Vec<_>>()
+    );
 }

@@ -52,8 +52,8 @@ pub struct State<'a> {
     act_q8_0: &'a mut [BlockQ8_0],
     /// Activations quantized to Q8_1, `[batch][max(n_embd, n_ff) / 32]`.
     act_q8_1: &'a mut [BlockQ8_1],
-    /// Attention scores of one head, `[kv capacity]`.
-    scores: &'a mut [f32],
+    /// f16 running sum of one head's attention output, `[head_dim]`.
+    acc16: &'a mut [f16],
     /// cos/sin pairs per token, `[batch][rope_dim]`.
     rope: &'a mut [f32],
     /// Logits, `[logit_rows][n_vocab]`.
@@ -70,7 +70,7 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
             + Arena::size_of::<BlockQ8_0>(batch * wide.div_ceil(QK))
             + Arena::size_of::<BlockQ8_1>(batch * wide.div_ceil(QK))
-            + Arena::size_of::<f32>(ctx)
+            + Arena::size_of::<f16>(c.head_dim)
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(lr * c.n_vocab)
     }
@@ -95,7 +95,7 @@ impl<'a> State<'a> {
             up: arena.alloc(batch * c.n_ff, "forward state")?,
             act_q8_0: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             act_q8_1: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-            scores: arena.alloc(ctx, "forward state")?,
+            acc16: arena.alloc(c.head_dim, "forward state")?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
         })
@@ -277,20 +277,35 @@ fn attention_block(
         for h in 0..c.n_head {
             let kh = h / group;
             let q = &mut s.q[i * e + h * hd..i * e + (h + 1) * hd];
-            // Queries meet the f16 key cache at f16 precision (as llama.cpp's attention does).
+            // Queries meet the f16 key cache at f16 precision.
             for x in q.iter_mut() {
                 *x = f16::from_f32(*x).to_f32();
             }
-            let scores = &mut s.scores[..n_ctx];
-            for (j, sc) in scores.iter_mut().enumerate() {
+            // Online softmax over the cached tokens with an f16 running sum of values — the
+            // order and precision of llama.cpp's CPU flash attention, so both engines land on
+            // the same numbers (and the same tokens).
+            let acc = &mut s.acc16[..hd];
+            acc.fill(f16::ZERO);
+            let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+            for j in 0..n_ctx {
                 let key = &keys[j * kvd + kh * hd..j * kvd + (kh + 1) * hd];
-                *sc = (k.dot_f16_f32)(key, q) * scale;
+                let score = (k.dot_f16_f32)(key, q) * scale;
+                let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                if score > max {
+                    let old = max;
+                    max = score;
+                    ms = libm::expf(old - max);
+                    (k.scale_f16)(acc, ms);
+                } else {
+                    vs = libm::expf(score - max);
+                }
+                (k.mad_f16)(acc, &values[j * kvd + kh * hd..j * kvd + (kh + 1) * hd], vs);
+                sum = sum * ms + vs;
             }
-            softmax(scores);
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
             let out = &mut s.att[i * e + h * hd..i * e + (h + 1) * hd];
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                (k.axpy_f16)(out, p, &values[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]);
+            for (o, a) in out.iter_mut().zip(acc.iter()) {
+                *o = a.to_f32() * inv;
             }
         }
     }

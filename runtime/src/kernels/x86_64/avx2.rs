@@ -21,6 +21,8 @@ pub fn kernels() -> Option<Kernels> {
         dot_f16_f32,
         axpy_f16,
         axpy_f32,
+        mad_f16,
+        scale_f16,
     })
 }
 
@@ -77,6 +79,16 @@ fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
 fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
     // SAFETY: as above.
     unsafe { axpy_f16_impl(y, a, x) }
+}
+
+fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
+    // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
+    unsafe { mad_f16_impl(y, x, a) }
+}
+
+fn scale_f16(y: &mut [f16], a: f32) {
+    // SAFETY: as above.
+    unsafe { scale_f16_impl(y, a) }
 }
 
 fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
@@ -340,6 +352,42 @@ unsafe fn axpy_f32_impl(y: &mut [f32], a: f32, x: &[f32]) {
     }
     while i < n {
         y[i] += a * x[i];
+        i += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mad_f16_impl(y: &mut [f16], x: &[f16], a: f32) {
+    let n = y.len().min(x.len());
+    let va = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let yp = y.as_mut_ptr().add(i) as *mut __m128i;
+        let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+        let yv = _mm256_cvtph_ps(_mm_loadu_si128(yp));
+        let r = _mm256_fmadd_ps(xv, va, yv);
+        _mm_storeu_si128(yp, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
+        i += 8;
+    }
+    while i < n {
+        y[i] = f32h(libm::fmaf(f16f(x[i]), a, f16f(y[i])));
+        i += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_f16_impl(y: &mut [f16], a: f32) {
+    let n = y.len();
+    let va = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let yp = y.as_mut_ptr().add(i) as *mut __m128i;
+        let r = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(yp)), va);
+        _mm_storeu_si128(yp, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
+        i += 8;
+    }
+    while i < n {
+        y[i] = f32h(f16f(y[i]) * a);
         i += 1;
     }
 }
