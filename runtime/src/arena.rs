@@ -42,7 +42,7 @@ impl<'a> Arena<'a> {
                 available: self.rest.len() as u64,
             })?;
         let pad = self.rest.as_ptr().align_offset(ALIGN);
-        let need = pad.checked_add(size).unwrap_or(usize::MAX);
+        let need = pad.saturating_add(size);
         if need > self.rest.len() {
             return Err(Error::Capacity {
                 what,
@@ -69,11 +69,7 @@ impl<'a> Arena<'a> {
         mut init: impl FnMut(usize) -> Result<T>,
     ) -> Result<&'a mut [T]> {
         const { assert!(core::mem::align_of::<T>() <= ALIGN) };
-        let bytes = self.alloc::<u8>(
-            n.checked_mul(core::mem::size_of::<T>())
-                .unwrap_or(usize::MAX),
-            what,
-        )?;
+        let bytes = self.alloc::<u8>(n.saturating_mul(core::mem::size_of::<T>()), what)?;
         let ptr = bytes.as_mut_ptr() as *mut T;
         for i in 0..n {
             let v = init(i)?;

@@ -55,7 +55,7 @@ impl Builder {
         f.extend(self.n_kv.to_le_bytes());
         f.extend_from_slice(&self.kv);
         f.extend_from_slice(&self.tensors);
-        while f.len() % align != 0 {
+        while !f.len().is_multiple_of(align) {
             f.push(0);
         }
         f.extend(std::iter::repeat_n(0x11u8, self.data_len));

@@ -118,7 +118,7 @@ impl Config {
         let rms_eps = g
             .get_f32("llama.attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5);
-        if !(rms_eps.is_finite() && rms_eps >= 0.0 && rms_eps < 1.0) {
+        if !(rms_eps.is_finite() && (0.0..1.0).contains(&rms_eps)) {
             return Err(Error::BadKey {
                 key: "llama.attention.layer_norm_rms_epsilon",
                 reason: "must be in [0, 1)",

@@ -61,8 +61,8 @@ pub struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    /// Arena bytes for batches of `batch` tokens over a cache of `ctx` tokens.
-    pub fn bytes_needed(c: &Config, batch: usize, ctx: usize) -> usize {
+    /// Arena bytes for batches of `batch` tokens.
+    pub fn bytes_needed(c: &Config, batch: usize) -> usize {
         let wide = c.n_embd.max(c.n_ff);
         let lr = batch.min(LOGIT_ROWS);
         Arena::size_of::<f32>(batch * c.n_embd) * 4
@@ -75,8 +75,8 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(lr * c.n_vocab)
     }
 
-    /// Buffers in `arena` for batches of up to `batch` tokens over a cache of `ctx` tokens.
-    pub fn new(arena: &mut Arena<'a>, c: &Config, batch: usize, ctx: usize) -> Result<Self> {
+    /// Buffers in `arena` for batches of up to `batch` tokens.
+    pub fn new(arena: &mut Arena<'a>, c: &Config, batch: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::InvalidArgument("the batch size must be at least 1"));
         }

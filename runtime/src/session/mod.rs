@@ -40,7 +40,7 @@ impl<'m, 's> Session<'m, 's> {
     pub fn bytes_needed(model: &Model<'_>, sc: &SessionConfig) -> usize {
         let c = &model.config;
         KvCache::bytes_needed(c, sc.n_ctx)
-            + State::bytes_needed(c, sc.n_batch, sc.n_ctx)
+            + State::bytes_needed(c, sc.n_batch)
             + Arena::size_of::<f32>(c.n_vocab)
     }
 
@@ -59,7 +59,7 @@ impl<'m, 's> Session<'m, 's> {
         Ok(Session {
             model,
             kv: KvCache::new(arena, c, sc.n_ctx)?,
-            state: State::new(arena, c, n_batch, sc.n_ctx)?,
+            state: State::new(arena, c, n_batch)?,
             logits: arena.alloc(c.n_vocab, "logits")?,
             has_logits: false,
         })

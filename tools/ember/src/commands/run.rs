@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(short = 't', long = "threads", default_value_t = 1)]
     threads: usize,
     /// Context size in tokens.
-    #[arg(short = 'c', long = "ctx", default_value_t = 4096)]
+    #[arg(short = 'c', long = "ctx", default_value_t = 2048)]
     ctx: usize,
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
