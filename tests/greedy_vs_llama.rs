@@ -8,7 +8,7 @@
 //! (Q8_1/Q8_0 activation quantization, f16 queries and an f16 running sum in attention, the f64
 //! RMSNorm sum, the stepped RoPE angles), and the perplexity agrees within 0.3%, but the two
 //! engines still sum in different orders and this 4-bit model's logits are flat: only 6 of the 20
-//! prompts are identical over 40 tokens; the other 14 part at near-ties. `MIN_IDENTICAL` guards
+//! prompts are identical over 40 tokens; the others part at near-ties. `MIN_IDENTICAL` guards
 //! that figure against regressions; the goal is all 20.
 
 use ember_runtime::arena::Arena;
@@ -18,7 +18,10 @@ use ember_runtime::sampler::argmax;
 use ember_runtime::session::{Session, SessionConfig};
 use ember_tests::{fixture_json, with_model};
 
-const NEAR_TIE: f32 = 0.35;
+/// Two correct engines that sum in different orders differ by up to ~0.8 in single logits on this
+/// 4-bit model (measured: ember's scalar and AVX2 kernels, before they shared one summation order,
+/// differed by up to 0.77 over the 49152 logits of one prompt), so a gap under 1.0 is a tie.
+const NEAR_TIE: f32 = 1.0;
 const MIN_IDENTICAL_PERCENT: usize = 25;
 const N_PREDICT: usize = 40;
 

@@ -10,7 +10,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
-use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::fmt;
 use half::f16;
 
@@ -63,32 +63,60 @@ impl fmt::Display for Isa {
     }
 }
 
-/// A batched matrix product over quantized blocks: `w` holds rows of `nb` weight blocks, `x`
-/// holds tokens of `nb` activation blocks; writes `out[t * out_stride + r] = w[r] · x[t]`.
-pub type GemmFn<W, A> = fn(w: &[W], x: &[A], nb: usize, out: &mut [f32], out_stride: usize);
+/// Activations quantized to 8 bits for the integer matrix products, planar: for each token, `nb`
+/// blocks of 32 quants, their scales `d` (the f16-rounded amax/127, as f32) and their sums
+/// `s` (the f16-rounded d·Σq, as f32, used by Q4_1's minimum term). One quantization serves every
+/// weight type (Q4_0 and Q8_0 ignore `s`).
+#[derive(Clone, Copy, Debug)]
+pub struct QActs<'a> {
+    /// Quants, `[tokens][nb * 32]`.
+    pub qs: &'a [i8],
+    /// Block scales, `[tokens][nb]`.
+    pub d: &'a [f32],
+    /// Block sums times scale, `[tokens][nb]`.
+    pub s: &'a [f32],
+    /// Blocks per token.
+    pub nb: usize,
+}
+
+impl QActs<'_> {
+    /// Tokens held.
+    pub fn tokens(&self) -> usize {
+        if self.nb == 0 {
+            0
+        } else {
+            self.d.len() / self.nb
+        }
+    }
+}
+
+/// Quantizes one row of activations (`x.len() = 32·nb`) into `qs`, `d`, `s`.
+pub type QuantizeFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]);
+
+/// A batched matrix product: `w` holds rows of `a.nb` weight blocks; writes
+/// `out[t * out_stride + r] = w[r] · a[t]` for every row r and token t.
+pub type GemmFn<W> = fn(w: &[W], a: &QActs<'_>, out: &mut [f32], out_stride: usize);
 
 /// The kernel table the forward pass calls through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     /// Which set this is.
     pub isa: Isa,
-    /// Activations → Q8_0 blocks (for Q4_0 and Q8_0 weights).
-    pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
-    /// Activations → Q8_1 blocks (for Q4_1 weights).
-    pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
-    /// Q4_0 weights × Q8_0 activations.
-    pub gemm_q4_0_q8_0: GemmFn<BlockQ4_0, BlockQ8_0>,
-    /// Q4_1 weights × Q8_1 activations.
-    pub gemm_q4_1_q8_1: GemmFn<BlockQ4_1, BlockQ8_1>,
-    /// Q8_0 weights × Q8_0 activations.
-    pub gemm_q8_0_q8_0: GemmFn<BlockQ8_0, BlockQ8_0>,
+    /// Activations → 8-bit planar blocks.
+    pub quantize: QuantizeFn,
+    /// Q4_0 weights × 8-bit activations.
+    pub gemm_q4_0: GemmFn<BlockQ4_0>,
+    /// Q4_1 weights × 8-bit activations.
+    pub gemm_q4_1: GemmFn<BlockQ4_1>,
+    /// Q8_0 weights × 8-bit activations.
+    pub gemm_q8_0: GemmFn<BlockQ8_0>,
     /// f32 · f32.
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// f16 · f32 (attention scores over an f16 key cache).
     pub dot_f16_f32: fn(&[f16], &[f32]) -> f32,
-    /// y += a·x with f16 x (attention over an f16 value cache).
+    /// y = fma(a, x, y) with f16 x.
     pub axpy_f16: fn(&mut [f32], f32, &[f16]),
-    /// y += a·x.
+    /// y = fma(a, x, y).
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     /// y = f16(x·a + y) (f16 running sum of attention).
     pub mad_f16: fn(&mut [f16], &[f16], f32),
@@ -102,46 +130,45 @@ impl fmt::Debug for Kernels {
     }
 }
 
-/// Row-by-row product with a per-row dot function: the generic driver behind every set's GEMM.
-/// Each weight row is read once and multiplied by every token while it is in cache.
-#[inline(always)]
-pub fn gemm_by_rows<W, A>(
-    dot: impl Fn(&[W], &[A]) -> f32,
+/// Row-by-row product with a per-(row, token) dot function: the scalar set's GEMM.
+pub fn gemm_by_rows<W>(
+    dot: impl Fn(&[W], &[i8], &[f32], &[f32]) -> f32,
     w: &[W],
-    x: &[A],
-    nb: usize,
+    a: &QActs<'_>,
     out: &mut [f32],
     out_stride: usize,
 ) {
+    let nb = a.nb;
     if nb == 0 {
         return;
     }
     for (r, row) in w.chunks_exact(nb).enumerate() {
-        for (t, xt) in x.chunks_exact(nb).enumerate() {
-            out[t * out_stride + r] = dot(row, xt);
+        for t in 0..a.tokens() {
+            let qs = &a.qs[t * nb * QK..(t + 1) * nb * QK];
+            let (d, s) = (&a.d[t * nb..(t + 1) * nb], &a.s[t * nb..(t + 1) * nb]);
+            out[t * out_stride + r] = dot(row, qs, d, s);
         }
     }
 }
 
-fn scalar_gemm_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], s: usize) {
-    gemm_by_rows(scalar::vec_dot_q4_0_q8_0, w, x, nb, out, s)
+fn scalar_gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut [f32], s: usize) {
+    gemm_by_rows(scalar::vec_dot_q4_0, w, a, out, s)
 }
-fn scalar_gemm_q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1], nb: usize, out: &mut [f32], s: usize) {
-    gemm_by_rows(scalar::vec_dot_q4_1_q8_1, w, x, nb, out, s)
+fn scalar_gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut [f32], s: usize) {
+    gemm_by_rows(scalar::vec_dot_q4_1, w, a, out, s)
 }
-fn scalar_gemm_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], s: usize) {
-    gemm_by_rows(scalar::vec_dot_q8_0_q8_0, w, x, nb, out, s)
+fn scalar_gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut [f32], s: usize) {
+    gemm_by_rows(scalar::vec_dot_q8_0, w, a, out, s)
 }
 
 impl Kernels {
     /// The scalar reference set.
     pub const SCALAR: Kernels = Kernels {
         isa: Isa::Scalar,
-        quantize_q8_0: crate::weights::blocks::quantize_act_q8_0,
-        quantize_q8_1: crate::weights::blocks::quantize_act_q8_1,
-        gemm_q4_0_q8_0: scalar_gemm_q4_0,
-        gemm_q4_1_q8_1: scalar_gemm_q4_1,
-        gemm_q8_0_q8_0: scalar_gemm_q8_0,
+        quantize: scalar::quantize_row,
+        gemm_q4_0: scalar_gemm_q4_0,
+        gemm_q4_1: scalar_gemm_q4_1,
+        gemm_q8_0: scalar_gemm_q8_0,
         dot_f32: scalar::vec_dot_f32,
         dot_f16_f32: scalar::vec_dot_f16_f32,
         axpy_f16: scalar::axpy_f16,

@@ -1,8 +1,8 @@
 //! One shared runner: every kernel set this CPU supports against the scalar reference, on random
 //! and edge inputs, for every block count up to 20 and the model's widths.
 
-use super::{scalar, Kernels};
-use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use super::{scalar, Kernels, QActs};
+use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use half::f16;
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
@@ -86,17 +86,53 @@ fn q8_0_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
         .collect()
 }
 
-/// |a - b| within a tolerance scaled by the magnitude of the terms summed.
-fn close(a: f32, b: f32, scale: f32) -> bool {
-    if !a.is_finite() || !b.is_finite() {
-        return !a.is_finite() && !b.is_finite();
-    }
-    (a - b).abs() <= 1e-5 * scale.max(1e-30) + 1e-6 * a.abs().max(b.abs())
+/// Every set computes in the spec's order, so results must be equal bit for bit (NaN included).
+fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
-/// Bitwise view (f16 NaN != NaN under `==`).
-fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
-    bytemuck::cast_slice(v).to_vec()
+/// Planar quantized activations of `toks` rows.
+struct Quant {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    nb: usize,
+}
+
+impl Quant {
+    fn of(k: &Kernels, x: &[f32], nb: usize) -> Quant {
+        let toks = x.len() / (nb * QK);
+        let mut q = Quant {
+            qs: vec![0; x.len()],
+            d: vec![0.0; toks * nb],
+            s: vec![0.0; toks * nb],
+            nb,
+        };
+        for t in 0..toks {
+            (k.quantize)(
+                &x[t * nb * QK..(t + 1) * nb * QK],
+                &mut q.qs[t * nb * QK..(t + 1) * nb * QK],
+                &mut q.d[t * nb..(t + 1) * nb],
+                &mut q.s[t * nb..(t + 1) * nb],
+            );
+        }
+        q
+    }
+    fn acts(&self) -> QActs<'_> {
+        QActs {
+            qs: &self.qs,
+            d: &self.d,
+            s: &self.s,
+            nb: self.nb,
+        }
+    }
+    fn bits(&self) -> (Vec<i8>, Vec<u32>, Vec<u32>) {
+        (
+            self.qs.clone(),
+            self.d.iter().map(|v| v.to_bits()).collect(),
+            self.s.iter().map(|v| v.to_bits()).collect(),
+        )
+    }
 }
 
 #[test]
@@ -106,30 +142,9 @@ fn quantization_is_bit_identical_to_the_spec() {
         for nb in block_counts() {
             for fam in 0..FAMILIES {
                 let x = activations(&mut rng, nb * QK, fam);
-                let (mut a, mut b) = (
-                    vec![BlockQ8_0::default(); nb],
-                    vec![BlockQ8_0::default(); nb],
-                );
-                (Kernels::SCALAR.quantize_q8_0)(&x, &mut a);
-                (k.quantize_q8_0)(&x, &mut b);
-                assert_eq!(
-                    bytes(&a),
-                    bytes(&b),
-                    "[{}] q8_0 nb={nb} family={fam}",
-                    k.isa
-                );
-                let (mut a, mut b) = (
-                    vec![BlockQ8_1::default(); nb],
-                    vec![BlockQ8_1::default(); nb],
-                );
-                (Kernels::SCALAR.quantize_q8_1)(&x, &mut a);
-                (k.quantize_q8_1)(&x, &mut b);
-                assert_eq!(
-                    bytes(&a),
-                    bytes(&b),
-                    "[{}] q8_1 nb={nb} family={fam}",
-                    k.isa
-                );
+                let a = Quant::of(&Kernels::SCALAR, &x, nb);
+                let b = Quant::of(&k, &x, nb);
+                assert_eq!(a.bits(), b.bits(), "[{}] nb={nb} family={fam}", k.isa);
             }
         }
     }
@@ -137,91 +152,100 @@ fn quantization_is_bit_identical_to_the_spec() {
 
 #[test]
 fn quantization_handles_nan_and_infinity() {
-    let mut x = vec![1.0f32; QK];
+    let mut x = vec![1.0f32; 2 * QK];
     x[3] = f32::NAN;
     x[5] = f32::INFINITY;
+    x[40] = f32::NAN;
     for k in Kernels::all_supported() {
-        let mut a = vec![BlockQ8_1::default(); 1];
-        let mut b = vec![BlockQ8_1::default(); 1];
-        (Kernels::SCALAR.quantize_q8_1)(&x, &mut a);
-        (k.quantize_q8_1)(&x, &mut b);
-        assert_eq!(bytes(&a), bytes(&b), "[{}]", k.isa);
+        let (a, b) = (Quant::of(&Kernels::SCALAR, &x, 2), Quant::of(&k, &x, 2));
+        assert_eq!(a.qs, b.qs, "[{}]", k.isa);
+        assert_eq!(a.d[1].to_bits(), b.d[1].to_bits(), "[{}]", k.isa);
     }
 }
 
 #[test]
-fn gemm_matches_the_scalar_reference() {
+fn gemm_is_bit_identical_to_the_scalar_reference() {
     let mut rng = Rng(2);
     for k in Kernels::all_supported() {
         for nb in block_counts() {
             for fam in 0..FAMILIES {
-                let rows = 3;
-                let toks = 2;
+                // 7 rows × 6 tokens: full tiles and every kind of remainder; 1 token: decode tiles.
+                let rows = 7;
+                let toks = if fam % 2 == 0 { 6 } else { 1 };
                 let x = activations(&mut rng, toks * nb * QK, fam);
-                let mut x80 = vec![BlockQ8_0::default(); toks * nb];
-                let mut x81 = vec![BlockQ8_1::default(); toks * nb];
-                (Kernels::SCALAR.quantize_q8_0)(&x, &mut x80);
-                (Kernels::SCALAR.quantize_q8_1)(&x, &mut x81);
+                let q = Quant::of(&Kernels::SCALAR, &x, nb);
+                let a = q.acts();
+                let stride = rows + 3;
+                let mut r1 = vec![0.0; toks * stride];
+                let mut r2 = vec![0.0; toks * stride];
+                let check = |r1: &[f32], r2: &[f32], what: &str| {
+                    for (i, (&p, &q)) in r1.iter().zip(r2).enumerate() {
+                        assert!(
+                            same(p, q),
+                            "[{}] {what} nb={nb} fam={fam} i={i}: {p} vs {q}",
+                            k.isa
+                        );
+                    }
+                };
 
                 let w = q4_1_blocks(&mut rng, rows * nb);
-                let (mut a, mut b) = (vec![0.0; rows * toks], vec![0.0; rows * toks]);
-                (Kernels::SCALAR.gemm_q4_1_q8_1)(&w, &x81, nb, &mut a, rows);
-                (k.gemm_q4_1_q8_1)(&w, &x81, nb, &mut b, rows);
-                let scale: f32 = x.iter().map(|v| v.abs()).sum::<f32>().min(f32::MAX);
-                for (i, (&p, &q)) in a.iter().zip(&b).enumerate() {
-                    assert!(
-                        close(p, q, scale),
-                        "[{}] q4_1 nb={nb} fam={fam} i={i}: {p} vs {q}",
-                        k.isa
-                    );
-                }
+                (Kernels::SCALAR.gemm_q4_1)(&w, &a, &mut r1, stride);
+                (k.gemm_q4_1)(&w, &a, &mut r2, stride);
+                check(&r1, &r2, "q4_1");
 
                 let w = q4_0_blocks(&mut rng, rows * nb);
-                (Kernels::SCALAR.gemm_q4_0_q8_0)(&w, &x80, nb, &mut a, rows);
-                (k.gemm_q4_0_q8_0)(&w, &x80, nb, &mut b, rows);
-                for (&p, &q) in a.iter().zip(&b) {
-                    assert!(
-                        close(p, q, scale),
-                        "[{}] q4_0 nb={nb} fam={fam}: {p} vs {q}",
-                        k.isa
-                    );
-                }
+                (Kernels::SCALAR.gemm_q4_0)(&w, &a, &mut r1, stride);
+                (k.gemm_q4_0)(&w, &a, &mut r2, stride);
+                check(&r1, &r2, "q4_0");
 
                 let w = q8_0_blocks(&mut rng, rows * nb);
-                (Kernels::SCALAR.gemm_q8_0_q8_0)(&w, &x80, nb, &mut a, rows);
-                (k.gemm_q8_0_q8_0)(&w, &x80, nb, &mut b, rows);
-                for (&p, &q) in a.iter().zip(&b) {
-                    assert!(
-                        close(p, q, scale),
-                        "[{}] q8_0 nb={nb} fam={fam}: {p} vs {q}",
-                        k.isa
-                    );
-                }
+                (Kernels::SCALAR.gemm_q8_0)(&w, &a, &mut r1, stride);
+                (k.gemm_q8_0)(&w, &a, &mut r2, stride);
+                check(&r1, &r2, "q8_0");
             }
         }
     }
 }
 
 #[test]
-fn vector_ops_match_the_scalar_reference() {
+fn gemm_agrees_with_dequantized_float_math() {
+    // The spec itself against plain f64 math on dequantized values: only rounding apart.
+    let mut rng = Rng(4);
+    let nb = 18;
+    let x = activations(&mut rng, nb * QK, 0);
+    let q = Quant::of(&Kernels::SCALAR, &x, nb);
+    let w = q4_1_blocks(&mut rng, nb);
+    let mut wf = vec![0.0f32; nb * QK];
+    crate::weights::blocks::dequantize_q4_1(&w, &mut wf);
+    let exact: f64 = (0..nb * QK)
+        .map(|i| wf[i] as f64 * (q.qs[i] as f64 * q.d[i / QK] as f64))
+        .sum();
+    let mut out = [0.0f32];
+    (Kernels::SCALAR.gemm_q4_1)(&w, &q.acts(), &mut out, 1);
+    // The m·s term uses s = f16(d·Σq): allow for that rounding.
+    let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum::<f64>() * 1e-2;
+    assert!(
+        (out[0] as f64 - exact).abs() <= scale.max(1e-3),
+        "{} vs {exact}",
+        out[0]
+    );
+}
+
+#[test]
+fn vector_ops_are_bit_identical_to_the_scalar_reference() {
     let mut rng = Rng(3);
     for k in Kernels::all_supported() {
         for n in [0usize, 1, 7, 8, 15, 16, 17, 31, 64, 65, 100] {
             let a: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
             let b: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
             let h: Vec<f16> = a.iter().map(|&v| f16::from_f32(v)).collect();
-            let scale = n as f32;
             assert!(
-                close(scalar::vec_dot_f32(&a, &b), (k.dot_f32)(&a, &b), scale),
+                same(scalar::vec_dot_f32(&a, &b), (k.dot_f32)(&a, &b)),
                 "[{}] dot_f32 n={n}",
                 k.isa
             );
             assert!(
-                close(
-                    scalar::vec_dot_f16_f32(&h, &b),
-                    (k.dot_f16_f32)(&h, &b),
-                    scale
-                ),
+                same(scalar::vec_dot_f16_f32(&h, &b), (k.dot_f16_f32)(&h, &b)),
                 "[{}] dot_f16 n={n}",
                 k.isa
             );
@@ -229,13 +253,13 @@ fn vector_ops_match_the_scalar_reference() {
             scalar::axpy_f16(&mut y1, 0.3, &h);
             (k.axpy_f16)(&mut y2, 0.3, &h);
             for (p, q) in y1.iter().zip(&y2) {
-                assert!(close(*p, *q, 1.0), "[{}] axpy_f16 n={n}", k.isa);
+                assert!(same(*p, *q), "[{}] axpy_f16 n={n}", k.isa);
             }
             let (mut y1, mut y2) = (b.clone(), b.clone());
             scalar::axpy_f32(&mut y1, -1.5, &a);
             (k.axpy_f32)(&mut y2, -1.5, &a);
             for (p, q) in y1.iter().zip(&y2) {
-                assert!(close(*p, *q, 1.0), "[{}] axpy_f32 n={n}", k.isa);
+                assert!(same(*p, *q), "[{}] axpy_f32 n={n}", k.isa);
             }
         }
     }

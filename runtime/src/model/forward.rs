@@ -11,10 +11,10 @@
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, QActs};
 use crate::kv::KvCache;
 use crate::tokenizer::TokenId;
-use crate::weights::{BlockQ8_0, BlockQ8_1, Matrix, QK};
+use crate::weights::{Matrix, QK};
 use half::f16;
 
 /// Which tokens of a batch need logits.
@@ -48,10 +48,12 @@ pub struct State<'a> {
     gate: &'a mut [f32],
     /// Up projection, `[batch][n_ff]`.
     up: &'a mut [f32],
-    /// Activations quantized to Q8_0, `[batch][max(n_embd, n_ff) / 32]`.
-    act_q8_0: &'a mut [BlockQ8_0],
-    /// Activations quantized to Q8_1, `[batch][max(n_embd, n_ff) / 32]`.
-    act_q8_1: &'a mut [BlockQ8_1],
+    /// Quantized activations: quants `[batch][max(n_embd, n_ff)]`.
+    act_qs: &'a mut [i8],
+    /// Quantized activations: block scales `[batch][max(n_embd, n_ff) / 32]`.
+    act_d: &'a mut [f32],
+    /// Quantized activations: block sums `[batch][max(n_embd, n_ff) / 32]`.
+    act_s: &'a mut [f32],
     /// f16 running sum of one head's attention output, `[head_dim]`.
     acc16: &'a mut [f16],
     /// cos/sin pairs per token, `[batch][rope_dim]`.
@@ -68,8 +70,8 @@ impl<'a> State<'a> {
         Arena::size_of::<f32>(batch * c.n_embd) * 4
             + Arena::size_of::<f32>(batch * c.kv_dim()) * 2
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
-            + Arena::size_of::<BlockQ8_0>(batch * wide.div_ceil(QK))
-            + Arena::size_of::<BlockQ8_1>(batch * wide.div_ceil(QK))
+            + Arena::size_of::<i8>(batch * wide)
+            + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
             + Arena::size_of::<f16>(c.head_dim)
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(lr * c.n_vocab)
@@ -93,8 +95,9 @@ impl<'a> State<'a> {
             att: arena.alloc(batch * c.n_embd, "forward state")?,
             gate: arena.alloc(batch * c.n_ff, "forward state")?,
             up: arena.alloc(batch * c.n_ff, "forward state")?,
-            act_q8_0: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-            act_q8_1: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+            act_qs: arena.alloc(batch * wide, "forward state")?,
+            act_d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+            act_s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             acc16: arena.alloc(c.head_dim, "forward state")?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
@@ -168,25 +171,11 @@ pub fn forward(
             &mut s.xn[..n * e],
             e,
         );
-        let act = quantize_for(
-            k,
-            &[layer.w_gate, layer.w_up],
-            &s.xn[..n * e],
-            e,
-            s.act_q8_0,
-            s.act_q8_1,
-        );
+        let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
         gemm(k, &layer.w_gate, &act, n, &mut s.gate[..n * ff]);
         gemm(k, &layer.w_up, &act, n, &mut s.up[..n * ff]);
         swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
-        let act = quantize_for(
-            k,
-            &[layer.w_down],
-            &s.gate[..n * ff],
-            ff,
-            s.act_q8_0,
-            s.act_q8_1,
-        );
+        let act = quantize(k, &s.gate[..n * ff], ff, s.act_qs, s.act_d, s.act_s);
         gemm(k, &layer.w_down, &act, n, &mut s.att[..n * e]);
         add(&mut s.x[..n * e], &s.att[..n * e]);
     }
@@ -210,7 +199,7 @@ pub fn forward(
             &mut s.xn[..m * e],
             e,
         );
-        let act = quantize_for(k, &[w.output], &s.xn[..m * e], e, s.act_q8_0, s.act_q8_1);
+        let act = quantize(k, &s.xn[..m * e], e, s.act_qs, s.act_d, s.act_s);
         gemm(k, &w.output, &act, m, &mut s.logits[..m * c.n_vocab]);
         for j in 0..m {
             on_logits(i + j, &s.logits[j * c.n_vocab..(j + 1) * c.n_vocab]);
@@ -240,14 +229,7 @@ fn attention_block(
         &mut s.xn[..n * e],
         e,
     );
-    let act = quantize_for(
-        k,
-        &[layer.wq, layer.wk, layer.wv],
-        &s.xn[..n * e],
-        e,
-        s.act_q8_0,
-        s.act_q8_1,
-    );
+    let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
     gemm(k, &layer.wq, &act, n, &mut s.q[..n * e]);
     gemm(k, &layer.wk, &act, n, &mut s.k[..n * kvd]);
     gemm(k, &layer.wv, &act, n, &mut s.v[..n * kvd]);
@@ -309,72 +291,87 @@ fn attention_block(
             }
         }
     }
-    let act = quantize_for(k, &[layer.wo], &s.att[..n * e], e, s.act_q8_0, s.act_q8_1);
+    let act = quantize(k, &s.att[..n * e], e, s.act_qs, s.act_d, s.act_s);
     gemm(k, &layer.wo, &act, n, &mut s.xn[..n * e]);
     add(&mut s.x[..n * e], &s.xn[..n * e]);
 }
 
-/// Activations prepared for a set of matrices: quantized once per format they need.
+/// Activations in both forms the matrix products read: f32 (f32/f16/bf16 weights) and 8-bit.
 struct Act<'b> {
     f32: &'b [f32],
-    q8_0: &'b [BlockQ8_0],
-    q8_1: &'b [BlockQ8_1],
+    q: QActs<'b>,
 }
 
-/// Quantizes `x` (rows of `cols`) into the formats the matrices in `mats` read.
-fn quantize_for<'b>(
+/// Quantizes `x` (rows of `cols`) once, for every matrix that reads it.
+fn quantize<'b>(
     k: &Kernels,
-    mats: &[Matrix<'_>],
     x: &'b [f32],
     cols: usize,
-    q80: &'b mut [BlockQ8_0],
-    q81: &'b mut [BlockQ8_1],
+    qs: &'b mut [i8],
+    d: &'b mut [f32],
+    s: &'b mut [f32],
 ) -> Act<'b> {
     let rows = x.len() / cols;
     let nb = cols / QK;
-    let need80 = mats
-        .iter()
-        .any(|m| matches!(m, Matrix::Q4_0 { .. } | Matrix::Q8_0 { .. }));
-    let need81 = mats.iter().any(|m| matches!(m, Matrix::Q4_1 { .. }));
-    if need80 {
-        for r in 0..rows {
-            (k.quantize_q8_0)(&x[r * cols..(r + 1) * cols], &mut q80[r * nb..(r + 1) * nb]);
-        }
-    }
-    if need81 {
-        for r in 0..rows {
-            (k.quantize_q8_1)(&x[r * cols..(r + 1) * cols], &mut q81[r * nb..(r + 1) * nb]);
-        }
+    for r in 0..rows {
+        (k.quantize)(
+            &x[r * cols..(r + 1) * cols],
+            &mut qs[r * cols..(r + 1) * cols],
+            &mut d[r * nb..(r + 1) * nb],
+            &mut s[r * nb..(r + 1) * nb],
+        );
     }
     Act {
         f32: x,
-        q8_0: &q80[..rows * nb],
-        q8_1: &q81[..rows * nb],
+        q: QActs {
+            qs: &qs[..rows * cols],
+            d: &d[..rows * nb],
+            s: &s[..rows * nb],
+            nb,
+        },
     }
 }
 
 /// `out[t][r] = m[r] · x[t]` for `n` tokens.
 fn gemm(k: &Kernels, m: &Matrix<'_>, a: &Act<'_>, n: usize, out: &mut [f32]) {
     let (rows, cols) = (m.rows(), m.cols());
-    let nb = cols / QK;
+    debug_assert_eq!(a.q.tokens(), n);
     match *m {
-        Matrix::Q4_0 { data, .. } => (k.gemm_q4_0_q8_0)(data, &a.q8_0[..n * nb], nb, out, rows),
-        Matrix::Q4_1 { data, .. } => (k.gemm_q4_1_q8_1)(data, &a.q8_1[..n * nb], nb, out, rows),
-        Matrix::Q8_0 { data, .. } => (k.gemm_q8_0_q8_0)(data, &a.q8_0[..n * nb], nb, out, rows),
-        Matrix::F32 { data, .. } => {
-            crate::kernels::gemm_by_rows(k.dot_f32, data, &a.f32[..n * cols], cols, out, rows)
-        }
+        Matrix::Q4_0 { data, .. } => (k.gemm_q4_0)(data, &a.q, out, rows),
+        Matrix::Q4_1 { data, .. } => (k.gemm_q4_1)(data, &a.q, out, rows),
+        Matrix::Q8_0 { data, .. } => (k.gemm_q8_0)(data, &a.q, out, rows),
+        Matrix::F32 { data, .. } => f32_gemm(k.dot_f32, data, &a.f32[..n * cols], cols, out, rows),
         Matrix::F16 { data, .. } => {
-            crate::kernels::gemm_by_rows(k.dot_f16_f32, data, &a.f32[..n * cols], cols, out, rows)
+            f32_gemm(k.dot_f16_f32, data, &a.f32[..n * cols], cols, out, rows)
         }
-        Matrix::BF16 { data, .. } => crate::kernels::gemm_by_rows(
-            |w: &[half::bf16], x: &[f32]| w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum(),
+        Matrix::BF16 { data, .. } => f32_gemm(
+            |w: &[half::bf16], x: &[f32]| {
+                w.iter().zip(x).fold(0.0f32, |acc, (a, &b)| {
+                    crate::kernels::scalar::fma(a.to_f32(), b, acc)
+                })
+            },
             data,
             &a.f32[..n * cols],
             cols,
             out,
             rows,
         ),
+    }
+}
+
+/// Row-by-row product of float weights with f32 activations.
+fn f32_gemm<W>(
+    dot: impl Fn(&[W], &[f32]) -> f32,
+    w: &[W],
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        for (t, xt) in x.chunks_exact(cols).enumerate() {
+            out[t * stride + r] = dot(row, xt);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! AVX2 + FMA + F16C kernels.
 
-use crate::kernels::{gemm_by_rows, Isa, Kernels};
-use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use super::gemm;
+use crate::kernels::{Isa, Kernels, QActs};
+use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::x86_64::*;
 use half::f16;
 
@@ -12,11 +13,10 @@ pub fn kernels() -> Option<Kernels> {
     }
     Some(Kernels {
         isa: Isa::Avx2,
-        quantize_q8_0,
-        quantize_q8_1,
-        gemm_q4_0_q8_0: gemm_q4_0,
-        gemm_q4_1_q8_1: gemm_q4_1,
-        gemm_q8_0_q8_0: gemm_q8_0,
+        quantize,
+        gemm_q4_0,
+        gemm_q4_1,
+        gemm_q8_0,
         dot_f32,
         dot_f16_f32,
         axpy_f16,
@@ -28,42 +28,31 @@ pub fn kernels() -> Option<Kernels> {
 
 // The safe wrappers below are only placed in a table by `kernels()` after the CPU check.
 
-fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    let n = (x.len() / QK).min(out.len());
-    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()).take(n) {
-        // SAFETY: AVX2 checked by `kernels()`; `xb` has 32 floats, `b.qs` 32 bytes.
+fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let nb = (x.len() / QK).min(d.len()).min(s.len()).min(qs.len() / QK);
+    for b in 0..nb {
+        // SAFETY: AVX2 checked by `kernels()`; block b's 32 floats and 32 bytes are in bounds.
         unsafe {
-            let (d, _) = quantize_block(xb.as_ptr(), b.qs.as_mut_ptr());
-            b.d = f32h(d);
+            let (dd, sum) = quantize_block(x.as_ptr().add(b * QK), qs.as_mut_ptr().add(b * QK));
+            d[b] = f16f(f32h(dd));
+            s[b] = f16f(f32h(dd * sum as f32));
         }
     }
 }
 
-fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    let n = (x.len() / QK).min(out.len());
-    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()).take(n) {
-        // SAFETY: as above.
-        unsafe {
-            let (d, sum) = quantize_block(xb.as_ptr(), b.qs.as_mut_ptr());
-            b.d = f32h(d);
-            b.s = f32h(d * sum as f32);
-        }
-    }
+fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+    // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
+    unsafe { gemm::drive(&gemm::avx2::Q4_0, w, a, out, stride) }
 }
 
-fn gemm_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], s: usize) {
-    // SAFETY: AVX2 checked by `kernels()`; `gemm_by_rows` passes equal-length row slices.
-    gemm_by_rows(|w, x| unsafe { dot_q4_0_q8_0(w, x) }, w, x, nb, out, s)
-}
-
-fn gemm_q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1], nb: usize, out: &mut [f32], s: usize) {
+fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut [f32], stride: usize) {
     // SAFETY: as above.
-    gemm_by_rows(|w, x| unsafe { dot_q4_1_q8_1(w, x) }, w, x, nb, out, s)
+    unsafe { gemm::drive(&gemm::avx2::Q4_1, w, a, out, stride) }
 }
 
-fn gemm_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], s: usize) {
+fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut [f32], stride: usize) {
     // SAFETY: as above.
-    gemm_by_rows(|w, x| unsafe { dot_q8_0_q8_0(w, x) }, w, x, nb, out, s)
+    unsafe { gemm::drive(&gemm::avx2::Q8_0, w, a, out, stride) }
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -125,21 +114,6 @@ unsafe fn hmax_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(m)
 }
 
-/// Expands 16 bytes of packed nibbles to 32 bytes: low nibbles first, then high nibbles — the
-/// element order of Q4 blocks.
-///
-/// # Safety
-/// The CPU must support AVX2; `qs` must point to 16 readable bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn nibbles_32(qs: *const u8) -> __m256i {
-    let q = _mm_loadu_si128(qs as *const __m128i);
-    let m4 = _mm_set1_epi8(0x0f);
-    let lo = _mm_and_si128(q, m4);
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    _mm256_set_m128i(hi, lo)
-}
-
 /// Quantizes 32 floats to 32 i8 as the scalar spec does (scale amax/127, ties to even, NaN as 0).
 /// Returns the f32 scale and the sum of the quants.
 ///
@@ -197,15 +171,6 @@ pub(crate) unsafe fn quantize_block(x: *const f32, q: *mut i8) -> (f32, i32) {
     (d, total)
 }
 
-/// Σ of unsigned × signed byte products as 8 i32 lanes (each lane sums 4 adjacent products).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
-    // maddubs: pairs of u8*i8 summed to i16 (|15*127*2| and |128*127*2| both fit in i16).
-    let p16 = _mm256_maddubs_epi16(u, s);
-    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
-}
-
 /// f16 → f32 with the F16C instruction (the `half` crate's portable conversion is far slower and
 /// this runs four times per block).
 #[inline]
@@ -227,76 +192,32 @@ pub(crate) unsafe fn f32h(x: f32) -> f16 {
 // Dot products.
 // ---------------------------------------------------------------------------------------------
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        let wq = nibbles_32(w.qs.as_ptr());
-        let xq = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        let p = _mm256_cvtepi32_ps(dot_u8_i8(wq, xq));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16f(w.d) * f16f(x.d)), p, acc);
-        summs += f16f(w.m) * f16f(x.s);
-    }
-    hsum_ps(acc) + summs
+/// Scalar fused multiply-add.
+#[inline]
+#[target_feature(enable = "fma")]
+unsafe fn fmas(a: f32, b: f32, c: f32) -> f32 {
+    _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)))
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let eight = _mm256_set1_epi8(8);
-    for (w, x) in w.iter().zip(x) {
-        // (q - 8) is signed: move the sign onto the activations so maddubs sees |q - 8| as u8.
-        let wq = _mm256_sub_epi8(nibbles_32(w.qs.as_ptr()), eight);
-        let xq = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        let p = dot_u8_i8(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-        acc = _mm256_fmadd_ps(
-            _mm256_set1_ps(f16f(w.d) * f16f(x.d)),
-            _mm256_cvtepi32_ps(p),
-            acc,
-        );
-    }
-    hsum_ps(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (w, x) in w.iter().zip(x) {
-        let wq = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
-        let xq = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        // |w| as u8 (even -128 → 128), sign moved onto x (never -128: activations are ±127).
-        let p = dot_u8_i8(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-        acc = _mm256_fmadd_ps(
-            _mm256_set1_ps(f16f(w.d) * f16f(x.d)),
-            _mm256_cvtepi32_ps(p),
-            acc,
-        );
-    }
-    hsum_ps(acc)
-}
+// The f32 and f16 dots follow the scalar spec: one 8-lane FMA accumulator, `hsum8`, then the
+// tail one element at a time (fused).
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc = _mm256_setzero_ps();
     let mut i = 0;
-    while i + 16 <= n {
-        acc[0] = _mm256_fmadd_ps(
+    while i + 8 <= n {
+        acc = _mm256_fmadd_ps(
             _mm256_loadu_ps(a.as_ptr().add(i)),
             _mm256_loadu_ps(b.as_ptr().add(i)),
-            acc[0],
+            acc,
         );
-        acc[1] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(a.as_ptr().add(i + 8)),
-            _mm256_loadu_ps(b.as_ptr().add(i + 8)),
-            acc[1],
-        );
-        i += 16;
+        i += 8;
     }
-    let mut s = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    let mut s = hsum_ps(acc);
     while i < n {
-        s += a[i] * b[i];
+        s = fmas(a[i], b[i], s);
         i += 1;
     }
     s
@@ -305,18 +226,16 @@ unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_f32_impl(a: &[f16], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc = _mm256_setzero_ps();
     let mut i = 0;
-    while i + 16 <= n {
-        let a0 = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
-        let a1 = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8) as *const __m128i));
-        acc[0] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b.as_ptr().add(i)), acc[0]);
-        acc[1] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b.as_ptr().add(i + 8)), acc[1]);
-        i += 16;
+    while i + 8 <= n {
+        let av = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+        acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.as_ptr().add(i)), acc);
+        i += 8;
     }
-    let mut s = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    let mut s = hsum_ps(acc);
     while i < n {
-        s += a[i].to_f32() * b[i];
+        s = fmas(f16f(a[i]), b[i], s);
         i += 1;
     }
     s
@@ -334,7 +253,7 @@ unsafe fn axpy_f16_impl(y: &mut [f32], a: f32, x: &[f16]) {
         i += 8;
     }
     while i < n {
-        y[i] += a * x[i].to_f32();
+        y[i] = fmas(a, f16f(x[i]), y[i]);
         i += 1;
     }
 }
@@ -351,7 +270,7 @@ unsafe fn axpy_f32_impl(y: &mut [f32], a: f32, x: &[f32]) {
         i += 8;
     }
     while i < n {
-        y[i] += a * x[i];
+        y[i] = fmas(a, x[i], y[i]);
         i += 1;
     }
 }

@@ -1,0 +1,300 @@
+//! Quantized GEMM tiles for AVX2 and AVX-512 VNNI.
+//!
+//! A tile multiplies R weight rows by T tokens: each weight block is unpacked once and used for
+//! all T tokens, and the R×T accumulator chains are independent, which keeps the FMA units busy.
+//! Every (row, token) pair follows the scalar spec's order exactly (two banks of 8 lanes, one
+//! fused multiply-add per block, `hsum8(E + O)`, the Q4_1 minimum term in 8 lanes by block mod 8),
+//! so the results are bit-identical to the scalar reference.
+//!
+
+use crate::kernels::QActs;
+use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
+use core::arch::x86_64::*;
+
+/// Tile shapes: decode (one token) uses tall tiles, prefill (many tokens) wide ones.
+const ROWS_DECODE: usize = 4;
+const ROWS_PREFILL: usize = 2;
+const TOKENS: usize = 4;
+
+/// A tile: R rows from `w` (rows `nb` blocks apart) × T tokens from the planar activations
+/// starting at `qs`/`d`/`s`; writes `out[r][t]`.
+type Tile<W, const R: usize, const T: usize> = unsafe fn(
+    w: *const W,
+    qs: *const i8,
+    d: *const f32,
+    s: *const f32,
+    nb: usize,
+    out: &mut [[f32; T]; R],
+);
+
+/// The tiles of one weight type for one instruction set.
+pub(crate) struct Tiles<W> {
+    pub decode: Tile<W, ROWS_DECODE, 1>,
+    pub prefill: Tile<W, ROWS_PREFILL, TOKENS>,
+    pub single: Tile<W, 1, 1>,
+}
+
+/// Runs tiles over every row and token: `out[t * stride + r] = w[r] · a[t]`.
+///
+/// # Safety
+/// The tiles must be runnable on this CPU (their features checked by the caller's table).
+pub(crate) unsafe fn drive<W>(
+    tiles: &Tiles<W>,
+    w: &[W],
+    a: &QActs<'_>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let nb = a.nb;
+    if nb == 0 {
+        return;
+    }
+    let rows = w.len() / nb;
+    let toks = a.tokens();
+    if rows == 0 || toks == 0 {
+        return;
+    }
+    // Everything the tiles read or write is inside these slices.
+    assert!(a.qs.len() >= toks * nb * QK && a.s.len() >= toks * nb);
+    assert!(out.len() >= (toks - 1) * stride + rows && stride >= rows);
+    let (wp, qp, dp, sp) = (w.as_ptr(), a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let tok = |t: usize| (qp.add(t * nb * QK), dp.add(t * nb), sp.add(t * nb));
+    let mut t = 0;
+    while t < toks {
+        let tn = if toks - t >= TOKENS { TOKENS } else { 1 };
+        let (q, d, s) = tok(t);
+        let mut r = 0;
+        if tn == TOKENS {
+            while r + ROWS_PREFILL <= rows {
+                let mut o = [[0.0f32; TOKENS]; ROWS_PREFILL];
+                (tiles.prefill)(wp.add(r * nb), q, d, s, nb, &mut o);
+                for (i, row) in o.iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        out[(t + j) * stride + r + i] = v;
+                    }
+                }
+                r += ROWS_PREFILL;
+            }
+            for rr in r..rows {
+                for j in 0..TOKENS {
+                    let (q, d, s) = tok(t + j);
+                    let mut o = [[0.0f32; 1]; 1];
+                    (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
+                    out[(t + j) * stride + rr] = o[0][0];
+                }
+            }
+        } else {
+            while r + ROWS_DECODE <= rows {
+                let mut o = [[0.0f32; 1]; ROWS_DECODE];
+                (tiles.decode)(wp.add(r * nb), q, d, s, nb, &mut o);
+                for (i, v) in o.iter().enumerate() {
+                    out[t * stride + r + i] = v[0];
+                }
+                r += ROWS_DECODE;
+            }
+            for rr in r..rows {
+                let mut o = [[0.0f32; 1]; 1];
+                (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
+                out[t * stride + rr] = o[0][0];
+            }
+        }
+        t += tn;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces.
+// ---------------------------------------------------------------------------------------------
+
+/// hsum8 as the spec orders it.
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    crate::kernels::x86_64::avx2::hsum_ps(v)
+}
+
+/// A Q4 block's nibbles as 32 bytes in element order.
+#[inline(always)]
+unsafe fn nibbles(qs: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(qs as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0f);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+        _mm_and_si128(q, m4),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tile body, shared by both sets: groups of 8 blocks, whose scales (d_w·d_x) and Q4_1
+// minimum terms are handled 8 at a time as vectors; then block by block, the 8 integer lanes,
+// converted and multiplied into bank (block mod 2) with the block's broadcast scale.
+// ---------------------------------------------------------------------------------------------
+
+/// The f16 at byte `off` of `n` (≤ 8) blocks `stride` bytes apart, as f32 lanes (0 beyond `n`).
+/// Built from scalar loads: hardware gathers are slower than this on current cores.
+#[inline(always)]
+unsafe fn f16x8(base: *const u8, stride: usize, n: usize, off: usize) -> __m256 {
+    let at = |j: usize| (base.add(j * stride + off) as *const i16).read_unaligned();
+    let v = if n == 8 {
+        _mm_setr_epi16(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7))
+    } else {
+        let g = |j: usize| if j < n { at(j) } else { 0 };
+        _mm_setr_epi16(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7))
+    };
+    _mm256_cvtph_ps(v)
+}
+
+/// `n` (≤ 8) floats, zeros beyond.
+#[inline(always)]
+unsafe fn load_f32x8(p: *const f32, n: usize) -> __m256 {
+    if n == 8 {
+        _mm256_loadu_ps(p)
+    } else {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
+        _mm256_maskload_ps(p, mask)
+    }
+}
+
+macro_rules! tile {
+    ($name:ident, $feat:literal, $W:ty, $mins:expr, |$wb:ident| $unpack:expr, |$u:ident, $xq:ident| $lanes:expr) => {
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name<const R: usize, const T: usize>(
+            w: *const $W,
+            qs: *const i8,
+            d: *const f32,
+            s: *const f32,
+            nb: usize,
+            out: &mut [[f32; T]; R],
+        ) {
+            let nbq = nb * QK;
+            let size = core::mem::size_of::<$W>();
+            let mut acc = [[[_mm256_setzero_ps(); 2]; T]; R];
+            let mut mins = [[_mm256_setzero_ps(); T]; R];
+            let mut g = 0;
+            while g < nb {
+                let n = (nb - g).min(8);
+                let mut dd = [[_mm256_setzero_ps(); T]; R];
+                for r in 0..R {
+                    let row = w.add(r * nb + g) as *const u8;
+                    let dw = f16x8(row, size, n, 0);
+                    let mw = if $mins {
+                        f16x8(row, size, n, 2)
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    for t in 0..T {
+                        dd[r][t] = _mm256_mul_ps(dw, load_f32x8(d.add(t * nb + g), n));
+                        if $mins {
+                            mins[r][t] =
+                                _mm256_fmadd_ps(mw, load_f32x8(s.add(t * nb + g), n), mins[r][t]);
+                        }
+                    }
+                }
+                for p in 0..4 {
+                    for half in 0..2 {
+                        let j = 2 * p + half;
+                        if j >= n {
+                            break;
+                        }
+                        let b = g + j;
+                        let sel = _mm256_set1_epi32(j as i32);
+                        for r in 0..R {
+                            let $wb = &*w.add(r * nb + b);
+                            let $u = $unpack;
+                            for t in 0..T {
+                                let $xq =
+                                    _mm256_loadu_si256(qs.add(t * nbq + b * QK) as *const __m256i);
+                                let l = _mm256_cvtepi32_ps($lanes);
+                                let sc = _mm256_permutevar8x32_ps(dd[r][t], sel);
+                                acc[r][t][half] = _mm256_fmadd_ps(sc, l, acc[r][t][half]);
+                            }
+                        }
+                    }
+                }
+                g += n;
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    let mut v = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+                    if $mins {
+                        v += hsum(mins[r][t]);
+                    }
+                    out[r][t] = v;
+                }
+            }
+        }
+    };
+}
+
+/// Tables of tiles for one set.
+macro_rules! tiles {
+    ($feat:literal, $lanes:ident) => {
+        tile!(
+            tile_q4_1,
+            $feat,
+            BlockQ4_1,
+            true,
+            |wb| nibbles(wb.qs.as_ptr()),
+            |u, xq| $lanes(u, xq)
+        );
+        tile!(
+            tile_q4_0,
+            $feat,
+            BlockQ4_0,
+            false,
+            // (q - 8) is signed: keep it, and let the lane function take |q - 8| and the sign.
+            |wb| _mm256_sub_epi8(nibbles(wb.qs.as_ptr()), _mm256_set1_epi8(8)),
+            |u, xq| $lanes(_mm256_sign_epi8(u, u), _mm256_sign_epi8(xq, u))
+        );
+        tile!(
+            tile_q8_0,
+            $feat,
+            BlockQ8_0,
+            false,
+            |wb| _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i),
+            // |w| as u8 (-128 → 128), its sign moved onto the activations (never -128).
+            |u, xq| $lanes(_mm256_sign_epi8(u, u), _mm256_sign_epi8(xq, u))
+        );
+
+        pub(crate) const Q4_1: Tiles<BlockQ4_1> = Tiles {
+            decode: tile_q4_1::<4, 1>,
+            prefill: tile_q4_1::<2, 4>,
+            single: tile_q4_1::<1, 1>,
+        };
+        pub(crate) const Q4_0: Tiles<BlockQ4_0> = Tiles {
+            decode: tile_q4_0::<4, 1>,
+            prefill: tile_q4_0::<2, 4>,
+            single: tile_q4_0::<1, 1>,
+        };
+        pub(crate) const Q8_0: Tiles<BlockQ8_0> = Tiles {
+            decode: tile_q8_0::<4, 1>,
+            prefill: tile_q8_0::<2, 4>,
+            single: tile_q8_0::<1, 1>,
+        };
+    };
+}
+
+/// AVX2: `maddubs` + `madd` form the lanes.
+pub(crate) mod avx2 {
+    use super::*;
+
+    /// 8 lanes of Σ_{k<4} u[4l+k]·s[4l+k] (|15·127·2| and |128·127·2| fit maddubs's i16).
+    #[inline(always)]
+    unsafe fn lanes(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+
+    tiles!("avx2,fma,f16c", lanes);
+}
+
+/// AVX-512 VNNI: one `vpdpbusd` forms the lanes.
+pub(crate) mod avx512 {
+    use super::*;
+
+    #[inline(always)]
+    unsafe fn lanes(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+
+    tiles!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", lanes);
+}
