@@ -1,5 +1,5 @@
 //! Quick throughput probe of the GEMM kernels (for development; the benches are in benches/).
-use ember_runtime::kernels::{Kernels, QActs};
+use ember_runtime::kernels::{Kernels, OutRows, QActs};
 use ember_runtime::weights::{BlockQ4_1, QK};
 use std::time::Instant;
 
@@ -46,7 +46,7 @@ fn main() {
         };
         let t0 = Instant::now();
         for _ in 0..iters {
-            (k.gemm_q4_1)(&w, &a, &mut out, rows);
+            (k.gemm_q4_1)(&w, &a, &mut OutRows::new(&mut out, rows, rows, toks));
         }
         let dt = t0.elapsed().as_secs_f64() / iters as f64;
         println!(

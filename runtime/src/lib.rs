@@ -28,6 +28,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod kv;
 pub mod model;
+pub mod parallel;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

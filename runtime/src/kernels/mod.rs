@@ -93,9 +93,86 @@ impl QActs<'_> {
 /// Quantizes one row of activations (`x.len() = 32·nb`) into `qs`, `d`, `s`.
 pub type QuantizeFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]);
 
-/// A batched matrix product: `w` holds rows of `a.nb` weight blocks; writes
-/// `out[t * out_stride + r] = w[r] · a[t]` for every row r and token t.
-pub type GemmFn<W> = fn(w: &[W], a: &QActs<'_>, out: &mut [f32], out_stride: usize);
+/// Where a matrix product writes: element (token t, row r) at `t * stride + r`, for `r` in
+/// `0..rows` and `t` in `0..toks`. Threads working on one product each hold a view of a disjoint
+/// range of rows ([`OutRows::rows`]).
+pub struct OutRows<'a> {
+    ptr: *mut f32,
+    stride: usize,
+    rows: usize,
+    toks: usize,
+    _out: core::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: an `OutRows` is a unique view of its elements (disjoint from every other view made by
+// `rows`), so moving it to, or sharing it with, another thread is like moving a `&mut [f32]`.
+unsafe impl Send for OutRows<'_> {}
+// SAFETY: as above; `set` needs `&mut self`, so a shared view cannot write.
+unsafe impl Sync for OutRows<'_> {}
+
+impl<'a> OutRows<'a> {
+    /// A view of `out` holding `toks` rows of `rows` values, `stride` apart.
+    pub fn new(out: &'a mut [f32], stride: usize, rows: usize, toks: usize) -> Self {
+        assert!(rows <= stride || toks <= 1, "rows overlap");
+        assert!(
+            toks == 0 || out.len() >= (toks - 1) * stride + rows,
+            "output too small"
+        );
+        OutRows {
+            ptr: out.as_mut_ptr(),
+            stride,
+            rows,
+            toks,
+            _out: core::marker::PhantomData,
+        }
+    }
+
+    /// Rows `r0..r1` of this view.
+    ///
+    /// # Safety
+    /// Views used at the same time must cover disjoint row ranges.
+    pub unsafe fn rows(&self, r0: usize, r1: usize) -> OutRows<'a> {
+        assert!(r0 <= r1 && r1 <= self.rows);
+        // SAFETY: r0 <= rows, so the offset stays inside the original slice (or one past it).
+        OutRows {
+            ptr: unsafe { self.ptr.add(r0) },
+            stride: self.stride,
+            rows: r1 - r0,
+            toks: self.toks,
+            _out: self._out,
+        }
+    }
+
+    /// Rows in this view.
+    pub fn n_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Tokens in this view.
+    pub fn n_toks(&self) -> usize {
+        self.toks
+    }
+
+    /// Reads element (t, r).
+    #[inline]
+    pub fn get(&self, t: usize, r: usize) -> f32 {
+        assert!(t < self.toks && r < self.rows);
+        // SAFETY: (t, r) is inside the view (checked), which `new` checked against the slice.
+        unsafe { *self.ptr.add(t * self.stride + r) }
+    }
+
+    /// Writes element (t, r).
+    #[inline]
+    pub fn set(&mut self, t: usize, r: usize, v: f32) {
+        assert!(t < self.toks && r < self.rows);
+        // SAFETY: (t, r) is inside the view (checked), which `new` checked against the slice.
+        unsafe { *self.ptr.add(t * self.stride + r) = v }
+    }
+}
+
+/// A batched matrix product: `w` holds rows of `a.nb` weight blocks (as many rows as `out` has);
+/// writes `out(t, r) = w[r] · a[t]` for every row r and token t.
+pub type GemmFn<W> = fn(w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>);
 
 /// The kernel table the forward pass calls through.
 #[derive(Clone, Copy)]
@@ -135,30 +212,29 @@ pub fn gemm_by_rows<W>(
     dot: impl Fn(&[W], &[i8], &[f32], &[f32]) -> f32,
     w: &[W],
     a: &QActs<'_>,
-    out: &mut [f32],
-    out_stride: usize,
+    out: &mut OutRows<'_>,
 ) {
     let nb = a.nb;
     if nb == 0 {
         return;
     }
-    for (r, row) in w.chunks_exact(nb).enumerate() {
-        for t in 0..a.tokens() {
+    for (r, row) in w.chunks_exact(nb).take(out.n_rows()).enumerate() {
+        for t in 0..a.tokens().min(out.n_toks()) {
             let qs = &a.qs[t * nb * QK..(t + 1) * nb * QK];
             let (d, s) = (&a.d[t * nb..(t + 1) * nb], &a.s[t * nb..(t + 1) * nb]);
-            out[t * out_stride + r] = dot(row, qs, d, s);
+            out.set(t, r, dot(row, qs, d, s));
         }
     }
 }
 
-fn scalar_gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut [f32], s: usize) {
-    gemm_by_rows(scalar::vec_dot_q4_0, w, a, out, s)
+fn scalar_gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
+    gemm_by_rows(scalar::vec_dot_q4_0, w, a, out)
 }
-fn scalar_gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut [f32], s: usize) {
-    gemm_by_rows(scalar::vec_dot_q4_1, w, a, out, s)
+fn scalar_gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut OutRows<'_>) {
+    gemm_by_rows(scalar::vec_dot_q4_1, w, a, out)
 }
-fn scalar_gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut [f32], s: usize) {
-    gemm_by_rows(scalar::vec_dot_q8_0, w, a, out, s)
+fn scalar_gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
+    gemm_by_rows(scalar::vec_dot_q8_0, w, a, out)
 }
 
 impl Kernels {

@@ -1,7 +1,7 @@
 //! One shared runner: every kernel set this CPU supports against the scalar reference, on random
 //! and edge inputs, for every block count up to 20 and the model's widths.
 
-use super::{scalar, Kernels, QActs};
+use super::{scalar, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use half::f16;
 
@@ -189,18 +189,18 @@ fn gemm_is_bit_identical_to_the_scalar_reference() {
                 };
 
                 let w = q4_1_blocks(&mut rng, rows * nb);
-                (Kernels::SCALAR.gemm_q4_1)(&w, &a, &mut r1, stride);
-                (k.gemm_q4_1)(&w, &a, &mut r2, stride);
+                (Kernels::SCALAR.gemm_q4_1)(&w, &a, &mut OutRows::new(&mut r1, stride, rows, toks));
+                (k.gemm_q4_1)(&w, &a, &mut OutRows::new(&mut r2, stride, rows, toks));
                 check(&r1, &r2, "q4_1");
 
                 let w = q4_0_blocks(&mut rng, rows * nb);
-                (Kernels::SCALAR.gemm_q4_0)(&w, &a, &mut r1, stride);
-                (k.gemm_q4_0)(&w, &a, &mut r2, stride);
+                (Kernels::SCALAR.gemm_q4_0)(&w, &a, &mut OutRows::new(&mut r1, stride, rows, toks));
+                (k.gemm_q4_0)(&w, &a, &mut OutRows::new(&mut r2, stride, rows, toks));
                 check(&r1, &r2, "q4_0");
 
                 let w = q8_0_blocks(&mut rng, rows * nb);
-                (Kernels::SCALAR.gemm_q8_0)(&w, &a, &mut r1, stride);
-                (k.gemm_q8_0)(&w, &a, &mut r2, stride);
+                (Kernels::SCALAR.gemm_q8_0)(&w, &a, &mut OutRows::new(&mut r1, stride, rows, toks));
+                (k.gemm_q8_0)(&w, &a, &mut OutRows::new(&mut r2, stride, rows, toks));
                 check(&r1, &r2, "q8_0");
             }
         }
@@ -221,7 +221,7 @@ fn gemm_agrees_with_dequantized_float_math() {
         .map(|i| wf[i] as f64 * (q.qs[i] as f64 * q.d[i / QK] as f64))
         .sum();
     let mut out = [0.0f32];
-    (Kernels::SCALAR.gemm_q4_1)(&w, &q.acts(), &mut out, 1);
+    (Kernels::SCALAR.gemm_q4_1)(&w, &q.acts(), &mut OutRows::new(&mut out, 1, 1, 1));
     // The m·s term uses s = f16(d·Σq): allow for that rounding.
     let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum::<f64>() * 1e-2;
     assert!(

@@ -90,6 +90,12 @@ impl Config {
             });
         }
         let head_dim = n_embd / n_head;
+        if head_dim > crate::model::forward::MAX_HEAD_DIM {
+            return Err(Error::BadKey {
+                key: "llama.attention.head_count",
+                reason: "heads wider than 512 are not supported",
+            });
+        }
         let rope_dim = match g.get_u64("llama.rope.dimension_count")? {
             None => head_dim,
             Some(d) => d as usize,

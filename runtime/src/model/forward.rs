@@ -11,8 +11,9 @@
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kernels::{Kernels, QActs};
+use crate::kernels::{Kernels, OutRows, QActs};
 use crate::kv::KvCache;
+use crate::parallel::{split, Parallel};
 use crate::tokenizer::TokenId;
 use crate::weights::{Matrix, QK};
 use half::f16;
@@ -54,8 +55,6 @@ pub struct State<'a> {
     act_d: &'a mut [f32],
     /// Quantized activations: block sums `[batch][max(n_embd, n_ff) / 32]`.
     act_s: &'a mut [f32],
-    /// f16 running sum of one head's attention output, `[head_dim]`.
-    acc16: &'a mut [f16],
     /// cos/sin pairs per token, `[batch][rope_dim]`.
     rope: &'a mut [f32],
     /// Logits, `[logit_rows][n_vocab]`.
@@ -72,7 +71,6 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
             + Arena::size_of::<i8>(batch * wide)
             + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
-            + Arena::size_of::<f16>(c.head_dim)
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(lr * c.n_vocab)
     }
@@ -98,7 +96,6 @@ impl<'a> State<'a> {
             act_qs: arena.alloc(batch * wide, "forward state")?,
             act_d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             act_s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-            acc16: arena.alloc(c.head_dim, "forward state")?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
         })
@@ -114,10 +111,14 @@ impl<'a> State<'a> {
 /// so batching its rows matters for perplexity runs).
 pub const LOGIT_ROWS: usize = 16;
 
+/// Widest attention head supported (bounds a stack buffer per thread).
+pub const MAX_HEAD_DIM: usize = 512;
+
 /// Runs `tokens` (at most `state.batch()`) at positions `kv.len()..`, appending their keys and
 /// values to `kv`. Calls `on_logits(i, logits)` for each token `i` whose logits `want` asks for.
 pub fn forward(
     model: &Model<'_>,
+    par: &dyn Parallel,
     state: &mut State<'_>,
     kv: &mut KvCache<'_>,
     tokens: &[TokenId],
@@ -161,7 +162,7 @@ pub fn forward(
     rope_table(c, w.rope_freqs, pos0, n, state.rope);
 
     for (l, layer) in w.layers.iter().enumerate() {
-        attention_block(model, layer, l, state, kv, pos0, n);
+        attention_block(model, par, layer, l, state, kv, pos0, n);
         // Feed-forward block.
         let s = &mut *state;
         rms_norm(
@@ -172,11 +173,27 @@ pub fn forward(
             e,
         );
         let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
-        gemm(k, &layer.w_gate, &act, n, &mut s.gate[..n * ff]);
-        gemm(k, &layer.w_up, &act, n, &mut s.up[..n * ff]);
-        swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
+        // Gate and up in one parallel region; SwiGLU on each thread's rows right after.
+        gemm_fused(
+            par,
+            k,
+            &act,
+            n,
+            &mut [
+                (&layer.w_gate, &mut s.gate[..n * ff]),
+                (&layer.w_up, &mut s.up[..n * ff]),
+            ],
+            Some(&swiglu_rows),
+        );
         let act = quantize(k, &s.gate[..n * ff], ff, s.act_qs, s.act_d, s.act_s);
-        gemm(k, &layer.w_down, &act, n, &mut s.att[..n * e]);
+        gemm_fused(
+            par,
+            k,
+            &act,
+            n,
+            &mut [(&layer.w_down, &mut s.att[..n * e])],
+            None,
+        );
         add(&mut s.x[..n * e], &s.att[..n * e]);
     }
     kv.advance(n);
@@ -200,7 +217,14 @@ pub fn forward(
             e,
         );
         let act = quantize(k, &s.xn[..m * e], e, s.act_qs, s.act_d, s.act_s);
-        gemm(k, &w.output, &act, m, &mut s.logits[..m * c.n_vocab]);
+        gemm_fused(
+            par,
+            k,
+            &act,
+            m,
+            &mut [(&w.output, &mut s.logits[..m * c.n_vocab])],
+            None,
+        );
         for j in 0..m {
             on_logits(i + j, &s.logits[j * c.n_vocab..(j + 1) * c.n_vocab]);
         }
@@ -210,8 +234,10 @@ pub fn forward(
 }
 
 /// RMSNorm, projections, RoPE, cache write, attention and output projection of one block.
+#[allow(clippy::too_many_arguments)]
 fn attention_block(
     model: &Model<'_>,
+    par: &dyn Parallel,
     layer: &Layer<'_>,
     l: usize,
     s: &mut State<'_>,
@@ -230,9 +256,18 @@ fn attention_block(
         e,
     );
     let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
-    gemm(k, &layer.wq, &act, n, &mut s.q[..n * e]);
-    gemm(k, &layer.wk, &act, n, &mut s.k[..n * kvd]);
-    gemm(k, &layer.wv, &act, n, &mut s.v[..n * kvd]);
+    gemm_fused(
+        par,
+        k,
+        &act,
+        n,
+        &mut [
+            (&layer.wq, &mut s.q[..n * e]),
+            (&layer.wk, &mut s.k[..n * kvd]),
+            (&layer.wv, &mut s.v[..n * kvd]),
+        ],
+        None,
+    );
 
     for i in 0..n {
         let cs = &s.rope[i * c.rope_dim..(i + 1) * c.rope_dim];
@@ -252,26 +287,39 @@ fn attention_block(
 
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / libm::sqrtf(hd as f32);
-    for i in 0..n {
-        let n_ctx = pos0 + i + 1; // causal: this token sees every cached token up to itself
-        let keys = kv.keys(l, n_ctx);
-        let values = kv.values(l, n_ctx);
-        for h in 0..c.n_head {
+    let (q, kv) = (&*s.q, &*kv);
+    let att = OutRows::new(&mut s.att[..n * e], e, e, n);
+    let att = &att;
+    let items = n * c.n_head;
+    par.run(&|ti, nt| {
+        let (i0, i1) = split(items, ti, nt, 1);
+        if i0 == i1 {
+            return;
+        }
+        // SAFETY: each item (token i, head h) writes only row i, columns of head h, and `split`
+        // gives the threads disjoint items; views are made per item below.
+        let mut out = unsafe { att.rows(0, e) };
+        let mut acc = [f16::ZERO; MAX_HEAD_DIM];
+        for item in i0..i1 {
+            let (i, h) = (item / c.n_head, item % c.n_head);
+            let n_ctx = pos0 + i + 1; // causal: this token sees every cached token up to itself
+            let keys = kv.keys(l, n_ctx);
+            let values = kv.values(l, n_ctx);
             let kh = h / group;
-            let q = &mut s.q[i * e + h * hd..i * e + (h + 1) * hd];
             // Queries meet the f16 key cache at f16 precision.
-            for x in q.iter_mut() {
-                *x = f16::from_f32(*x).to_f32();
+            let mut qh = [0.0f32; MAX_HEAD_DIM];
+            for (d, &x) in qh.iter_mut().zip(&q[i * e + h * hd..i * e + (h + 1) * hd]) {
+                *d = f16::from_f32(x).to_f32();
             }
+            let qh = &qh[..hd];
             // Online softmax over the cached tokens with an f16 running sum of values — the
-            // order and precision of llama.cpp's CPU flash attention, so both engines land on
-            // the same numbers (and the same tokens).
-            let acc = &mut s.acc16[..hd];
+            // order and precision of llama.cpp's CPU flash attention.
+            let acc = &mut acc[..hd];
             acc.fill(f16::ZERO);
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
             for j in 0..n_ctx {
                 let key = &keys[j * kvd + kh * hd..j * kvd + (kh + 1) * hd];
-                let score = (k.dot_f16_f32)(key, q) * scale;
+                let score = (k.dot_f16_f32)(key, qh) * scale;
                 let (mut ms, mut vs) = (1.0f32, 1.0f32);
                 if score > max {
                     let old = max;
@@ -285,14 +333,20 @@ fn attention_block(
                 sum = sum * ms + vs;
             }
             let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            let out = &mut s.att[i * e + h * hd..i * e + (h + 1) * hd];
-            for (o, a) in out.iter_mut().zip(acc.iter()) {
-                *o = a.to_f32() * inv;
+            for (dd, a) in acc.iter().enumerate() {
+                out.set(i, h * hd + dd, a.to_f32() * inv);
             }
         }
-    }
+    });
     let act = quantize(k, &s.att[..n * e], e, s.act_qs, s.act_d, s.act_s);
-    gemm(k, &layer.wo, &act, n, &mut s.xn[..n * e]);
+    gemm_fused(
+        par,
+        k,
+        &act,
+        n,
+        &mut [(&layer.wo, &mut s.xn[..n * e])],
+        None,
+    );
     add(&mut s.x[..n * e], &s.xn[..n * e]);
 }
 
@@ -332,29 +386,89 @@ fn quantize<'b>(
     }
 }
 
-/// `out[t][r] = m[r] · x[t]` for `n` tokens.
-fn gemm(k: &Kernels, m: &Matrix<'_>, a: &Act<'_>, n: usize, out: &mut [f32]) {
-    let (rows, cols) = (m.rows(), m.cols());
-    debug_assert_eq!(a.q.tokens(), n);
-    match *m {
-        Matrix::Q4_0 { data, .. } => (k.gemm_q4_0)(data, &a.q, out, rows),
-        Matrix::Q4_1 { data, .. } => (k.gemm_q4_1)(data, &a.q, out, rows),
-        Matrix::Q8_0 { data, .. } => (k.gemm_q8_0)(data, &a.q, out, rows),
-        Matrix::F32 { data, .. } => f32_gemm(k.dot_f32, data, &a.f32[..n * cols], cols, out, rows),
-        Matrix::F16 { data, .. } => {
-            f32_gemm(k.dot_f16_f32, data, &a.f32[..n * cols], cols, out, rows)
+/// Rows per thread are split in multiples of this (a whole decode tile).
+const ROW_ALIGN: usize = 16;
+
+/// Several products of the same activations in one parallel region: for each `(matrix, out)`,
+/// `out[t][r] = matrix[r] · a[t]` for `n` tokens. Every thread takes its share of the rows of
+/// every matrix, then runs `after(out0, out1, r0, r1)` on its rows of the first two outputs
+/// (used to apply SwiGLU without another synchronisation).
+fn gemm_fused(
+    par: &dyn Parallel,
+    k: &Kernels,
+    a: &Act<'_>,
+    n: usize,
+    jobs: &mut [(&Matrix<'_>, &mut [f32])],
+    after: Option<&(dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>, usize, usize) + Sync)>,
+) {
+    const MAX_JOBS: usize = 3;
+    assert!(jobs.len() <= MAX_JOBS);
+    let mut views: [Option<(Matrix<'_>, OutRows<'_>)>; MAX_JOBS] = [None, None, None];
+    for (v, (m, out)) in views.iter_mut().zip(jobs.iter_mut()) {
+        let rows = m.rows();
+        *v = Some((**m, OutRows::new(out, rows, rows, n)));
+    }
+    let views = &views;
+    par.run(&|i, nt| {
+        let mut mine: [Option<OutRows<'_>>; MAX_JOBS] = [None, None, None];
+        let mut ranges = [(0, 0); MAX_JOBS];
+        for (j, v) in views.iter().enumerate() {
+            let Some((m, out)) = v else { continue };
+            let (r0, r1) = split(m.rows(), i, nt, ROW_ALIGN);
+            // SAFETY: `split` gives every thread a disjoint row range of each output.
+            let mut sub = unsafe { out.rows(r0, r1) };
+            if r1 > r0 {
+                gemm_rows(k, m, a, r0, r1, &mut sub);
+            }
+            ranges[j] = (r0, r1);
+            mine[j] = Some(sub);
         }
+        if let (Some(f), [Some(o0), Some(o1), ..]) = (after, &mut mine) {
+            f(o0, o1, ranges[0].0, ranges[0].1);
+        }
+    });
+}
+
+/// Rows `r0..r1` of `m` times every token of `a`, into `out` (a view of those rows).
+fn gemm_rows(
+    k: &Kernels,
+    m: &Matrix<'_>,
+    a: &Act<'_>,
+    r0: usize,
+    r1: usize,
+    out: &mut OutRows<'_>,
+) {
+    let cols = m.cols();
+    let nb = cols / QK;
+    let n = a.q.tokens();
+    match *m {
+        Matrix::Q4_0 { data, .. } => (k.gemm_q4_0)(&data[r0 * nb..r1 * nb], &a.q, out),
+        Matrix::Q4_1 { data, .. } => (k.gemm_q4_1)(&data[r0 * nb..r1 * nb], &a.q, out),
+        Matrix::Q8_0 { data, .. } => (k.gemm_q8_0)(&data[r0 * nb..r1 * nb], &a.q, out),
+        Matrix::F32 { data, .. } => f32_gemm(
+            k.dot_f32,
+            &data[r0 * cols..r1 * cols],
+            &a.f32[..n * cols],
+            cols,
+            out,
+        ),
+        Matrix::F16 { data, .. } => f32_gemm(
+            k.dot_f16_f32,
+            &data[r0 * cols..r1 * cols],
+            &a.f32[..n * cols],
+            cols,
+            out,
+        ),
         Matrix::BF16 { data, .. } => f32_gemm(
             |w: &[half::bf16], x: &[f32]| {
                 w.iter().zip(x).fold(0.0f32, |acc, (a, &b)| {
                     crate::kernels::scalar::fma(a.to_f32(), b, acc)
                 })
             },
-            data,
+            &data[r0 * cols..r1 * cols],
             &a.f32[..n * cols],
             cols,
             out,
-            rows,
         ),
     }
 }
@@ -365,12 +479,21 @@ fn f32_gemm<W>(
     w: &[W],
     x: &[f32],
     cols: usize,
-    out: &mut [f32],
-    stride: usize,
+    out: &mut OutRows<'_>,
 ) {
     for (r, row) in w.chunks_exact(cols).enumerate() {
         for (t, xt) in x.chunks_exact(cols).enumerate() {
-            out[t * stride + r] = dot(row, xt);
+            out.set(t, r, dot(row, xt));
+        }
+    }
+}
+
+/// SwiGLU on rows `r0..r1` of the gate and up outputs (views of those rows): gate = silu(gate)·up.
+fn swiglu_rows(gate: &mut OutRows<'_>, up: &mut OutRows<'_>, _r0: usize, _r1: usize) {
+    for t in 0..gate.n_toks() {
+        for r in 0..gate.n_rows() {
+            let g = gate.get(t, r);
+            gate.set(t, r, g / (1.0 + libm::expf(-g)) * up.get(t, r));
         }
     }
 }

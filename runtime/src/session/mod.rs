@@ -5,6 +5,7 @@ use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::kv::KvCache;
 use crate::model::{forward, Logits, Model, State};
+use crate::parallel::{Parallel, Serial};
 use crate::sampler;
 use crate::tokenizer::{TokenId, Utf8Stream};
 
@@ -29,6 +30,7 @@ impl Default for SessionConfig {
 /// One conversation: KV cache, buffers, and the last logits.
 pub struct Session<'m, 's> {
     model: &'m Model<'m>,
+    par: &'m dyn Parallel,
     state: State<'s>,
     kv: KvCache<'s>,
     logits: &'s mut [f32],
@@ -58,11 +60,22 @@ impl<'m, 's> Session<'m, 's> {
         let n_batch = sc.n_batch.min(sc.n_ctx);
         Ok(Session {
             model,
+            par: &Serial,
             kv: KvCache::new(arena, c, sc.n_ctx)?,
             state: State::new(arena, c, n_batch)?,
             logits: arena.alloc(c.n_vocab, "logits")?,
             has_logits: false,
         })
+    }
+
+    /// Runs the forward pass on `par`'s threads from now on (a [`ThreadPool`](crate::parallel)).
+    pub fn set_parallel(&mut self, par: &'m dyn Parallel) {
+        self.par = par;
+    }
+
+    /// Threads the forward pass uses.
+    pub fn threads(&self) -> usize {
+        self.par.threads()
     }
 
     /// The model.
@@ -95,6 +108,7 @@ impl<'m, 's> Session<'m, 's> {
             let want = if last { Logits::Last } else { Logits::None };
             forward::forward(
                 self.model,
+                self.par,
                 &mut self.state,
                 &mut self.kv,
                 chunk,
@@ -119,6 +133,7 @@ impl<'m, 's> Session<'m, 's> {
             let base = ci * n_batch;
             forward::forward(
                 self.model,
+                self.par,
                 &mut self.state,
                 &mut self.kv,
                 chunk,

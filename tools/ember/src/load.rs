@@ -90,3 +90,48 @@ pub fn with_model<R>(
     let model = Model::load(g, &mut arena, kernels).map_err(ctx)?;
     f(&model)
 }
+
+/// Physical cores (distinct (package, core id) pairs in /proc/cpuinfo), else logical CPUs.
+pub fn default_threads() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::BTreeSet::new();
+    let (mut pkg, mut core) = (None, None);
+    for line in info.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (pkg.take(), core.take()) {
+                cores.insert((p, c));
+            }
+            continue;
+        }
+        let mut kv = line.splitn(2, ':');
+        let (k, v) = (
+            kv.next().unwrap_or("").trim(),
+            kv.next().unwrap_or("").trim(),
+        );
+        match k {
+            "physical id" => pkg = Some(v.to_string()),
+            "core id" => core = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
+/// A thread pool for `-t N` (`None`: the default), checked for sense.
+pub fn thread_pool(n: Option<usize>) -> CliResult<ember_runtime::parallel::ThreadPool> {
+    let n = n.unwrap_or_else(default_threads);
+    if n == 0 || n > 256 {
+        return Err(CliError(format!(
+            "threads (-t) must be between 1 and 256, not {n}"
+        )));
+    }
+    ember_runtime::parallel::ThreadPool::new(n)
+        .map_err(|e| CliError(format!("starting {n} threads: {e}")))
+}

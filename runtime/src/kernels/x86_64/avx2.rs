@@ -1,7 +1,7 @@
 //! AVX2 + FMA + F16C kernels.
 
 use super::gemm;
-use crate::kernels::{Isa, Kernels, QActs};
+use crate::kernels::{Isa, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::x86_64::*;
 use half::f16;
@@ -40,19 +40,19 @@ fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     }
 }
 
-fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
-    unsafe { gemm::drive(&gemm::avx2::Q4_0, w, a, out, stride) }
+    unsafe { gemm::drive(&gemm::avx2::Q4_0, w, a, out) }
 }
 
-fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx2::Q4_1, w, a, out, stride) }
+    unsafe { gemm::drive(&gemm::avx2::Q4_1, w, a, out) }
 }
 
-fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx2::Q8_0, w, a, out, stride) }
+    unsafe { gemm::drive(&gemm::avx2::Q8_0, w, a, out) }
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

@@ -2,7 +2,7 @@
 //! in one instruction (unsigned weights × signed activations); see `gemm.rs`.
 
 use super::{avx2, gemm};
-use crate::kernels::{Isa, Kernels, QActs};
+use crate::kernels::{Isa, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 
 /// The AVX-512 VNNI table, if this CPU has it.
@@ -22,17 +22,17 @@ pub fn kernels() -> Option<Kernels> {
     })
 }
 
-fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: AVX-512 VNNI checked by `kernels()`.
-    unsafe { gemm::drive(&gemm::avx512::Q4_0, w, a, out, stride) }
+    unsafe { gemm::drive(&gemm::avx512::Q4_0, w, a, out) }
 }
 
-fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx512::Q4_1, w, a, out, stride) }
+    unsafe { gemm::drive(&gemm::avx512::Q4_1, w, a, out) }
 }
 
-fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut [f32], stride: usize) {
+fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx512::Q8_0, w, a, out, stride) }
+    unsafe { gemm::drive(&gemm::avx512::Q8_0, w, a, out) }
 }

@@ -7,7 +7,7 @@
 //! so the results are bit-identical to the scalar reference.
 //!
 
-use crate::kernels::QActs;
+use crate::kernels::{OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::x86_64::*;
 
@@ -34,29 +34,22 @@ pub(crate) struct Tiles<W> {
     pub single: Tile<W, 1, 1>,
 }
 
-/// Runs tiles over every row and token: `out[t * stride + r] = w[r] · a[t]`.
+/// Runs tiles over every row and token: `out(t, r) = w[r] · a[t]`.
 ///
 /// # Safety
 /// The tiles must be runnable on this CPU (their features checked by the caller's table).
-pub(crate) unsafe fn drive<W>(
-    tiles: &Tiles<W>,
-    w: &[W],
-    a: &QActs<'_>,
-    out: &mut [f32],
-    stride: usize,
-) {
+pub(crate) unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>) {
     let nb = a.nb;
     if nb == 0 {
         return;
     }
-    let rows = w.len() / nb;
-    let toks = a.tokens();
+    let rows = (w.len() / nb).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
     if rows == 0 || toks == 0 {
         return;
     }
-    // Everything the tiles read or write is inside these slices.
-    assert!(a.qs.len() >= toks * nb * QK && a.s.len() >= toks * nb);
-    assert!(out.len() >= (toks - 1) * stride + rows && stride >= rows);
+    // Everything the tiles read is inside these slices.
+    assert!(a.qs.len() >= toks * nb * QK && a.s.len() >= toks * nb && w.len() >= rows * nb);
     let (wp, qp, dp, sp) = (w.as_ptr(), a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
     let tok = |t: usize| (qp.add(t * nb * QK), dp.add(t * nb), sp.add(t * nb));
     let mut t = 0;
@@ -70,7 +63,7 @@ pub(crate) unsafe fn drive<W>(
                 (tiles.prefill)(wp.add(r * nb), q, d, s, nb, &mut o);
                 for (i, row) in o.iter().enumerate() {
                     for (j, &v) in row.iter().enumerate() {
-                        out[(t + j) * stride + r + i] = v;
+                        out.set(t + j, r + i, v);
                     }
                 }
                 r += ROWS_PREFILL;
@@ -80,7 +73,7 @@ pub(crate) unsafe fn drive<W>(
                     let (q, d, s) = tok(t + j);
                     let mut o = [[0.0f32; 1]; 1];
                     (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
-                    out[(t + j) * stride + rr] = o[0][0];
+                    out.set(t + j, rr, o[0][0]);
                 }
             }
         } else {
@@ -88,14 +81,14 @@ pub(crate) unsafe fn drive<W>(
                 let mut o = [[0.0f32; 1]; ROWS_DECODE];
                 (tiles.decode)(wp.add(r * nb), q, d, s, nb, &mut o);
                 for (i, v) in o.iter().enumerate() {
-                    out[t * stride + r + i] = v[0];
+                    out.set(t, r + i, v[0]);
                 }
                 r += ROWS_DECODE;
             }
             for rr in r..rows {
                 let mut o = [[0.0f32; 1]; 1];
                 (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
-                out[t * stride + rr] = o[0][0];
+                out.set(t, rr, o[0][0]);
             }
         }
         t += tn;

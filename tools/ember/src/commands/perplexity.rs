@@ -23,6 +23,9 @@ pub struct Args {
     /// Score at most this many chunks (default: all).
     #[arg(long)]
     chunks: Option<usize>,
+    /// Threads (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
     /// Prompt batch size.
     #[arg(short = 'b', long = "batch", default_value_t = 512)]
     batch: usize,
@@ -42,6 +45,7 @@ pub fn main(a: Args) -> CliResult {
         return Err(CliError("the context (-c) must be at least 2".into()));
     }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
+    let pool = load::thread_pool(a.threads)?;
     load::with_model(load::model_path(a.model.model), kernels, |model| {
         let tokens = model.tokenizer.encode_to_vec(&text, true, true)?;
         let n_ctx = a.ctx;
@@ -62,6 +66,7 @@ pub fn main(a: Args) -> CliResult {
         let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
+        s.set_parallel(&pool);
         let bos = model
             .tokenizer
             .add_bos()
@@ -93,9 +98,10 @@ pub fn main(a: Args) -> CliResult {
         }
         let ppl = (nll_sum / count as f64).exp();
         eprintln!(
-            "\nember: {} tokens scored in {:.1} s, kernels={}",
+            "\nember: {} tokens scored in {:.1} s, threads={} kernels={}",
             count,
             t0.elapsed().as_secs_f64(),
+            s.threads(),
             model.kernels.isa
         );
         println!("PPL = {ppl:.4}");

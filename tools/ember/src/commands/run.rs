@@ -20,9 +20,9 @@ pub struct Args {
     /// Sampling temperature; 0 is greedy (the only mode in this build).
     #[arg(long, default_value_t = 0.0)]
     temp: f32,
-    /// Threads.
-    #[arg(short = 't', long = "threads", default_value_t = 1)]
-    threads: usize,
+    /// Threads (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
     /// Context size in tokens.
     #[arg(short = 'c', long = "ctx", default_value_t = 2048)]
     ctx: usize,
@@ -37,10 +37,8 @@ pub fn main(a: Args) -> CliResult {
             "only greedy decoding (--temp 0) is available in this build".into(),
         ));
     }
-    if a.threads != 1 {
-        return Err(CliError("only -t 1 is available in this build".into()));
-    }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
+    let pool = load::thread_pool(a.threads)?;
     load::with_model(load::model_path(a.model.model), kernels, |model| {
         let prompt = model
             .tokenizer
@@ -62,6 +60,7 @@ pub fn main(a: Args) -> CliResult {
         let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
+        s.set_parallel(&pool);
         let max_tokens = a.n_predict.min(sc.n_ctx - prompt.len());
         let opts = GenOptions {
             max_tokens,
@@ -97,7 +96,7 @@ pub fn main(a: Args) -> CliResult {
         let tg = steps as f64 / (t_end - t_prefill).as_secs_f64().max(1e-9);
         eprintln!(
             "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={}",
-            stats.prompt_tokens, stats.generated_tokens, pp, tg, a.threads, model.kernels.isa
+            stats.prompt_tokens, stats.generated_tokens, pp, tg, s.threads(), model.kernels.isa
         );
         Ok(())
     })
