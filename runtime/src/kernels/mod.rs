@@ -161,6 +161,15 @@ impl<'a> OutRows<'a> {
         unsafe { *self.ptr.add(t * self.stride + r) }
     }
 
+    /// Row `t` of this view: its `rows` elements.
+    #[inline]
+    pub fn row_mut(&mut self, t: usize) -> &mut [f32] {
+        assert!(t < self.toks);
+        // SAFETY: the elements t·stride .. t·stride + rows belong to this view alone (views made
+        // by `rows` are disjoint), and `new` checked them against the slice.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(t * self.stride), self.rows) }
+    }
+
     /// Writes element (t, r).
     #[inline]
     pub fn set(&mut self, t: usize, r: usize, v: f32) {
@@ -199,6 +208,8 @@ pub struct Kernels {
     pub mad_f16: fn(&mut [f16], &[f16], f32),
     /// y = f16(y·a).
     pub scale_f16: fn(&mut [f16], f32),
+    /// gate = silu(gate)·up with the engine's exp.
+    pub swiglu: fn(&mut [f32], &[f32]),
 }
 
 impl fmt::Debug for Kernels {
@@ -251,6 +262,7 @@ impl Kernels {
         axpy_f32: scalar::axpy_f32,
         mad_f16: scalar::mad_f16,
         scale_f16: scalar::scale_f16,
+        swiglu: scalar::swiglu,
     };
 
     /// The table for `isa`, or `None` when this CPU cannot run it.

@@ -184,3 +184,69 @@ pub fn scale_f16(y: &mut [f16], a: f32) {
         *y = f16::from_f32(y.to_f32() * a);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// exp, as the engine computes it everywhere (softmax, SiLU): fast, vectorizable, and the same
+// bits on every ISA. e^x = 2^n · e^r with n = round(x·log2 e), r = x − n·ln 2 (in two parts), and
+// e^r from its Taylor series to r^7/7! by Horner's rule with fused multiply-adds
+// (|r| ≤ ln2/2: relative error about 2e-7). 2^n is applied in two halves so that subnormal
+// results come out right.
+// ---------------------------------------------------------------------------------------------
+
+/// Below this e^x is 0 in f32.
+pub const EXP_LO: f32 = -104.0;
+/// Above this e^x is ∞ in f32.
+pub const EXP_HI: f32 = 89.0;
+const LOG2E: f32 = core::f32::consts::LOG2_E;
+/// ln 2 split so that n·LN2_HI is exact for the n that occur.
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+/// 1/k! for k = 7 down to 2.
+pub const EXP_POLY: [f32; 6] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+];
+
+/// 2^k for k in [-126, 127].
+#[inline]
+pub fn pow2i(k: i32) -> f32 {
+    f32::from_bits(((k + 127) as u32) << 23)
+}
+
+/// e^x (NaN for NaN, 0 below −104, ∞ above 89).
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let x = x.clamp(EXP_LO, EXP_HI);
+    let n = round_even(x * LOG2E);
+    let r = fma(n, -LN2_HI, x);
+    let r = fma(n, -LN2_LO, r);
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = fma(p, r, c);
+    }
+    let p = fma(p, r, 1.0);
+    let p = fma(p, r, 1.0);
+    let n = n as i32;
+    let n1 = n >> 1;
+    (p * pow2i(n1)) * pow2i(n - n1)
+}
+
+/// x · sigmoid(x) = x / (1 + e^−x).
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+/// gate = silu(gate) · up, element-wise.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}

@@ -281,3 +281,54 @@ fn every_listed_set_reports_its_support() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn exp_is_accurate_and_total() {
+    // Against f64 exp over the range softmax and SiLU use, and the edges.
+    let mut worst = 0.0f64;
+    let mut x = -100.0f32;
+    while x < 88.0 {
+        let got = scalar::exp(x) as f64;
+        let want = (x as f64).exp();
+        if want > 1e-37 {
+            worst = worst.max(((got - want) / want).abs());
+        }
+        x += 0.0137;
+    }
+    assert!(worst < 5e-7, "relative error {worst}");
+    assert_eq!(scalar::exp(0.0), 1.0);
+    assert_eq!(scalar::exp(f32::NEG_INFINITY), 0.0);
+    assert_eq!(scalar::exp(-200.0), 0.0);
+    assert_eq!(scalar::exp(f32::INFINITY), f32::INFINITY);
+    assert!(scalar::exp(f32::NAN).is_nan());
+    assert!(scalar::exp(-90.0) > 0.0, "subnormal results are kept");
+}
+
+#[test]
+fn swiglu_is_bit_identical_to_the_scalar_reference() {
+    let mut rng = Rng(5);
+    for k in Kernels::all_supported() {
+        for n in [0usize, 1, 7, 8, 9, 64, 1536, 1541] {
+            let mut g: Vec<f32> = (0..n)
+                .map(|i| rng.f32() * if i % 5 == 0 { 120.0 } else { 8.0 })
+                .collect();
+            if n > 3 {
+                g[1] = f32::NAN;
+                g[2] = f32::INFINITY;
+                g[3] = -f32::INFINITY;
+            }
+            let u: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+            let (mut a, mut b) = (g.clone(), g.clone());
+            scalar::swiglu(&mut a, &u);
+            (k.swiglu)(&mut b, &u);
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    same(*p, *q),
+                    "[{}] n={n} i={i}: {p} vs {q} (gate {})",
+                    k.isa,
+                    g[i]
+                );
+            }
+        }
+    }
+}

@@ -11,6 +11,7 @@
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::kernels::scalar::exp;
 use crate::kernels::{Kernels, OutRows, QActs};
 use crate::kv::KvCache;
 use crate::parallel::{split, Parallel};
@@ -174,6 +175,11 @@ pub fn forward(
         );
         let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
         // Gate and up in one parallel region; SwiGLU on each thread's rows right after.
+        let swiglu = |g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
+            for t in 0..g.n_toks() {
+                (k.swiglu)(g.row_mut(t), u.row_mut(t));
+            }
+        };
         gemm_fused(
             par,
             k,
@@ -183,7 +189,7 @@ pub fn forward(
                 (&layer.w_gate, &mut s.gate[..n * ff]),
                 (&layer.w_up, &mut s.up[..n * ff]),
             ],
-            Some(&swiglu_rows),
+            Some(&swiglu),
         );
         let act = quantize(k, &s.gate[..n * ff], ff, s.act_qs, s.act_d, s.act_s);
         gemm_fused(
@@ -324,10 +330,10 @@ fn attention_block(
                 if score > max {
                     let old = max;
                     max = score;
-                    ms = libm::expf(old - max);
+                    ms = exp(old - max);
                     (k.scale_f16)(acc, ms);
                 } else {
-                    vs = libm::expf(score - max);
+                    vs = exp(score - max);
                 }
                 (k.mad_f16)(acc, &values[j * kvd + kh * hd..j * kvd + (kh + 1) * hd], vs);
                 sum = sum * ms + vs;
@@ -391,7 +397,7 @@ const ROW_ALIGN: usize = 16;
 
 /// Several products of the same activations in one parallel region: for each `(matrix, out)`,
 /// `out[t][r] = matrix[r] · a[t]` for `n` tokens. Every thread takes its share of the rows of
-/// every matrix, then runs `after(out0, out1, r0, r1)` on its rows of the first two outputs
+/// every matrix, then runs `after(out0, out1)` on its rows of the first two outputs
 /// (used to apply SwiGLU without another synchronisation).
 fn gemm_fused(
     par: &dyn Parallel,
@@ -399,7 +405,7 @@ fn gemm_fused(
     a: &Act<'_>,
     n: usize,
     jobs: &mut [(&Matrix<'_>, &mut [f32])],
-    after: Option<&(dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>, usize, usize) + Sync)>,
+    after: Option<&(dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>) + Sync)>,
 ) {
     const MAX_JOBS: usize = 3;
     assert!(jobs.len() <= MAX_JOBS);
@@ -411,7 +417,6 @@ fn gemm_fused(
     let views = &views;
     par.run(&|i, nt| {
         let mut mine: [Option<OutRows<'_>>; MAX_JOBS] = [None, None, None];
-        let mut ranges = [(0, 0); MAX_JOBS];
         for (j, v) in views.iter().enumerate() {
             let Some((m, out)) = v else { continue };
             let (r0, r1) = split(m.rows(), i, nt, ROW_ALIGN);
@@ -420,11 +425,10 @@ fn gemm_fused(
             if r1 > r0 {
                 gemm_rows(k, m, a, r0, r1, &mut sub);
             }
-            ranges[j] = (r0, r1);
             mine[j] = Some(sub);
         }
         if let (Some(f), [Some(o0), Some(o1), ..]) = (after, &mut mine) {
-            f(o0, o1, ranges[0].0, ranges[0].1);
+            f(o0, o1);
         }
     });
 }
@@ -488,16 +492,6 @@ fn f32_gemm<W>(
     }
 }
 
-/// SwiGLU on rows `r0..r1` of the gate and up outputs (views of those rows): gate = silu(gate)·up.
-fn swiglu_rows(gate: &mut OutRows<'_>, up: &mut OutRows<'_>, _r0: usize, _r1: usize) {
-    for t in 0..gate.n_toks() {
-        for r in 0..gate.n_rows() {
-            let g = gate.get(t, r);
-            gate.set(t, r, g / (1.0 + libm::expf(-g)) * up.get(t, r));
-        }
-    }
-}
-
 /// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight`. The sum of squares is taken in
 /// f64, as llama.cpp does, so long rows lose nothing to rounding.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
@@ -544,19 +538,12 @@ pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f32;
     for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
+        *v = exp(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
-    }
-}
-
-/// gate = silu(gate) * up.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + libm::expf(-*g)) * u;
     }
 }
 

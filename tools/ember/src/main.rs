@@ -31,6 +31,8 @@ enum Command {
     Run(commands::run::Args),
     /// Measure perplexity on a text file (llama.cpp's protocol).
     Perplexity(commands::perplexity::Args),
+    /// Measure prompt (pp) and generation (tg) speed, as llama-bench defines them.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => commands::tokenize::main(a),
         Command::Run(a) => commands::run::main(a),
         Command::Perplexity(a) => commands::perplexity::main(a),
+        Command::Bench(a) => commands::bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,7 +23,13 @@ pub fn kernels() -> Option<Kernels> {
         axpy_f32,
         mad_f16,
         scale_f16,
+        swiglu,
     })
+}
+
+fn swiglu(gate: &mut [f32], up: &[f32]) {
+    // SAFETY: AVX2+FMA checked by `kernels()`.
+    unsafe { swiglu_impl(gate, up) }
 }
 
 // The safe wrappers below are only placed in a table by `kernels()` after the CPU check.
@@ -309,4 +315,57 @@ unsafe fn scale_f16_impl(y: &mut [f16], a: f32) {
         y[i] = f32h(f16f(y[i]) * a);
         i += 1;
     }
+}
+
+/// e^x for 8 lanes, operation for operation as [`scalar::exp`](crate::kernels::scalar::exp).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp8(x: __m256) -> __m256 {
+    use crate::kernels::scalar::{EXP_HI, EXP_LO, EXP_POLY};
+    let nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    let xc = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
+        _mm256_set1_ps(EXP_HI),
+    );
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(xc, _mm256_set1_ps(core::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_145_75), xc);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let one = _mm256_set1_ps(1.0);
+    let p = _mm256_fmadd_ps(p, r, one);
+    let p = _mm256_fmadd_ps(p, r, one);
+    let ni = _mm256_cvtps_epi32(n);
+    let n1 = _mm256_srai_epi32(ni, 1);
+    let n2 = _mm256_sub_epi32(ni, n1);
+    let pow2 = |k: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_add_epi32(k, _mm256_set1_epi32(127)),
+            23,
+        ))
+    };
+    let res = _mm256_mul_ps(_mm256_mul_ps(p, pow2(n1)), pow2(n2));
+    _mm256_blendv_ps(res, x, nan)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_impl(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let one = _mm256_set1_ps(1.0);
+    let sign = _mm256_set1_ps(-0.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let u = _mm256_loadu_ps(up.as_ptr().add(i));
+        let e = exp8(_mm256_xor_ps(g, sign));
+        let silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(silu, u));
+        i += 8;
+    }
+    crate::kernels::scalar::swiglu(&mut gate[i..n], &up[i..n]);
 }

@@ -1,0 +1,152 @@
+//! `ember bench`: prompt processing and generation speed, with llama-bench's definitions.
+//!
+//! - pp N: one N-token prompt from an empty cache, as one batch; tokens/s.
+//! - tg N: N single-token decode steps from an empty cache; tokens/s.
+//!
+//! Tokens are a fixed pseudo-random sequence of ordinary vocabulary entries (no text needed).
+//! Each test runs once untimed (warm-up), then `-r` timed repetitions: mean ± standard deviation.
+
+use super::ModelArgs;
+use crate::load::{self, CliError, CliResult};
+use ember_runtime::arena::Arena;
+use ember_runtime::model::Model;
+use ember_runtime::session::{Session, SessionConfig};
+use ember_runtime::tokenizer::TokenKind;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Threads (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Prompt tokens for the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Generated tokens for the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    reps: usize,
+    /// Also print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A fixed sequence of normal tokens (xorshift over the vocabulary, skipping special ones).
+fn tokens(m: &Model<'_>, n: usize) -> Vec<u32> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let vocab = m.config.n_vocab as u64;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let id = (x % vocab) as u32;
+        if m.tokenizer.kind(id) == Some(TokenKind::Normal) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+pub fn main(a: Args) -> CliResult {
+    if a.reps == 0 {
+        return Err(CliError("repetitions (-r) must be at least 1".into()));
+    }
+    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    let pool = load::thread_pool(a.threads)?;
+    let path = load::model_path(a.model.model);
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    load::with_model(path, kernels, |m| {
+        let ctx = (a.n_prompt.max(a.n_gen)).max(1);
+        if ctx > m.config.n_ctx_train {
+            return Err(CliError(format!(
+                "at most {} tokens per test for this model",
+                m.config.n_ctx_train
+            )));
+        }
+        let sc = SessionConfig {
+            n_ctx: ctx,
+            n_batch: a.n_prompt.max(1),
+        };
+        let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
+        let mut arena = Arena::new(&mut mem);
+        let mut s = Session::new(m, &mut arena, &sc)?;
+        s.set_parallel(&pool);
+        let threads = s.threads();
+        let toks = tokens(m, ctx);
+        let mut results = Vec::new();
+        println!("| model | threads | kernels | test | tokens/s |");
+        println!("|---|---|---|---|---|");
+        if a.n_prompt > 0 {
+            let mut runs = Vec::new();
+            for rep in 0..=a.reps {
+                s.reset();
+                let t0 = Instant::now();
+                s.eval(&toks[..a.n_prompt])?;
+                let dt = t0.elapsed().as_secs_f64();
+                if rep > 0 {
+                    runs.push(a.n_prompt as f64 / dt);
+                }
+            }
+            let (mean, sd) = mean_sd(&runs);
+            println!(
+                "| {name} | {threads} | {} | pp{} | {mean:.2} ± {sd:.2} |",
+                m.kernels.isa, a.n_prompt
+            );
+            results.push(("pp", mean, sd));
+        }
+        if a.n_gen > 0 {
+            let mut runs = Vec::new();
+            for rep in 0..=a.reps {
+                s.reset();
+                let t0 = Instant::now();
+                for &t in &toks[..a.n_gen] {
+                    s.eval(&[t])?;
+                }
+                let dt = t0.elapsed().as_secs_f64();
+                if rep > 0 {
+                    runs.push(a.n_gen as f64 / dt);
+                }
+            }
+            let (mean, sd) = mean_sd(&runs);
+            println!(
+                "| {name} | {threads} | {} | tg{} | {mean:.2} ± {sd:.2} |",
+                m.kernels.isa, a.n_gen
+            );
+            results.push(("tg", mean, sd));
+        }
+        if a.json {
+            let mut o = serde_json::Map::new();
+            for (k, mean, sd) in &results {
+                o.insert(format!("{k}_tokens_per_s"), serde_json::json!(mean));
+                o.insert(format!("{k}_stddev"), serde_json::json!(sd));
+            }
+            o.insert("n_prompt".into(), serde_json::json!(a.n_prompt));
+            o.insert("n_gen".into(), serde_json::json!(a.n_gen));
+            o.insert("repetitions".into(), serde_json::json!(a.reps));
+            o.insert("threads".into(), serde_json::json!(threads));
+            o.insert("kernels".into(), serde_json::json!(m.kernels.isa.name()));
+            o.insert("model".into(), serde_json::json!(name));
+            println!("{}", serde_json::Value::Object(o));
+        }
+        Ok(())
+    })
+}
