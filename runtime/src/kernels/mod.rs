@@ -210,7 +210,20 @@ pub struct Kernels {
     pub scale_f16: fn(&mut [f16], f32),
     /// gate = silu(gate)·up with the engine's exp.
     pub swiglu: fn(&mut [f32], &[f32]),
+    /// One query head over an f16 KV cache (see [`scalar::attend_f16`]).
+    pub attend_f16: AttendFn,
 }
+
+/// See [`scalar::attend_f16`].
+pub type AttendFn = fn(
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    acc: &mut [f16],
+) -> f32;
 
 impl fmt::Debug for Kernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,6 +276,7 @@ impl Kernels {
         mad_f16: scalar::mad_f16,
         scale_f16: scalar::scale_f16,
         swiglu: scalar::swiglu,
+        attend_f16: scalar::attend_f16,
     };
 
     /// The table for `isa`, or `None` when this CPU cannot run it.

@@ -332,3 +332,34 @@ fn swiglu_is_bit_identical_to_the_scalar_reference() {
         }
     }
 }
+
+#[test]
+fn attention_is_bit_identical_to_the_scalar_reference() {
+    let mut rng = Rng(6);
+    for k in Kernels::all_supported() {
+        for &(n, hd, stride) in &[
+            (1usize, 64usize, 192usize),
+            (7, 64, 64),
+            (300, 64, 192),
+            (513, 32, 96),
+        ] {
+            let keys: Vec<f16> = (0..n * stride)
+                .map(|_| f16::from_f32(rng.f32() * 3.0))
+                .collect();
+            let values: Vec<f16> = (0..n * stride).map(|_| f16::from_f32(rng.f32())).collect();
+            let q: Vec<f32> = (0..hd)
+                .map(|_| f16::from_f32(rng.f32() * 2.0).to_f32())
+                .collect();
+            let (mut a1, mut a2) = (vec![f16::ZERO; hd], vec![f16::ZERO; hd]);
+            let s1 = scalar::attend_f16(&q, &keys, &values, stride, n, 0.125, &mut a1);
+            let s2 = (k.attend_f16)(&q, &keys, &values, stride, n, 0.125, &mut a2);
+            assert!(same(s1, s2), "[{}] n={n}: {s1} vs {s2}", k.isa);
+            assert_eq!(
+                a1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                a2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "[{}] n={n}",
+                k.isa
+            );
+        }
+    }
+}

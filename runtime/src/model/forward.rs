@@ -11,7 +11,6 @@
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kernels::scalar::exp;
 use crate::kernels::{Kernels, OutRows, QActs};
 use crate::kv::KvCache;
 use crate::parallel::{split, Parallel};
@@ -298,15 +297,12 @@ fn attention_block(
     let att = &att;
     let items = n * c.n_head;
     par.run(&|ti, nt| {
-        let (i0, i1) = split(items, ti, nt, 1);
-        if i0 == i1 {
-            return;
-        }
-        // SAFETY: each item (token i, head h) writes only row i, columns of head h, and `split`
-        // gives the threads disjoint items; views are made per item below.
+        // SAFETY: each item (token i, head h) writes only row i, columns of head h, and the
+        // threads take disjoint items (every nt-th one, which also balances the causal cost:
+        // later tokens attend to more of the cache).
         let mut out = unsafe { att.rows(0, e) };
         let mut acc = [f16::ZERO; MAX_HEAD_DIM];
-        for item in i0..i1 {
+        for item in (ti..items).step_by(nt) {
             let (i, h) = (item / c.n_head, item % c.n_head);
             let n_ctx = pos0 + i + 1; // causal: this token sees every cached token up to itself
             let keys = kv.keys(l, n_ctx);
@@ -321,23 +317,15 @@ fn attention_block(
             // Online softmax over the cached tokens with an f16 running sum of values — the
             // order and precision of llama.cpp's CPU flash attention.
             let acc = &mut acc[..hd];
-            acc.fill(f16::ZERO);
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-            for j in 0..n_ctx {
-                let key = &keys[j * kvd + kh * hd..j * kvd + (kh + 1) * hd];
-                let score = (k.dot_f16_f32)(key, qh) * scale;
-                let (mut ms, mut vs) = (1.0f32, 1.0f32);
-                if score > max {
-                    let old = max;
-                    max = score;
-                    ms = exp(old - max);
-                    (k.scale_f16)(acc, ms);
-                } else {
-                    vs = exp(score - max);
-                }
-                (k.mad_f16)(acc, &values[j * kvd + kh * hd..j * kvd + (kh + 1) * hd], vs);
-                sum = sum * ms + vs;
-            }
+            let sum = (k.attend_f16)(
+                qh,
+                &keys[kh * hd..],
+                &values[kh * hd..],
+                kvd,
+                n_ctx,
+                scale,
+                acc,
+            );
             let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
             for (dd, a) in acc.iter().enumerate() {
                 out.set(i, h * hd + dd, a.to_f32() * inv);
@@ -530,20 +518,6 @@ pub fn rope(x: &mut [f32], cs: &[f32]) {
         let (x0, x1) = (pair[0], pair[1]);
         pair[0] = x0 * c[0] - x1 * c[1];
         pair[1] = x0 * c[1] + x1 * c[0];
-    }
-}
-
-/// In-place softmax.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""ember against llama.cpp on the same model file and thread counts, measured side by side.
+
+For each thread count, it alternates `ember bench` and `llama-bench` (one repetition each, ROUNDS
+times) so that both see the same machine state, then prints each engine's mean tokens/s and the
+ratio ember / llama.cpp for pp (prompt of P tokens) and tg (N generated tokens), with
+llama-bench's definitions. llama.cpp is built by tools/build-llama-cpp.sh.
+
+    python3 tools/bench-vs-llama.py [--model M] [--threads 1 2] [--rounds 5] [-p 512] [-n 128]
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+
+
+def ember(binary, model, t, p, n):
+    out = run([binary, "bench", "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "--json"])
+    o = json.loads(out.strip().splitlines()[-1])
+    return o["pp_tokens_per_s"], o["tg_tokens_per_s"], o["kernels"]
+
+
+def llama(bench, model, t, p, n):
+    out = run([bench, "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "-o", "json"])
+    rows = json.loads(out)
+    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == p and r["n_gen"] == 0)
+    tg = next(r["avg_ts"] for r in rows if r["n_gen"] == n and r["n_prompt"] == 0)
+    return pp, tg
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    a = ap.parse_args()
+
+    bin_dir = run([os.path.join(ROOT, "tools", "build-llama-cpp.sh")]).strip().splitlines()[-1]
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ember-cli"], check=True, cwd=ROOT)
+    ember_bin = os.path.join(ROOT, "target", "release", "ember")
+    bench = os.path.join(bin_dir, "llama-bench")
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; date: {time.strftime('%Y-%m-%d')}")
+    print(f"model: {os.path.basename(a.model)}; {a.rounds} alternating rounds per thread count\n")
+    print("| threads | test | ember tok/s | llama.cpp tok/s | ratio |")
+    print("|---|---|---|---|---|")
+    results = []
+    for t in a.threads:
+        e_pp, e_tg, l_pp, l_tg = [], [], [], []
+        kernels = "?"
+        for _ in range(a.rounds):
+            pp, tg, kernels = ember(ember_bin, a.model, t, a.p, a.n)
+            e_pp.append(pp)
+            e_tg.append(tg)
+            pp, tg = llama(bench, a.model, t, a.p, a.n)
+            l_pp.append(pp)
+            l_tg.append(tg)
+        for test, e, l in ((f"pp{a.p}", e_pp, l_pp), (f"tg{a.n}", e_tg, l_tg)):
+            em, lm = statistics.mean(e), statistics.mean(l)
+            print(f"| {t} | {test} | {em:.1f} ± {statistics.pstdev(e):.1f} | {lm:.1f} ± {statistics.pstdev(l):.1f} | {em / lm:.2f}× |")
+            results.append({"threads": t, "test": test, "ember": em, "llama": lm, "ratio": em / lm, "kernels": kernels})
+        sys.stdout.flush()
+    print("\n" + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
