@@ -10,6 +10,9 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::fmt;
 use half::f16;
@@ -21,13 +24,23 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 (F, BW, VL) with VNNI.
+    /// x86-64 AVX-512 (F, BW, VL, DQ) with VNNI.
     Avx512Vnni,
+    /// aarch64 NEON (Cortex-A53, A72: Pi 3, Zero 2 W, Pi 4).
+    Neon,
+    /// aarch64 NEON with SDOT (Cortex-A76: Pi 5).
+    NeonDotprod,
 }
 
 impl Isa {
     /// Every set, fastest first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar];
+    pub const ALL: [Isa; 5] = [
+        Isa::Avx512Vnni,
+        Isa::Avx2,
+        Isa::NeonDotprod,
+        Isa::Neon,
+        Isa::Scalar,
+    ];
 
     /// The name printed in stats and accepted by `EMBER_KERNELS`.
     pub fn name(self) -> &'static str {
@@ -35,6 +48,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
         }
     }
 
@@ -53,6 +68,12 @@ impl Isa {
             Isa::Avx512Vnni => x86_64::avx512_vnni_supported(),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512Vnni => false,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => aarch64::neon_supported(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod => aarch64::dotprod_supported(),
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon | Isa::NeonDotprod => false,
         }
     }
 }
@@ -290,7 +311,11 @@ impl Kernels {
             Isa::Avx2 => x86_64::avx2::kernels(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => x86_64::avx512::kernels(),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => aarch64::neon::kernels(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod => aarch64::neon::kernels_dotprod(),
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }

@@ -1,0 +1,639 @@
+//! NEON kernels, with and without SDOT. Each reproduces the scalar spec bit for bit (see
+//! `kernels/scalar.rs`): the same integer lanes, the same fused multiply-adds in the same order,
+//! the same reductions — so an aarch64 board generates exactly the text an x86 machine does.
+//!
+//! f16 ⇄ f32 conversions use the FCVTL/FCVTN instructions through inline assembly: Rust's f16
+//! vector types are not stable yet.
+
+use crate::kernels::scalar::{self, EXP_HI, EXP_LO, EXP_POLY};
+use crate::kernels::{Isa, Kernels, OutRows, QActs};
+use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
+use core::arch::aarch64::*;
+use core::arch::asm;
+use half::f16;
+
+/// The NEON table (every aarch64 CPU).
+pub fn kernels() -> Option<Kernels> {
+    if !super::neon_supported() {
+        return None;
+    }
+    Some(Kernels {
+        isa: Isa::Neon,
+        quantize,
+        gemm_q4_0: |w, a, o| unsafe_drive(&plain::Q4_0, w, a, o),
+        gemm_q4_1: |w, a, o| unsafe_drive(&plain::Q4_1, w, a, o),
+        gemm_q8_0: |w, a, o| unsafe_drive(&plain::Q8_0, w, a, o),
+        dot_f32,
+        dot_f16_f32,
+        axpy_f16,
+        axpy_f32,
+        mad_f16,
+        scale_f16,
+        swiglu,
+        attend_f16,
+    })
+}
+
+/// The NEON + SDOT table, if this CPU has the dot-product extension.
+pub fn kernels_dotprod() -> Option<Kernels> {
+    if !super::dotprod_supported() {
+        return None;
+    }
+    let base = kernels()?;
+    Some(Kernels {
+        isa: Isa::NeonDotprod,
+        gemm_q4_0: |w, a, o| unsafe_drive(&sdot::Q4_0, w, a, o),
+        gemm_q4_1: |w, a, o| unsafe_drive(&sdot::Q4_1, w, a, o),
+        gemm_q8_0: |w, a, o| unsafe_drive(&sdot::Q8_0, w, a, o),
+        ..base
+    })
+}
+
+fn unsafe_drive<W>(t: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>) {
+    // SAFETY: the tables holding these tiles are only built after the feature checks above.
+    unsafe { drive(t, w, a, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions and small helpers.
+// ---------------------------------------------------------------------------------------------
+
+#[inline(always)]
+unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
+    let r: float32x4_t;
+    asm!("fcvtl {r:v}.4s, {h:v}.4h", r = out(vreg) r, h = in(vreg) h, options(pure, nomem, nostack));
+    r
+}
+
+#[inline(always)]
+unsafe fn cvt_f32x4(f: float32x4_t) -> uint16x4_t {
+    let r: uint16x4_t;
+    asm!("fcvtn {r:v}.4h, {f:v}.4s", r = out(vreg) r, f = in(vreg) f, options(pure, nomem, nostack));
+    r
+}
+
+/// 4 f16 from memory → f32.
+#[inline(always)]
+unsafe fn load_f16x4(p: *const f16) -> float32x4_t {
+    cvt_f16x4(vld1_u16(p as *const u16))
+}
+
+/// hsum8 of the 8 lanes (lo = lanes 0-3, hi = 4-7) in the spec's order.
+#[inline(always)]
+unsafe fn hsum8(lo: float32x4_t, hi: float32x4_t) -> f32 {
+    let s = vaddq_f32(lo, hi); // a[i] + a[i+4]
+    let t = vadd_f32(vget_low_f32(s), vget_high_f32(s)); // (s0+s2, s1+s3)
+    vget_lane_f32::<0>(t) + vget_lane_f32::<1>(t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization.
+// ---------------------------------------------------------------------------------------------
+
+fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let nb = (x.len() / QK).min(d.len()).min(s.len()).min(qs.len() / QK);
+    for b in 0..nb {
+        // SAFETY: block b's 32 floats and 32 bytes are in bounds (nb bounded above).
+        let (dd, sum) =
+            unsafe { quantize_block(x.as_ptr().add(b * QK), qs.as_mut_ptr().add(b * QK)) };
+        d[b] = f16::from_f32(dd).to_f32();
+        s[b] = f16::from_f32(dd * sum as f32).to_f32();
+    }
+}
+
+#[inline(always)]
+unsafe fn quantize_block(x: *const f32, q: *mut i8) -> (f32, i32) {
+    let v: [float32x4_t; 8] = core::array::from_fn(|i| vld1q_f32(x.add(4 * i)));
+    // maxNum ignores NaN, as the spec does.
+    let mut m = vdupq_n_f32(0.0);
+    for &vi in &v {
+        m = vmaxnmq_f32(m, vabsq_f32(vi));
+    }
+    let amax = vmaxnmvq_f32(m);
+    let d = amax / 127.0;
+    let id = vdupq_n_f32(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let (lo, hi) = (vdupq_n_f32(-127.0), vdupq_n_f32(127.0));
+    let mut sum = vdupq_n_s32(0);
+    let mut out = [0i8; 32];
+    for (i, &vi) in v.iter().enumerate() {
+        let p = vmulq_f32(vi, id);
+        // NaN → 0 before clamping (min/max would keep a NaN), then round ties to even.
+        let p = vbslq_f32(vceqq_f32(p, p), p, vdupq_n_f32(0.0));
+        let r = vrndnq_f32(vminq_f32(vmaxq_f32(p, lo), hi));
+        let n = vcvtq_s32_f32(r);
+        sum = vaddq_s32(sum, n);
+        let b = vmovn_s16(vcombine_s16(vmovn_s32(n), vdup_n_s16(0)));
+        vst1_lane_s32::<0>(
+            out.as_mut_ptr().add(4 * i) as *mut i32,
+            vreinterpret_s32_s8(b),
+        );
+    }
+    core::ptr::copy_nonoverlapping(out.as_ptr(), q, 32);
+    (d, vaddvq_s32(sum))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantized GEMM tiles (the structure of the x86 ones: groups of 8 blocks for the scales and the
+// Q4_1 minimum terms, then block by block into bank (block mod 2)).
+// ---------------------------------------------------------------------------------------------
+
+const ROWS_DECODE: usize = 4;
+const ROWS_PREFILL: usize = 2;
+const TOKENS: usize = 4;
+const PREFETCH_ROWS: usize = 4 * ROWS_DECODE;
+
+type Tile<W, const R: usize, const T: usize> = unsafe fn(
+    w: *const W,
+    qs: *const i8,
+    d: *const f32,
+    s: *const f32,
+    nb: usize,
+    out: &mut [[f32; T]; R],
+);
+
+struct Tiles<W> {
+    decode: Tile<W, ROWS_DECODE, 1>,
+    prefill: Tile<W, ROWS_PREFILL, TOKENS>,
+    single: Tile<W, 1, 1>,
+}
+
+unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>) {
+    let nb = a.nb;
+    if nb == 0 {
+        return;
+    }
+    let rows = (w.len() / nb).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
+    if rows == 0 || toks == 0 {
+        return;
+    }
+    assert!(a.qs.len() >= toks * nb * QK && a.s.len() >= toks * nb && w.len() >= rows * nb);
+    let (wp, qp, dp, sp) = (w.as_ptr(), a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let tok = |t: usize| (qp.add(t * nb * QK), dp.add(t * nb), sp.add(t * nb));
+    let mut t = 0;
+    while t < toks {
+        let tn = if toks - t >= TOKENS { TOKENS } else { 1 };
+        let (q, d, s) = tok(t);
+        let mut r = 0;
+        if tn == TOKENS {
+            while r + ROWS_PREFILL <= rows {
+                let mut o = [[0.0f32; TOKENS]; ROWS_PREFILL];
+                (tiles.prefill)(wp.add(r * nb), q, d, s, nb, &mut o);
+                for (i, row) in o.iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        out.set(t + j, r + i, v);
+                    }
+                }
+                r += ROWS_PREFILL;
+            }
+            for rr in r..rows {
+                for j in 0..TOKENS {
+                    let (q, d, s) = tok(t + j);
+                    let mut o = [[0.0f32; 1]; 1];
+                    (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
+                    out.set(t + j, rr, o[0][0]);
+                }
+            }
+        } else {
+            while r + ROWS_DECODE <= rows {
+                let mut o = [[0.0f32; 1]; ROWS_DECODE];
+                (tiles.decode)(wp.add(r * nb), q, d, s, nb, &mut o);
+                for (i, v) in o.iter().enumerate() {
+                    out.set(t, r + i, v[0]);
+                }
+                r += ROWS_DECODE;
+            }
+            for rr in r..rows {
+                let mut o = [[0.0f32; 1]; 1];
+                (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
+                out.set(t, rr, o[0][0]);
+            }
+        }
+        t += tn;
+    }
+}
+
+/// The f16 at byte `off` of `n` (≤ 8) blocks `stride` bytes apart, as two f32x4 (0 beyond `n`).
+#[inline(always)]
+unsafe fn f16x8(
+    base: *const u8,
+    stride: usize,
+    n: usize,
+    off: usize,
+) -> (float32x4_t, float32x4_t) {
+    let mut h = [0u16; 8];
+    for (j, v) in h.iter_mut().enumerate().take(n) {
+        *v = (base.add(j * stride + off) as *const u16).read_unaligned();
+    }
+    let v = vld1q_u16(h.as_ptr());
+    (cvt_f16x4(vget_low_u16(v)), cvt_f16x4(vget_high_u16(v)))
+}
+
+/// `n` (≤ 8) floats, zeros beyond.
+#[inline(always)]
+unsafe fn f32x8(p: *const f32, n: usize) -> (float32x4_t, float32x4_t) {
+    let mut v = [0.0f32; 8];
+    core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n);
+    (vld1q_f32(v.as_ptr()), vld1q_f32(v.as_ptr().add(4)))
+}
+
+/// A Q4 block's 32 quants in element order, each minus `offset`, as two i8x16.
+#[inline(always)]
+unsafe fn nibbles(qs: *const u8, offset: i8) -> (int8x16_t, int8x16_t) {
+    let q = vld1q_u8(qs);
+    let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+    let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+    let o = vdupq_n_s8(offset);
+    (vsubq_s8(lo, o), vsubq_s8(hi, o))
+}
+
+macro_rules! tile {
+    ($name:ident, $feat:literal, $W:ty, $mins:expr, $lanes:ident, |$wb:ident| $unpack:expr) => {
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<const R: usize, const T: usize>(
+            w: *const $W,
+            qs: *const i8,
+            d: *const f32,
+            s: *const f32,
+            nb: usize,
+            out: &mut [[f32; T]; R],
+        ) {
+            let nbq = nb * QK;
+            let size = core::mem::size_of::<$W>();
+            let z = vdupq_n_f32(0.0);
+            // acc[r][t][bank] = (lanes 0-3, lanes 4-7)
+            let mut acc = [[[(z, z); 2]; T]; R];
+            let mut mins = [[(z, z); T]; R];
+            let mut g = 0;
+            while g < nb {
+                let n = (nb - g).min(8);
+                let mut dd = [[[0.0f32; 8]; T]; R];
+                for r in 0..R {
+                    let row = w.add(r * nb + g) as *const u8;
+                    let (dw0, dw1) = f16x8(row, size, n, 0);
+                    let (mw0, mw1) = if $mins { f16x8(row, size, n, 2) } else { (z, z) };
+                    for t in 0..T {
+                        let (dx0, dx1) = f32x8(d.add(t * nb + g), n);
+                        vst1q_f32(dd[r][t].as_mut_ptr(), vmulq_f32(dw0, dx0));
+                        vst1q_f32(dd[r][t].as_mut_ptr().add(4), vmulq_f32(dw1, dx1));
+                        if $mins {
+                            let (sx0, sx1) = f32x8(s.add(t * nb + g), n);
+                            let m = mins[r][t];
+                            mins[r][t] = (vfmaq_f32(m.0, mw0, sx0), vfmaq_f32(m.1, mw1, sx1));
+                        }
+                    }
+                }
+                for j in 0..n {
+                    let b = g + j;
+                    let bank = j % 2;
+                    for r in 0..R {
+                        if T == 1 && bank == 0 {
+                            let ahead = w.wrapping_add((r + PREFETCH_ROWS) * nb + b);
+                            asm!("prfm pldl1keep, [{p}]", p = in(reg) ahead, options(nostack, readonly, preserves_flags));
+                        }
+                        let $wb = &*w.add(r * nb + b);
+                        let (u0, u1) = $unpack;
+                        for t in 0..T {
+                            let xp = qs.add(t * nbq + b * QK);
+                            let l0 = vcvtq_f32_s32($lanes(u0, vld1q_s8(xp)));
+                            let l1 = vcvtq_f32_s32($lanes(u1, vld1q_s8(xp.add(16))));
+                            let sc = vdupq_n_f32(dd[r][t][j]);
+                            let a = acc[r][t][bank];
+                            acc[r][t][bank] = (vfmaq_f32(a.0, l0, sc), vfmaq_f32(a.1, l1, sc));
+                        }
+                    }
+                }
+                g += n;
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    let [e, o] = acc[r][t];
+                    let mut v = hsum8(vaddq_f32(e.0, o.0), vaddq_f32(e.1, o.1));
+                    if $mins {
+                        v += hsum8(mins[r][t].0, mins[r][t].1);
+                    }
+                    out[r][t] = v;
+                }
+            }
+        }
+    };
+}
+
+macro_rules! tiles {
+    ($feat:literal, $lanes:ident) => {
+        tile!(tile_q4_1, $feat, BlockQ4_1, true, $lanes, |wb| nibbles(
+            wb.qs.as_ptr(),
+            0
+        ));
+        tile!(tile_q4_0, $feat, BlockQ4_0, false, $lanes, |wb| nibbles(
+            wb.qs.as_ptr(),
+            8
+        ));
+        tile!(tile_q8_0, $feat, BlockQ8_0, false, $lanes, |wb| (
+            vld1q_s8(wb.qs.as_ptr()),
+            vld1q_s8(wb.qs.as_ptr().add(16))
+        ));
+
+        pub(super) const Q4_1: Tiles<BlockQ4_1> = Tiles {
+            decode: tile_q4_1::<4, 1>,
+            prefill: tile_q4_1::<2, 4>,
+            single: tile_q4_1::<1, 1>,
+        };
+        pub(super) const Q4_0: Tiles<BlockQ4_0> = Tiles {
+            decode: tile_q4_0::<4, 1>,
+            prefill: tile_q4_0::<2, 4>,
+            single: tile_q4_0::<1, 1>,
+        };
+        pub(super) const Q8_0: Tiles<BlockQ8_0> = Tiles {
+            decode: tile_q8_0::<4, 1>,
+            prefill: tile_q8_0::<2, 4>,
+            single: tile_q8_0::<1, 1>,
+        };
+    };
+}
+
+/// Plain NEON: widening multiplies and pairwise adds form the lanes.
+mod plain {
+    use super::*;
+
+    /// Σ of 4 consecutive products, 4 lanes (|128·127·2| fits the i16 pair sums).
+    #[inline(always)]
+    unsafe fn lanes(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpaddlq_s16(vpaddq_s16(lo, hi))
+    }
+
+    tiles!("neon", lanes);
+}
+
+/// NEON with SDOT: one instruction forms the lanes.
+mod sdot {
+    use super::*;
+
+    #[inline(always)]
+    unsafe fn lanes(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut r = vdupq_n_s32(0);
+        asm!(
+            ".arch_extension dotprod",
+            "sdot {r:v}.4s, {a:v}.16b, {b:v}.16b",
+            r = inout(vreg) r,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack)
+        );
+        r
+    }
+
+    tiles!("neon,dotprod", lanes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vector ops, exp, SwiGLU, attention.
+// ---------------------------------------------------------------------------------------------
+
+/// 8-lane fma dot (two f32x4), hsum8, then the tail one by one (fused): the scalar spec.
+#[inline(always)]
+unsafe fn dot_by_lanes(
+    n: usize,
+    a: impl Fn(usize) -> float32x4_t,
+    b: impl Fn(usize) -> float32x4_t,
+    tail: impl Fn(usize) -> (f32, f32),
+) -> f32 {
+    let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let whole = n - n % 8;
+    let mut i = 0;
+    while i < whole {
+        lo = vfmaq_f32(lo, a(i), b(i));
+        hi = vfmaq_f32(hi, a(i + 4), b(i + 4));
+        i += 8;
+    }
+    let mut s = hsum8(lo, hi);
+    for i in whole..n {
+        let (x, y) = tail(i);
+        s = scalar::fma(x, y, s);
+    }
+    s
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    // SAFETY: every vector load reads whole groups of 8 below `n`.
+    unsafe {
+        dot_by_lanes(
+            n,
+            |i| vld1q_f32(a.as_ptr().add(i)),
+            |i| vld1q_f32(b.as_ptr().add(i)),
+            |i| (a[i], b[i]),
+        )
+    }
+}
+
+fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    // SAFETY: as above.
+    unsafe {
+        dot_by_lanes(
+            n,
+            |i| load_f16x4(a.as_ptr().add(i)),
+            |i| vld1q_f32(b.as_ptr().add(i)),
+            |i| (a[i].to_f32(), b[i]),
+        )
+    }
+}
+
+fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
+    let n = y.len().min(x.len());
+    let mut i = 0;
+    // SAFETY: loads and stores of whole groups of 4 below `n`.
+    unsafe {
+        while i + 4 <= n {
+            let p = y.as_mut_ptr().add(i);
+            vst1q_f32(
+                p,
+                vfmaq_f32(vld1q_f32(p), load_f16x4(x.as_ptr().add(i)), vdupq_n_f32(a)),
+            );
+            i += 4;
+        }
+    }
+    for j in i..n {
+        y[j] = scalar::fma(a, x[j].to_f32(), y[j]);
+    }
+}
+
+fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let mut i = 0;
+    // SAFETY: as above.
+    unsafe {
+        while i + 4 <= n {
+            let p = y.as_mut_ptr().add(i);
+            vst1q_f32(
+                p,
+                vfmaq_f32(vld1q_f32(p), vld1q_f32(x.as_ptr().add(i)), vdupq_n_f32(a)),
+            );
+            i += 4;
+        }
+    }
+    for j in i..n {
+        y[j] = scalar::fma(a, x[j], y[j]);
+    }
+}
+
+fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
+    // SAFETY: bounds as in the loops.
+    unsafe { mad_f16_impl(y, x, a) }
+}
+
+#[inline(always)]
+unsafe fn mad_f16_impl(y: &mut [f16], x: &[f16], a: f32) {
+    let n = y.len().min(x.len());
+    let va = vdupq_n_f32(a);
+    let mut i = 0;
+    while i + 4 <= n {
+        let p = y.as_mut_ptr().add(i);
+        let r = vfmaq_f32(load_f16x4(p), load_f16x4(x.as_ptr().add(i)), va);
+        vst1_u16(p as *mut u16, cvt_f32x4(r));
+        i += 4;
+    }
+    for j in i..n {
+        y[j] = f16::from_f32(scalar::fma(x[j].to_f32(), a, y[j].to_f32()));
+    }
+}
+
+fn scale_f16(y: &mut [f16], a: f32) {
+    // SAFETY: bounds as in the loops.
+    unsafe { scale_f16_impl(y, a) }
+}
+
+#[inline(always)]
+unsafe fn scale_f16_impl(y: &mut [f16], a: f32) {
+    let n = y.len();
+    let va = vdupq_n_f32(a);
+    let mut i = 0;
+    while i + 4 <= n {
+        let p = y.as_mut_ptr().add(i);
+        vst1_u16(p as *mut u16, cvt_f32x4(vmulq_f32(load_f16x4(p), va)));
+        i += 4;
+    }
+    for v in &mut y[i..n] {
+        *v = f16::from_f32(v.to_f32() * a);
+    }
+}
+
+/// e^x for 4 lanes, operation for operation as the scalar spec.
+#[inline(always)]
+unsafe fn exp4(x: float32x4_t) -> float32x4_t {
+    let ok = vceqq_f32(x, x);
+    let xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP_LO)), vdupq_n_f32(EXP_HI));
+    let n = vrndnq_f32(vmulq_f32(xc, vdupq_n_f32(core::f32::consts::LOG2_E)));
+    let r = vfmaq_f32(xc, n, vdupq_n_f32(-0.693_145_75));
+    let r = vfmaq_f32(r, n, vdupq_n_f32(-1.428_606_8e-6));
+    let mut p = vdupq_n_f32(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    }
+    let one = vdupq_n_f32(1.0);
+    let p = vfmaq_f32(one, p, r);
+    let p = vfmaq_f32(one, p, r);
+    let ni = vcvtq_s32_f32(n);
+    let n1 = vshrq_n_s32::<1>(ni);
+    let n2 = vsubq_s32(ni, n1);
+    let pow2 =
+        |k: int32x4_t| vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(k, vdupq_n_s32(127))));
+    let res = vmulq_f32(vmulq_f32(p, pow2(n1)), pow2(n2));
+    vbslq_f32(ok, res, x)
+}
+
+fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let mut i = 0;
+    // SAFETY: whole groups of 4 below `n`.
+    unsafe {
+        while i + 4 <= n {
+            let g = vld1q_f32(gate.as_ptr().add(i));
+            let e = exp4(vnegq_f32(g));
+            let silu = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0), e));
+            vst1q_f32(
+                gate.as_mut_ptr().add(i),
+                vmulq_f32(silu, vld1q_f32(up.as_ptr().add(i))),
+            );
+            i += 4;
+        }
+    }
+    scalar::swiglu(&mut gate[i..n], &up[i..n]);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_f16(
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    acc: &mut [f16],
+) -> f32 {
+    use crate::kernels::scalar::ATTEND_CHUNK;
+    let hd = q.len();
+    assert!(
+        acc.len() >= hd
+            && (n == 0
+                || (keys.len() >= (n - 1) * stride + hd && values.len() >= (n - 1) * stride + hd))
+    );
+    let acc = &mut acc[..hd];
+    acc.fill(f16::ZERO);
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    let mut scores = [0.0f32; ATTEND_CHUNK];
+    let mut args = [0.0f32; ATTEND_CHUNK];
+    let mut grows = [false; ATTEND_CHUNK];
+    let mut c0 = 0;
+    while c0 < n {
+        let m = (n - c0).min(ATTEND_CHUNK);
+        for (j, sc) in scores[..m].iter_mut().enumerate() {
+            let k = &keys[(c0 + j) * stride..(c0 + j) * stride + hd];
+            *sc = dot_f16_f32(k, q) * scale;
+        }
+        let mut run = max;
+        for j in 0..m {
+            let s = scores[j];
+            if s > run {
+                grows[j] = true;
+                args[j] = run - s;
+                run = s;
+            } else {
+                grows[j] = false;
+                args[j] = s - run;
+            }
+        }
+        let mut j = 0;
+        // SAFETY: whole groups of 4 below `m` ≤ ATTEND_CHUNK.
+        unsafe {
+            while j + 4 <= m {
+                vst1q_f32(
+                    args.as_mut_ptr().add(j),
+                    exp4(vld1q_f32(args.as_ptr().add(j))),
+                );
+                j += 4;
+            }
+        }
+        for a in &mut args[j..m] {
+            *a = scalar::exp(*a);
+        }
+        for j in 0..m {
+            let (ms, vs) = if grows[j] {
+                (args[j], 1.0)
+            } else {
+                (1.0, args[j])
+            };
+            if grows[j] {
+                scale_f16(acc, ms);
+            }
+            mad_f16(acc, &values[(c0 + j) * stride..(c0 + j) * stride + hd], vs);
+            sum = sum * ms + vs;
+        }
+        max = run;
+        c0 += m;
+    }
+    sum
+}
