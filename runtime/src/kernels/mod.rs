@@ -103,11 +103,7 @@ pub struct QActs<'a> {
 impl QActs<'_> {
     /// Tokens held.
     pub fn tokens(&self) -> usize {
-        if self.nb == 0 {
-            0
-        } else {
-            self.d.len() / self.nb
-        }
+        self.d.len().checked_div(self.nb).unwrap_or(0)
     }
 }
 

@@ -380,6 +380,9 @@ fn quantize<'b>(
     }
 }
 
+/// Work run by each thread on its rows of the first two outputs of a fused product.
+type AfterFn<'f> = dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>) + Sync + 'f;
+
 /// Rows per thread are split in multiples of this (a whole decode tile).
 const ROW_ALIGN: usize = 16;
 
@@ -393,7 +396,7 @@ fn gemm_fused(
     a: &Act<'_>,
     n: usize,
     jobs: &mut [(&Matrix<'_>, &mut [f32])],
-    after: Option<&(dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>) + Sync)>,
+    after: Option<&AfterFn<'_>>,
 ) {
     const MAX_JOBS: usize = 3;
     assert!(jobs.len() <= MAX_JOBS);
