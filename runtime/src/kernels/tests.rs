@@ -342,6 +342,8 @@ fn attention_is_bit_identical_to_the_scalar_reference() {
             (7, 64, 64),
             (300, 64, 192),
             (513, 32, 96),
+            (5, 36, 40),
+            (0, 64, 64),
         ] {
             let keys: Vec<f16> = (0..n * stride)
                 .map(|_| f16::from_f32(rng.f32() * 3.0))
