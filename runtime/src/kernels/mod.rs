@@ -6,6 +6,7 @@
 //! through it, so a generic build still uses AVX2 / AVX-512 / SDOT where the CPU has them.
 
 pub mod scalar;
+pub mod tiles;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

@@ -6,6 +6,7 @@
 //! vector types are not stable yet.
 
 use crate::kernels::scalar::{self, EXP_HI, EXP_LO, EXP_POLY};
+use crate::kernels::tiles::{drive, Tiles, ROWS_DECODE};
 use crate::kernels::{Isa, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::aarch64::*;
@@ -137,81 +138,7 @@ unsafe fn quantize_block(x: *const f32, q: *mut i8) -> (f32, i32) {
 // Q4_1 minimum terms, then block by block into bank (block mod 2)).
 // ---------------------------------------------------------------------------------------------
 
-const ROWS_DECODE: usize = 4;
-const ROWS_PREFILL: usize = 2;
-const TOKENS: usize = 4;
 const PREFETCH_ROWS: usize = 4 * ROWS_DECODE;
-
-type Tile<W, const R: usize, const T: usize> = unsafe fn(
-    w: *const W,
-    qs: *const i8,
-    d: *const f32,
-    s: *const f32,
-    nb: usize,
-    out: &mut [[f32; T]; R],
-);
-
-struct Tiles<W> {
-    decode: Tile<W, ROWS_DECODE, 1>,
-    prefill: Tile<W, ROWS_PREFILL, TOKENS>,
-    single: Tile<W, 1, 1>,
-}
-
-unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>) {
-    let nb = a.nb;
-    if nb == 0 {
-        return;
-    }
-    let rows = (w.len() / nb).min(out.n_rows());
-    let toks = a.tokens().min(out.n_toks());
-    if rows == 0 || toks == 0 {
-        return;
-    }
-    assert!(a.qs.len() >= toks * nb * QK && a.s.len() >= toks * nb && w.len() >= rows * nb);
-    let (wp, qp, dp, sp) = (w.as_ptr(), a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
-    let tok = |t: usize| (qp.add(t * nb * QK), dp.add(t * nb), sp.add(t * nb));
-    let mut t = 0;
-    while t < toks {
-        let tn = if toks - t >= TOKENS { TOKENS } else { 1 };
-        let (q, d, s) = tok(t);
-        let mut r = 0;
-        if tn == TOKENS {
-            while r + ROWS_PREFILL <= rows {
-                let mut o = [[0.0f32; TOKENS]; ROWS_PREFILL];
-                (tiles.prefill)(wp.add(r * nb), q, d, s, nb, &mut o);
-                for (i, row) in o.iter().enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        out.set(t + j, r + i, v);
-                    }
-                }
-                r += ROWS_PREFILL;
-            }
-            for rr in r..rows {
-                for j in 0..TOKENS {
-                    let (q, d, s) = tok(t + j);
-                    let mut o = [[0.0f32; 1]; 1];
-                    (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
-                    out.set(t + j, rr, o[0][0]);
-                }
-            }
-        } else {
-            while r + ROWS_DECODE <= rows {
-                let mut o = [[0.0f32; 1]; ROWS_DECODE];
-                (tiles.decode)(wp.add(r * nb), q, d, s, nb, &mut o);
-                for (i, v) in o.iter().enumerate() {
-                    out.set(t, r + i, v[0]);
-                }
-                r += ROWS_DECODE;
-            }
-            for rr in r..rows {
-                let mut o = [[0.0f32; 1]; 1];
-                (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
-                out.set(t, rr, o[0][0]);
-            }
-        }
-        t += tn;
-    }
-}
 
 /// The f16 at byte `off` of `n` (≤ 8) blocks `stride` bytes apart, as two f32x4 (0 beyond `n`).
 #[inline(always)]

@@ -69,17 +69,17 @@ fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
 
 fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
-    unsafe { gemm::drive(&gemm::avx2::Q4_0, w, a, out) }
+    unsafe { crate::kernels::tiles::drive(&gemm::avx2::Q4_0, w, a, out) }
 }
 
 fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx2::Q4_1, w, a, out) }
+    unsafe { crate::kernels::tiles::drive(&gemm::avx2::Q4_1, w, a, out) }
 }
 
 fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx2::Q8_0, w, a, out) }
+    unsafe { crate::kernels::tiles::drive(&gemm::avx2::Q8_0, w, a, out) }
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

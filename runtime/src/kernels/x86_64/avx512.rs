@@ -24,15 +24,15 @@ pub fn kernels() -> Option<Kernels> {
 
 fn gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: AVX-512 VNNI checked by `kernels()`.
-    unsafe { gemm::drive(&gemm::avx512::Q4_0, w, a, out) }
+    unsafe { crate::kernels::tiles::drive(&gemm::avx512::Q4_0, w, a, out) }
 }
 
 fn gemm_q4_1(w: &[BlockQ4_1], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx512::Q4_1, w, a, out) }
+    unsafe { crate::kernels::tiles::drive(&gemm::avx512::Q4_1, w, a, out) }
 }
 
 fn gemm_q8_0(w: &[BlockQ8_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     // SAFETY: as above.
-    unsafe { gemm::drive(&gemm::avx512::Q8_0, w, a, out) }
+    unsafe { crate::kernels::tiles::drive(&gemm::avx512::Q8_0, w, a, out) }
 }

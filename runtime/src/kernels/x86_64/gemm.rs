@@ -7,93 +7,10 @@
 //! so the results are bit-identical to the scalar reference.
 //!
 
-use crate::kernels::{OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::x86_64::*;
 
-/// Tile shapes: decode (one token) uses tall tiles, prefill (many tokens) wide ones.
-const ROWS_DECODE: usize = 4;
-const ROWS_PREFILL: usize = 2;
-const TOKENS: usize = 4;
-
-/// A tile: R rows from `w` (rows `nb` blocks apart) × T tokens from the planar activations
-/// starting at `qs`/`d`/`s`; writes `out[r][t]`.
-type Tile<W, const R: usize, const T: usize> = unsafe fn(
-    w: *const W,
-    qs: *const i8,
-    d: *const f32,
-    s: *const f32,
-    nb: usize,
-    out: &mut [[f32; T]; R],
-);
-
-/// The tiles of one weight type for one instruction set.
-pub(crate) struct Tiles<W> {
-    pub decode: Tile<W, ROWS_DECODE, 1>,
-    pub prefill: Tile<W, ROWS_PREFILL, TOKENS>,
-    pub single: Tile<W, 1, 1>,
-}
-
-/// Runs tiles over every row and token: `out(t, r) = w[r] · a[t]`.
-///
-/// # Safety
-/// The tiles must be runnable on this CPU (their features checked by the caller's table).
-pub(crate) unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>) {
-    let nb = a.nb;
-    if nb == 0 {
-        return;
-    }
-    let rows = (w.len() / nb).min(out.n_rows());
-    let toks = a.tokens().min(out.n_toks());
-    if rows == 0 || toks == 0 {
-        return;
-    }
-    // Everything the tiles read is inside these slices.
-    assert!(a.qs.len() >= toks * nb * QK && a.s.len() >= toks * nb && w.len() >= rows * nb);
-    let (wp, qp, dp, sp) = (w.as_ptr(), a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
-    let tok = |t: usize| (qp.add(t * nb * QK), dp.add(t * nb), sp.add(t * nb));
-    let mut t = 0;
-    while t < toks {
-        let tn = if toks - t >= TOKENS { TOKENS } else { 1 };
-        let (q, d, s) = tok(t);
-        let mut r = 0;
-        if tn == TOKENS {
-            while r + ROWS_PREFILL <= rows {
-                let mut o = [[0.0f32; TOKENS]; ROWS_PREFILL];
-                (tiles.prefill)(wp.add(r * nb), q, d, s, nb, &mut o);
-                for (i, row) in o.iter().enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        out.set(t + j, r + i, v);
-                    }
-                }
-                r += ROWS_PREFILL;
-            }
-            for rr in r..rows {
-                for j in 0..TOKENS {
-                    let (q, d, s) = tok(t + j);
-                    let mut o = [[0.0f32; 1]; 1];
-                    (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
-                    out.set(t + j, rr, o[0][0]);
-                }
-            }
-        } else {
-            while r + ROWS_DECODE <= rows {
-                let mut o = [[0.0f32; 1]; ROWS_DECODE];
-                (tiles.decode)(wp.add(r * nb), q, d, s, nb, &mut o);
-                for (i, v) in o.iter().enumerate() {
-                    out.set(t, r + i, v[0]);
-                }
-                r += ROWS_DECODE;
-            }
-            for rr in r..rows {
-                let mut o = [[0.0f32; 1]; 1];
-                (tiles.single)(wp.add(rr * nb), q, d, s, nb, &mut o);
-                out.set(t, rr, o[0][0]);
-            }
-        }
-        t += tn;
-    }
-}
+use crate::kernels::tiles::{Tiles, ROWS_DECODE};
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.

@@ -1,0 +1,146 @@
+//! Criterion benchmarks of every kernel set on this CPU, at the model's shapes
+//! (SmolLM2-135M: width 576, feed-forward 1536, head width 64).
+//!
+//!     cargo bench -p ember-runtime --bench kernels
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ember_runtime::kernels::{Kernels, OutRows, QActs};
+use ember_runtime::weights::{BlockQ4_1, BlockQ8_0, QK};
+use half::f16;
+use std::hint::black_box;
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2000) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+struct Acts {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    nb: usize,
+}
+
+fn quantized(k: &Kernels, x: &[f32], cols: usize) -> Acts {
+    let nb = cols / QK;
+    let toks = x.len() / cols;
+    let mut a = Acts {
+        qs: vec![0; x.len()],
+        d: vec![0.0; toks * nb],
+        s: vec![0.0; toks * nb],
+        nb,
+    };
+    for t in 0..toks {
+        (k.quantize)(
+            &x[t * cols..(t + 1) * cols],
+            &mut a.qs[t * cols..(t + 1) * cols],
+            &mut a.d[t * nb..(t + 1) * nb],
+            &mut a.s[t * nb..(t + 1) * nb],
+        );
+    }
+    a
+}
+
+fn gemm(c: &mut Criterion) {
+    let (rows, cols) = (1536usize, 576usize);
+    let nb = cols / QK;
+    let w: Vec<BlockQ4_1> = (0..rows * nb)
+        .map(|i| BlockQ4_1 {
+            d: f16::from_f32(0.01),
+            m: f16::from_f32(-0.05),
+            qs: [(i * 37 % 256) as u8; 16],
+        })
+        .collect();
+    let w8: Vec<BlockQ8_0> = (0..rows * nb)
+        .map(|i| BlockQ8_0 {
+            d: f16::from_f32(0.01),
+            qs: [(i * 13 % 200) as i8 - 100; 32],
+        })
+        .collect();
+    for toks in [1usize, 64] {
+        let x = data(toks * cols, 7);
+        let mut g = c.benchmark_group(format!("gemm_{rows}x{cols}_tokens{toks}"));
+        g.throughput(Throughput::Elements((rows * cols * toks) as u64));
+        for k in Kernels::all_supported() {
+            let a = quantized(&k, &x, cols);
+            let acts = QActs {
+                qs: &a.qs,
+                d: &a.d,
+                s: &a.s,
+                nb: a.nb,
+            };
+            let mut out = vec![0.0f32; toks * rows];
+            g.bench_function(BenchmarkId::new("q4_1", k.isa.name()), |b| {
+                b.iter(|| {
+                    (k.gemm_q4_1)(
+                        black_box(&w),
+                        &acts,
+                        &mut OutRows::new(&mut out, rows, rows, toks),
+                    )
+                })
+            });
+            g.bench_function(BenchmarkId::new("q8_0", k.isa.name()), |b| {
+                b.iter(|| {
+                    (k.gemm_q8_0)(
+                        black_box(&w8),
+                        &acts,
+                        &mut OutRows::new(&mut out, rows, rows, toks),
+                    )
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn small_ops(c: &mut Criterion) {
+    let n = 1536;
+    let x = data(n, 3);
+    let mut g = c.benchmark_group("vector_ops_1536");
+    g.throughput(Throughput::Elements(n as u64));
+    for k in Kernels::all_supported() {
+        let mut qs = vec![0i8; n];
+        let mut d = vec![0.0f32; n / QK];
+        let mut s = vec![0.0f32; n / QK];
+        g.bench_function(BenchmarkId::new("quantize", k.isa.name()), |b| {
+            b.iter(|| (k.quantize)(black_box(&x), &mut qs, &mut d, &mut s))
+        });
+        let up = data(n, 9);
+        let mut gate = x.clone();
+        g.bench_function(BenchmarkId::new("swiglu", k.isa.name()), |b| {
+            b.iter(|| {
+                gate.copy_from_slice(&x);
+                (k.swiglu)(black_box(&mut gate), &up)
+            })
+        });
+    }
+    g.finish();
+
+    // One head of attention over 512 cached tokens (keys and values 192 apart: 3 KV heads).
+    let (ctx, hd, stride) = (512usize, 64usize, 192usize);
+    let keys: Vec<f16> = data(ctx * stride, 1)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let values: Vec<f16> = data(ctx * stride, 2)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let q: Vec<f32> = data(hd, 4)
+        .into_iter()
+        .map(|v| f16::from_f32(v).to_f32())
+        .collect();
+    let mut g = c.benchmark_group("attention_head_ctx512");
+    g.throughput(Throughput::Elements(ctx as u64));
+    for k in Kernels::all_supported() {
+        let mut acc = vec![f16::ZERO; hd];
+        g.bench_function(BenchmarkId::new("attend_f16", k.isa.name()), |b| {
+            b.iter(|| (k.attend_f16)(black_box(&q), &keys, &values, stride, ctx, 0.125, &mut acc))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm, small_ops);
+criterion_main!(benches);
