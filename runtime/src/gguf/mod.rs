@@ -515,14 +515,24 @@ impl<'a> Gguf<'a> {
             });
         }
 
-        // Metadata: walk every pair, check for duplicates, find the alignment.
+        // Metadata: walk every pair once, remember where each key is, find the alignment.
         let kv_start = c.pos;
         let mut alignment = DEFAULT_ALIGNMENT;
-        for i in 0..n_kv as usize {
+        // (offset, length) of every key, for the duplicate check (a fixed table: no allocator).
+        let mut key_at = [(0u32, 0u16); limits::MAX_KV as usize];
+        for slot in key_at.iter_mut().take(n_kv as usize) {
             let key = c.string("metadata key", limits::MAX_KEY_LEN)?;
             let key_s = core::str::from_utf8(key).map_err(|_| Error::InvalidUtf8 {
                 what: "a metadata key",
             })?;
+            // The key's bytes end at c.pos; keys are at most MAX_KEY_LEN (fits u16), and offsets
+            // beyond 4 GiB cannot occur before the (small) metadata ends in any sane file.
+            let off = u32::try_from(c.pos - key.len()).map_err(|_| Error::LimitExceeded {
+                what: "metadata offset",
+                value: c.pos as u64,
+                limit: u32::MAX as u64,
+            })?;
+            *slot = (off, key.len() as u16);
             let type_id = c.u32("metadata value type")?;
             let name = Name::new(key_s);
             let t =
@@ -538,19 +548,13 @@ impl<'a> Gguf<'a> {
                 }
                 alignment = a;
             }
-            // Duplicate keys: quadratic, bounded by MAX_KV and MAX_KEY_LEN (no allocator here).
-            let mut earlier = Cursor {
-                bytes,
-                pos: kv_start,
-            };
-            for _ in 0..i {
-                let k = earlier.string("metadata key", limits::MAX_KEY_LEN)?;
-                let t = earlier.u32("metadata value type")?;
-                let t = ValueType::from_u32(t).ok_or(Error::BadValueType { key: name, type_id })?;
-                earlier.value_of(t, "metadata value", name, 0)?;
-                if k == key {
-                    return Err(Error::DuplicateKey(name));
-                }
+        }
+        // Duplicate keys: quadratic in the key count (at most MAX_KV), comparing key bytes only.
+        let key_bytes = |(off, len): (u32, u16)| &bytes[off as usize..off as usize + len as usize];
+        for i in 1..n_kv as usize {
+            let k = key_bytes(key_at[i]);
+            if key_at[..i].iter().any(|&e| key_bytes(e) == k) {
+                return Err(Error::DuplicateKey(Name::from_bytes(k)));
             }
         }
 

@@ -74,6 +74,7 @@ pub fn main(a: Args) -> CliResult {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let t_open = Instant::now();
     load::with_model(path, kernels, |m| {
         let ctx = (a.n_prompt.max(a.n_gen)).max(1);
         if ctx > m.config.n_ctx_train {
@@ -90,9 +91,13 @@ pub fn main(a: Args) -> CliResult {
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(m, &mut arena, &sc)?;
         s.set_parallel(&pool);
+        // From opening the file to a session ready for its first token (mmap, parse, tokenizer
+        // tables, buffers).
+        let load_ms = t_open.elapsed().as_secs_f64() * 1e3;
         let threads = s.threads();
         let toks = tokens(m, ctx);
         let mut results = Vec::new();
+        println!("model open to first-token ready: {load_ms:.1} ms\n");
         println!("| model | threads | kernels | test | tokens/s |");
         println!("|---|---|---|---|---|");
         if a.n_prompt > 0 {
@@ -145,6 +150,7 @@ pub fn main(a: Args) -> CliResult {
             o.insert("threads".into(), serde_json::json!(threads));
             o.insert("kernels".into(), serde_json::json!(m.kernels.isa.name()));
             o.insert("model".into(), serde_json::json!(name));
+            o.insert("load_ms".into(), serde_json::json!(load_ms));
             println!("{}", serde_json::Value::Object(o));
         }
         Ok(())
