@@ -1,0 +1,87 @@
+//! Decoding allocates nothing: a counting global allocator sees zero allocations over 200 decode
+//! steps after warm-up (forward pass on one thread and on a two-thread pool, greedy choice,
+//! detokenizing into a fixed buffer).
+
+use ember_runtime::arena::Arena;
+use ember_runtime::kernels::Kernels;
+use ember_runtime::parallel::ThreadPool;
+use ember_runtime::sampler::argmax;
+use ember_runtime::session::{Session, SessionConfig};
+use ember_runtime::tokenizer::Utf8Stream;
+use ember_tests::with_model;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn decode_steps_allocate_nothing() {
+    let pool = ThreadPool::new(2).expect("threads");
+    with_model(Kernels::best(), |m| {
+        for threads in [1, 2] {
+            let sc = SessionConfig {
+                n_ctx: 512,
+                n_batch: 32,
+            };
+            let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
+            let mut arena = Arena::new(&mut mem);
+            let mut s = Session::new(m, &mut arena, &sc).expect("session");
+            if threads == 2 {
+                s.set_parallel(&pool);
+            }
+            let prompt = m
+                .tokenizer
+                .encode_to_vec(b"Once upon a time", true, true)
+                .expect("encode");
+            s.eval(&prompt).expect("prefill");
+            let mut text = [0u8; 8192];
+            let mut len = 0usize;
+            let mut stream = Utf8Stream::new();
+            let mut step = |s: &mut Session<'_, '_>| {
+                let next = argmax(s.logits().expect("logits"));
+                m.tokenizer.decode_token(next, true, &mut |b| {
+                    stream.push(b, &mut |piece| {
+                        let n = piece.len().min(text.len() - len);
+                        text[len..len + n].copy_from_slice(&piece.as_bytes()[..n]);
+                        len += n;
+                    })
+                });
+                s.eval(&[next]).expect("decode");
+            };
+            for _ in 0..5 {
+                step(&mut s); // warm-up
+            }
+            let before = ALLOCS.load(Ordering::Relaxed);
+            for _ in 0..200 {
+                step(&mut s);
+            }
+            let after = ALLOCS.load(Ordering::Relaxed);
+            assert_eq!(
+                after - before,
+                0,
+                "{threads} thread(s): {} allocations in 200 decode steps",
+                after - before
+            );
+            assert!(len > 0);
+        }
+    });
+}
