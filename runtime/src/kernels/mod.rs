@@ -5,6 +5,7 @@
 //! detection under `std`, by `cfg(target_feature)` without it — and the forward pass calls only
 //! through it, so a generic build still uses AVX2 / AVX-512 / SDOT where the CPU has them.
 
+pub mod attend;
 pub mod scalar;
 pub mod tiles;
 

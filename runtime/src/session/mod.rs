@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::kv::KvCache;
 use crate::model::{forward, Logits, Model, State};
 use crate::parallel::{Parallel, Serial};
-use crate::sampler;
+use crate::sampler::Sampler;
 use crate::tokenizer::{TokenId, Utf8Stream};
 
 /// Sizes fixed when a session is made.
@@ -156,6 +156,8 @@ impl<'m, 's> Session<'m, 's> {
 pub enum StopReason {
     /// An end-of-generation token was sampled (it is not part of the output).
     EndOfGeneration,
+    /// A stop string appeared (it and everything after it are not part of the output).
+    StopString,
     /// The token limit was reached.
     MaxTokens,
     /// The callback asked to stop.
@@ -171,34 +173,124 @@ pub struct GenStats {
     pub generated_tokens: usize,
 }
 
+/// Most stop strings, and the longest one, [`generate`] accepts.
+pub const MAX_STOPS: usize = 8;
+/// Longest stop string in bytes.
+pub const MAX_STOP_LEN: usize = 128;
+
 /// Options of [`generate`].
 #[derive(Clone, Copy, Debug)]
-pub struct GenOptions {
+pub struct GenOptions<'a> {
     /// Most tokens to generate.
     pub max_tokens: usize,
     /// Keep going past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Stop when any of these appears in the output (which then ends just before it).
+    pub stop: &'a [&'a str],
 }
 
-/// Evaluates `prompt`, then generates greedily, calling `on_text` with each piece of text (whole
-/// UTF-8 characters) as it is produced; `on_text` returns false to stop. `on_prefill_done` is
-/// called once the prompt is in the cache (for timing).
+/// Text held back while it could still be the start of a stop string.
+struct StopFilter<'a> {
+    stops: &'a [&'a str],
+    held: [u8; 2 * MAX_STOP_LEN + 64],
+    len: usize,
+}
+
+impl<'a> StopFilter<'a> {
+    /// Adds `text`; emits what can no longer belong to a stop string. Returns true when a stop
+    /// string was found (the text before it has been emitted, the rest dropped).
+    fn push(&mut self, mut text: &str, emit: &mut dyn FnMut(&str) -> bool) -> (bool, bool) {
+        let mut keep_going = true;
+        while !text.is_empty() {
+            // Take as much as fits, on a character boundary.
+            let room = self.held.len() - self.len;
+            let mut take = text.len().min(room);
+            while !text.is_char_boundary(take) {
+                take -= 1;
+            }
+            if take == 0 {
+                // Cannot happen (held text is always shorter than a stop string plus one
+                // character), but never loop forever: flush.
+                keep_going &= self.flush(emit);
+                continue;
+            }
+            self.held[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+            self.len += take;
+            text = &text[take..];
+            let held = &self.held[..self.len];
+            // A complete stop string: emit what precedes the earliest one, drop the rest.
+            let hit = self
+                .stops
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| held.windows(s.len()).position(|w| w == s.as_bytes()))
+                .min();
+            if let Some(at) = hit {
+                if at > 0 {
+                    keep_going &= emit(core::str::from_utf8(&held[..at]).unwrap_or(""));
+                }
+                self.len = 0;
+                return (true, keep_going);
+            }
+            // Keep the shortest tail that is still a prefix of some stop string.
+            let cut = (0..=held.len())
+                .find(|&i| {
+                    self.stops
+                        .iter()
+                        .any(|s| !s.is_empty() && s.as_bytes().starts_with(&held[i..]))
+                        || i == held.len()
+                })
+                .unwrap_or(held.len());
+            if cut > 0 {
+                keep_going &= emit(core::str::from_utf8(&held[..cut]).unwrap_or(""));
+                self.held.copy_within(cut..self.len, 0);
+                self.len -= cut;
+            }
+        }
+        (false, keep_going)
+    }
+
+    fn flush(&mut self, emit: &mut dyn FnMut(&str) -> bool) -> bool {
+        let ok = self.len == 0 || emit(core::str::from_utf8(&self.held[..self.len]).unwrap_or(""));
+        self.len = 0;
+        ok
+    }
+}
+
+/// Evaluates `prompt`, then generates with `sampler`, calling `on_text` with each piece of text
+/// (whole UTF-8 characters) as it is produced; `on_text` returns false to stop.
+/// `on_prefill_done` is called once the prompt is in the cache (for timing).
 pub fn generate(
     session: &mut Session<'_, '_>,
+    sampler: &mut Sampler<'_>,
     prompt: &[TokenId],
-    opts: &GenOptions,
+    opts: &GenOptions<'_>,
     on_prefill_done: &mut dyn FnMut(),
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<(StopReason, GenStats)> {
+    if opts.stop.len() > MAX_STOPS || opts.stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
+        return Err(Error::InvalidArgument(
+            "at most 8 stop strings of at most 128 bytes each",
+        ));
+    }
     let mut stats = GenStats {
         prompt_tokens: prompt.len(),
         generated_tokens: 0,
     };
     session.eval(prompt)?;
+    for &t in prompt {
+        sampler.accept(t);
+    }
     on_prefill_done();
     let tok = &session.model().tokenizer;
     let mut stream = Utf8Stream::new();
+    let mut filter = StopFilter {
+        stops: opts.stop,
+        held: [0; 2 * MAX_STOP_LEN + 64],
+        len: 0,
+    };
     let mut keep_going = true;
+    let mut stopped_by_string = false;
     let mut reason = StopReason::MaxTokens;
     while stats.generated_tokens < opts.max_tokens {
         let Some(logits) = session.logits() else {
@@ -206,19 +298,26 @@ pub fn generate(
                 "nothing to continue from: the prompt is empty",
             ));
         };
-        let next = sampler::argmax(logits);
+        let next = sampler.sample(logits);
         if tok.is_eog(next) && !opts.ignore_eos {
             reason = StopReason::EndOfGeneration;
             break;
         }
         stats.generated_tokens += 1;
+        sampler.accept(next);
         tok.decode_token(next, true, &mut |bytes| {
             stream.push(bytes, &mut |s| {
-                if keep_going && !on_text(s) {
-                    keep_going = false;
+                if keep_going && !stopped_by_string {
+                    let (hit, ok) = filter.push(s, on_text);
+                    stopped_by_string |= hit;
+                    keep_going &= ok;
                 }
             })
         });
+        if stopped_by_string {
+            reason = StopReason::StopString;
+            break;
+        }
         if !keep_going {
             reason = StopReason::Stopped;
             break;
@@ -228,10 +327,85 @@ pub fn generate(
         }
         session.eval(&[next])?;
     }
-    stream.finish(&mut |s| {
-        if keep_going {
-            on_text(s);
+    if !stopped_by_string && keep_going {
+        stream.finish(&mut |s| {
+            let (hit, _) = filter.push(s, on_text);
+            stopped_by_string |= hit;
+        });
+        if !stopped_by_string {
+            filter.flush(on_text);
         }
-    });
+    }
     Ok((reason, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (std::string::String, bool) {
+        let mut f = StopFilter {
+            stops,
+            held: [0; 2 * MAX_STOP_LEN + 64],
+            len: 0,
+        };
+        let mut out = std::string::String::new();
+        let mut emit = |s: &str| {
+            out.push_str(s);
+            true
+        };
+        for p in pieces {
+            let (hit, _) = f.push(p, &mut emit);
+            if hit {
+                return (out, true);
+            }
+        }
+        f.flush(&mut emit);
+        (out, false)
+    }
+
+    #[test]
+    fn stop_strings_split_across_pieces_are_found_and_never_printed() {
+        assert_eq!(
+            run(&["o w"], &["Hel", "lo", " wo", "rld"]),
+            ("Hell".into(), true)
+        );
+        assert_eq!(
+            run(&["<|end|>"], &["abc<|", "end", "|>tail"]),
+            ("abc".into(), true)
+        );
+        assert_eq!(
+            run(&["xyz"], &["ab", "cx", "y", "q"]),
+            ("abcxyq".into(), false)
+        );
+        // Earliest of several stops wins; a stop at the very start prints nothing.
+        assert_eq!(run(&["b", "a"], &["xab"]), ("x".into(), true));
+        assert_eq!(run(&["ab"], &["ab"]), ("".into(), true));
+        // Multi-byte characters pass whole.
+        assert_eq!(
+            run(&["é!"], &["caf", "é", " é", "!"]),
+            ("café ".into(), true)
+        );
+        assert_eq!(run(&[], &["plain ", "text"]), ("plain text".into(), false));
+    }
+
+    #[test]
+    fn held_text_is_emitted_as_soon_as_it_cannot_start_a_stop() {
+        let mut f = StopFilter {
+            stops: &["STOP"],
+            held: [0; 2 * MAX_STOP_LEN + 64],
+            len: 0,
+        };
+        let mut out = std::string::String::new();
+        f.push("abc ST", &mut |s: &str| {
+            out.push_str(s);
+            true
+        });
+        assert_eq!(out, "abc ");
+        f.push("AR", &mut |s: &str| {
+            out.push_str(s);
+            true
+        });
+        assert_eq!(out, "abc STAR");
+    }
 }

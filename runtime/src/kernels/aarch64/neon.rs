@@ -491,6 +491,14 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
     scalar::swiglu(&mut gate[i..n], &up[i..n]);
 }
 
+/// Attention with this set's vector ops (see `kernels/attend.rs`).
+const ATTEND: crate::kernels::attend::AttendOps = crate::kernels::attend::AttendOps {
+    dot: dot_f16_f32,
+    exp_inplace,
+    scale: scale_f16,
+    mad: mad_f16,
+};
+
 #[allow(clippy::too_many_arguments)]
 fn attend_f16(
     q: &[f32],
@@ -501,66 +509,14 @@ fn attend_f16(
     scale: f32,
     acc: &mut [f16],
 ) -> f32 {
-    use crate::kernels::scalar::ATTEND_CHUNK;
-    let hd = q.len();
-    assert!(
-        acc.len() >= hd
-            && (n == 0
-                || (keys.len() >= (n - 1) * stride + hd && values.len() >= (n - 1) * stride + hd))
-    );
-    let acc = &mut acc[..hd];
-    acc.fill(f16::ZERO);
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-    let mut scores = [0.0f32; ATTEND_CHUNK];
-    let mut args = [0.0f32; ATTEND_CHUNK];
-    let mut grows = [false; ATTEND_CHUNK];
-    let mut c0 = 0;
-    while c0 < n {
-        let m = (n - c0).min(ATTEND_CHUNK);
-        for (j, sc) in scores[..m].iter_mut().enumerate() {
-            let k = &keys[(c0 + j) * stride..(c0 + j) * stride + hd];
-            *sc = dot_f16_f32(k, q) * scale;
-        }
-        let mut run = max;
-        for j in 0..m {
-            let s = scores[j];
-            if s > run {
-                grows[j] = true;
-                args[j] = run - s;
-                run = s;
-            } else {
-                grows[j] = false;
-                args[j] = s - run;
-            }
-        }
-        let mut j = 0;
-        // SAFETY: whole groups of 4 below `m` ≤ ATTEND_CHUNK.
-        unsafe {
-            while j + 4 <= m {
-                vst1q_f32(
-                    args.as_mut_ptr().add(j),
-                    exp4(vld1q_f32(args.as_ptr().add(j))),
-                );
-                j += 4;
-            }
-        }
-        for a in &mut args[j..m] {
-            *a = scalar::exp(*a);
-        }
-        for j in 0..m {
-            let (ms, vs) = if grows[j] {
-                (args[j], 1.0)
-            } else {
-                (1.0, args[j])
-            };
-            if grows[j] {
-                scale_f16(acc, ms);
-            }
-            mad_f16(acc, &values[(c0 + j) * stride..(c0 + j) * stride + hd], vs);
-            sum = sum * ms + vs;
-        }
-        max = run;
-        c0 += m;
+    crate::kernels::attend::attend_chunked(&ATTEND, q, keys, values, stride, n, scale, acc)
+}
+
+fn exp_inplace(x: &mut [f32]) {
+    let n = x.len() - x.len() % 4;
+    for c in x[..n].chunks_exact_mut(4) {
+        // SAFETY: 4 floats in bounds.
+        unsafe { vst1q_f32(c.as_mut_ptr(), exp4(vld1q_f32(c.as_ptr()))) };
     }
-    sum
+    crate::kernels::attend::exp_inplace_scalar(&mut x[n..]);
 }

@@ -28,6 +28,14 @@ pub fn kernels() -> Option<Kernels> {
     })
 }
 
+/// Attention with this set's vector ops (see `kernels/attend.rs`).
+const ATTEND: crate::kernels::attend::AttendOps = crate::kernels::attend::AttendOps {
+    dot: dot_f16_f32,
+    exp_inplace,
+    scale: scale_f16,
+    mad: mad_f16,
+};
+
 #[allow(clippy::too_many_arguments)]
 fn attend_f16(
     q: &[f32],
@@ -38,14 +46,16 @@ fn attend_f16(
     scale: f32,
     acc: &mut [f16],
 ) -> f32 {
-    let hd = q.len();
-    assert!(
-        acc.len() >= hd
-            && (n == 0
-                || (keys.len() >= (n - 1) * stride + hd && values.len() >= (n - 1) * stride + hd))
-    );
-    // SAFETY: AVX2+FMA+F16C checked by `kernels()`; the bounds are checked above.
-    unsafe { attend_f16_impl(q, keys, values, stride, n, scale, &mut acc[..hd]) }
+    crate::kernels::attend::attend_chunked(&ATTEND, q, keys, values, stride, n, scale, acc)
+}
+
+fn exp_inplace(x: &mut [f32]) {
+    let n = x.len() - x.len() % 8;
+    for c in x[..n].chunks_exact_mut(8) {
+        // SAFETY: AVX2+FMA checked by `kernels()`; 8 floats in bounds.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), exp8(_mm256_loadu_ps(c.as_ptr()))) };
+    }
+    crate::kernels::attend::exp_inplace_scalar(&mut x[n..]);
 }
 
 fn swiglu(gate: &mut [f32], up: &[f32]) {
@@ -389,72 +399,4 @@ unsafe fn swiglu_impl(gate: &mut [f32], up: &[f32]) {
         i += 8;
     }
     crate::kernels::scalar::swiglu(&mut gate[i..n], &up[i..n]);
-}
-
-/// The scalar spec's attention, with the scores of a chunk of keys computed first, their
-/// exponentials taken 8 at a time, then the f16 running sum updated key by key in order.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_f16_impl(
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    stride: usize,
-    n: usize,
-    scale: f32,
-    acc: &mut [f16],
-) -> f32 {
-    use crate::kernels::scalar::ATTEND_CHUNK;
-    let hd = q.len();
-    acc.fill(f16::ZERO);
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-    let mut scores = [0.0f32; ATTEND_CHUNK];
-    let mut args = [0.0f32; ATTEND_CHUNK];
-    let mut grows = [false; ATTEND_CHUNK];
-    let mut c0 = 0;
-    while c0 < n {
-        let m = (n - c0).min(ATTEND_CHUNK);
-        for (j, sc) in scores[..m].iter_mut().enumerate() {
-            let k = keys.as_ptr().add((c0 + j) * stride);
-            *sc = dot_f16_f32_impl(core::slice::from_raw_parts(k, hd), q) * scale;
-        }
-        // Running max: where it grows, the factor is e^(M_old − s) for the sum; else e^(s − M).
-        let mut run = max;
-        for j in 0..m {
-            let s = scores[j];
-            if s > run {
-                grows[j] = true;
-                args[j] = run - s;
-                run = s;
-            } else {
-                grows[j] = false;
-                args[j] = s - run;
-            }
-        }
-        let mut j = 0;
-        while j + 8 <= m {
-            let e = exp8(_mm256_loadu_ps(args.as_ptr().add(j)));
-            _mm256_storeu_ps(args.as_mut_ptr().add(j), e);
-            j += 8;
-        }
-        for a in &mut args[j..m] {
-            *a = crate::kernels::scalar::exp(*a);
-        }
-        for j in 0..m {
-            let (ms, vs) = if grows[j] {
-                (args[j], 1.0)
-            } else {
-                (1.0, args[j])
-            };
-            if grows[j] {
-                scale_f16_impl(acc, ms);
-            }
-            let v = values.as_ptr().add((c0 + j) * stride);
-            mad_f16_impl(acc, core::slice::from_raw_parts(v, hd), vs);
-            sum = sum * ms + vs;
-        }
-        max = run;
-        c0 += m;
-    }
-    sum
 }

@@ -1,8 +1,9 @@
 //! `ember run`: generate text from a prompt; text on stdout, one stats line on stderr.
 
-use super::ModelArgs;
+use super::{ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
+use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
 use std::io::Write;
 use std::time::Instant;
@@ -17,9 +18,8 @@ pub struct Args {
     /// Most tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
     n_predict: usize,
-    /// Sampling temperature; 0 is greedy (the only mode in this build).
-    #[arg(long, default_value_t = 0.0)]
-    temp: f32,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Threads (default: the number of physical cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
@@ -32,11 +32,8 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> CliResult {
-    if a.temp != 0.0 {
-        return Err(CliError(
-            "only greedy decoding (--temp 0) is available in this build".into(),
-        ));
-    }
+    let sampler_cfg = a.sampling.config();
+    sampler_cfg.validate()?;
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.threads)?;
     load::with_model(load::model_path(a.model.model), kernels, |model| {
@@ -61,10 +58,15 @@ pub fn main(a: Args) -> CliResult {
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
         s.set_parallel(&pool);
+        let mut smem = vec![0u8; Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg)];
+        let mut sarena = Arena::new(&mut smem);
+        let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
+        let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
         let max_tokens = a.n_predict.min(sc.n_ctx - prompt.len());
         let opts = GenOptions {
             max_tokens,
             ignore_eos: a.ignore_eos,
+            stop: &stops,
         };
         let mut out = std::io::stdout().lock();
         let mut io_err = None;
@@ -72,6 +74,7 @@ pub fn main(a: Args) -> CliResult {
         let mut t_prefill = None;
         let (_, stats) = session::generate(
             &mut s,
+            &mut sampler,
             &prompt,
             &opts,
             &mut || t_prefill = Some(Instant::now()),
