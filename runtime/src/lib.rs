@@ -23,6 +23,7 @@
 extern crate alloc;
 
 pub mod arena;
+pub mod chat;
 pub mod error;
 pub mod gguf;
 pub mod kernels;

@@ -33,6 +33,8 @@ enum Command {
     Perplexity(commands::perplexity::Args),
     /// Measure prompt (pp) and generation (tg) speed, as llama-bench defines them.
     Bench(commands::bench::Args),
+    /// Print the prompt the model's chat template makes of a conversation.
+    Template(commands::template::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::main(a),
         Command::Perplexity(a) => commands::perplexity::main(a),
         Command::Bench(a) => commands::bench::main(a),
+        Command::Template(a) => commands::template::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

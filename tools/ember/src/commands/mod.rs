@@ -4,6 +4,7 @@ pub mod bench;
 pub mod inspect;
 pub mod perplexity;
 pub mod run;
+pub mod template;
 pub mod tokenize;
 
 use clap::Args as ClapArgs;

@@ -3,6 +3,7 @@
 use super::{ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
+use ember_runtime::chat::Message;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
 use std::io::Write;
@@ -29,6 +30,12 @@ pub struct Args {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     ignore_eos: bool,
+    /// Treat the prompt as one user message, through the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message first.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
 }
 
 pub fn main(a: Args) -> CliResult {
@@ -37,9 +44,28 @@ pub fn main(a: Args) -> CliResult {
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.threads)?;
     load::with_model(load::model_path(a.model.model), kernels, |model| {
+        let text = if a.chat {
+            let t = super::template::chat_template(model)?;
+            let mut msgs = Vec::new();
+            if let Some(sys) = &a.system {
+                msgs.push(Message {
+                    role: "system",
+                    content: sys,
+                });
+            }
+            msgs.push(Message {
+                role: "user",
+                content: &a.prompt,
+            });
+            t.render(&msgs, true)?
+        } else {
+            a.prompt.clone()
+        };
+        // The template writes special tokens as text; add_special is off for a chat prompt
+        // (the template adds BOS itself where the model wants it).
         let prompt = model
             .tokenizer
-            .encode_to_vec(a.prompt.as_bytes(), true, true)?;
+            .encode_to_vec(text.as_bytes(), true, !a.chat)?;
         if prompt.is_empty() {
             return Err(CliError("the prompt is empty".into()));
         }
