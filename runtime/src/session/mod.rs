@@ -35,6 +35,8 @@ pub struct Session<'m, 's> {
     kv: KvCache<'s>,
     logits: &'s mut [f32],
     has_logits: bool,
+    /// The tokens in the cache, in order, `[n_ctx]`.
+    tokens: &'s mut [TokenId],
 }
 
 impl<'m, 's> Session<'m, 's> {
@@ -44,6 +46,7 @@ impl<'m, 's> Session<'m, 's> {
         KvCache::bytes_needed(c, sc.n_ctx)
             + State::bytes_needed(c, sc.n_batch)
             + Arena::size_of::<f32>(c.n_vocab)
+            + Arena::size_of::<TokenId>(sc.n_ctx)
     }
 
     /// A session in `arena`. The context may not exceed the model's training context.
@@ -65,6 +68,7 @@ impl<'m, 's> Session<'m, 's> {
             state: State::new(arena, c, n_batch)?,
             logits: arena.alloc(c.n_vocab, "logits")?,
             has_logits: false,
+            tokens: arena.alloc(sc.n_ctx, "session token log")?,
         })
     }
 
@@ -88,9 +92,22 @@ impl<'m, 's> Session<'m, 's> {
         self.kv.len()
     }
 
+    /// The tokens in the context, in order.
+    pub fn tokens(&self) -> &[TokenId] {
+        &self.tokens[..self.kv.len()]
+    }
+
     /// Context capacity.
     pub fn n_ctx(&self) -> usize {
         self.kv.capacity()
+    }
+
+    /// Keeps only the first `n` tokens of the context (to continue from a common prefix).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.kv.len() {
+            self.kv.truncate(n);
+            self.has_logits = false;
+        }
     }
 
     /// Forgets the context.
@@ -104,6 +121,10 @@ impl<'m, 's> Session<'m, 's> {
         let n_batch = self.state.batch();
         let logits = &mut *self.logits;
         for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
+            // Logged before the forward pass; `tokens()` only shows what the cache really holds.
+            let start = self.kv.len();
+            let fit = chunk.len().min(self.tokens.len() - start);
+            self.tokens[start..start + fit].copy_from_slice(&chunk[..fit]);
             let last = (ci + 1) * n_batch >= tokens.len();
             let want = if last { Logits::Last } else { Logits::None };
             forward::forward(
@@ -131,6 +152,9 @@ impl<'m, 's> Session<'m, 's> {
         let n_batch = self.state.batch();
         for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
             let base = ci * n_batch;
+            let start = self.kv.len();
+            let fit = chunk.len().min(self.tokens.len() - start);
+            self.tokens[start..start + fit].copy_from_slice(&chunk[..fit]);
             forward::forward(
                 self.model,
                 self.par,

@@ -29,6 +29,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Generate text from a prompt.
     Run(commands::run::Args),
+    /// Chat with the model (its own chat template; the KV cache keeps the conversation).
+    Chat(commands::chat::Args),
     /// Measure perplexity on a text file (llama.cpp's protocol).
     Perplexity(commands::perplexity::Args),
     /// Measure prompt (pp) and generation (tg) speed, as llama-bench defines them.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::main(a),
         Command::Tokenize(a) => commands::tokenize::main(a),
         Command::Run(a) => commands::run::main(a),
+        Command::Chat(a) => commands::chat::main(a),
         Command::Perplexity(a) => commands::perplexity::main(a),
         Command::Bench(a) => commands::bench::main(a),
         Command::Template(a) => commands::template::main(a),

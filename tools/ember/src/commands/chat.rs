@@ -1,0 +1,213 @@
+//! `ember chat`: a conversation at the terminal.
+//!
+//! Each turn renders the whole conversation with the model's chat template, but feeds the model
+//! only the tokens the KV cache does not already hold (the longest common prefix stays). On a
+//! terminal the prompt has line editing and history; otherwise each input line is one turn, so
+//! the REPL can be scripted. Ctrl-C stops the reply, not the program.
+
+use super::{ModelArgs, SamplingArgs};
+use crate::load::{self, CliError, CliResult};
+use ember_runtime::arena::Arena;
+use ember_runtime::chat::Message;
+use ember_runtime::sampler::Sampler;
+use ember_runtime::session::{self, GenOptions, Session, SessionConfig, StopReason};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    n_predict: usize,
+    /// Threads (default: the number of physical cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx", default_value_t = 2048)]
+    ctx: usize,
+}
+
+const HELP: &str = "commands: /reset (new conversation), /system TEXT (set the system message and reset), /help, /quit";
+
+/// Input lines: rustyline on a terminal, plain lines otherwise.
+enum Input {
+    Terminal(rustyline::DefaultEditor),
+    Piped(std::io::StdinLock<'static>),
+}
+
+impl Input {
+    /// The next line; `None` at end of input. Ctrl-C at the prompt gives an empty line.
+    fn line(&mut self) -> CliResult<Option<String>> {
+        match self {
+            Input::Terminal(ed) => match ed.readline("> ") {
+                Ok(l) => {
+                    let _ = ed.add_history_entry(l.as_str());
+                    Ok(Some(l))
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => Ok(Some(String::new())),
+                Err(rustyline::error::ReadlineError::Eof) => Ok(None),
+                Err(e) => Err(CliError(format!("reading input: {e}"))),
+            },
+            Input::Piped(r) => {
+                let mut buf = Vec::new();
+                if r.read_until(b'\n', &mut buf)? == 0 {
+                    return Ok(None);
+                }
+                let l = String::from_utf8_lossy(&buf);
+                Ok(Some(l.trim_end_matches(['\n', '\r']).to_string()))
+            }
+        }
+    }
+}
+
+pub fn main(a: Args) -> CliResult {
+    let sampler_cfg = a.sampling.config();
+    sampler_cfg.validate()?;
+    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    let pool = load::thread_pool(a.threads)?;
+    let stop_reply = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&stop_reply);
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .map_err(|e| CliError(format!("installing the Ctrl-C handler: {e}")))?;
+    }
+    let terminal = std::io::stdin().is_terminal();
+    let mut input = if terminal {
+        Input::Terminal(
+            rustyline::DefaultEditor::new().map_err(|e| CliError(format!("terminal: {e}")))?,
+        )
+    } else {
+        Input::Piped(std::io::stdin().lock())
+    };
+
+    load::with_model(load::model_path(a.model.model), kernels, |model| {
+        if a.ctx == 0 || a.ctx > model.config.n_ctx_train {
+            return Err(CliError(format!(
+                "the context (-c) must be between 1 and {}",
+                model.config.n_ctx_train
+            )));
+        }
+        let template = super::template::chat_template(model)?;
+        let sc = SessionConfig {
+            n_ctx: a.ctx,
+            ..Default::default()
+        };
+        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+        let mut arena = Arena::new(&mut mem);
+        let mut s = Session::new(model, &mut arena, &sc)?;
+        s.set_parallel(&pool);
+        let mut smem = vec![0u8; Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg)];
+        let mut sarena = Arena::new(&mut smem);
+        let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
+        let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
+
+        let mut system = a.system.clone();
+        let mut turns: Vec<(String, String)> = Vec::new(); // (role, content)
+        if terminal {
+            eprintln!(
+                "ember chat: {} ({HELP})",
+                if template.is_model_template() {
+                    "the model's chat template"
+                } else {
+                    "ChatML"
+                }
+            );
+        }
+        let mut out = std::io::stdout();
+        while let Some(line) = input.line()? {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(cmd) = line.strip_prefix('/') {
+                let (name, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
+                match name {
+                    "quit" | "exit" => break,
+                    "help" => eprintln!("{HELP}"),
+                    "reset" => {
+                        turns.clear();
+                        s.reset();
+                        sampler.reset();
+                        eprintln!("(new conversation)");
+                    }
+                    "system" => {
+                        system = (!arg.trim().is_empty()).then(|| arg.trim().to_string());
+                        turns.clear();
+                        s.reset();
+                        sampler.reset();
+                        eprintln!("(system message set; new conversation)");
+                    }
+                    _ => eprintln!("unknown command /{name}; {HELP}"),
+                }
+                continue;
+            }
+            turns.push(("user".into(), line.to_string()));
+            let mut msgs: Vec<Message<'_>> = Vec::new();
+            if let Some(sys) = &system {
+                msgs.push(Message {
+                    role: "system",
+                    content: sys,
+                });
+            }
+            msgs.extend(turns.iter().map(|(r, c)| Message {
+                role: r,
+                content: c,
+            }));
+            let text = template.render(&msgs, true)?;
+            let ids = model
+                .tokenizer
+                .encode_to_vec(text.as_bytes(), true, false)?;
+            if ids.len() + 1 > s.n_ctx() {
+                eprintln!("(the conversation no longer fits the context of {} tokens: /reset to start again)", s.n_ctx());
+                turns.pop();
+                continue;
+            }
+            // Keep what the cache already holds (the session logs its tokens); feed the rest.
+            let common = s
+                .tokens()
+                .iter()
+                .zip(&ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(ids.len() - 1);
+            s.truncate(common);
+            sampler.reset();
+            let max_tokens = a.n_predict.min(s.n_ctx() - ids.len());
+            let opts = GenOptions {
+                max_tokens,
+                ignore_eos: false,
+                stop: &stops,
+            };
+            stop_reply.store(false, Ordering::SeqCst);
+            let mut reply = String::new();
+            let (reason, _) = session::generate(
+                &mut s,
+                &mut sampler,
+                &ids[common..],
+                &opts,
+                &mut || {},
+                &mut |piece| {
+                    reply.push_str(piece);
+                    let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
+                    !stop_reply.load(Ordering::SeqCst)
+                },
+            )?;
+            if reason == StopReason::Stopped {
+                eprint!(" (stopped)");
+            }
+            println!();
+            // The cache now holds the prompt and the reply (not its end-of-turn token); the next
+            // turn's rendering shares that prefix as far as tokenization agrees.
+            turns.push(("assistant".into(), reply));
+        }
+        Ok(())
+    })
+}
