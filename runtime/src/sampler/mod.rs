@@ -300,12 +300,22 @@ impl<'a> Sampler<'a> {
             return;
         }
         let hist = &self.history[..self.hist_len];
-        for (i, &id) in hist.iter().enumerate() {
+        // Count occurrences in the id buffer (free until candidates are listed), touching only
+        // the ids in the window: O(window), not O(window²).
+        let counts = &mut self.ids[..n];
+        for &id in hist.iter().filter(|&&id| (id as usize) < n) {
+            counts[id as usize] = 0;
+        }
+        for &id in hist.iter().filter(|&&id| (id as usize) < n) {
+            counts[id as usize] += 1;
+        }
+        for &id in hist {
             let id = id as usize;
-            if id >= n || hist[..i].contains(&(id as u32)) {
+            if id >= n || counts[id] == 0 {
                 continue; // each distinct token once
             }
-            let count = hist.iter().filter(|&&h| h as usize == id).count() as f32;
+            let count = counts[id] as f32;
+            counts[id] = 0;
             let l = &mut self.work[id];
             if *l > 0.0 {
                 *l /= c.repeat_penalty;
