@@ -39,7 +39,7 @@ enum Outcome {
 fn run(model: &Model<'_>, prompt: &str, expected: &str) -> Outcome {
     let sc = SessionConfig {
         n_ctx: 512,
-        n_batch: 64,
+        ..Default::default()
     };
     let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
     let mut arena = Arena::new(&mut mem);

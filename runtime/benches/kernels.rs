@@ -4,6 +4,7 @@
 //!     cargo bench -p ember-runtime --bench kernels
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ember_runtime::kernels::attend::{self, Softmax};
 use ember_runtime::kernels::{Kernels, OutRows, QActs};
 use ember_runtime::weights::{BlockQ4_1, BlockQ8_0, QK};
 use half::f16;
@@ -117,26 +118,71 @@ fn small_ops(c: &mut Criterion) {
     }
     g.finish();
 
-    // One head of attention over 512 cached tokens (keys and values 192 apart: 3 KV heads).
-    let (ctx, hd, stride) = (512usize, 64usize, 192usize);
-    let keys: Vec<f16> = data(ctx * stride, 1)
-        .into_iter()
-        .map(f16::from_f32)
-        .collect();
-    let values: Vec<f16> = data(ctx * stride, 2)
-        .into_iter()
-        .map(f16::from_f32)
-        .collect();
-    let q: Vec<f32> = data(hd, 4)
-        .into_iter()
-        .map(|v| f16::from_f32(v).to_f32())
-        .collect();
+    // One head of attention over 512 cached tokens, for each KV precision (rows of one head
+    // stored one after another, as the cache keeps them).
+    let (ctx, hd) = (512usize, 64usize);
+    let kf = data(ctx * hd, 1);
+    let vf = data(ctx * hd, 2);
+    let q = data(hd, 4);
+    let k16: Vec<f16> = kf.iter().map(|&x| f16::from_f32(x)).collect();
+    let v16: Vec<f16> = vf.iter().map(|&x| f16::from_f32(x)).collect();
+    let q16: Vec<f32> = q.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+    let to_q8 = |x: &[f32]| -> Vec<BlockQ8_0> {
+        x.chunks_exact(QK)
+            .map(|c| {
+                let (mut qs, mut d, mut s) = ([0i8; QK], [0.0f32], [0.0f32]);
+                ember_runtime::kernels::scalar::quantize_row(c, &mut qs, &mut d, &mut s);
+                BlockQ8_0 {
+                    d: f16::from_f32(d[0]),
+                    qs,
+                }
+            })
+            .collect()
+    };
+    let (k8, v8) = (to_q8(&kf), to_q8(&vf));
+    let nb = hd / QK;
+    let (mut qq, mut qd, mut qs) = (vec![0i8; hd], vec![0.0f32; nb], vec![0.0f32; nb]);
+    ember_runtime::kernels::scalar::quantize_row(&q, &mut qq, &mut qd, &mut qs);
+    let qa = QActs {
+        qs: &qq,
+        d: &qd,
+        s: &qs,
+        nb,
+    };
     let mut g = c.benchmark_group("attention_head_ctx512");
     g.throughput(Throughput::Elements(ctx as u64));
     for k in Kernels::all_supported() {
-        let mut acc = vec![f16::ZERO; hd];
-        g.bench_function(BenchmarkId::new("attend_f16", k.isa.name()), |b| {
-            b.iter(|| (k.attend_f16)(black_box(&q), &keys, &values, stride, ctx, 0.125, &mut acc))
+        let mut a16 = vec![f16::ZERO; hd];
+        let mut a32 = vec![0.0f32; hd];
+        g.bench_function(BenchmarkId::new("f16", k.isa.name()), |b| {
+            b.iter(|| {
+                let mut st = Softmax::NEW;
+                attend::attend_f16(
+                    &k,
+                    black_box(&q16),
+                    &k16,
+                    &v16,
+                    ctx,
+                    0.125,
+                    &mut a16,
+                    &mut st,
+                );
+                st.sum
+            })
+        });
+        g.bench_function(BenchmarkId::new("f32", k.isa.name()), |b| {
+            b.iter(|| {
+                let mut st = Softmax::NEW;
+                attend::attend_f32(&k, black_box(&q), &kf, &vf, ctx, 0.125, &mut a32, &mut st);
+                st.sum
+            })
+        });
+        g.bench_function(BenchmarkId::new("q8_0", k.isa.name()), |b| {
+            b.iter(|| {
+                let mut st = Softmax::NEW;
+                attend::attend_q8_0(&k, black_box(&qa), &k8, &v8, ctx, 0.125, &mut a32, &mut st);
+                st.sum
+            })
         });
     }
     g.finish();

@@ -60,6 +60,13 @@ impl fmt::Debug for Name {
     }
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for Name {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=str}", self.as_str())
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -68,6 +75,7 @@ impl fmt::Display for Name {
 
 /// Everything that can go wrong in the engine. Each variant says what and where.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 #[allow(missing_docs)] // fields are named for what they hold
 pub enum Error {
@@ -142,6 +150,7 @@ pub enum Error {
 }
 
 /// The part of an OS error worth reporting, without holding a `std::io::Error`.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoKind {
     /// The file does not exist.

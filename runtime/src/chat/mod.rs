@@ -11,6 +11,10 @@
 mod template;
 #[cfg(feature = "std")]
 pub use template::ChatTemplate;
+#[cfg(feature = "std")]
+mod conversation;
+#[cfg(feature = "std")]
+pub use conversation::Conversation;
 
 use core::fmt::{self, Write};
 

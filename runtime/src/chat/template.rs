@@ -18,6 +18,18 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
+    /// The template of `model` (`tokenizer.chat_template`), with its BOS and EOS token texts.
+    pub fn for_model(model: &crate::model::Model<'_>) -> Result<Self> {
+        let src = model.gguf.get_str(crate::gguf::keys::CHAT_TEMPLATE)?;
+        let t = &model.tokenizer;
+        let text = |id: Option<u32>| {
+            id.and_then(|i| t.token_text(i))
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        Self::new(src, &text(t.bos()), &text(t.eos()))
+    }
+
     /// Compiles `source` (a GGUF's `tokenizer.chat_template`); `None` means ChatML.
     pub fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<Self> {
         let env = match source {

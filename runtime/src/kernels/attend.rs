@@ -1,57 +1,75 @@
-//! The chunked form of the attention spec ([`scalar::attend_f16`]) that the SIMD sets share:
-//! the scores of a chunk of keys first, their exponentials in one vectorized pass, then the f16
-//! running sum updated key by key, in order. Each set plugs in its own vector ops, which are
-//! bit-identical to the scalar ones, so the result is too.
+//! Attention of one query head over cached keys and values, for each KV precision, built from the
+//! vector ops of a [`Kernels`] table.
+//!
+//! The spec is llama.cpp's CPU flash attention for one token: keys one by one in position order;
+//! score = (k · q)·scale; a running max M and sum S; a new max rescales the running sum of values
+//! by e^(M_old − M), otherwise the value is added with weight e^(score − M). The result is acc / S
+//! (the caller divides). The running state is a [`Softmax`], so one head can be attended over
+//! several runs of cells (the sinks, the two halves of a wrapped ring, the batch being
+//! evaluated) and give the same bits as one run over the same keys in the same order.
+//!
+//! Here it is computed a chunk of keys at a time: the chunk's scores first (one matrix product
+//! for Q8_0 keys), their exponentials in one vectorized pass, then the running sum updated key by
+//! key. Every step is per key, so chunking changes no bits: the SIMD sets match the scalar set,
+//! which `tests.rs` checks against the plain per-key loop.
 
-use super::scalar::{self, ATTEND_CHUNK};
+use super::{scalar, Kernels, OutRows, QActs};
+use crate::weights::{BlockQ8_0, QK};
 use half::f16;
 
-/// The vector operations the chunked attention needs.
-pub struct AttendOps {
-    /// f16 · f32 dot product, spec order.
-    pub dot: fn(&[f16], &[f32]) -> f32,
-    /// x ← e^x for every element, the engine's exp.
-    pub exp_inplace: fn(&mut [f32]),
-    /// y = f16(y·a).
-    pub scale: fn(&mut [f16], f32),
-    /// y = f16(x·a + y).
-    pub mad: fn(&mut [f16], &[f16], f32),
+/// Keys handled per chunk (bounds the stack buffers).
+pub const CHUNK: usize = 128;
+
+/// Running state of one head's online softmax.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Softmax {
+    /// Largest score so far.
+    pub max: f32,
+    /// Σ e^(score − max) so far.
+    pub sum: f32,
 }
 
-/// [`scalar::attend_f16`], computed chunk by chunk with `ops`.
+impl Softmax {
+    /// Before any key.
+    pub const NEW: Softmax = Softmax {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+}
+
+/// The online-softmax update over `n` keys: `scores(c0, out)` writes the raw dot products of keys
+/// `c0..c0 + out.len()`, `rescale(acc, m)` multiplies the running sum by m, and
+/// `add(acc, j, w)` adds w times value j.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn attend_chunked(
-    ops: &AttendOps,
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    stride: usize,
+fn online<A>(
     n: usize,
     scale: f32,
-    acc: &mut [f16],
-) -> f32 {
-    let hd = q.len();
-    let acc = &mut acc[..hd];
-    acc.fill(f16::ZERO);
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-    let mut factor = [0.0f32; ATTEND_CHUNK];
-    let mut grows = [false; ATTEND_CHUNK];
+    st: &mut Softmax,
+    acc: &mut [A],
+    exp_inplace: fn(&mut [f32]),
+    mut scores: impl FnMut(usize, &mut [f32]),
+    rescale: impl Fn(&mut [A], f32),
+    add: impl Fn(&mut [A], usize, f32),
+) {
+    let mut factor = [0.0f32; CHUNK];
+    let mut grows = [false; CHUNK];
     let mut c0 = 0;
     while c0 < n {
-        let m = (n - c0).min(ATTEND_CHUNK);
-        // Running max: where it grows, the factor rescales the sum by e^(M_old − s); else the
+        let m = (n - c0).min(CHUNK);
+        scores(c0, &mut factor[..m]);
+        // Where the running max grows, the factor rescales the sum by e^(M_old − s); else the
         // value's weight is e^(s − M).
-        let mut run = max;
+        let mut run = st.max;
         for j in 0..m {
-            let k = &keys[(c0 + j) * stride..(c0 + j) * stride + hd];
-            let s = (ops.dot)(k, q) * scale;
+            let s = factor[j] * scale;
             grows[j] = s > run;
             factor[j] = if grows[j] { run - s } else { s - run };
             if grows[j] {
                 run = s;
             }
         }
-        (ops.exp_inplace)(&mut factor[..m]);
+        exp_inplace(&mut factor[..m]);
         for j in 0..m {
             let (ms, vs) = if grows[j] {
                 (factor[j], 1.0)
@@ -59,20 +77,131 @@ pub fn attend_chunked(
                 (1.0, factor[j])
             };
             if grows[j] {
-                (ops.scale)(acc, ms);
+                rescale(acc, ms);
             }
-            (ops.mad)(acc, &values[(c0 + j) * stride..(c0 + j) * stride + hd], vs);
-            sum = sum * ms + vs;
+            add(acc, c0 + j, vs);
+            st.sum = st.sum * ms + vs;
         }
-        max = run;
+        st.max = run;
         c0 += m;
     }
-    sum
 }
 
-/// x ← e^x with the scalar spec (for tails and for sets without a vector exp).
+/// One head over an f16 cache: `q` (already rounded to f16 values, as llama.cpp converts it for
+/// an f16 cache) against `n` keys and values stored one after another, `q.len()` each. The
+/// running sum `acc` is f16, as llama.cpp keeps it.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16(
+    k: &Kernels,
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    n: usize,
+    scale: f32,
+    acc: &mut [f16],
+    st: &mut Softmax,
+) {
+    let hd = q.len();
+    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
+    online(
+        n,
+        scale,
+        st,
+        acc,
+        k.exp_inplace,
+        |c0, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = (k.dot_f16_f32)(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
+            }
+        },
+        k.scale_f16,
+        |acc, j, w| (k.mad_f16)(acc, &values[j * hd..(j + 1) * hd], w),
+    );
+}
+
+/// One head over an f32 cache; f32 running sum.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f32(
+    k: &Kernels,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n: usize,
+    scale: f32,
+    acc: &mut [f32],
+    st: &mut Softmax,
+) {
+    let hd = q.len();
+    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
+    online(
+        n,
+        scale,
+        st,
+        acc,
+        k.exp_inplace,
+        |c0, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = (k.dot_f32)(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
+            }
+        },
+        scale_f32,
+        |acc, j, w| (k.axpy_f32)(acc, w, &values[j * hd..(j + 1) * hd]),
+    );
+}
+
+/// One head over a Q8_0 cache: the query quantized to 8 bits (one token of `q`, `acc.len() / 32`
+/// blocks), each chunk's scores as one Q8_0 matrix product; values dequantized into an f32 running
+/// sum (as llama.cpp does for a quantized value cache).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_q8_0(
+    k: &Kernels,
+    q: &QActs<'_>,
+    keys: &[BlockQ8_0],
+    values: &[BlockQ8_0],
+    n: usize,
+    scale: f32,
+    acc: &mut [f32],
+    st: &mut Softmax,
+) {
+    let nb = q.nb;
+    let (keys, values) = (&keys[..n * nb], &values[..n * nb]);
+    online(
+        n,
+        scale,
+        st,
+        acc,
+        k.exp_inplace,
+        |c0, out| {
+            let m = out.len();
+            let mut rows = OutRows::new(out, m, m, 1);
+            (k.gemm_q8_0)(&keys[c0 * nb..(c0 + m) * nb], q, &mut rows);
+        },
+        scale_f32,
+        |acc, j, w| (k.mad_q8_0)(acc, &values[j * nb..(j + 1) * nb], w),
+    );
+}
+
+/// y ← y·a (one rounding per element, so any vectorization gives the same bits).
+pub fn scale_f32(y: &mut [f32], a: f32) {
+    for v in y {
+        *v *= a;
+    }
+}
+
+/// x ← e^x with the scalar spec (the scalar set's, and the SIMD sets' tails).
 pub fn exp_inplace_scalar(x: &mut [f32]) {
     for v in x {
         *v = scalar::exp(*v);
+    }
+}
+
+/// y = fma(q·d, a, y) for each element of Q8_0 blocks `x` (a dequantized value row added to an
+/// f32 running sum); q·d is exact in f32.
+pub fn mad_q8_0_scalar(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
+    for (yb, b) in y.chunks_exact_mut(QK).zip(x) {
+        let d = b.d.to_f32();
+        for (y, &q) in yb.iter_mut().zip(&b.qs) {
+            *y = scalar::fma(q as f32 * d, a, *y);
+        }
     }
 }

@@ -229,20 +229,11 @@ pub struct Kernels {
     pub scale_f16: fn(&mut [f16], f32),
     /// gate = silu(gate)·up with the engine's exp.
     pub swiglu: fn(&mut [f32], &[f32]),
-    /// One query head over an f16 KV cache (see [`scalar::attend_f16`]).
-    pub attend_f16: AttendFn,
+    /// x ← e^x with the engine's exp (attention's softmax weights).
+    pub exp_inplace: fn(&mut [f32]),
+    /// y = fma(q·d, a, y) over Q8_0 blocks (attention over a Q8_0 value cache).
+    pub mad_q8_0: fn(&mut [f32], &[BlockQ8_0], f32),
 }
-
-/// See [`scalar::attend_f16`].
-pub type AttendFn = fn(
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    stride: usize,
-    n: usize,
-    scale: f32,
-    acc: &mut [f16],
-) -> f32;
 
 impl fmt::Debug for Kernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -295,7 +286,8 @@ impl Kernels {
         mad_f16: scalar::mad_f16,
         scale_f16: scalar::scale_f16,
         swiglu: scalar::swiglu,
-        attend_f16: scalar::attend_f16,
+        exp_inplace: attend::exp_inplace_scalar,
+        mad_q8_0: attend::mad_q8_0_scalar,
     };
 
     /// The table for `isa`, or `None` when this CPU cannot run it.

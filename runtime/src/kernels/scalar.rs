@@ -252,43 +252,35 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Attention of one query head over an f16 cache, as llama.cpp's CPU flash attention computes it
-// for single tokens: keys one by one in order; score = (k · q)·scale; a running max M and sum S;
-// a new max rescales the f16 running sum by e^(M_old − M); otherwise the value is added with
-// weight e^(score − M). The result is acc / S (the caller divides).
+// Attention of one query head, key by key (the spec `kernels/attend.rs` computes chunk by chunk).
 // ---------------------------------------------------------------------------------------------
 
-/// Keys handled per chunk by the vectorized versions (bounds their stack buffers).
-pub const ATTEND_CHUNK: usize = 256;
-
-/// Attends query `q` (already rounded to f16 values) to `n` cached tokens whose keys and values
-/// start at `keys[0]`, `values[0]` and are `stride` apart. Leaves the f16 running sum in `acc`
-/// (length `q.len()`) and returns the softmax denominator S.
+/// Attends query `q` (already rounded to f16 values) to `n` f16 keys and values stored one after
+/// another (`q.len()` each), continuing the online softmax `st` and the f16 running sum `acc`:
+/// for each key, score = (k · q)·scale; a new max M rescales `acc` and the sum by e^(M_old − M),
+/// otherwise the value is added with weight e^(score − M).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_f16(
     q: &[f32],
     keys: &[f16],
     values: &[f16],
-    stride: usize,
     n: usize,
     scale: f32,
     acc: &mut [f16],
-) -> f32 {
+    st: &mut super::attend::Softmax,
+) {
     let hd = q.len();
-    acc.fill(f16::ZERO);
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
     for j in 0..n {
-        let score = vec_dot_f16_f32(&keys[j * stride..j * stride + hd], q) * scale;
+        let score = vec_dot_f16_f32(&keys[j * hd..(j + 1) * hd], q) * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if score > max {
-            ms = exp(max - score);
-            max = score;
+        if score > st.max {
+            ms = exp(st.max - score);
+            st.max = score;
             scale_f16(acc, ms);
         } else {
-            vs = exp(score - max);
+            vs = exp(score - st.max);
         }
-        mad_f16(acc, &values[j * stride..j * stride + hd], vs);
-        sum = sum * ms + vs;
+        mad_f16(acc, &values[j * hd..(j + 1) * hd], vs);
+        st.sum = st.sum * ms + vs;
     }
-    sum
 }

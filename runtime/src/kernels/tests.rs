@@ -333,35 +333,161 @@ fn swiglu_is_bit_identical_to_the_scalar_reference() {
     }
 }
 
+fn bits16(v: &[f16]) -> Vec<u16> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+fn bits32(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 #[test]
-fn attention_is_bit_identical_to_the_scalar_reference() {
-    let mut rng = Rng(6);
-    for k in Kernels::all_supported() {
-        for &(n, hd, stride) in &[
-            (1usize, 64usize, 192usize),
-            (7, 64, 64),
-            (300, 64, 192),
-            (513, 32, 96),
-            (5, 36, 40),
-            (0, 64, 64),
-        ] {
-            let keys: Vec<f16> = (0..n * stride)
-                .map(|_| f16::from_f32(rng.f32() * 3.0))
-                .collect();
-            let values: Vec<f16> = (0..n * stride).map(|_| f16::from_f32(rng.f32())).collect();
-            let q: Vec<f32> = (0..hd)
-                .map(|_| f16::from_f32(rng.f32() * 2.0).to_f32())
-                .collect();
-            let (mut a1, mut a2) = (vec![f16::ZERO; hd], vec![f16::ZERO; hd]);
-            let s1 = scalar::attend_f16(&q, &keys, &values, stride, n, 0.125, &mut a1);
-            let s2 = (k.attend_f16)(&q, &keys, &values, stride, n, 0.125, &mut a2);
-            assert!(same(s1, s2), "[{}] n={n}: {s1} vs {s2}", k.isa);
-            assert_eq!(
-                a1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                a2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "[{}] n={n}",
-                k.isa
+fn chunked_attention_equals_the_per_key_spec_even_when_split_into_runs() {
+    use super::attend::{attend_f16, Softmax};
+    let mut rng = Rng(5);
+    let k = Kernels::SCALAR;
+    for &(n, hd) in &[(1usize, 64usize), (300, 64), (513, 32), (0, 64)] {
+        let keys: Vec<f16> = (0..n * hd)
+            .map(|_| f16::from_f32(rng.f32() * 3.0))
+            .collect();
+        let values: Vec<f16> = (0..n * hd).map(|_| f16::from_f32(rng.f32())).collect();
+        let q: Vec<f32> = (0..hd).map(|_| f16::from_f32(rng.f32()).to_f32()).collect();
+        let (mut a1, mut s1) = (vec![f16::ZERO; hd], Softmax::NEW);
+        scalar::attend_f16(&q, &keys, &values, n, 0.125, &mut a1, &mut s1);
+        // Whole, and in three runs continuing one state.
+        let (mut a2, mut s2) = (vec![f16::ZERO; hd], Softmax::NEW);
+        attend_f16(&k, &q, &keys, &values, n, 0.125, &mut a2, &mut s2);
+        let (mut a3, mut s3) = (vec![f16::ZERO; hd], Softmax::NEW);
+        let cuts = [0, n / 3, n / 3 + n / 5, n];
+        for w in cuts.windows(2) {
+            let r = w[0] * hd..w[1] * hd;
+            attend_f16(
+                &k,
+                &q,
+                &keys[r.clone()],
+                &values[r],
+                w[1] - w[0],
+                0.125,
+                &mut a3,
+                &mut s3,
             );
         }
+        assert_eq!(
+            (bits16(&a1), s1.sum.to_bits()),
+            (bits16(&a2), s2.sum.to_bits())
+        );
+        assert_eq!(
+            (bits16(&a1), s1.sum.to_bits()),
+            (bits16(&a3), s3.sum.to_bits())
+        );
+    }
+}
+
+#[test]
+fn attention_is_bit_identical_to_the_scalar_reference_for_every_kv_type() {
+    use super::attend::{attend_f16, attend_f32, attend_q8_0, Softmax};
+    let mut rng = Rng(6);
+    let s = Kernels::SCALAR;
+    for k in Kernels::all_supported() {
+        for &(n, hd) in &[
+            (1usize, 64usize),
+            (7, 64),
+            (300, 64),
+            (513, 32),
+            (5, 128),
+            (0, 64),
+        ] {
+            let kf: Vec<f32> = (0..n * hd).map(|_| rng.f32() * 3.0).collect();
+            let vf: Vec<f32> = (0..n * hd).map(|_| rng.f32()).collect();
+            let q: Vec<f32> = (0..hd).map(|_| rng.f32() * 2.0).collect();
+            // f16
+            let k16: Vec<f16> = kf.iter().map(|&x| f16::from_f32(x)).collect();
+            let v16: Vec<f16> = vf.iter().map(|&x| f16::from_f32(x)).collect();
+            let q16: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+            let mut r = [
+                (vec![f16::ZERO; hd], Softmax::NEW),
+                (vec![f16::ZERO; hd], Softmax::NEW),
+            ];
+            for (t, (acc, st)) in [s, k].iter().zip(r.iter_mut()) {
+                attend_f16(t, &q16, &k16, &v16, n, 0.125, acc, st);
+            }
+            assert_eq!(bits16(&r[0].0), bits16(&r[1].0), "[{}] f16 n={n}", k.isa);
+            assert_eq!(r[0].1, r[1].1, "[{}] f16 n={n}", k.isa);
+            // f32
+            let mut r = [
+                (vec![0.0f32; hd], Softmax::NEW),
+                (vec![0.0f32; hd], Softmax::NEW),
+            ];
+            for (t, (acc, st)) in [s, k].iter().zip(r.iter_mut()) {
+                attend_f32(t, &q, &kf, &vf, n, 0.125, acc, st);
+            }
+            assert_eq!(bits32(&r[0].0), bits32(&r[1].0), "[{}] f32 n={n}", k.isa);
+            assert_eq!(r[0].1, r[1].1, "[{}] f32 n={n}", k.isa);
+            // q8_0
+            let quant = |x: &[f32]| -> Vec<BlockQ8_0> {
+                x.chunks_exact(QK)
+                    .map(|c| {
+                        let (mut qs, mut d, mut sm) = ([0i8; QK], [0.0f32], [0.0f32]);
+                        scalar::quantize_row(c, &mut qs, &mut d, &mut sm);
+                        BlockQ8_0 {
+                            d: f16::from_f32(d[0]),
+                            qs,
+                        }
+                    })
+                    .collect()
+            };
+            let (k8, v8) = (quant(&kf), quant(&vf));
+            let nb = hd / QK;
+            let (mut qq, mut qd, mut qsum) = (vec![0i8; hd], vec![0.0f32; nb], vec![0.0f32; nb]);
+            scalar::quantize_row(&q, &mut qq, &mut qd, &mut qsum);
+            let qa = QActs {
+                qs: &qq,
+                d: &qd,
+                s: &qsum,
+                nb,
+            };
+            let mut r = [
+                (vec![0.0f32; hd], Softmax::NEW),
+                (vec![0.0f32; hd], Softmax::NEW),
+            ];
+            for (t, (acc, st)) in [s, k].iter().zip(r.iter_mut()) {
+                attend_q8_0(t, &qa, &k8, &v8, n, 0.125, acc, st);
+            }
+            assert_eq!(bits32(&r[0].0), bits32(&r[1].0), "[{}] q8_0 n={n}", k.isa);
+            assert_eq!(r[0].1, r[1].1, "[{}] q8_0 n={n}", k.isa);
+            // The q8_0 result is close to the f32 one (a sanity check of the format, not bits).
+            if n > 0 {
+                let mut f = (vec![0.0f32; hd], Softmax::NEW);
+                attend_f32(&s, &q, &kf, &vf, n, 0.125, &mut f.0, &mut f.1);
+                for (a, b) in f.0.iter().zip(&r[0].0) {
+                    assert!(
+                        (a / f.1.sum - b / r[0].1.sum).abs() < 0.05,
+                        "q8_0 vs f32: {a} {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exp_and_q8_mad_match_the_scalar_reference() {
+    let mut rng = Rng(8);
+    for k in Kernels::all_supported() {
+        let x: Vec<f32> = (0..37).map(|i| rng.f32() * 30.0 - (i as f32)).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        super::attend::exp_inplace_scalar(&mut a);
+        (k.exp_inplace)(&mut b);
+        assert_eq!(bits32(&a), bits32(&b), "[{}] exp", k.isa);
+        let blocks: Vec<BlockQ8_0> = (0..3)
+            .map(|_| BlockQ8_0 {
+                d: f16::from_f32(rng.f32()),
+                qs: core::array::from_fn(|_| rng.byte() as i8),
+            })
+            .collect();
+        let y: Vec<f32> = (0..96).map(|_| rng.f32()).collect();
+        let (mut a, mut b) = (y.clone(), y);
+        super::attend::mad_q8_0_scalar(&mut a, &blocks, 0.37);
+        (k.mad_q8_0)(&mut b, &blocks, 0.37);
+        assert_eq!(bits32(&a), bits32(&b), "[{}] mad_q8_0", k.isa);
     }
 }

@@ -5,6 +5,7 @@ use crate::gguf::{keys, Gguf};
 
 /// The shape of a Llama model.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
     /// Transformer blocks.
     pub n_layer: usize,

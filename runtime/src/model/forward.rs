@@ -11,8 +11,9 @@
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::kernels::attend::{self, Softmax};
 use crate::kernels::{Kernels, OutRows, QActs};
-use crate::kv::KvCache;
+use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{split, Parallel};
 use crate::tokenizer::TokenId;
 use crate::weights::{Matrix, QK};
@@ -114,7 +115,7 @@ pub const LOGIT_ROWS: usize = 16;
 /// Widest attention head supported (bounds a stack buffer per thread).
 pub const MAX_HEAD_DIM: usize = 512;
 
-/// Runs `tokens` (at most `state.batch()`) at positions `kv.len()..`, appending their keys and
+/// Runs `tokens` (at most `state.batch()` and `kv.max_batch()`) at positions `kv.n_pos()..`, appending their keys and
 /// values to `kv`. Calls `on_logits(i, logits)` for each token `i` whose logits `want` asks for.
 pub fn forward(
     model: &Model<'_>,
@@ -139,15 +140,15 @@ pub fn forward(
             available: state.batch as u64,
         });
     }
-    let pos0 = kv.len();
-    if pos0 + n > kv.capacity() {
+    if n > kv.max_batch() {
         return Err(Error::Capacity {
-            what: "context (KV cache tokens)",
-            needed: (pos0 + n) as u64,
-            available: kv.capacity() as u64,
+            what: "forward batch (at most the context size minus the sinks)",
+            needed: n as u64,
+            available: kv.max_batch() as u64,
         });
     }
-    let (e, kvd, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
+    let pos0 = kv.n_pos();
+    let (e, ff) = (c.n_embd, c.n_ff);
 
     for (i, &t) in tokens.iter().enumerate() {
         if t as usize >= c.n_vocab {
@@ -162,7 +163,7 @@ pub fn forward(
     rope_table(c, w.rope_freqs, pos0, n, state.rope);
 
     for (l, layer) in w.layers.iter().enumerate() {
-        attention_block(model, par, layer, l, state, kv, pos0, n);
+        attention_block(model, par, layer, l, state, kv, n);
         // Feed-forward block.
         let s = &mut *state;
         rms_norm(
@@ -202,7 +203,6 @@ pub fn forward(
         add(&mut s.x[..n * e], &s.att[..n * e]);
     }
     kv.advance(n);
-    let _ = kvd;
 
     // Output head for the wanted tokens, LOGIT_ROWS at a time.
     let first = match want {
@@ -247,7 +247,6 @@ fn attention_block(
     l: usize,
     s: &mut State<'_>,
     kv: &mut KvCache<'_>,
-    pos0: usize,
     n: usize,
 ) {
     let c = &model.config;
@@ -282,9 +281,8 @@ fn attention_block(
         for h in 0..c.n_head_kv {
             rope(&mut s.k[i * kvd + h * hd..i * kvd + (h + 1) * hd], cs);
         }
-        kv.write(
-            l,
-            pos0 + i,
+        kv.stage(
+            i,
             &s.k[i * kvd..(i + 1) * kvd],
             &s.v[i * kvd..(i + 1) * kvd],
         );
@@ -292,7 +290,7 @@ fn attention_block(
 
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / libm::sqrtf(hd as f32);
-    let (q, kv) = (&*s.q, &*kv);
+    let (q, kvr) = (&*s.q, &*kv);
     let att = OutRows::new(&mut s.att[..n * e], e, e, n);
     let att = &att;
     let items = n * c.n_head;
@@ -301,37 +299,15 @@ fn attention_block(
         // threads take disjoint items (every nt-th one, which also balances the causal cost:
         // later tokens attend to more of the cache).
         let mut out = unsafe { att.rows(0, e) };
-        let mut acc = [f16::ZERO; MAX_HEAD_DIM];
         for item in (ti..items).step_by(nt) {
             let (i, h) = (item / c.n_head, item % c.n_head);
-            let n_ctx = pos0 + i + 1; // causal: this token sees every cached token up to itself
-            let keys = kv.keys(l, n_ctx);
-            let values = kv.values(l, n_ctx);
-            let kh = h / group;
-            // Queries meet the f16 key cache at f16 precision.
-            let mut qh = [0.0f32; MAX_HEAD_DIM];
-            for (d, &x) in qh.iter_mut().zip(&q[i * e + h * hd..i * e + (h + 1) * hd]) {
-                *d = f16::from_f32(x).to_f32();
-            }
-            let qh = &qh[..hd];
-            // Online softmax over the cached tokens with an f16 running sum of values — the
-            // order and precision of llama.cpp's CPU flash attention.
-            let acc = &mut acc[..hd];
-            let sum = (k.attend_f16)(
-                qh,
-                &keys[kh * hd..],
-                &values[kh * hd..],
-                kvd,
-                n_ctx,
-                scale,
-                acc,
-            );
-            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            for (dd, a) in acc.iter().enumerate() {
-                out.set(i, h * hd + dd, a.to_f32() * inv);
-            }
+            let qh = &q[i * e + h * hd..i * e + (h + 1) * hd];
+            attend_head(k, kvr, l, h / group, i, qh, scale, &mut |d, v| {
+                out.set(i, h * hd + d, v)
+            });
         }
     });
+    kv.commit(l, n);
     let act = quantize(k, &s.att[..n * e], e, s.act_qs, s.act_d, s.act_s);
     gemm_fused(
         par,
@@ -342,6 +318,80 @@ fn attention_block(
         None,
     );
     add(&mut s.x[..n * e], &s.xn[..n * e]);
+}
+
+/// One query head of batch token `i` over everything it sees in the cache (see
+/// [`KvCache::for_each_run`]), at the cache's precision; writes the `hd` outputs through `out`.
+#[allow(clippy::too_many_arguments)]
+fn attend_head(
+    k: &Kernels,
+    kv: &KvCache<'_>,
+    l: usize,
+    kh: usize,
+    i: usize,
+    qh: &[f32],
+    scale: f32,
+    out: &mut dyn FnMut(usize, f32),
+) {
+    let hd = qh.len();
+    let mut st = Softmax::NEW;
+    match kv.config().ty {
+        KvType::F16 => {
+            // Queries meet an f16 cache at f16 precision, with an f16 running sum: the order and
+            // precision of llama.cpp's CPU flash attention.
+            let mut q16 = [0.0f32; MAX_HEAD_DIM];
+            for (d, &x) in q16.iter_mut().zip(qh) {
+                *d = f16::from_f32(x).to_f32();
+            }
+            let mut acc = [f16::ZERO; MAX_HEAD_DIM];
+            let (q16, acc) = (&q16[..hd], &mut acc[..hd]);
+            kv.for_each_run(l, kh, i, &mut |keys, values, n| {
+                if let (Rows::F16(ks), Rows::F16(vs)) = (keys, values) {
+                    attend::attend_f16(k, q16, ks, vs, n, scale, acc, &mut st);
+                }
+            });
+            finish(acc.iter().map(|a| a.to_f32()), st.sum, out);
+        }
+        KvType::F32 => {
+            let mut acc = [0.0f32; MAX_HEAD_DIM];
+            let acc = &mut acc[..hd];
+            kv.for_each_run(l, kh, i, &mut |keys, values, n| {
+                if let (Rows::F32(ks), Rows::F32(vs)) = (keys, values) {
+                    attend::attend_f32(k, qh, ks, vs, n, scale, acc, &mut st);
+                }
+            });
+            finish(acc.iter().copied(), st.sum, out);
+        }
+        KvType::Q8_0 => {
+            // The query quantized to 8 bits like an activation row; scores are integer dots.
+            let nb = hd / QK;
+            let mut qs = [0i8; MAX_HEAD_DIM];
+            let (mut qd, mut qsum) = ([0.0f32; MAX_HEAD_DIM / QK], [0.0f32; MAX_HEAD_DIM / QK]);
+            (k.quantize)(qh, &mut qs[..hd], &mut qd[..nb], &mut qsum[..nb]);
+            let qa = QActs {
+                qs: &qs[..hd],
+                d: &qd[..nb],
+                s: &qsum[..nb],
+                nb,
+            };
+            let mut acc = [0.0f32; MAX_HEAD_DIM];
+            let acc = &mut acc[..hd];
+            kv.for_each_run(l, kh, i, &mut |keys, values, n| {
+                if let (Rows::Q8_0(ks), Rows::Q8_0(vs)) = (keys, values) {
+                    attend::attend_q8_0(k, &qa, ks, vs, n, scale, acc, &mut st);
+                }
+            });
+            finish(acc.iter().copied(), st.sum, out);
+        }
+    }
+}
+
+/// Writes acc / sum (0 when nothing was attended).
+fn finish(acc: impl Iterator<Item = f32>, sum: f32, out: &mut dyn FnMut(usize, f32)) {
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (d, a) in acc.enumerate() {
+        out(d, a * inv);
+    }
 }
 
 /// Activations in both forms the matrix products read: f32 (f32/f16/bf16 weights) and 8-bit.

@@ -114,6 +114,16 @@ impl<'a> Model<'a> {
                 found: [c.n_embd as u64, c.n_vocab as u64],
             });
         }
+        #[cfg(feature = "log")]
+        log::info!(
+            "model: {} layers, width {}, {} heads ({} KV), vocab {}; kernels {}",
+            c.n_layer,
+            c.n_embd,
+            c.n_head,
+            c.n_head_kv,
+            c.n_vocab,
+            kernels.isa
+        );
         Ok(Model {
             config,
             weights: Weights {

@@ -35,6 +35,7 @@ pub fn argmax(logits: &[f32]) -> TokenId {
 
 /// Sampling settings. The defaults are greedy decoding.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SamplerConfig {
     /// Softmax temperature; 0 (or below) is greedy.
     pub temperature: f32,

@@ -3,7 +3,7 @@
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kv::KvCache;
+use crate::kv::{KvCache, KvConfig, KvType};
 use crate::model::{forward, Logits, Model, State};
 use crate::parallel::{Parallel, Serial};
 use crate::sampler::Sampler;
@@ -11,20 +11,62 @@ use crate::tokenizer::{TokenId, Utf8Stream};
 
 /// Sizes fixed when a session is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SessionConfig {
     /// Context: tokens the KV cache holds.
     pub n_ctx: usize,
     /// Largest batch of prompt tokens evaluated together.
     pub n_batch: usize,
+    /// Leading tokens the ring cache never overwrites (attention sinks).
+    pub sinks: usize,
+    /// Precision of the KV cache.
+    pub kv_type: KvType,
 }
+
+/// Attention sinks kept by default.
+pub const DEFAULT_SINKS: usize = 4;
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             n_ctx: 4096,
             n_batch: 64,
+            sinks: DEFAULT_SINKS,
+            kv_type: KvType::F16,
         }
     }
+}
+
+impl SessionConfig {
+    fn kv(&self) -> KvConfig {
+        KvConfig {
+            capacity: self.n_ctx,
+            sinks: self.sinks,
+            ty: self.kv_type,
+        }
+    }
+
+    /// The batch actually used: at most the ring part of the context.
+    fn batch(&self) -> usize {
+        self.n_batch
+            .min(self.n_ctx.saturating_sub(self.sinks))
+            .max(1)
+    }
+}
+
+/// Every buffer of a session, in bytes, computed before anything is allocated. The weights are
+/// not in it: they stay in the (memory-mapped) model file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MemoryPlan {
+    /// KV cache cells and the staging rows of one batch.
+    pub kv_cache: usize,
+    /// Forward-pass working buffers (activations of one batch, logits rows).
+    pub scratch: usize,
+    /// The last logits kept between calls, and the token of each cache cell.
+    pub logits: usize,
+    /// Total: the size of the one buffer a session is built in.
+    pub total: usize,
 }
 
 /// One conversation: KV cache, buffers, and the last logits.
@@ -35,37 +77,62 @@ pub struct Session<'m, 's> {
     kv: KvCache<'s>,
     logits: &'s mut [f32],
     has_logits: bool,
-    /// The tokens in the cache, in order, `[n_ctx]`.
+    /// The token of each KV cell (same ring mapping), `[n_ctx]`.
     tokens: &'s mut [TokenId],
 }
 
 impl<'m, 's> Session<'m, 's> {
-    /// Arena bytes a session with `sc` needs for `model`.
-    pub fn bytes_needed(model: &Model<'_>, sc: &SessionConfig) -> usize {
+    /// The memory plan of a session with `sc` for `model` (after checking `sc`).
+    pub fn plan(model: &Model<'_>, sc: &SessionConfig) -> Result<MemoryPlan> {
         let c = &model.config;
-        KvCache::bytes_needed(c, sc.n_ctx)
-            + State::bytes_needed(c, sc.n_batch)
-            + Arena::size_of::<f32>(c.n_vocab)
-            + Arena::size_of::<TokenId>(sc.n_ctx)
+        sc.kv().validate(c)?;
+        if sc.n_batch == 0 {
+            return Err(Error::InvalidArgument("the batch size must be at least 1"));
+        }
+        let kv_cache = KvCache::bytes_needed(c, &sc.kv(), sc.batch());
+        let scratch = State::bytes_needed(c, sc.batch());
+        let logits = Arena::size_of::<f32>(c.n_vocab) + Arena::size_of::<TokenId>(sc.n_ctx);
+        Ok(MemoryPlan {
+            kv_cache,
+            scratch,
+            logits,
+            total: kv_cache + scratch + logits,
+        })
     }
 
-    /// A session in `arena`. The context may not exceed the model's training context.
+    /// Arena bytes a session with `sc` needs for `model` (0 when `sc` is invalid).
+    pub fn bytes_needed(model: &Model<'_>, sc: &SessionConfig) -> usize {
+        Self::plan(model, sc).map_or(0, |p| p.total)
+    }
+
+    /// A session in `arena` (which should hold [`Session::bytes_needed`] bytes). The context may
+    /// not exceed the model's training context; the sinks must be fewer than the context.
     pub fn new(model: &'m Model<'m>, arena: &mut Arena<'s>, sc: &SessionConfig) -> Result<Self> {
         let c = &model.config;
-        if sc.n_ctx == 0 || sc.n_ctx > c.n_ctx_train {
-            return Err(Error::InvalidArgument(
-                "context size must be between 1 and the model's context_length",
-            ));
+        let plan = Self::plan(model, sc)?;
+        #[cfg(feature = "log")]
+        log::debug!(
+            "session: context {} ({} sinks, {} KV), batch {}: {} bytes (KV cache {}, scratch {})",
+            sc.n_ctx,
+            sc.sinks,
+            sc.kv_type.name(),
+            sc.batch(),
+            plan.total,
+            plan.kv_cache,
+            plan.scratch + plan.logits
+        );
+        if arena.remaining() < plan.total {
+            return Err(Error::Capacity {
+                what: "session memory",
+                needed: plan.total as u64,
+                available: arena.remaining() as u64,
+            });
         }
-        if sc.n_batch == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1"));
-        }
-        let n_batch = sc.n_batch.min(sc.n_ctx);
         Ok(Session {
             model,
             par: &Serial,
-            kv: KvCache::new(arena, c, sc.n_ctx)?,
-            state: State::new(arena, c, n_batch)?,
+            kv: KvCache::new(arena, c, &sc.kv(), sc.batch())?,
+            state: State::new(arena, c, sc.batch())?,
             logits: arena.alloc(c.n_vocab, "logits")?,
             has_logits: false,
             tokens: arena.alloc(sc.n_ctx, "session token log")?,
@@ -87,14 +154,10 @@ impl<'m, 's> Session<'m, 's> {
         self.model
     }
 
-    /// Tokens in the context.
+    /// Tokens evaluated since the last reset (the position of the next token; may exceed the
+    /// context once the ring cache has wrapped).
     pub fn n_past(&self) -> usize {
-        self.kv.len()
-    }
-
-    /// The tokens in the context, in order.
-    pub fn tokens(&self) -> &[TokenId] {
-        &self.tokens[..self.kv.len()]
+        self.kv.n_pos()
     }
 
     /// Context capacity.
@@ -102,12 +165,53 @@ impl<'m, 's> Session<'m, 's> {
         self.kv.capacity()
     }
 
-    /// Keeps only the first `n` tokens of the context (to continue from a common prefix).
-    pub fn truncate(&mut self, n: usize) {
-        if n < self.kv.len() {
-            self.kv.truncate(n);
+    /// The KV cache.
+    pub fn kv(&self) -> &KvCache<'s> {
+        &self.kv
+    }
+
+    /// Keeps only the first `n` evaluated tokens (to continue from a common prefix). Fails once
+    /// the ring cache has overwritten tokens.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n < self.kv.n_pos() {
+            self.kv.truncate(n)?;
             self.has_logits = false;
         }
+        Ok(())
+    }
+
+    /// The token at position `pos`, while the cache still holds it.
+    pub fn token_at(&self, pos: usize) -> Option<TokenId> {
+        self.kv.holds(pos).then(|| self.tokens[self.kv.cell(pos)])
+    }
+
+    /// Records the tokens of a batch just evaluated.
+    fn log(&mut self, chunk: &[TokenId]) {
+        let start = self.kv.n_pos() - chunk.len();
+        for (i, &t) in chunk.iter().enumerate() {
+            let cell = self.kv.cell(start + i);
+            self.tokens[cell] = t;
+        }
+    }
+
+    /// Makes this session a copy of `src` (same model and configuration), copying only the
+    /// positions from `shared` on: the two must already hold the same tokens before `shared`
+    /// (e.g. the same prompt). Used to fork beams without copying the whole cache.
+    pub fn fork_from(&mut self, src: &Session<'_, '_>, shared: usize) -> Result<()> {
+        if !core::ptr::eq(self.model, src.model) || self.tokens.len() != src.tokens.len() {
+            return Err(Error::InvalidArgument("forking between different sessions"));
+        }
+        let shared = shared.min(src.n_past());
+        self.kv.copy_positions_from(&src.kv, shared)?;
+        for pos in shared..self.kv.n_pos() {
+            if self.kv.holds(pos) {
+                let c = self.kv.cell(pos);
+                self.tokens[c] = src.tokens[c];
+            }
+        }
+        self.logits.copy_from_slice(src.logits);
+        self.has_logits = src.has_logits;
+        Ok(())
     }
 
     /// Forgets the context.
@@ -119,15 +223,11 @@ impl<'m, 's> Session<'m, 's> {
     /// Appends `tokens` to the context in batches, keeping the last token's logits.
     pub fn eval(&mut self, tokens: &[TokenId]) -> Result<()> {
         let n_batch = self.state.batch();
-        let logits = &mut *self.logits;
         for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
-            // Logged before the forward pass; `tokens()` only shows what the cache really holds.
-            let start = self.kv.len();
-            let fit = chunk.len().min(self.tokens.len() - start);
-            self.tokens[start..start + fit].copy_from_slice(&chunk[..fit]);
+            let logits = &mut *self.logits;
             let last = (ci + 1) * n_batch >= tokens.len();
             let want = if last { Logits::Last } else { Logits::None };
-            forward::forward(
+            if let Err(e) = forward::forward(
                 self.model,
                 self.par,
                 &mut self.state,
@@ -135,7 +235,11 @@ impl<'m, 's> Session<'m, 's> {
                 chunk,
                 want,
                 &mut |_, l| logits.copy_from_slice(l),
-            )?;
+            ) {
+                self.has_logits = false;
+                return Err(e);
+            }
+            self.log(chunk);
         }
         if !tokens.is_empty() {
             self.has_logits = true;
@@ -152,9 +256,6 @@ impl<'m, 's> Session<'m, 's> {
         let n_batch = self.state.batch();
         for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
             let base = ci * n_batch;
-            let start = self.kv.len();
-            let fit = chunk.len().min(self.tokens.len() - start);
-            self.tokens[start..start + fit].copy_from_slice(&chunk[..fit]);
             forward::forward(
                 self.model,
                 self.par,
@@ -164,6 +265,7 @@ impl<'m, 's> Session<'m, 's> {
                 Logits::All,
                 &mut |i, l| on_logits(base + i, l),
             )?;
+            self.log(chunk);
         }
         self.has_logits = false;
         Ok(())

@@ -135,3 +135,11 @@ pub fn thread_pool(n: Option<usize>) -> CliResult<ember_runtime::parallel::Threa
     ember_runtime::parallel::ThreadPool::new(n)
         .map_err(|e| CliError(format!("starting {n} threads: {e}")))
 }
+
+/// Peak resident memory of this process so far (Linux: VmHWM), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -72,11 +72,35 @@ fn a_second_turn_reuses_the_cache_and_answers() {
 
 #[test]
 fn errors_are_one_line_and_a_failure_status() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 11] = [
         &["run", "-m", "/nonexistent/model.gguf", "-p", "hi"],
         &["run", "-p", ""],
         &["run", "--kernels", "no-such-set", "-p", "hi"],
         &["run", "-p", "hi", "-c", "0"],
+        &["run", "-p", "hi", "-c", "8193"],
+        &["run", "-p", "hi", "-c", "64", "--sinks", "64"],
+        &["run", "-p", "hi", "--kv-type", "q4_0"],
+        &["run", "-p", "hi", "--board", "pi-6"],
+        &[
+            "run",
+            "-p",
+            "hi",
+            "--board",
+            "pi-zero-2w",
+            "-c",
+            "8192",
+            "--kv-type",
+            "f32",
+        ],
+        &[
+            "chat",
+            "--board",
+            "pi-zero-2w",
+            "-c",
+            "8192",
+            "--kv-type",
+            "f32",
+        ],
         &["run", "-p", "hi", "--top-p", "0"],
     ];
     for args in cases {
@@ -106,4 +130,115 @@ fn tokenize_prints_one_json_array() {
     let out = ember().args(["tokenize", "Hello world"]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[19556,905]");
+}
+
+/// The stats line's figures: generated tokens and peak RSS in MiB.
+fn run_stats(stderr: &str) -> (usize, f64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("ember: prompt"))
+        .unwrap_or_else(|| panic!("no stats line: {stderr}"));
+    let generated = line
+        .split("generated ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("generated count");
+    let rss = line
+        .split("peak RSS ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("peak RSS");
+    (generated, rss)
+}
+
+#[test]
+fn generation_goes_on_through_the_ring_in_constant_memory() {
+    let run = |n: &str| {
+        let out = ember()
+            .args(["run", "-p", "Once upon a time", "--ctx", "256", "-n", n])
+            .args(["--ignore-eos", "-t", "2", "--temp", "0.8", "--seed", "7"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            run_stats(&stderr),
+        )
+    };
+    let (short_text, (short_n, short_rss)) = run("300");
+    let (long_text, (long_n, long_rss)) = run("2560");
+    assert_eq!((short_n, long_n), (300, 2560));
+    // Same seed: the long run starts with the short one's text, then keeps writing.
+    assert!(long_text.starts_with(&short_text));
+    let tail = &long_text[long_text.len() * 9 / 10..];
+    assert!(tail.trim().len() > 50, "text after ten wraps: {tail:?}");
+    eprintln!("peak RSS: 300 tokens {short_rss} MiB, 2560 tokens {long_rss} MiB");
+    assert!(
+        (long_rss - short_rss).abs() <= 2.0,
+        "peak RSS grew from {short_rss} to {long_rss} MiB"
+    );
+}
+
+#[test]
+fn inspect_prints_the_memory_plan_and_boards_refuse_what_does_not_fit() {
+    let plan = |args: &[&str]| {
+        let out = ember().arg("inspect").args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mib = |text: &str, what: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} line: {text}"));
+        line.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .expect("a number")
+    };
+    let f16 = plan(&["--ctx", "4096"]);
+    let q8 = plan(&["--ctx", "4096", "--kv-type", "q8_0"]);
+    let f32 = plan(&["--ctx", "4096", "--kv-type", "f32"]);
+    // 30 layers × 2 × 192 values per token: 90 MiB of f16 for 4096 tokens.
+    let kv16 = mib(&f16, "KV cache");
+    assert!((kv16 - 90.0).abs() < 0.5, "{f16}");
+    assert!((mib(&f32, "KV cache") / kv16 - 2.0).abs() < 0.01);
+    assert!((mib(&q8, "KV cache") / kv16 - 34.0 / 64.0).abs() < 0.01);
+    assert!(f16.contains("mapped from the file"));
+    // Every board's own profile fits it with the real model.
+    for board in ["pi-zero-2w", "pi-3b", "pi-4", "pi-5"] {
+        let p = plan(&["--board", board]);
+        assert!(p.contains(&format!("board {board}")), "{p}");
+        assert!(!p.contains("fails"), "{board}: {p}");
+    }
+    // Over budget: refused, saying what would fit; that suggestion then fits.
+    let out = ember()
+        .args([
+            "run",
+            "-p",
+            "hi",
+            "--board",
+            "pi-zero-2w",
+            "-c",
+            "8192",
+            "--kv-type",
+            "f32",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("budget of 256 MiB") && err.contains("would fit"),
+        "{err}"
+    );
+    let ctx: String = err
+        .split("(-c ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("a suggested context")
+        .to_string();
+    let p = plan(&["--board", "pi-zero-2w", "-c", &ctx, "--kv-type", "f32"]);
+    assert!(!p.contains("fails"), "{p}");
 }

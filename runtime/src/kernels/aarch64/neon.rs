@@ -31,7 +31,8 @@ pub fn kernels() -> Option<Kernels> {
         mad_f16,
         scale_f16,
         swiglu,
-        attend_f16,
+        exp_inplace,
+        mad_q8_0,
     })
 }
 
@@ -407,6 +408,34 @@ fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// y = fma(q·d, a, y) over whole blocks, 4 values at a time (q·d is exact, so this matches the
+/// scalar spec).
+fn mad_q8_0(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
+    for (yb, b) in y.chunks_exact_mut(QK).zip(x) {
+        let d = b.d.to_f32();
+        // SAFETY: 32 quants and 32 floats of this block, in bounds.
+        unsafe {
+            for h in 0..2 {
+                let q16 = vmovl_s8(vld1_s8(b.qs.as_ptr().add(16 * h)));
+                let q16b = vmovl_s8(vld1_s8(b.qs.as_ptr().add(16 * h + 8)));
+                for (k, half) in [
+                    vget_low_s16(q16),
+                    vget_high_s16(q16),
+                    vget_low_s16(q16b),
+                    vget_high_s16(q16b),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let xv = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(half)), d);
+                    let p = yb.as_mut_ptr().add(16 * h + 4 * k);
+                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), xv, a));
+                }
+            }
+        }
+    }
+}
+
 fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
     // SAFETY: bounds as in the loops.
     unsafe { mad_f16_impl(y, x, a) }
@@ -489,27 +518,6 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
         }
     }
     scalar::swiglu(&mut gate[i..n], &up[i..n]);
-}
-
-/// Attention with this set's vector ops (see `kernels/attend.rs`).
-const ATTEND: crate::kernels::attend::AttendOps = crate::kernels::attend::AttendOps {
-    dot: dot_f16_f32,
-    exp_inplace,
-    scale: scale_f16,
-    mad: mad_f16,
-};
-
-#[allow(clippy::too_many_arguments)]
-fn attend_f16(
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    stride: usize,
-    n: usize,
-    scale: f32,
-    acc: &mut [f16],
-) -> f32 {
-    crate::kernels::attend::attend_chunked(&ATTEND, q, keys, values, stride, n, scale, acc)
 }
 
 fn exp_inplace(x: &mut [f32]) {

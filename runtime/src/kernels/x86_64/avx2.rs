@@ -24,29 +24,9 @@ pub fn kernels() -> Option<Kernels> {
         mad_f16,
         scale_f16,
         swiglu,
-        attend_f16,
+        exp_inplace,
+        mad_q8_0,
     })
-}
-
-/// Attention with this set's vector ops (see `kernels/attend.rs`).
-const ATTEND: crate::kernels::attend::AttendOps = crate::kernels::attend::AttendOps {
-    dot: dot_f16_f32,
-    exp_inplace,
-    scale: scale_f16,
-    mad: mad_f16,
-};
-
-#[allow(clippy::too_many_arguments)]
-fn attend_f16(
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    stride: usize,
-    n: usize,
-    scale: f32,
-    acc: &mut [f16],
-) -> f32 {
-    crate::kernels::attend::attend_chunked(&ATTEND, q, keys, values, stride, n, scale, acc)
 }
 
 fn exp_inplace(x: &mut [f32]) {
@@ -120,6 +100,28 @@ fn scale_f16(y: &mut [f16], a: f32) {
 fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     // SAFETY: as above.
     unsafe { axpy_f32_impl(y, a, x) }
+}
+
+fn mad_q8_0(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
+    // SAFETY: as above.
+    unsafe { mad_q8_0_impl(y, x, a) }
+}
+
+/// y = fma(q·d, a, y) over whole blocks, 8 values at a time (q·d is exact, so this matches the
+/// scalar spec).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mad_q8_0_impl(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
+    let va = _mm256_set1_ps(a);
+    for (yb, b) in y.chunks_exact_mut(QK).zip(x) {
+        let vd = _mm256_set1_ps(f16f(b.d));
+        for g in 0..QK / 8 {
+            // SAFETY (of the raw accesses): 8 quants and 8 floats of this block, in bounds.
+            let q = _mm_loadl_epi64(b.qs.as_ptr().add(8 * g) as *const __m128i);
+            let xv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), vd);
+            let yp = yb.as_mut_ptr().add(8 * g);
+            _mm256_storeu_ps(yp, _mm256_fmadd_ps(xv, va, _mm256_loadu_ps(yp)));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

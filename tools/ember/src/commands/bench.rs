@@ -30,6 +30,9 @@ pub struct Args {
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     reps: usize,
+    /// KV cache precision: f16, f32 or q8_0.
+    #[arg(long = "kv-type", default_value = "f16")]
+    kv_type: String,
     /// Also print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -83,9 +86,18 @@ pub fn main(a: Args) -> CliResult {
                 m.config.n_ctx_train
             )));
         }
+        let kv_type = ember_runtime::kv::KvType::from_name(&a.kv_type).ok_or_else(|| {
+            CliError(format!(
+                "unknown KV cache type '{}' (choose from: f16, f32, q8_0)",
+                a.kv_type
+            ))
+        })?;
+        // The cache holds each test whole (no sinks, no wrap): pp N is one batch of N.
         let sc = SessionConfig {
             n_ctx: ctx,
             n_batch: a.n_prompt.max(1),
+            sinks: 0,
+            kv_type,
         };
         let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
         let mut arena = Arena::new(&mut mem);

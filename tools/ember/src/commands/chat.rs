@@ -5,10 +5,10 @@
 //! terminal the prompt has line editing and history; otherwise each input line is one turn, so
 //! the REPL can be scripted. Ctrl-C stops the reply, not the program.
 
-use super::{ModelArgs, SamplingArgs};
+use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
-use ember_runtime::chat::Message;
+use ember_runtime::chat::Conversation;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig, StopReason};
 use std::io::{BufRead, IsTerminal, Write};
@@ -27,12 +27,8 @@ pub struct Args {
     /// Most tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     n_predict: usize,
-    /// Threads (default: the number of physical cores).
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
-    /// Context size in tokens.
-    #[arg(short = 'c', long = "ctx", default_value_t = 2048)]
-    ctx: usize,
+    #[command(flatten)]
+    context: ContextArgs,
 }
 
 const HELP: &str = "commands: /reset (new conversation), /system TEXT (set the system message and reset), /help, /quit";
@@ -72,7 +68,7 @@ pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
     let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = load::thread_pool(a.threads)?;
+    let pool = load::thread_pool(a.context.threads()?)?;
     let stop_reply = Arc::new(AtomicBool::new(false));
     {
         let flag = Arc::clone(&stop_reply);
@@ -89,17 +85,9 @@ pub fn main(a: Args) -> CliResult {
     };
 
     load::with_model(load::model_path(a.model.model), kernels, |model| {
-        if a.ctx == 0 || a.ctx > model.config.n_ctx_train {
-            return Err(CliError(format!(
-                "the context (-c) must be between 1 and {}",
-                model.config.n_ctx_train
-            )));
-        }
-        let template = super::template::chat_template(model)?;
-        let sc = SessionConfig {
-            n_ctx: a.ctx,
-            ..Default::default()
-        };
+        let sc = a
+            .context
+            .session_config(model, 2048, SessionConfig::default().n_batch)?;
         let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
@@ -108,13 +96,11 @@ pub fn main(a: Args) -> CliResult {
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
-
-        let mut system = a.system.clone();
-        let mut turns: Vec<(String, String)> = Vec::new(); // (role, content)
+        let mut conv = Conversation::new(model, a.system.as_deref())?;
         if terminal {
             eprintln!(
                 "ember chat: {} ({HELP})",
-                if template.is_model_template() {
+                if conv.template().is_model_template() {
                     "the model's chat template"
                 } else {
                     "ChatML"
@@ -133,56 +119,26 @@ pub fn main(a: Args) -> CliResult {
                     "quit" | "exit" => break,
                     "help" => eprintln!("{HELP}"),
                     "reset" => {
-                        turns.clear();
+                        conv.reset();
                         s.reset();
-                        sampler.reset();
                         eprintln!("(new conversation)");
                     }
                     "system" => {
-                        system = (!arg.trim().is_empty()).then(|| arg.trim().to_string());
-                        turns.clear();
+                        let sys = arg.trim();
+                        conv.set_system((!sys.is_empty()).then_some(sys));
                         s.reset();
-                        sampler.reset();
                         eprintln!("(system message set; new conversation)");
                     }
                     _ => eprintln!("unknown command /{name}; {HELP}"),
                 }
                 continue;
             }
-            turns.push(("user".into(), line.to_string()));
-            let mut msgs: Vec<Message<'_>> = Vec::new();
-            if let Some(sys) = &system {
-                msgs.push(Message {
-                    role: "system",
-                    content: sys,
-                });
-            }
-            msgs.extend(turns.iter().map(|(r, c)| Message {
-                role: r,
-                content: c,
-            }));
-            let text = template.render(&msgs, true)?;
-            let ids = model
-                .tokenizer
-                .encode_to_vec(text.as_bytes(), true, false)?;
-            if ids.len() + 1 > s.n_ctx() {
-                eprintln!("(the conversation no longer fits the context of {} tokens: /reset to start again)", s.n_ctx());
-                turns.pop();
-                continue;
-            }
-            // Keep what the cache already holds (the session logs its tokens); feed the rest.
-            let common = s
-                .tokens()
-                .iter()
-                .zip(&ids)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(ids.len() - 1);
-            s.truncate(common);
+            // Only the part of the conversation the cache does not hold is fed; past the context
+            // the ring cache keeps the conversation going.
+            let ids = conv.user_turn(&mut s, line)?;
             sampler.reset();
-            let max_tokens = a.n_predict.min(s.n_ctx() - ids.len());
             let opts = GenOptions {
-                max_tokens,
+                max_tokens: a.n_predict,
                 ignore_eos: false,
                 stop: &stops,
             };
@@ -191,7 +147,7 @@ pub fn main(a: Args) -> CliResult {
             let (reason, _) = session::generate(
                 &mut s,
                 &mut sampler,
-                &ids[common..],
+                &ids,
                 &opts,
                 &mut || {},
                 &mut |piece| {
@@ -204,9 +160,7 @@ pub fn main(a: Args) -> CliResult {
                 eprint!(" (stopped)");
             }
             println!();
-            // The cache now holds the prompt and the reply (not its end-of-turn token); the next
-            // turn's rendering shares that prefix as far as tokenization agrees.
-            turns.push(("assistant".into(), reply));
+            conv.assistant_reply(&s, &reply);
         }
         Ok(())
     })

@@ -1,18 +1,60 @@
 //! `ember inspect`: what is in a model file.
 
-use super::ModelArgs;
+use super::{ContextArgs, ModelArgs};
 use crate::load::{self, CliResult, OpenFile};
 use ember_runtime::gguf::{keys, Value};
 use ember_runtime::model::Config;
+use ember_runtime::session::{Session, SessionConfig};
 use std::collections::BTreeMap;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Model file (GGUF); the same as -m.
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    path: Option<std::path::PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    /// The memory plan is computed for these settings (--ctx, --kv-type, --sinks, --board).
+    #[command(flatten)]
+    context: ContextArgs,
     /// Also list every metadata key and every tensor.
     #[arg(long)]
     verbose: bool,
+}
+
+/// Prints every buffer a session with these settings needs, before allocating any of it.
+fn memory_plan(m: &ember_runtime::model::Model<'_>, ctx: &ContextArgs) -> CliResult {
+    let mib = |x: usize| format!("{:>8.2} MiB", x as f64 / 1048576.0);
+    let sc = ctx.session_config(m, 2048, SessionConfig::default().n_batch)?;
+    let plan = Session::plan(m, &sc)?;
+    let weights = m.gguf.bytes().len();
+    let tables = ember_runtime::model::Model::memory_needed(&m.gguf)?;
+    println!(
+        "memory plan:   context {} tokens ({} sinks), KV {}, prompt batch {}{}",
+        sc.n_ctx,
+        sc.sinks,
+        sc.kv_type.name(),
+        sc.n_batch.min(sc.n_ctx - sc.sinks),
+        ctx.board()?
+            .map(|b| format!(", board {} (budget {} MiB)", b.name, b.budget_mib))
+            .unwrap_or_default()
+    );
+    println!(
+        "  weights      {} (mapped from the file, not allocated)",
+        mib(weights)
+    );
+    println!("  model tables {}", mib(tables));
+    println!("  KV cache     {}", mib(plan.kv_cache));
+    println!("  scratch      {}", mib(plan.scratch + plan.logits));
+    println!(
+        "  allocated    {} (model tables + one session buffer)",
+        mib(tables + plan.total)
+    );
+    println!(
+        "  total        {} (resident with the weights)",
+        mib(weights + tables + plan.total)
+    );
+    Ok(())
 }
 
 fn show(v: &Value<'_>) -> String {
@@ -38,7 +80,7 @@ fn show(v: &Value<'_>) -> String {
 }
 
 pub fn main(a: Args) -> CliResult {
-    let path = load::model_path(a.model.model.clone());
+    let path = load::model_path(a.path.clone().or(a.model.model.clone()));
     let file = OpenFile::open(path.clone())?;
     let g = file.gguf()?;
     let size = file.file.bytes().len();
@@ -123,7 +165,7 @@ pub fn main(a: Args) -> CliResult {
         let sp: Vec<String> = sp.iter().map(|&i| name(i)).collect();
         println!("special:       {}", sp.join(" "));
         println!("kernels:       {}", m.kernels.isa);
-        Ok(())
+        memory_plan(m, &a.context)
     });
     if let Err(e) = loaded {
         println!("load:          fails: {e}");

@@ -8,6 +8,7 @@ pub mod run;
 pub mod template;
 pub mod tokenize;
 
+use crate::load;
 use clap::Args as ClapArgs;
 use std::path::PathBuf;
 
@@ -72,5 +73,128 @@ impl SamplingArgs {
             presence_penalty: self.presence_penalty,
             seed: self.seed,
         }
+    }
+}
+
+/// Context, KV cache and board flags shared by the commands that run the model.
+#[derive(ClapArgs, Clone, Debug)]
+pub struct ContextArgs {
+    /// Context size in tokens: the KV ring's capacity [default: the board's, else 2048]
+    #[arg(short = 'c', long = "ctx")]
+    pub ctx: Option<usize>,
+    /// Leading tokens the ring cache never overwrites (attention sinks)
+    #[arg(long, default_value_t = ember_runtime::session::DEFAULT_SINKS)]
+    pub sinks: usize,
+    /// KV cache precision: f16, f32 or q8_0 [default: the board's, else f16]
+    #[arg(long = "kv-type")]
+    pub kv_type: Option<String>,
+    /// Board profile (pi-zero-2w, pi-3b, pi-4, pi-5): its threads, context and KV type unless
+    /// given, and its memory budget, checked before anything is allocated
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Threads [default: the board's, else the number of physical cores]
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+}
+
+impl ContextArgs {
+    /// The board named by `--board`.
+    pub fn board(&self) -> load::CliResult<Option<&'static ember_boards::Board>> {
+        self.board
+            .as_deref()
+            .map(|n| {
+                ember_boards::find(n).ok_or_else(|| {
+                    let all: Vec<_> = ember_boards::BOARDS.iter().map(|b| b.name).collect();
+                    load::CliError(format!(
+                        "unknown board '{n}' (choose from: {})",
+                        all.join(", ")
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// `-t`, else the board's threads, else `None` (the physical cores).
+    pub fn threads(&self) -> load::CliResult<Option<usize>> {
+        Ok(self.threads.or(self.board()?.map(|b| b.threads)))
+    }
+
+    /// The session configuration for `model`, checked (and checked against the board's budget).
+    pub fn session_config(
+        &self,
+        model: &ember_runtime::model::Model<'_>,
+        default_ctx: usize,
+        n_batch: usize,
+    ) -> load::CliResult<ember_runtime::session::SessionConfig> {
+        use ember_runtime::kv::KvType;
+        use ember_runtime::session::{Session, SessionConfig};
+        let board = self.board()?;
+        let n_train = model.config.n_ctx_train;
+        let n_ctx = match (self.ctx, board) {
+            (Some(c), _) => {
+                if c == 0 || c > n_train {
+                    return Err(load::CliError(format!(
+                        "the context (-c) must be between 1 and the model's context length {n_train}, not {c}"
+                    )));
+                }
+                c
+            }
+            (None, Some(b)) => b.n_ctx.min(n_train),
+            (None, None) => default_ctx.min(n_train),
+        };
+        let kv_type = match (&self.kv_type, board) {
+            (Some(t), _) => KvType::from_name(t).ok_or_else(|| {
+                load::CliError(format!(
+                    "unknown KV cache type '{t}' (choose from: f16, f32, q8_0)"
+                ))
+            })?,
+            (None, Some(b)) => b.kv_type,
+            (None, None) => KvType::F16,
+        };
+        if self.sinks >= n_ctx {
+            return Err(load::CliError(format!(
+                "the attention sinks (--sinks {}) must be fewer than the context ({n_ctx} tokens)",
+                self.sinks
+            )));
+        }
+        let sc = SessionConfig {
+            n_ctx,
+            n_batch,
+            sinks: self.sinks,
+            kv_type,
+        };
+        let plan = Session::plan(model, &sc)?;
+        if let Some(b) = board {
+            let fp = ember_boards::Footprint {
+                weights: model.gguf.bytes().len(),
+                model_tables: ember_runtime::model::Model::memory_needed(&model.gguf)?,
+                session: plan.total,
+            };
+            let with_ctx = |c: usize| {
+                Session::plan(model, &SessionConfig { n_ctx: c, ..sc })
+                    .ok()
+                    .map(|p| p.total)
+            };
+            if let Err(e) = b.check(&fp, n_train, with_ctx) {
+                let mib = |x: usize| x as f64 / 1048576.0;
+                let hint = match e.max_ctx {
+                    Some(c) => format!(
+                        "a context of at most {c} tokens (-c {c}) would fit with --kv-type {}",
+                        kv_type.name()
+                    ),
+                    None => "the model alone does not fit".to_string(),
+                };
+                return Err(load::CliError(format!(
+                    "this configuration needs {:.1} MiB (weights {:.1}, KV cache {:.1}, scratch {:.1}), more than the {} budget of {} MiB; {hint}",
+                    mib(e.needed),
+                    mib(fp.weights),
+                    mib(plan.kv_cache),
+                    mib(plan.scratch + plan.logits + fp.model_tables),
+                    b.name,
+                    b.budget_mib
+                )));
+            }
+        }
+        Ok(sc)
     }
 }

@@ -20,6 +20,16 @@ pub struct Args {
     /// Chunk size (context) in tokens.
     #[arg(short = 'c', long = "ctx", default_value_t = 512)]
     ctx: usize,
+    /// Instead of chunks, score the whole text as one stream through a ring KV cache of --ctx
+    /// tokens (every token after the first is scored).
+    #[arg(long)]
+    stream: bool,
+    /// With --stream: leading tokens the ring never overwrites.
+    #[arg(long, default_value_t = ember_runtime::session::DEFAULT_SINKS)]
+    sinks: usize,
+    /// KV cache precision: f16, f32 or q8_0.
+    #[arg(long = "kv-type", default_value = "f16")]
+    kv_type: String,
     /// Score at most this many chunks (default: all).
     #[arg(long)]
     chunks: Option<usize>,
@@ -59,9 +69,17 @@ pub fn main(a: Args) -> CliResult {
                 tokens.len()
             )));
         }
+        let kv_type = ember_runtime::kv::KvType::from_name(&a.kv_type).ok_or_else(|| {
+            CliError(format!(
+                "unknown KV cache type '{}' (choose from: f16, f32, q8_0)",
+                a.kv_type
+            ))
+        })?;
         let sc = SessionConfig {
             n_ctx,
             n_batch: a.batch.min(n_ctx),
+            sinks: if a.stream { a.sinks } else { 0 },
+            kv_type,
         };
         let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
         let mut arena = Arena::new(&mut mem);
@@ -81,7 +99,27 @@ pub fn main(a: Args) -> CliResult {
             n_chunks,
             n_ctx
         );
-        for c in 0..n_chunks {
+        if a.stream {
+            // One pass over the same span of text, through the ring: each token is predicted from
+            // the sinks and the most recent tokens; the first half-context is not scored (too
+            // little context), like the first half of each chunk.
+            let span = &tokens[..n_chunks * n_ctx];
+            let mut scored = 0usize;
+            let mut last_report = 0usize;
+            s.eval_all(span, &mut |i, logits| {
+                if i >= first && i + 1 < span.len() {
+                    nll_sum += nll(logits, span[i + 1] as usize);
+                    count += 1;
+                    scored += 1;
+                    if scored - last_report >= n_ctx {
+                        last_report = scored;
+                        eprint!("[{}]{:.4},", i + 1, (nll_sum / count as f64).exp());
+                        let _ = std::io::stderr().flush();
+                    }
+                }
+            })?;
+        }
+        for c in 0..if a.stream { 0 } else { n_chunks } {
             let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
             if let Some(b) = bos {
                 chunk[0] = b;
@@ -98,11 +136,17 @@ pub fn main(a: Args) -> CliResult {
         }
         let ppl = (nll_sum / count as f64).exp();
         eprintln!(
-            "\nember: {} tokens scored in {:.1} s, threads={} kernels={}",
+            "\nember: {} tokens scored in {:.1} s, threads={} kernels={} kv={}{}",
             count,
             t0.elapsed().as_secs_f64(),
             s.threads(),
-            model.kernels.isa
+            model.kernels.isa,
+            kv_type.name(),
+            if a.stream {
+                format!(" stream (ring of {n_ctx}, {} sinks)", a.sinks)
+            } else {
+                String::new()
+            }
         );
         println!("PPL = {ppl:.4}");
         Ok(())

@@ -1,6 +1,6 @@
 //! `ember run`: generate text from a prompt; text on stdout, one stats line on stderr.
 
-use super::{ModelArgs, SamplingArgs};
+use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
 use ember_runtime::chat::Message;
@@ -21,12 +21,8 @@ pub struct Args {
     n_predict: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Threads (default: the number of physical cores).
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
-    /// Context size in tokens.
-    #[arg(short = 'c', long = "ctx", default_value_t = 2048)]
-    ctx: usize,
+    #[command(flatten)]
+    context: ContextArgs,
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     ignore_eos: bool,
@@ -42,7 +38,7 @@ pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
     let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = load::thread_pool(a.threads)?;
+    let pool = load::thread_pool(a.context.threads()?)?;
     load::with_model(load::model_path(a.model.model), kernels, |model| {
         let text = if a.chat {
             let t = super::template::chat_template(model)?;
@@ -69,17 +65,9 @@ pub fn main(a: Args) -> CliResult {
         if prompt.is_empty() {
             return Err(CliError("the prompt is empty".into()));
         }
-        let sc = SessionConfig {
-            n_ctx: a.ctx.min(model.config.n_ctx_train),
-            ..Default::default()
-        };
-        if prompt.len() + a.n_predict.min(1) > sc.n_ctx {
-            return Err(CliError(format!(
-                "the prompt has {} tokens, more than the context of {}",
-                prompt.len(),
-                sc.n_ctx
-            )));
-        }
+        let sc = a
+            .context
+            .session_config(model, 2048, SessionConfig::default().n_batch)?;
         let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
@@ -88,9 +76,9 @@ pub fn main(a: Args) -> CliResult {
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
-        let max_tokens = a.n_predict.min(sc.n_ctx - prompt.len());
+        // Past the context the ring cache keeps generation going (see `ember_runtime::kv`).
         let opts = GenOptions {
-            max_tokens,
+            max_tokens: a.n_predict,
             ignore_eos: a.ignore_eos,
             stop: &stops,
         };
@@ -123,9 +111,13 @@ pub fn main(a: Args) -> CliResult {
         // Decode steps: every generated token but the first comes from one single-token forward.
         let steps = stats.generated_tokens.saturating_sub(1);
         let tg = steps as f64 / (t_end - t_prefill).as_secs_f64().max(1e-9);
+        let rss = load::peak_rss().map_or(String::new(), |b| {
+            format!(" | peak RSS {:.1} MiB", b as f64 / 1048576.0)
+        });
         eprintln!(
-            "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={}",
-            stats.prompt_tokens, stats.generated_tokens, pp, tg, s.threads(), model.kernels.isa
+            "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}",
+            stats.prompt_tokens, stats.generated_tokens, pp, tg, s.threads(), model.kernels.isa,
+            sc.n_ctx, sc.kv_type.name()
         );
         Ok(())
     })

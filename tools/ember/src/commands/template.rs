@@ -21,17 +21,7 @@ pub struct Args {
 
 /// The model's chat template (built-in ChatML when the file has none).
 pub fn chat_template(m: &Model<'_>) -> CliResult<ChatTemplate> {
-    let src = m.gguf.get_str(ember_runtime::gguf::keys::CHAT_TEMPLATE)?;
-    let text = |id: Option<u32>| {
-        id.and_then(|i| m.tokenizer.token_text(i))
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default()
-    };
-    Ok(ChatTemplate::new(
-        src,
-        &text(m.tokenizer.bos()),
-        &text(m.tokenizer.eos()),
-    )?)
+    Ok(ChatTemplate::for_model(m)?)
 }
 
 /// Reads a conversation file.

@@ -1,0 +1,196 @@
+//! Ring invariants: every token attends to exactly the sinks and its window, in position order,
+//! whatever the batch sizes; the ring never grows; rewinding is refused once tokens are gone.
+
+use super::*;
+use std::vec;
+use std::vec::Vec;
+
+fn config(n_ctx_train: usize) -> Config {
+    Config {
+        n_layer: 2,
+        n_embd: 64,
+        n_ff: 128,
+        n_head: 2,
+        n_head_kv: 1,
+        head_dim: 32,
+        rope_dim: 32,
+        rope_base: 10000.0,
+        rms_eps: 1e-5,
+        n_ctx_train,
+        n_vocab: 16,
+    }
+}
+
+/// Positions a token at `p` must see: the sinks, then the window of `cap − sinks` up to p.
+fn expected(p: usize, cap: usize, sinks: usize) -> Vec<usize> {
+    let lo = sinks.max((p + 1).saturating_sub(cap - sinks));
+    (0..sinks.min(p + 1))
+        .chain(lo.max(sinks.min(p + 1))..=p)
+        .collect()
+}
+
+/// Positions seen by batch token `i` of `layer`, read back from f32 rows holding their position.
+fn seen(kv: &KvCache<'_>, layer: usize, i: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    kv.for_each_run(layer, 0, i, &mut |k, v, n| {
+        let (Rows::F32(k), Rows::F32(v)) = (k, v) else {
+            panic!("f32 cache")
+        };
+        assert_eq!((k.len(), v.len()), (n * 32, n * 32));
+        for j in 0..n {
+            assert_eq!(k[j * 32], v[j * 32] - 0.5);
+            out.push(k[j * 32] as usize);
+        }
+    });
+    out
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+#[test]
+fn every_token_sees_the_sinks_and_its_window_in_position_order() {
+    let c = config(4096);
+    let mut rng = Lcg(7);
+    for &(cap, sinks, batch) in &[
+        (8, 0, 3),
+        (8, 2, 6),
+        (16, 4, 5),
+        (5, 4, 1),
+        (33, 3, 30),
+        (12, 11, 4),
+    ] {
+        let kc = KvConfig {
+            capacity: cap,
+            sinks,
+            ty: KvType::F32,
+        };
+        let mut mem = vec![0u8; KvCache::bytes_needed(&c, &kc, batch)];
+        let mut arena = Arena::new(&mut mem);
+        let mut kv = KvCache::new(&mut arena, &c, &kc, batch).unwrap();
+        assert!(kv.max_batch() <= cap - sinks);
+        let mut pos = 0;
+        while pos < 6 * cap {
+            let n = 1 + rng.below(kv.max_batch());
+            for i in 0..n {
+                let p = (pos + i) as f32;
+                kv.stage(i, &[p; 32], &[p + 0.5; 32]);
+            }
+            for l in 0..2 {
+                for i in 0..n {
+                    assert_eq!(
+                        seen(&kv, l, i),
+                        expected(pos + i, cap, sinks),
+                        "cap {cap} sinks {sinks} p {}",
+                        pos + i
+                    );
+                }
+                kv.commit(l, n);
+            }
+            kv.advance(n);
+            pos += n;
+            assert_eq!(kv.n_pos(), pos);
+            assert_eq!(kv.len(), pos.min(cap));
+            for q in 0..pos {
+                let held = q < sinks || q + (cap - sinks) >= pos;
+                assert_eq!(kv.holds(q), held);
+            }
+        }
+    }
+}
+
+#[test]
+fn rewinding_works_until_the_ring_overwrites_a_token() {
+    let c = config(4096);
+    let kc = KvConfig {
+        capacity: 8,
+        sinks: 2,
+        ty: KvType::F16,
+    };
+    let mut mem = vec![0u8; KvCache::bytes_needed(&c, &kc, 4)];
+    let mut arena = Arena::new(&mut mem);
+    let mut kv = KvCache::new(&mut arena, &c, &kc, 4).unwrap();
+    kv.advance(8);
+    assert!(kv.truncate(3).is_ok());
+    assert_eq!(kv.n_pos(), 3);
+    kv.advance(6);
+    assert!(kv.has_wrapped());
+    assert!(kv.truncate(5).is_err());
+    assert!(kv.truncate(9).is_ok());
+    assert_eq!(kv.n_pos(), 9);
+    kv.clear();
+    assert!(kv.is_empty());
+}
+
+#[test]
+fn each_precision_stores_rows_faithfully() {
+    let c = config(4096);
+    let row: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) / 7.0).collect();
+    for ty in KvType::ALL {
+        let kc = KvConfig {
+            capacity: 4,
+            sinks: 1,
+            ty,
+        };
+        let mut mem = vec![0u8; KvCache::bytes_needed(&c, &kc, 2)];
+        let mut arena = Arena::new(&mut mem);
+        let mut kv = KvCache::new(&mut arena, &c, &kc, 2).unwrap();
+        kv.stage(0, &row, &row);
+        kv.commit(0, 1);
+        kv.advance(1);
+        let mut back = vec![0.0f32; 32];
+        kv.for_each_run(0, 0, 0, &mut |k, _, n| {
+            if n == 1 && back.iter().all(|&x| x == 0.0) {
+                match k {
+                    Rows::F16(r) => back.iter_mut().zip(r).for_each(|(b, x)| *b = x.to_f32()),
+                    Rows::F32(r) => back.copy_from_slice(r),
+                    Rows::Q8_0(r) => crate::weights::blocks::dequantize_q8_0(r, &mut back),
+                }
+            }
+        });
+        let tol = match ty {
+            KvType::F32 => 0.0,
+            KvType::F16 => 1e-3,
+            KvType::Q8_0 => 2.3 / 127.0,
+        };
+        for (a, b) in row.iter().zip(&back) {
+            assert!((a - b).abs() <= tol, "{}: {a} vs {b}", ty.name());
+        }
+        assert_eq!(KvType::from_name(ty.name()), Some(ty));
+    }
+}
+
+#[test]
+fn bad_shapes_are_refused_before_allocating() {
+    let c = config(64);
+    let mut mem = vec![0u8; 1 << 16];
+    for (cap, sinks) in [(0, 0), (65, 0), (8, 8), (8, 9)] {
+        let kc = KvConfig {
+            capacity: cap,
+            sinks,
+            ty: KvType::F16,
+        };
+        let mut arena = Arena::new(&mut mem);
+        assert!(KvCache::new(&mut arena, &c, &kc, 4).is_err());
+        assert_eq!(arena.used(), 0);
+    }
+    let mut small = [0u8; 100];
+    let mut arena = Arena::new(&mut small);
+    let kc = KvConfig {
+        capacity: 64,
+        sinks: 4,
+        ty: KvType::F16,
+    };
+    assert!(matches!(
+        KvCache::new(&mut arena, &c, &kc, 4),
+        Err(Error::Capacity { .. })
+    ));
+}
