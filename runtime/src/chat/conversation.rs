@@ -108,6 +108,32 @@ impl Conversation {
         Ok(ids)
     }
 
+    /// Adds the user's message and returns the whole conversation's tokens, as fed from an
+    /// empty cache, for generating outside this conversation's session (e.g. a beam search);
+    /// record the reply with [`Conversation::push_reply`].
+    pub fn user_turn_full(
+        &mut self,
+        tokenizer: &crate::tokenizer::Tokenizer<'_>,
+        text: &str,
+    ) -> Result<Vec<TokenId>> {
+        self.turns.push(("user".into(), text.into()));
+        let ids = self
+            .template
+            .render(&self.messages(), true)
+            .and_then(|r| tokenizer.encode_to_vec(r.as_bytes(), true, false));
+        if ids.is_err() {
+            self.turns.pop();
+        }
+        self.cached = None;
+        ids
+    }
+
+    /// Records a reply generated outside this conversation's session.
+    pub fn push_reply(&mut self, reply: &str) {
+        self.turns.push(("assistant".into(), reply.into()));
+        self.cached = None;
+    }
+
     /// Records the model's reply (the text shown to the user) after generating from the tokens
     /// [`Conversation::user_turn`] returned; `session` is the one generated with.
     pub fn assistant_reply(&mut self, session: &Session<'_, '_>, reply: &str) {

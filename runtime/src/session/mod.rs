@@ -465,6 +465,9 @@ pub fn generate(
     Ok((reason, stats))
 }
 
+mod beam;
+pub use beam::{beam_search, BeamOptions, BeamResult, BeamScratch, MAX_BEAM};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,3 +242,46 @@ fn inspect_prints_the_memory_plan_and_boards_refuse_what_does_not_fit() {
     let p = plan(&["--board", "pi-zero-2w", "-c", &ctx, "--kv-type", "f32"]);
     assert!(!p.contains("fails"), "{p}");
 }
+
+#[test]
+fn beam_search_of_width_one_is_greedy_and_chat_takes_beams() {
+    let prompt = "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n";
+    let run = |extra: &[&str]| {
+        let out = ember()
+            .args(["run", "-n", "20", "-t", "1", "-p", prompt])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let greedy = run(&[]);
+    assert_eq!(run(&["--beam", "1"]), greedy);
+    let beam = run(&["--beam", "3"]);
+    assert!(!beam.is_empty());
+    let out = ember()
+        .args(["run", "-p", "hi", "--beam", "17"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses a width over 16");
+
+    let mut chat = ember()
+        .args(["chat", "-n", "12", "-t", "1", "--beam", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ember chat");
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hi!\nWhat is 2+2?\n")
+        .unwrap();
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}

@@ -133,6 +133,23 @@ pub fn main(a: Args) -> CliResult {
                 }
                 continue;
             }
+            if a.sampling.beam > 0 {
+                // Beam search reads the whole conversation into its own sessions.
+                let ids = conv.user_turn_full(&model.tokenizer, line)?;
+                let (reply, _) = super::beam_text(
+                    model,
+                    &pool,
+                    &sc,
+                    a.sampling.beam as usize,
+                    &ids,
+                    a.n_predict,
+                    false,
+                    &a.sampling.stop,
+                )?;
+                println!("{reply}");
+                conv.push_reply(&reply);
+                continue;
+            }
             // Only the part of the conversation the cache does not hold is fed; past the context
             // the ring cache keeps the conversation going.
             let ids = conv.user_turn(&mut s, line)?;

@@ -57,6 +57,55 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    /// Beam search with B beams instead of sampling (B sessions; the best sequence by mean
+    /// log-probability is printed when the search ends). 0: off.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
+    pub beam: u16,
+}
+
+/// Runs a beam search of `width` beams from `prompt` with sessions shaped `sc`; returns the best
+/// text (cut before the first stop string) and the search result.
+#[allow(clippy::too_many_arguments)]
+pub fn beam_text(
+    model: &ember_runtime::model::Model<'_>,
+    pool: &ember_runtime::parallel::ThreadPool,
+    sc: &ember_runtime::session::SessionConfig,
+    width: usize,
+    prompt: &[u32],
+    max_tokens: usize,
+    ignore_eos: bool,
+    stops: &[String],
+) -> load::CliResult<(String, ember_runtime::session::BeamResult)> {
+    use ember_runtime::arena::Arena;
+    use ember_runtime::session::{beam_search, BeamOptions, BeamScratch, Session};
+    let size = Session::bytes_needed(model, sc);
+    let mut mem: Vec<Vec<u8>> = (0..width).map(|_| vec![0u8; size]).collect();
+    let mut sessions = Vec::with_capacity(width);
+    for buf in mem.iter_mut() {
+        let mut s = Session::new(model, &mut Arena::new(buf), sc)?;
+        s.set_parallel(pool);
+        sessions.push(s);
+    }
+    let mut smem = vec![0u8; BeamScratch::bytes_needed(width, max_tokens)];
+    let mut scratch = BeamScratch::new(&mut Arena::new(&mut smem), width, max_tokens)?;
+    let opts = BeamOptions {
+        width,
+        max_tokens,
+        length_penalty: 1.0,
+        ignore_eos,
+    };
+    let r = beam_search(&mut sessions, prompt, &opts, &mut scratch)?;
+    let bytes = model.tokenizer.decode_to_vec(scratch.best(&r), false);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if let Some(cut) = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
+        text.truncate(cut);
+    }
+    Ok((text, r))
 }
 
 impl SamplingArgs {

@@ -4,6 +4,7 @@ use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
 use ember_runtime::chat::Message;
+use ember_runtime::parallel::Parallel;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
 use std::io::Write;
@@ -68,6 +69,36 @@ pub fn main(a: Args) -> CliResult {
         let sc = a
             .context
             .session_config(model, 2048, SessionConfig::default().n_batch)?;
+        if a.sampling.beam > 0 {
+            let t0 = Instant::now();
+            let (text, r) = super::beam_text(
+                model,
+                &pool,
+                &sc,
+                a.sampling.beam as usize,
+                &prompt,
+                a.n_predict,
+                a.ignore_eos,
+                &a.sampling.stop,
+            )?;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+            eprintln!(
+                "\nember: prompt {} tokens, beam search of {} kept {} tokens (score {:.4}, {}) in {:.2} s | threads={} kernels={}",
+                prompt.len(),
+                a.sampling.beam,
+                r.len,
+                r.score,
+                if r.finished { "ended" } else { "token limit" },
+                t0.elapsed().as_secs_f64(),
+                pool.threads(),
+                model.kernels.isa
+            );
+            return Ok(());
+        }
         let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
