@@ -285,3 +285,38 @@ fn beam_search_of_width_one_is_greedy_and_chat_takes_beams() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
+
+#[test]
+fn a_chat_longer_than_the_context_goes_on_through_the_ring() {
+    // A 96-token context: the system prompt and the first turn already fill most of it.
+    let mut chat = ember()
+        .args([
+            "chat",
+            "-c",
+            "96",
+            "-n",
+            "24",
+            "-t",
+            "1",
+            "--system",
+            "You are brief.",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ember chat");
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"Tell me about the sea.\nAnd the mountains?\nAnd rivers?\nAnd deserts?\nThanks!\n",
+        )
+        .unwrap();
+    let out = chat.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 5, "five replies: {stdout:?}");
+    assert!(!stderr.contains("no longer fits"), "{stderr}");
+}
