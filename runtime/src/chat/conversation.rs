@@ -128,6 +128,12 @@ impl Conversation {
         ids
     }
 
+    /// Forgets what the session's cache holds (after feeding it text outside the conversation):
+    /// the next turn resets the session and feeds the whole conversation.
+    pub fn reset_cache(&mut self) {
+        self.cached = None;
+    }
+
     /// Records a reply generated outside this conversation's session.
     pub fn push_reply(&mut self, reply: &str) {
         self.turns.push(("assistant".into(), reply.into()));

@@ -1,0 +1,642 @@
+//! libember: the C ABI of the ember runtime. `include/ember.h` is generated from this file by
+//! cbindgen (`tests/header.rs` fails when the committed header is stale).
+//!
+//! Every entry point checks its pointers, catches panics (none may cross into C) and reports
+//! failures as an [`ember_status`] plus a thread-local message ([`ember_last_error`]).
+
+#![allow(non_camel_case_types)]
+
+use ember_runtime::arena::Arena;
+use ember_runtime::chat::Conversation;
+use ember_runtime::gguf::{Gguf, MappedFile};
+use ember_runtime::kernels::Kernels;
+use ember_runtime::kv::KvType;
+use ember_runtime::model::Model;
+use ember_runtime::parallel::ThreadPool;
+use ember_runtime::sampler::{Sampler, SamplerConfig};
+use ember_runtime::session::{self, GenOptions, Session, SessionConfig, StopReason};
+use ember_runtime::Error;
+use std::cell::{RefCell, UnsafeCell};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Result of every fallible call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ember_status {
+    /// Success.
+    EMBER_OK = 0,
+    /// A NULL pointer, invalid UTF-8, or a parameter out of range.
+    EMBER_ERR_INVALID_ARGUMENT,
+    /// The file could not be opened or read.
+    EMBER_ERR_IO,
+    /// The data is not a well-formed GGUF model.
+    EMBER_ERR_FORMAT,
+    /// A well-formed model ember cannot run (architecture, tensor type, version).
+    EMBER_ERR_UNSUPPORTED,
+    /// A buffer, the context, or memory is too small.
+    EMBER_ERR_CAPACITY,
+    /// Stopped by ember_session_cancel.
+    EMBER_ERR_CANCELLED,
+    /// A bug in ember (a caught panic); the message says where.
+    EMBER_ERR_INTERNAL,
+}
+use ember_status::*;
+
+/// Precision of the KV cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ember_kv_type {
+    /// Half precision (default).
+    EMBER_KV_F16 = 0,
+    /// Single precision.
+    EMBER_KV_F32 = 1,
+    /// 8-bit blocks.
+    EMBER_KV_Q8_0 = 2,
+}
+
+/// Session parameters: start from ember_params_default() and change what you need.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ember_params {
+    /// Context size in tokens (the KV ring's capacity), 1 ..= the model's context length.
+    pub n_ctx: u32,
+    /// Threads for the forward pass; 0 = one per available CPU.
+    pub n_threads: u32,
+    /// Sampling temperature; 0 = greedy.
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = all; 1 = greedy).
+    pub top_k: u32,
+    /// Nucleus sampling mass, (0, 1]; 1 = off.
+    pub top_p: f32,
+    /// Minimum probability relative to the best token, [0, 1]; 0 = off.
+    pub min_p: f32,
+    /// Repetition penalty; 1 = off.
+    pub repeat_penalty: f32,
+    /// Random seed (same seed, same text on the same machine).
+    pub seed: u64,
+    /// Tokens the penalties look back over.
+    pub repeat_last_n: u32,
+    /// Leading tokens the ring KV cache never overwrites (must be below n_ctx).
+    pub n_sinks: u32,
+    /// KV cache precision: one of ember_kv_type (a plain integer here, so that any value C
+    /// passes is checked rather than trusted).
+    pub kv_type: u32,
+}
+
+/// A model: the mapped (or borrowed) file and its tables. Read-only once open.
+pub struct ember_model {
+    // Field order is drop order: the model borrows the tables and the file.
+    model: Model<'static>,
+    _tables: Box<[u8]>,
+    _file: Option<MappedFile>,
+}
+
+/// One conversation over a model: KV cache, sampler, threads, chat state.
+pub struct ember_session {
+    /// Set by ember_session_cancel (from any thread); the only field touched concurrently.
+    cancel: AtomicBool,
+    inner: UnsafeCell<SessionInner>,
+}
+
+// SAFETY: `inner` is only reached by the one thread the C contract allows per session at a time;
+// `cancel` is atomic.
+unsafe impl Sync for ember_session {}
+
+struct SessionInner {
+    // Field order is drop order: the session and sampler borrow their buffers and the pool.
+    conversation: Conversation,
+    session: Session<'static, 'static>,
+    sampler: Sampler<'static>,
+    _pool: Box<ThreadPool>,
+    _session_mem: Box<[u8]>,
+    _sampler_mem: Box<[u8]>,
+}
+
+/// Called for each piece of generated text: whole UTF-8 characters, `len` bytes, also
+/// NUL-terminated. Return non-zero to stop the generation (no further call follows).
+pub type ember_piece_fn =
+    Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user: *mut c_void) -> c_int>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// A failure: the status and its message.
+struct Fail(ember_status, String);
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Io { .. } => EMBER_ERR_IO,
+            Error::UnsupportedVersion(_)
+            | Error::UnsupportedTensorType { .. }
+            | Error::UnsupportedArchitecture(_) => EMBER_ERR_UNSUPPORTED,
+            Error::Capacity { .. } => EMBER_ERR_CAPACITY,
+            Error::InvalidArgument(_) | Error::TokenOutOfRange { .. } => EMBER_ERR_INVALID_ARGUMENT,
+            Error::Cancelled => EMBER_ERR_CANCELLED,
+            _ => EMBER_ERR_FORMAT,
+        };
+        Fail(status, e.to_string())
+    }
+}
+
+fn invalid(msg: &str) -> Fail {
+    Fail(EMBER_ERR_INVALID_ARGUMENT, msg.to_string())
+}
+
+/// Runs `f`, turning errors and panics into a status and a message.
+fn guard(f: impl FnOnce() -> Result<ember_status, Fail>) -> ember_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(s)) => s,
+        Ok(Err(Fail(status, msg))) => {
+            set_error(&msg);
+            status
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            set_error(&format!("internal error (please report): {what}"));
+            EMBER_ERR_INTERNAL
+        }
+    }
+}
+
+/// A C string argument as UTF-8.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string.
+unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Fail> {
+    if p.is_null() {
+        return Err(invalid(&format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL, and the caller passes a NUL-terminated string.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| invalid(&format!("{what} is not valid UTF-8")))
+}
+
+/// The library's version, e.g. "0.1.0" (a static string).
+#[no_mangle]
+pub extern "C" fn ember_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// The message of this thread's last failure ("" if none). Valid until this thread's next
+/// failing call.
+#[no_mangle]
+pub extern "C" fn ember_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Default parameters: context 2048, all CPUs, greedy (temperature 0), top-k 40, top-p 0.95,
+/// min-p 0.05, no repetition penalty (window 64), seed 0x5eed, 4 sinks, f16 KV cache.
+#[no_mangle]
+pub extern "C" fn ember_params_default() -> ember_params {
+    let s = SamplerConfig::default();
+    ember_params {
+        n_ctx: 2048,
+        n_threads: 0,
+        temperature: 0.0,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.05,
+        repeat_penalty: 1.0,
+        seed: 0x5eed,
+        repeat_last_n: s.repeat_last_n as u32,
+        n_sinks: session::DEFAULT_SINKS as u32,
+        kv_type: ember_kv_type::EMBER_KV_F16 as u32,
+    }
+}
+
+fn load(bytes: &'static [u8], file: Option<MappedFile>) -> Result<Box<ember_model>, Fail> {
+    let g = Gguf::parse(bytes)?;
+    let mut tables = vec![0u8; Model::memory_needed(&g)?].into_boxed_slice();
+    // SAFETY: the tables live in a heap allocation owned by the returned ember_model, which
+    // drops the model (the only borrower) before them; moving the Box does not move the bytes.
+    let tables_ref: &'static mut [u8] =
+        unsafe { core::slice::from_raw_parts_mut(tables.as_mut_ptr(), tables.len()) };
+    let model = Model::load(g, &mut Arena::new(tables_ref), Kernels::best())?;
+    Ok(Box::new(ember_model {
+        model,
+        _tables: tables,
+        _file: file,
+    }))
+}
+
+/// Opens the GGUF model at `path` (memory-mapped, read-only). On failure `*out` is NULL.
+/// The file must not change while the model is open.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ember_model_open(
+    path: *const c_char,
+    out: *mut *mut ember_model,
+) -> ember_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: checked non-NULL; the caller gives a writable pointer.
+        unsafe { *out = core::ptr::null_mut() };
+        // SAFETY: the caller passes NULL or a C string.
+        let path = unsafe { c_str(path, "path") }?;
+        let file = MappedFile::open(path).map_err(|e| Fail::from(e).with_context(path))?;
+        // SAFETY: the mapping lives in the ember_model with the model that borrows it, and is
+        // dropped after it; its address does not move with the MappedFile value.
+        let bytes: &'static [u8] =
+            unsafe { core::slice::from_raw_parts(file.bytes().as_ptr(), file.bytes().len()) };
+        let m = load(bytes, Some(file)).map_err(|f| f.with_context(path))?;
+        // SAFETY: as above.
+        unsafe { *out = Box::into_raw(m) };
+        Ok(EMBER_OK)
+    })
+}
+
+impl Fail {
+    fn with_context(self, what: &str) -> Fail {
+        Fail(self.0, format!("{what}: {}", self.1))
+    }
+}
+
+/// Opens a GGUF model held in memory. The model borrows `data`: keep it unchanged and alive
+/// until ember_model_free. On failure `*out` is NULL.
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes that outlive the model; `out` is NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn ember_model_open_memory(
+    data: *const c_void,
+    len: usize,
+    out: *mut *mut ember_model,
+) -> ember_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = core::ptr::null_mut() };
+        if data.is_null() {
+            return Err(invalid("data is NULL"));
+        }
+        // SAFETY: the caller guarantees `len` readable bytes that outlive the model.
+        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(data as *const u8, len) };
+        let m = load(bytes, None)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(m) };
+        Ok(EMBER_OK)
+    })
+}
+
+/// Frees a model (NULL: nothing). Free its sessions first.
+///
+/// # Safety
+/// `m` is NULL or a model from ember_model_open*, not yet freed, with no live session.
+#[no_mangle]
+pub unsafe extern "C" fn ember_model_free(m: *mut ember_model) {
+    if !m.is_null() {
+        // SAFETY: the caller passes a pointer from Box::into_raw, freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(m) })));
+    }
+}
+
+fn configs(m: &Model<'_>, p: &ember_params) -> Result<(SessionConfig, SamplerConfig, usize), Fail> {
+    let kv_type = match p.kv_type {
+        0 => KvType::F16,
+        1 => KvType::F32,
+        2 => KvType::Q8_0,
+        _ => return Err(invalid("kv_type is not one of EMBER_KV_*")),
+    };
+    let n_ctx_train = m.config.n_ctx_train;
+    if p.n_ctx == 0 || p.n_ctx as usize > n_ctx_train {
+        return Err(invalid(&format!(
+            "n_ctx must be between 1 and the model's context length {n_ctx_train}, not {}",
+            p.n_ctx
+        )));
+    }
+    if p.n_sinks >= p.n_ctx {
+        return Err(invalid("n_sinks must be smaller than n_ctx"));
+    }
+    if p.n_threads > 256 {
+        return Err(invalid("n_threads must be at most 256"));
+    }
+    let threads = match p.n_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    let sc = SessionConfig {
+        n_ctx: p.n_ctx as usize,
+        sinks: p.n_sinks as usize,
+        kv_type,
+        ..SessionConfig::default()
+    };
+    let sampler = SamplerConfig {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        repeat_penalty: p.repeat_penalty,
+        repeat_last_n: p.repeat_last_n as usize,
+        seed: p.seed,
+        ..SamplerConfig::default()
+    };
+    sampler.validate()?;
+    Ok((sc, sampler, threads))
+}
+
+/// A heap buffer and a 'static view of it, for structures that borrow it and are dropped first.
+fn buffer(n: usize) -> (Box<[u8]>, &'static mut [u8]) {
+    let mut b = vec![0u8; n].into_boxed_slice();
+    // SAFETY: the buffer is owned by the same struct as its only borrower, which is declared
+    // (and so dropped) before it; moving the Box does not move the bytes.
+    let r = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) };
+    (b, r)
+}
+
+/// Makes a session over model `m` with parameters `p` (NULL: the defaults). Every buffer is
+/// allocated here, once. On failure `*out` is NULL. The model must outlive the session.
+///
+/// # Safety
+/// `m` is NULL or an open model; `p` is NULL or readable; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ember_session_new(
+    m: *const ember_model,
+    p: *const ember_params,
+    out: *mut *mut ember_session,
+) -> ember_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = core::ptr::null_mut() };
+        if m.is_null() {
+            return Err(invalid("model is NULL"));
+        }
+        // SAFETY: an open model, which the caller keeps alive longer than the session.
+        let model: &'static Model<'static> = unsafe { &(*m).model };
+        let params = if p.is_null() {
+            ember_params_default()
+        } else {
+            // SAFETY: non-NULL and readable.
+            unsafe { *p }
+        };
+        let (sc, scfg, threads) = configs(model, &params)?;
+        let pool = Box::new(
+            ThreadPool::new(threads)
+                .map_err(|e| Fail(EMBER_ERR_INTERNAL, format!("starting threads: {e}")))?,
+        );
+        // SAFETY: the pool is owned by SessionInner next to the session, declared after it.
+        let pool_ref: &'static ThreadPool = unsafe { &*(pool.as_ref() as *const ThreadPool) };
+        let (session_mem, smem) = buffer(Session::bytes_needed(model, &sc));
+        let mut session = Session::new(model, &mut Arena::new(smem), &sc)?;
+        session.set_parallel(pool_ref);
+        let (sampler_mem, sbuf) = buffer(Sampler::bytes_needed(model.config.n_vocab, &scfg));
+        let sampler = Sampler::new(&mut Arena::new(sbuf), model.config.n_vocab, scfg)?;
+        let conversation = Conversation::new(model, None)?;
+        let s = Box::new(ember_session {
+            cancel: AtomicBool::new(false),
+            inner: UnsafeCell::new(SessionInner {
+                conversation,
+                session,
+                sampler,
+                _pool: pool,
+                _session_mem: session_mem,
+                _sampler_mem: sampler_mem,
+            }),
+        });
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(s) };
+        Ok(EMBER_OK)
+    })
+}
+
+/// Frees a session (NULL: nothing).
+///
+/// # Safety
+/// `s` is NULL or a session from ember_session_new, not yet freed, not in use.
+#[no_mangle]
+pub unsafe extern "C" fn ember_session_free(s: *mut ember_session) {
+    if !s.is_null() {
+        // SAFETY: a pointer from Box::into_raw, freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(s) })));
+    }
+}
+
+/// Forgets the context and the conversation (NULL: nothing).
+///
+/// # Safety
+/// `s` is NULL or a live session not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn ember_session_reset(s: *mut ember_session) {
+    if s.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a live session used by this thread only.
+        let inner = unsafe { &mut *(*s).inner.get() };
+        inner.session.reset();
+        inner.sampler.reset();
+        inner.conversation.reset();
+    }));
+}
+
+/// Asks the generation running on `s` (on any thread) to stop; it returns
+/// EMBER_ERR_CANCELLED after its current token. NULL: nothing.
+///
+/// # Safety
+/// `s` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn ember_session_cancel(s: *mut ember_session) {
+    if !s.is_null() {
+        // SAFETY: a live session; only its atomic flag is touched.
+        unsafe { (*s).cancel.store(true, Ordering::SeqCst) };
+    }
+}
+
+/// Tokenizes `text` (special tokens such as <|im_start|> recognised; BOS where the model asks
+/// for it) into `ids`. `*n_out` is the number of tokens; when `cap` is too small, nothing is
+/// written to `ids`, `*n_out` is the count needed and the status is EMBER_ERR_CAPACITY. `ids`
+/// may be NULL when `cap` is 0.
+///
+/// # Safety
+/// `m` is NULL or an open model; `text` NULL or a C string; `ids` NULL or `cap` writable
+/// int32_t; `n_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ember_tokenize(
+    m: *const ember_model,
+    text: *const c_char,
+    ids: *mut i32,
+    cap: usize,
+    n_out: *mut usize,
+) -> ember_status {
+    guard(|| {
+        if m.is_null() || n_out.is_null() {
+            return Err(invalid("model or n_out is NULL"));
+        }
+        if ids.is_null() && cap > 0 {
+            return Err(invalid("ids is NULL but cap is not 0"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *n_out = 0 };
+        // SAFETY: a C string or NULL (checked).
+        let text = unsafe { c_str(text, "text") }?;
+        // SAFETY: an open model.
+        let model = unsafe { &(*m).model };
+        let toks = model.tokenizer.encode_to_vec(text.as_bytes(), true, true)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *n_out = toks.len() };
+        if toks.len() > cap {
+            return Err(Fail(
+                EMBER_ERR_CAPACITY,
+                format!("{} tokens do not fit in {cap}", toks.len()),
+            ));
+        }
+        for (i, &t) in toks.iter().enumerate() {
+            // SAFETY: i < toks.len() <= cap, and `ids` holds `cap` values.
+            unsafe { *ids.add(i) = t as i32 };
+        }
+        Ok(EMBER_OK)
+    })
+}
+
+/// Streams `text` to the C callback: NUL-terminated pieces on whole characters.
+fn emit(cb: ember_piece_fn, user: *mut c_void, text: &str) -> bool {
+    let Some(cb) = cb else { return true };
+    let mut buf = [0u8; 256];
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut n = rest.len().min(buf.len() - 1);
+        while !rest.is_char_boundary(n) {
+            n -= 1;
+        }
+        buf[..n].copy_from_slice(&rest.as_bytes()[..n]);
+        buf[n] = 0;
+        // SAFETY: the caller's callback, given a NUL-terminated piece of n bytes.
+        if unsafe { cb(buf.as_ptr() as *const c_char, n, user) } != 0 {
+            return false;
+        }
+        rest = &rest[n..];
+    }
+    true
+}
+
+/// Generation shared by ember_generate and ember_chat.
+fn run(
+    s: &ember_session,
+    inner: &mut SessionInner,
+    prompt: &[u32],
+    max_tokens: u32,
+    cb: ember_piece_fn,
+    user: *mut c_void,
+    reply: &mut String,
+) -> Result<ember_status, Fail> {
+    s.cancel.store(false, Ordering::SeqCst);
+    let opts = GenOptions {
+        max_tokens: max_tokens as usize,
+        ignore_eos: false,
+        stop: &[],
+    };
+    let mut cancelled = false;
+    let (reason, _) = session::generate(
+        &mut inner.session,
+        &mut inner.sampler,
+        prompt,
+        &opts,
+        &mut || {},
+        &mut |piece| {
+            if s.cancel.load(Ordering::SeqCst) {
+                cancelled = true;
+                return false;
+            }
+            reply.push_str(piece);
+            emit(cb, user, piece)
+        },
+    )?;
+    if cancelled || (reason == StopReason::Stopped && s.cancel.load(Ordering::SeqCst)) {
+        return Err(Fail(EMBER_ERR_CANCELLED, "generation cancelled".into()));
+    }
+    Ok(EMBER_OK)
+}
+
+/// Appends `prompt` (verbatim, special tokens recognised) to the session's context and generates
+/// up to `max_tokens` tokens, calling `cb` with the text as it comes (NULL: no callback). Stops at
+/// an end-of-generation token, after `max_tokens`, when `cb` returns non-zero (EMBER_OK), or
+/// on ember_session_cancel (EMBER_ERR_CANCELLED). With temperature 0 the text equals
+/// `ember run -p PROMPT`'s.
+///
+/// # Safety
+/// `s` is NULL or a live session used by this thread only; `prompt` NULL or a C string; `cb`
+/// NULL or a function safe to call with `user`.
+#[no_mangle]
+pub unsafe extern "C" fn ember_generate(
+    s: *mut ember_session,
+    prompt: *const c_char,
+    max_tokens: u32,
+    cb: ember_piece_fn,
+    user: *mut c_void,
+) -> ember_status {
+    guard(|| {
+        if s.is_null() {
+            return Err(invalid("session is NULL"));
+        }
+        // SAFETY: a C string or NULL (checked).
+        let prompt = unsafe { c_str(prompt, "prompt") }?;
+        // SAFETY: a live session; `inner` is used by this thread only (the C contract).
+        let (s, inner) = unsafe { (&*s, &mut *(*s).inner.get()) };
+        let first = inner.session.n_past() == 0;
+        let ids = inner
+            .session
+            .model()
+            .tokenizer
+            .encode_to_vec(prompt.as_bytes(), true, first)?;
+        if ids.is_empty() && inner.session.logits().is_none() {
+            return Err(invalid("the prompt is empty"));
+        }
+        // Raw text breaks the conversation's record of the cache.
+        inner.conversation.reset_cache();
+        run(s, inner, &ids, max_tokens, cb, user, &mut String::new())
+    })
+}
+
+/// One chat turn: `user_message` through the model's chat template (the conversation so far is
+/// kept; only new tokens are fed), then the reply streamed to `cb` as in ember_generate. The
+/// reply ends at the model's end-of-turn token, which is not passed to `cb`.
+///
+/// # Safety
+/// As ember_generate.
+#[no_mangle]
+pub unsafe extern "C" fn ember_chat(
+    s: *mut ember_session,
+    user_message: *const c_char,
+    max_tokens: u32,
+    cb: ember_piece_fn,
+    user: *mut c_void,
+) -> ember_status {
+    guard(|| {
+        if s.is_null() {
+            return Err(invalid("session is NULL"));
+        }
+        // SAFETY: a C string or NULL (checked).
+        let msg = unsafe { c_str(user_message, "user_message") }?;
+        // SAFETY: a live session used by this thread only.
+        let (s, inner) = unsafe { (&*s, &mut *(*s).inner.get()) };
+        let ids = inner.conversation.user_turn(&mut inner.session, msg)?;
+        inner.sampler.reset();
+        let mut reply = String::new();
+        let status = run(s, inner, &ids, max_tokens, cb, user, &mut reply);
+        inner.conversation.assistant_reply(&inner.session, &reply);
+        status
+    })
+}
