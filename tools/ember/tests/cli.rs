@@ -21,19 +21,10 @@ fn first_chat_turn_equals_run_chat() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let mut chat = ember()
-        .args(["chat", "-n", "24", "-t", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ember chat");
-    chat.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{q}\n/quit\n").as_bytes())
-        .unwrap();
-    let out = chat.wait_with_output().unwrap();
+    let out = chat(
+        &["chat", "-n", "24", "-t", "1"],
+        format!("{q}\n/quit\n").as_bytes(),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -45,21 +36,25 @@ fn first_chat_turn_equals_run_chat() {
     assert!(!reply.is_empty());
 }
 
-#[test]
-fn a_second_turn_reuses_the_cache_and_answers() {
-    let mut chat = ember()
-        .args(["chat", "-n", "12", "-t", "1", "--system", "You are brief."])
+/// Runs `ember ARGS` with `input` on stdin (one line per chat turn).
+fn chat(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = ember()
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ember chat");
-    chat.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hi!\nWhat did I just say?\n/reset\n/help\n/bogus\n")
-        .unwrap();
-    let out = chat.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_second_turn_reuses_the_cache_and_answers() {
+    let out = chat(
+        &["chat", "-n", "12", "-t", "1", "--system", "You are brief."],
+        b"Hi!\nWhat did I just say?\n/reset\n/help\n/bogus\n",
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 2, "two replies: {stdout:?}");
@@ -269,19 +264,10 @@ fn beam_search_of_width_one_is_greedy_and_chat_takes_beams() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap refuses a width over 16");
 
-    let mut chat = ember()
-        .args(["chat", "-n", "12", "-t", "1", "--beam", "2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ember chat");
-    chat.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hi!\nWhat is 2+2?\n")
-        .unwrap();
-    let out = chat.wait_with_output().unwrap();
+    let out = chat(
+        &["chat", "-n", "12", "-t", "1", "--beam", "2"],
+        b"Hi!\nWhat is 2+2?\n",
+    );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
@@ -289,8 +275,8 @@ fn beam_search_of_width_one_is_greedy_and_chat_takes_beams() {
 #[test]
 fn a_chat_longer_than_the_context_goes_on_through_the_ring() {
     // A 96-token context: the system prompt and the first turn already fill most of it.
-    let mut chat = ember()
-        .args([
+    let out = chat(
+        &[
             "chat",
             "-c",
             "96",
@@ -300,20 +286,9 @@ fn a_chat_longer_than_the_context_goes_on_through_the_ring() {
             "1",
             "--system",
             "You are brief.",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ember chat");
-    chat.stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"Tell me about the sea.\nAnd the mountains?\nAnd rivers?\nAnd deserts?\nThanks!\n",
-        )
-        .unwrap();
-    let out = chat.wait_with_output().unwrap();
+        ],
+        b"Tell me about the sea.\nAnd the mountains?\nAnd rivers?\nAnd deserts?\nThanks!\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -119,7 +119,8 @@ pub fn main(a: Args) -> CliResult {
                 }
             })?;
         }
-        for c in 0..if a.stream { 0 } else { n_chunks } {
+        let chunked = if a.stream { 0 } else { n_chunks };
+        for c in 0..chunked {
             let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
             if let Some(b) = bos {
                 chunk[0] = b;
