@@ -128,16 +128,9 @@ fn small_ops(c: &mut Criterion) {
     let v16: Vec<f16> = vf.iter().map(|&x| f16::from_f32(x)).collect();
     let q16: Vec<f32> = q.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
     let to_q8 = |x: &[f32]| -> Vec<BlockQ8_0> {
-        x.chunks_exact(QK)
-            .map(|c| {
-                let (mut qs, mut d, mut s) = ([0i8; QK], [0.0f32], [0.0f32]);
-                ember_runtime::kernels::scalar::quantize_row(c, &mut qs, &mut d, &mut s);
-                BlockQ8_0 {
-                    d: f16::from_f32(d[0]),
-                    qs,
-                }
-            })
-            .collect()
+        let mut b = vec![BlockQ8_0::default(); x.len() / QK];
+        ember_runtime::weights::blocks::quantize_q8_0(x, &mut b);
+        b
     };
     let (k8, v8) = (to_q8(&kf), to_q8(&vf));
     let nb = hd / QK;

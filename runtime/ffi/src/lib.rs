@@ -185,6 +185,17 @@ unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Fail> {
         .map_err(|_| invalid(&format!("{what} is not valid UTF-8")))
 }
 
+/// The `*out` of a constructor, set to NULL until it succeeds.
+///
+/// # Safety
+/// `out` is NULL or valid for writes.
+unsafe fn out_slot<'a, T>(out: *mut *mut T) -> Result<&'a mut *mut T, Fail> {
+    // SAFETY: NULL is refused; otherwise the caller guarantees a writable pointer.
+    let slot = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
+    *slot = core::ptr::null_mut();
+    Ok(slot)
+}
+
 /// The library's version, e.g. "0.1.0" (a static string).
 #[no_mangle]
 pub extern "C" fn ember_version() -> *const c_char {
@@ -244,11 +255,8 @@ pub unsafe extern "C" fn ember_model_open(
     out: *mut *mut ember_model,
 ) -> ember_status {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: checked non-NULL; the caller gives a writable pointer.
-        unsafe { *out = core::ptr::null_mut() };
+        // SAFETY: the caller passes NULL or a writable pointer.
+        let out = unsafe { out_slot(out) }?;
         // SAFETY: the caller passes NULL or a C string.
         let path = unsafe { c_str(path, "path") }?;
         let file = MappedFile::open(path).map_err(|e| Fail::from(e).with_context(path))?;
@@ -257,8 +265,7 @@ pub unsafe extern "C" fn ember_model_open(
         let bytes: &'static [u8] =
             unsafe { core::slice::from_raw_parts(file.bytes().as_ptr(), file.bytes().len()) };
         let m = load(bytes, Some(file)).map_err(|f| f.with_context(path))?;
-        // SAFETY: as above.
-        unsafe { *out = Box::into_raw(m) };
+        *out = Box::into_raw(m);
         Ok(EMBER_OK)
     })
 }
@@ -282,19 +289,15 @@ pub unsafe extern "C" fn ember_model_open_memory(
     out: *mut *mut ember_model,
 ) -> ember_status {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: checked non-NULL.
-        unsafe { *out = core::ptr::null_mut() };
+        // SAFETY: the caller passes NULL or a writable pointer.
+        let out = unsafe { out_slot(out) }?;
         if data.is_null() {
             return Err(invalid("data is NULL"));
         }
         // SAFETY: the caller guarantees `len` readable bytes that outlive the model.
         let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(data as *const u8, len) };
         let m = load(bytes, None)?;
-        // SAFETY: checked non-NULL.
-        unsafe { *out = Box::into_raw(m) };
+        *out = Box::into_raw(m);
         Ok(EMBER_OK)
     })
 }
@@ -376,11 +379,8 @@ pub unsafe extern "C" fn ember_session_new(
     out: *mut *mut ember_session,
 ) -> ember_status {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: checked non-NULL.
-        unsafe { *out = core::ptr::null_mut() };
+        // SAFETY: the caller passes NULL or a writable pointer.
+        let out = unsafe { out_slot(out) }?;
         if m.is_null() {
             return Err(invalid("model is NULL"));
         }
@@ -416,8 +416,7 @@ pub unsafe extern "C" fn ember_session_new(
                 _sampler_mem: sampler_mem,
             }),
         });
-        // SAFETY: checked non-NULL.
-        unsafe { *out = Box::into_raw(s) };
+        *out = Box::into_raw(s);
         Ok(EMBER_OK)
     })
 }

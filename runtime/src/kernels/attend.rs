@@ -87,6 +87,41 @@ fn online<A>(
     }
 }
 
+/// One head over a cache of float rows (`q.len()` values each, one after another): the scores are
+/// `dot(key, q)`, the running sum is rescaled by `rescale` and grows by `mad(acc, value, w)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attend_rows<E, A>(
+    k: &Kernels,
+    q: &[f32],
+    keys: &[E],
+    values: &[E],
+    n: usize,
+    scale: f32,
+    acc: &mut [A],
+    st: &mut Softmax,
+    dot: fn(&[E], &[f32]) -> f32,
+    rescale: fn(&mut [A], f32),
+    mad: impl Fn(&mut [A], &[E], f32),
+) {
+    let hd = q.len();
+    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
+    online(
+        n,
+        scale,
+        st,
+        acc,
+        k.exp_inplace,
+        |c0, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = dot(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
+            }
+        },
+        rescale,
+        |acc, j, w| mad(acc, &values[j * hd..(j + 1) * hd], w),
+    );
+}
+
 /// One head over an f16 cache: `q` (already rounded to f16 values, as llama.cpp converts it for
 /// an f16 cache) against `n` keys and values stored one after another, `q.len()` each. The
 /// running sum `acc` is f16, as llama.cpp keeps it.
@@ -101,22 +136,8 @@ pub fn attend_f16(
     acc: &mut [f16],
     st: &mut Softmax,
 ) {
-    let hd = q.len();
-    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
-    online(
-        n,
-        scale,
-        st,
-        acc,
-        k.exp_inplace,
-        |c0, out| {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = (k.dot_f16_f32)(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
-            }
-        },
-        k.scale_f16,
-        |acc, j, w| (k.mad_f16)(acc, &values[j * hd..(j + 1) * hd], w),
-    );
+    let (dot, rescale, mad) = (k.dot_f16_f32, k.scale_f16, k.mad_f16);
+    attend_rows(k, q, keys, values, n, scale, acc, st, dot, rescale, mad);
 }
 
 /// One head over an f32 cache; f32 running sum.
@@ -131,21 +152,9 @@ pub fn attend_f32(
     acc: &mut [f32],
     st: &mut Softmax,
 ) {
-    let hd = q.len();
-    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
-    online(
-        n,
-        scale,
-        st,
-        acc,
-        k.exp_inplace,
-        |c0, out| {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = (k.dot_f32)(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
-            }
-        },
-        scale_f32,
-        |acc, j, w| (k.axpy_f32)(acc, w, &values[j * hd..(j + 1) * hd]),
+    let mad = |acc: &mut [f32], v: &[f32], w: f32| (k.axpy_f32)(acc, w, v);
+    attend_rows(
+        k, q, keys, values, n, scale, acc, st, k.dot_f32, scale_f32, mad,
     );
 }
 

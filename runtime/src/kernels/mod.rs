@@ -219,8 +219,6 @@ pub struct Kernels {
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// f16 · f32 (attention scores over an f16 key cache).
     pub dot_f16_f32: fn(&[f16], &[f32]) -> f32,
-    /// y = fma(a, x, y) with f16 x.
-    pub axpy_f16: fn(&mut [f32], f32, &[f16]),
     /// y = fma(a, x, y).
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     /// y = f16(x·a + y) (f16 running sum of attention).
@@ -281,7 +279,6 @@ impl Kernels {
         gemm_q8_0: scalar_gemm_q8_0,
         dot_f32: scalar::vec_dot_f32,
         dot_f16_f32: scalar::vec_dot_f16_f32,
-        axpy_f16: scalar::axpy_f16,
         axpy_f32: scalar::axpy_f32,
         mad_f16: scalar::mad_f16,
         scale_f16: scalar::scale_f16,

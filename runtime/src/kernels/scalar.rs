@@ -156,13 +156,6 @@ fn dot_by_lanes(n: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) ->
     s
 }
 
-/// y = fma(a, x, y), with `x` in f16.
-pub fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = fma(a, x.to_f32(), *y);
-    }
-}
-
 /// y = fma(a, x, y).
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {

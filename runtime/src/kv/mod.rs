@@ -20,8 +20,8 @@
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kernels::scalar;
 use crate::model::Config;
+use crate::weights::blocks::quantize_q8_0;
 use crate::weights::{BlockQ8_0, QK};
 use half::f16;
 
@@ -54,15 +54,6 @@ impl KvType {
     /// Parses a name as printed by [`KvType::name`].
     pub fn from_name(s: &str) -> Option<KvType> {
         KvType::ALL.into_iter().find(|t| t.name() == s)
-    }
-
-    /// Bytes of one head's row of `head_dim` values.
-    pub fn row_bytes(self, head_dim: usize) -> usize {
-        match self {
-            KvType::F16 => 2 * head_dim,
-            KvType::F32 => 4 * head_dim,
-            KvType::Q8_0 => head_dim / QK * core::mem::size_of::<BlockQ8_0>(),
-        }
     }
 }
 
@@ -165,11 +156,7 @@ impl<'a> Store<'a> {
             Store::F32(s) => s[r * hd..(r + 1) * hd].copy_from_slice(src),
             Store::Q8_0(s) => {
                 let nb = hd / QK;
-                for (b, x) in s[r * nb..(r + 1) * nb].iter_mut().zip(src.chunks_exact(QK)) {
-                    let (mut d, mut sum) = ([0.0f32], [0.0f32]);
-                    scalar::quantize_row(x, &mut b.qs, &mut d, &mut sum);
-                    b.d = f16::from_f32(d[0]);
-                }
+                quantize_q8_0(src, &mut s[r * nb..(r + 1) * nb]);
             }
         }
     }

@@ -101,6 +101,16 @@ pub fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// Quantizes `x` (32 values per block) into Q8_0 blocks as activations are quantized
+/// ([`crate::kernels::scalar::quantize_row`]: scale amax/127 rounded to f16, ties-to-even quants).
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (b, xb) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (mut d, mut sum) = ([0.0f32], [0.0f32]);
+        crate::kernels::scalar::quantize_row(xb, &mut b.qs, &mut d, &mut sum);
+        b.d = f16::from_f32(d[0]);
+    }
+}
+
 /// Rounds to the nearest integer, ties to even (what SIMD conversions do on every ISA).
 #[inline]
 pub fn round_even(x: f32) -> f32 {

@@ -26,7 +26,6 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q8_0: |w, a, o| unsafe_drive(&plain::Q8_0, w, a, o),
         dot_f32,
         dot_f16_f32,
-        axpy_f16,
         axpy_f32,
         mad_f16,
         scale_f16,
@@ -367,25 +366,6 @@ fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
             |i| vld1q_f32(b.as_ptr().add(i)),
             |i| (a[i].to_f32(), b[i]),
         )
-    }
-}
-
-fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
-    let n = y.len().min(x.len());
-    let mut i = 0;
-    // SAFETY: loads and stores of whole groups of 4 below `n`.
-    unsafe {
-        while i + 4 <= n {
-            let p = y.as_mut_ptr().add(i);
-            vst1q_f32(
-                p,
-                vfmaq_f32(vld1q_f32(p), load_f16x4(x.as_ptr().add(i)), vdupq_n_f32(a)),
-            );
-            i += 4;
-        }
-    }
-    for j in i..n {
-        y[j] = scalar::fma(a, x[j].to_f32(), y[j]);
     }
 }
 

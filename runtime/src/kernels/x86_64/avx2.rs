@@ -19,7 +19,6 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q8_0,
         dot_f32,
         dot_f16_f32,
-        axpy_f16,
         axpy_f32,
         mad_f16,
         scale_f16,
@@ -80,11 +79,6 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
     unsafe { dot_f16_f32_impl(a, b) }
-}
-
-fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
-    // SAFETY: as above.
-    unsafe { axpy_f16_impl(y, a, x) }
 }
 
 fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
@@ -278,23 +272,6 @@ unsafe fn dot_f16_f32_impl(a: &[f16], b: &[f32]) -> f32 {
         i += 1;
     }
     s
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn axpy_f16_impl(y: &mut [f32], a: f32, x: &[f16]) {
-    let n = y.len().min(x.len());
-    let va = _mm256_set1_ps(a);
-    let mut i = 0;
-    while i + 8 <= n {
-        let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
-        let yp = y.as_mut_ptr().add(i);
-        _mm256_storeu_ps(yp, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(yp)));
-        i += 8;
-    }
-    while i < n {
-        y[i] = fmas(a, f16f(x[i]), y[i]);
-        i += 1;
-    }
 }
 
 #[target_feature(enable = "avx2,fma")]
