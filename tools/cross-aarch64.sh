@@ -47,14 +47,15 @@ case "${1:-test}" in
     export EMBER_MODEL="$MODEL"
     for cpu in cortex-a72 cortex-a76; do
       echo "cross-aarch64: runtime tests as $cpu" >&2
-      QEMU_CPU=$cpu "${CARGO[@]}" test "${T[@]}" -p ember-runtime -- --skip generation_from_one_buffer_without_std
+      QEMU_CPU=$cpu "${CARGO[@]}" test "${T[@]}" -p ember-runtime -- --skip generation_from_one_buffer_without_std \
+        --skip console_replies_like_llama_cpp_without_std
     done
     # The core without std or alloc: it builds, and generates (compile-time NEON kernels) as the
     # Pi Zero 2 W / Pi 3's Cortex-A53.
     "${CARGO[@]}" build "${T[@]}" -p ember-runtime --no-default-features
-    echo "cross-aarch64: no_std generation as cortex-a53" >&2
+    echo "cross-aarch64: no_std generation and serial console as cortex-a53" >&2
     QEMU_CPU=cortex-a53 "${CARGO[@]}" test "${T[@]}" -p ember-runtime --no-default-features \
-      --test no_std_generation
+      --test no_std_generation --test no_std_console
     "${CARGO[@]}" build "${T[@]}" -p ember-cli
     PROMPT="$(printf '<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n')"
     cargo build --release -q -p ember-cli

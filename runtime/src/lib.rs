@@ -12,6 +12,8 @@
 //! | [`tokenizer`] | byte-level BPE from the GGUF vocabulary, with the model's pre-tokenizer |
 //! | [`sampler`]   | choosing the next token                                                 |
 //! | [`session`]   | prompt in, tokens out: the generation loop                              |
+//! | [`chat`]      | conversations as prompts: the model's chat template                      |
+//! | [`console`]   | the serial chat console over any `embedded-io` byte port                |
 //!
 //! The core is `no_std` without `alloc`: every buffer comes from caller-provided memory
 //! ([`arena`]). The `std` feature (default) adds memory-mapped files and CPU detection.
@@ -24,6 +26,7 @@ extern crate alloc;
 
 pub mod arena;
 pub mod chat;
+pub mod console;
 pub mod error;
 pub mod gguf;
 pub mod kernels;

@@ -297,6 +297,10 @@ pub struct GenStats {
     pub prompt_tokens: usize,
     /// Tokens generated (not counting an end-of-generation token).
     pub generated_tokens: usize,
+    /// The last generated token when generation ended without feeding it to the model (token
+    /// limit, or stopped by the callback): the cache ends just before it. A caller continuing
+    /// the same text feeds it first.
+    pub unfed: Option<TokenId>,
 }
 
 /// Most stop strings, and the longest one, [`generate`] accepts.
@@ -402,6 +406,7 @@ pub fn generate(
     let mut stats = GenStats {
         prompt_tokens: prompt.len(),
         generated_tokens: 0,
+        unfed: None,
     };
     session.eval(prompt)?;
     for &t in prompt {
@@ -444,6 +449,7 @@ pub fn generate(
             reason = StopReason::StopString;
             break;
         }
+        stats.unfed = Some(next);
         if !keep_going {
             reason = StopReason::Stopped;
             break;
@@ -452,6 +458,7 @@ pub fn generate(
             break;
         }
         session.eval(&[next])?;
+        stats.unfed = None;
     }
     if !stopped_by_string && keep_going {
         stream.finish(&mut |s| {

@@ -37,6 +37,9 @@ enum Command {
     Bench(commands::bench::Args),
     /// Print the prompt the model's chat template makes of a conversation.
     Template(commands::template::Args),
+    /// Chat over a serial line (or stdin/stdout): the on-device console.
+    #[cfg(target_os = "linux")]
+    Serial(commands::serial::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,8 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => commands::perplexity::main(a),
         Command::Bench(a) => commands::bench::main(a),
         Command::Template(a) => commands::template::main(a),
+        #[cfg(target_os = "linux")]
+        Command::Serial(a) => commands::serial::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@ pub mod chat;
 pub mod inspect;
 pub mod perplexity;
 pub mod run;
+#[cfg(target_os = "linux")]
+pub mod serial;
 pub mod template;
 pub mod tokenize;
 

@@ -1,0 +1,380 @@
+//! [`ChatAssistant`]: a multi-turn conversation over one session, its KV cache kept between turns.
+
+use super::{Assistant, ReplyEnd};
+use crate::arena::Arena;
+use crate::error::{Error, Result};
+use crate::sampler::Sampler;
+use crate::session::{self, GenOptions, Session, StopReason};
+use crate::tokenizer::{EncodeScratch, TokenId};
+use core::fmt;
+
+/// A clock for `/stats` speeds: microseconds from any fixed origin.
+pub type Clock = fn() -> u64;
+
+/// How each turn becomes text.
+enum Turns<'s> {
+    /// ChatML written into fixed buffers: no allocation, works without `std` (the format
+    /// SmolLM2's and many other templates produce).
+    Chatml {
+        system: &'s mut [u8],
+        system_len: usize,
+        text: &'s mut [u8],
+        scratch: EncodeScratch<'s>,
+    },
+    /// The model's own Jinja template (std), through [`crate::chat::Conversation`].
+    #[cfg(feature = "std")]
+    Template(std::boxed::Box<crate::chat::Conversation>),
+}
+
+/// A conversation with the model: each user line becomes a turn through the chat format, only
+/// the new tokens are fed (the cache keeps the earlier turns), and the ring cache keeps a long
+/// conversation going past the context.
+pub struct ChatAssistant<'m, 's> {
+    session: Session<'m, 's>,
+    sampler: Sampler<'s>,
+    turns: Turns<'s>,
+    /// The tokens of the current turn (ChatML).
+    tokens: &'s mut [TokenId],
+    /// The tokens of the current turn (template).
+    #[cfg(feature = "std")]
+    owned: std::vec::Vec<TokenId>,
+    /// The reply so far (template: the conversation records it).
+    #[cfg(feature = "std")]
+    reply: std::string::String,
+    max_reply: usize,
+    /// The last reply's final token when the cache ends just before it.
+    unfed: Option<TokenId>,
+    n_turns: usize,
+    last_tokens: usize,
+    last_micros: u64,
+    clock: Option<Clock>,
+}
+
+/// Markup around a user message in ChatML, and the longest text one turn adds around it.
+const CHATML_OVERHEAD: usize = 128;
+
+impl<'m, 's> ChatAssistant<'m, 's> {
+    /// Arena bytes [`ChatAssistant::chatml`] needs for lines (and a system message) of up to
+    /// `max_line` bytes.
+    pub const fn chatml_bytes_needed(max_line: usize) -> usize {
+        let text = 2 * max_line + CHATML_OVERHEAD;
+        Arena::size_of::<u8>(max_line)
+            + Arena::size_of::<u8>(text)
+            + Arena::size_of::<TokenId>(text)
+            + EncodeScratch::bytes_needed(text)
+    }
+
+    /// A ChatML conversation (no allocation; buffers from `arena`, sized for `max_line`-byte
+    /// messages). Replies stop after `max_reply` tokens.
+    pub fn chatml(
+        session: Session<'m, 's>,
+        sampler: Sampler<'s>,
+        arena: &mut Arena<'s>,
+        max_line: usize,
+        max_reply: usize,
+    ) -> Result<Self> {
+        let text = 2 * max_line + CHATML_OVERHEAD;
+        let turns = Turns::Chatml {
+            system: arena.alloc(max_line, "console system message")?,
+            system_len: 0,
+            text: arena.alloc(text, "console turn text")?,
+            scratch: EncodeScratch::new(arena, text)?,
+        };
+        let tokens = arena.alloc(text, "console turn tokens")?;
+        Ok(Self::with(session, sampler, turns, tokens, max_reply))
+    }
+
+    /// A conversation through the model's own chat template (ChatML when it has none).
+    #[cfg(feature = "std")]
+    pub fn with_template(
+        session: Session<'m, 's>,
+        sampler: Sampler<'s>,
+        system: Option<&str>,
+        max_reply: usize,
+    ) -> Result<Self> {
+        let conv = crate::chat::Conversation::new(session.model(), system)?;
+        Ok(Self::with(
+            session,
+            sampler,
+            Turns::Template(conv.into()),
+            &mut [],
+            max_reply,
+        ))
+    }
+
+    fn with(
+        session: Session<'m, 's>,
+        sampler: Sampler<'s>,
+        turns: Turns<'s>,
+        tokens: &'s mut [TokenId],
+        max_reply: usize,
+    ) -> Self {
+        ChatAssistant {
+            session,
+            sampler,
+            turns,
+            tokens,
+            #[cfg(feature = "std")]
+            owned: std::vec::Vec::new(),
+            #[cfg(feature = "std")]
+            reply: std::string::String::with_capacity(4096),
+            max_reply,
+            unfed: None,
+            n_turns: 0,
+            last_tokens: 0,
+            last_micros: 0,
+            clock: None,
+        }
+    }
+
+    /// Measures reply speed for `/stats` with `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = Some(clock);
+    }
+
+    /// The session (e.g. to see what the cache holds).
+    pub fn session(&self) -> &Session<'m, 's> {
+        &self.session
+    }
+
+    /// The tokens to feed for the user's `line`.
+    fn turn_tokens(&mut self, line: &str) -> Result<TurnTokens> {
+        match &mut self.turns {
+            Turns::Chatml {
+                system,
+                system_len,
+                text,
+                scratch,
+            } => {
+                let tokens = &mut *self.tokens;
+                let fresh = self.session.n_past() == 0;
+                // The last reply's final token, shown but not fed, goes first (as text, so the
+                // turn tokenizes as the whole rendered conversation would).
+                let mut len = 0;
+                if let (false, Some(t)) = (fresh, self.unfed) {
+                    let model = self.session.model();
+                    model.tokenizer.decode_token(t, true, &mut |b| {
+                        if let Some(dst) = text.get_mut(len..len + b.len()) {
+                            dst.copy_from_slice(b);
+                            len += b.len();
+                        }
+                    });
+                }
+                let mut w = SliceWriter { buf: text, len };
+                let written = if fresh {
+                    let sys = core::str::from_utf8(&system[..*system_len]).unwrap_or("");
+                    let messages = [
+                        crate::chat::Message {
+                            role: "system",
+                            content: sys,
+                        },
+                        crate::chat::Message {
+                            role: "user",
+                            content: line,
+                        },
+                    ];
+                    let from = if sys.is_empty() { 1 } else { 0 };
+                    crate::chat::render_chatml(&messages[from..], true, &mut w)
+                } else {
+                    // The cache ends with the last reply, without its end-of-turn token (the
+                    // generation loop does not feed it): close that turn, then this one.
+                    fmt::Write::write_str(&mut w, "<|im_end|>\n").and_then(|_| {
+                        crate::chat::render_chatml(
+                            &[crate::chat::Message {
+                                role: "user",
+                                content: line,
+                            }],
+                            true,
+                            &mut w,
+                        )
+                    })
+                };
+                if written.is_err() {
+                    return Err(Error::Capacity {
+                        what: "console turn text (bytes)",
+                        needed: (line.len() + *system_len + CHATML_OVERHEAD) as u64,
+                        available: w.buf.len() as u64,
+                    });
+                }
+                let n_text = w.len;
+                let mut n = 0;
+                let model = self.session.model();
+                model
+                    .tokenizer
+                    .encode(&text[..n_text], true, false, scratch, &mut |t| {
+                        let slot = tokens.get_mut(n).ok_or(Error::Capacity {
+                            what: "console turn tokens",
+                            needed: n as u64 + 1,
+                            available: n as u64,
+                        })?;
+                        *slot = t;
+                        n += 1;
+                        Ok(())
+                    })?;
+                Ok(TurnTokens::Buffer(n))
+            }
+            #[cfg(feature = "std")]
+            Turns::Template(conv) => {
+                self.owned = conv.user_turn(&mut self.session, line)?;
+                Ok(TurnTokens::Owned)
+            }
+        }
+    }
+}
+
+/// Where [`ChatAssistant::turn_tokens`] put the turn's tokens.
+enum TurnTokens {
+    /// The first n of `tokens`.
+    Buffer(usize),
+    /// `owned`.
+    #[cfg(feature = "std")]
+    Owned,
+}
+
+/// `fmt::Write` into a byte slice; fails when full.
+struct SliceWriter<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl Assistant for ChatAssistant<'_, '_> {
+    fn reply(&mut self, line: &str, emit: &mut dyn FnMut(&str) -> bool) -> Result<ReplyEnd> {
+        let where_ = self.turn_tokens(line)?;
+        let ChatAssistant {
+            session,
+            sampler,
+            tokens,
+            max_reply,
+            clock,
+            #[cfg(feature = "std")]
+            owned,
+            #[cfg(feature = "std")]
+            reply,
+            ..
+        } = self;
+        let ids: &[TokenId] = match where_ {
+            TurnTokens::Buffer(n) => &tokens[..n],
+            #[cfg(feature = "std")]
+            TurnTokens::Owned => owned,
+        };
+        #[cfg(feature = "std")]
+        reply.clear();
+        if session.n_past() == 0 {
+            sampler.reset();
+        }
+        let opts = GenOptions {
+            max_tokens: *max_reply,
+            ignore_eos: false,
+            stop: &[],
+        };
+        let mut t_start = 0;
+        let result = session::generate(
+            session,
+            sampler,
+            ids,
+            &opts,
+            &mut || t_start = clock.map_or(0, |c| c()),
+            &mut |piece| {
+                #[cfg(feature = "std")]
+                reply.push_str(piece);
+                emit(piece)
+            },
+        );
+        let t_end = clock.map_or(0, |c| c());
+        let (reason, stats) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // The cache may hold half a turn: start over next time.
+                self.reset();
+                return Err(e);
+            }
+        };
+        self.n_turns += 1;
+        self.unfed = stats.unfed;
+        self.last_tokens = stats.generated_tokens;
+        self.last_micros = t_end.saturating_sub(t_start);
+        #[cfg(feature = "std")]
+        if let Turns::Template(conv) = &mut self.turns {
+            conv.assistant_reply(&self.session, &self.reply);
+        }
+        Ok(if reason == StopReason::Stopped {
+            ReplyEnd::Stopped
+        } else {
+            ReplyEnd::Finished
+        })
+    }
+
+    fn reset(&mut self) {
+        self.session.reset();
+        self.unfed = None;
+        self.sampler.reset();
+        self.n_turns = 0;
+        #[cfg(feature = "std")]
+        if let Turns::Template(conv) = &mut self.turns {
+            conv.reset();
+        }
+    }
+
+    fn set_system(&mut self, text: &str) -> Result<()> {
+        match &mut self.turns {
+            Turns::Chatml {
+                system, system_len, ..
+            } => {
+                let available = system.len() as u64;
+                let dst = system.get_mut(..text.len()).ok_or(Error::Capacity {
+                    what: "system message (bytes)",
+                    needed: text.len() as u64,
+                    available,
+                })?;
+                dst.copy_from_slice(text.as_bytes());
+                *system_len = text.len();
+            }
+            #[cfg(feature = "std")]
+            Turns::Template(conv) => conv.set_system((!text.is_empty()).then_some(text)),
+        }
+        self.reset();
+        Ok(())
+    }
+
+    fn set_temperature(&mut self, t: f32) -> Result<()> {
+        if t < 0.0 {
+            return Err(Error::InvalidArgument("the temperature must be at least 0"));
+        }
+        self.sampler.set_temperature(t)
+    }
+
+    fn write_stats(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        let s = &self.session;
+        write!(
+            out,
+            "turns {} | context {} tokens, cache holds {} of {} | last reply {} tokens",
+            self.n_turns,
+            s.n_past(),
+            s.n_past().min(s.n_ctx()),
+            s.n_ctx(),
+            self.last_tokens,
+        )?;
+        if self.clock.is_some() && self.last_micros > 0 {
+            let tps = self.last_tokens as f64 * 1e6 / self.last_micros as f64;
+            write!(out, " ({tps:.1} tok/s)")?;
+        }
+        write!(
+            out,
+            " | temperature {} | kernels {}",
+            self.sampler.config().temperature,
+            s.model().kernels.isa
+        )
+    }
+}
