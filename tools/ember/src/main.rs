@@ -35,6 +35,10 @@ enum Command {
     Perplexity(commands::perplexity::Args),
     /// Measure prompt (pp) and generation (tg) speed, as llama-bench defines them.
     Bench(commands::bench::Args),
+    /// Re-encode a GGUF model's weights (q8_0, q4_0, q4_1, f16, f32).
+    Quantize(commands::quantize::QuantizeArgs),
+    /// Convert a Hugging Face Llama checkpoint to GGUF.
+    Convert(commands::quantize::ConvertArgs),
     /// Print the prompt the model's chat template makes of a conversation.
     Template(commands::template::Args),
     /// Chat over a serial line (or stdin/stdout): the on-device console.
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => commands::perplexity::main(a),
         Command::Bench(a) => commands::bench::main(a),
         Command::Template(a) => commands::template::main(a),
+        Command::Quantize(a) => commands::quantize::quantize(a),
+        Command::Convert(a) => commands::quantize::convert(a),
         #[cfg(target_os = "linux")]
         Command::Serial(a) => commands::serial::main(a),
     };

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod inspect;
 pub mod perplexity;
+pub mod quantize;
 pub mod run;
 #[cfg(target_os = "linux")]
 pub mod serial;

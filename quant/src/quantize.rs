@@ -1,0 +1,184 @@
+//! `ember quantize`: a GGUF file in, the same model with its weight matrices re-encoded out.
+//!
+//! Which tensors: as llama.cpp decides with `--pure` — every tensor of two or more dimensions
+//! whose name ends in `weight`, except norms (`*_norm.weight`), takes the requested type; the
+//! token embedding takes the embedding type (Q8_0 by default: in models with a tied output head
+//! it is also the output projection, the most sensitive matrix). Everything else is copied byte
+//! for byte. Every metadata key is kept, in order; `general.quantization_version` and
+//! `general.file_type` are set last, as llama.cpp sets them, and the tensors are written in
+//! llama.cpp's order ([`llama_order_key`]): for the same input the output file is byte-identical
+//! to `llama-quantize --pure`'s.
+
+use crate::encode::{self, ErrorStats};
+use crate::writer::{GgufWriter, MetaKv, TensorEntry};
+use crate::{file_type, Progress, QuantError, Result, TensorReport, QUANTIZATION_VERSION};
+use ember_runtime::gguf::{Gguf, MappedFile, TensorInfo};
+use ember_runtime::weights::{GgmlType, Matrix};
+use std::path::Path;
+
+/// Settings of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Type of the weight matrices.
+    pub ty: GgmlType,
+    /// Type of the token embedding.
+    pub embeddings: GgmlType,
+    /// Threads.
+    pub threads: usize,
+    /// Measure each re-encoded tensor's error against its source.
+    pub measure: bool,
+}
+
+/// Whether llama.cpp would quantize this tensor (2-D or more, a weight, not a norm).
+pub fn is_quantizable(name: &str, n_dims: u32) -> bool {
+    n_dims >= 2 && name.ends_with("weight") && !name.contains("_norm.weight")
+}
+
+/// llama.cpp's tensor order (its loader keeps weights sorted this way, and `llama-quantize`
+/// writes them in it): tensors outside the blocks first, then block by block, by name within.
+/// Writing the same order makes ember's output byte-identical to llama-quantize's, file and all.
+pub fn llama_order_key(name: &str) -> (i64, &str) {
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|rest| {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            rest[..digits].parse::<i64>().ok()
+        })
+        .unwrap_or(-1);
+    (layer, name)
+}
+
+/// Rows and columns of a tensor seen as a matrix (innermost dimension = columns).
+fn shape(t: &TensorInfo<'_>) -> Result<(usize, usize)> {
+    let dims = &t.dims[..t.n_dims as usize];
+    let cols = *dims.first().unwrap_or(&1);
+    let rows: u64 = dims.iter().skip(1).product();
+    match (usize::try_from(rows), usize::try_from(cols)) {
+        (Ok(r), Ok(c)) => Ok((r, c)),
+        _ => Err(QuantError(format!("{}: too large", t.name))),
+    }
+}
+
+/// The output type of each tensor.
+fn plan<'a>(g: &Gguf<'a>, o: &Options) -> Result<Vec<(TensorInfo<'a>, GgmlType)>> {
+    let arch = g.get_str("general.architecture")?.unwrap_or("");
+    if arch != "llama" {
+        return Err(QuantError(format!(
+            "architecture {arch:?} is not supported (ember runs llama)"
+        )));
+    }
+    let mut tensors: Vec<TensorInfo<'a>> = g.tensors().collect();
+    tensors.sort_by(|a, b| llama_order_key(a.name).cmp(&llama_order_key(b.name)));
+    tensors
+        .into_iter()
+        .map(|t| {
+            let to = if is_quantizable(t.name, t.n_dims) {
+                if t.name == "token_embd.weight" {
+                    o.embeddings
+                } else {
+                    o.ty
+                }
+            } else {
+                t.ty
+            };
+            if to != t.ty || is_quantizable(t.name, t.n_dims) {
+                let (_, cols) = shape(&t)?;
+                if cols % to.block_size() != 0 {
+                    return Err(QuantError(format!(
+                        "{}: row length {cols} is not a multiple of the {} block size {}",
+                        t.name,
+                        to.name(),
+                        to.block_size()
+                    )));
+                }
+                if !matches!(
+                    t.ty,
+                    GgmlType::F32
+                        | GgmlType::F16
+                        | GgmlType::BF16
+                        | GgmlType::Q8_0
+                        | GgmlType::Q4_0
+                        | GgmlType::Q4_1
+                ) {
+                    return Err(QuantError(format!(
+                        "{}: cannot read {} tensors (F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be re-encoded)",
+                        t.name,
+                        t.ty.name()
+                    )));
+                }
+            }
+            Ok((t, to))
+        })
+        .collect()
+}
+
+/// Quantizes `input` into `output` (see the module notes). Returns one report per tensor.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    o: &Options,
+    progress: &mut Progress<'_>,
+) -> Result<Vec<TensorReport>> {
+    for t in [o.ty, o.embeddings] {
+        if !encode::is_target(t) {
+            return Err(QuantError(format!("cannot write tensors as {}", t.name())));
+        }
+    }
+    let file =
+        MappedFile::open(input).map_err(|e| QuantError(format!("{}: {e}", input.display())))?;
+    let g =
+        Gguf::parse(file.bytes()).map_err(|e| QuantError(format!("{}: {e}", input.display())))?;
+    let plan = plan(&g, o)?;
+
+    let mut meta: Vec<MetaKv> = g
+        .metadata()
+        .filter(|(k, _)| *k != "general.quantization_version" && *k != "general.file_type")
+        .map(|(k, v)| MetaKv::copy(k, &v))
+        .collect();
+    meta.push(MetaKv::u32(
+        "general.quantization_version",
+        QUANTIZATION_VERSION,
+    ));
+    meta.push(MetaKv::u32("general.file_type", file_type(o.ty)));
+    let entries: Vec<TensorEntry> = plan
+        .iter()
+        .map(|(t, to)| TensorEntry {
+            name: t.name.into(),
+            dims: t.dims[..t.n_dims as usize].to_vec(),
+            ty: *to,
+        })
+        .collect();
+    let mut w = GgufWriter::create(output, &meta, &entries)?;
+
+    let total: u64 = plan.iter().map(|(t, _)| t.data.len() as u64).sum();
+    let mut done = 0u64;
+    let mut reports = Vec::with_capacity(plan.len());
+    for (t, to) in &plan {
+        let reencode = is_quantizable(t.name, t.n_dims) || *to != t.ty;
+        let error = if reencode {
+            let (rows, cols) = shape(t)?;
+            let m = Matrix::new(t.name, t.ty, rows, cols, t.data)?;
+            let src = |r: usize, out: &mut [f32]| -> Result<()> {
+                m.dequantize_row(r, out);
+                Ok(())
+            };
+            let stats = encode::encode_to(&mut w, rows, cols, *to, o.threads, &src, o.measure)
+                .map_err(|e| QuantError(format!("{}: {e}", t.name)))?;
+            o.measure.then_some(stats)
+        } else {
+            w.tensor(t.data)?;
+            None::<ErrorStats>
+        };
+        reports.push(TensorReport {
+            name: t.name.into(),
+            from: t.ty,
+            to: *to,
+            reencoded: reencode,
+            error,
+        });
+        done += t.data.len() as u64;
+        progress(t.name, done, total);
+    }
+    w.finish()?;
+    Ok(reports)
+}
