@@ -1,7 +1,8 @@
 //! The C test program (`tests/c/test_ember.c`) compiled with the system `cc` against
 //! `include/ember.h` and both libraries, run on the real model; its greedy text must equal the
 //! engine's (what `ember run` prints). With `EMBER_VALGRIND=1` (as `.ci/run` sets it) the
-//! program also runs under valgrind's memcheck (no errors, no definite leaks), with a short
+//! program also runs under AddressSanitizer and UndefinedBehaviorSanitizer (with the compiler's
+//! support), and under valgrind's memcheck (no errors, no definite leaks), with a short
 //! prompt and 3 tokens per generation: valgrind runs the SIMD kernels some 400 times slower.
 
 use ember_runtime::arena::Arena;
@@ -68,11 +69,16 @@ fn engine_text(model: &Path) -> String {
 }
 
 fn compile(out: &Path, link: &[&str]) {
+    compile_with(out, &[], link)
+}
+
+fn compile_with(out: &Path, flags: &[&str], link: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args([
             "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
         ])
+        .args(flags)
         .arg("-I")
         .arg(dir.join("include"))
         .arg(dir.join("tests/c/test_ember.c"))
@@ -128,6 +134,49 @@ fn c_program_against_shared_and_static_libraries() {
             "{}: C text differs from the engine's",
             exe.display()
         );
+    }
+
+    // AddressSanitizer and UndefinedBehaviorSanitizer on the C side (every allocation the
+    // library makes goes through the intercepted malloc, so its misuse would show too), with
+    // LeakSanitizer at exit; where the C compiler supports them.
+    let asan = tmp.join("test_asan");
+    let probe = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-fsanitize=address,undefined", "-x", "c", "-", "-o"])
+        .arg(tmp.join("probe"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"int main(void){return 0;}")?;
+            c.wait()
+        })
+        .is_ok_and(|s| s.success());
+    if probe {
+        compile_with(
+            &asan,
+            &[
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=all",
+            ],
+            &[a.to_str().unwrap(), "-lpthread", "-ldl", "-lm"],
+        );
+        let got = run(Command::new(&asan)
+            .env(
+                "ASAN_OPTIONS",
+                "detect_leaks=1:abort_on_error=0:exitcode=98",
+            )
+            .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+            .arg(&model)
+            .arg(PROMPT));
+        assert_eq!(got, want, "under AddressSanitizer");
+        eprintln!("AddressSanitizer + UndefinedBehaviorSanitizer: clean");
+    } else {
+        eprintln!("AddressSanitizer: not available with this C compiler; skipped");
     }
 
     if std::env::var_os("EMBER_VALGRIND").is_some() {

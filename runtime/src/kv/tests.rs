@@ -194,3 +194,46 @@ fn bad_shapes_are_refused_before_allocating() {
         Err(Error::Capacity { .. })
     ));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any capacity, sinks and sequence of batch sizes: every token sees exactly the sinks and
+    /// its window, in position order; the ring holds what it should; its length never grows
+    /// past the capacity; rewinding works exactly until the ring has overwritten a token.
+    #[test]
+    fn ring_invariants_hold_for_any_batch_sequence(
+        cap in 2usize..48,
+        sinks_frac in 0.0f64..0.9,
+        batches in proptest::collection::vec(1usize..64, 1..40),
+        ty in proptest::sample::select(vec![KvType::F32]),
+    ) {
+        let c = config(4096);
+        let sinks = ((cap as f64 * sinks_frac) as usize).min(cap - 1);
+        let kc = KvConfig { capacity: cap, sinks, ty };
+        let max_batch = 16;
+        let mut mem = vec![0u8; KvCache::bytes_needed(&c, &kc, max_batch)];
+        let mut arena = Arena::new(&mut mem);
+        let mut kv = KvCache::new(&mut arena, &c, &kc, max_batch).unwrap();
+        let mut pos = 0;
+        for b in batches {
+            let n = 1 + (b - 1) % kv.max_batch();
+            for i in 0..n {
+                let p = (pos + i) as f32;
+                kv.stage(i, &[p; 32], &[p + 0.5; 32]);
+            }
+            for l in 0..2 {
+                for i in 0..n {
+                    proptest::prop_assert_eq!(seen(&kv, l, i), expected(pos + i, cap, sinks));
+                }
+                kv.commit(l, n);
+            }
+            kv.advance(n);
+            pos += n;
+            proptest::prop_assert_eq!(kv.len(), pos.min(cap));
+            for q in pos.saturating_sub(3 * cap)..pos {
+                proptest::prop_assert_eq!(kv.holds(q), q < sinks || q + (cap - sinks) >= pos);
+            }
+        }
+        proptest::prop_assert_eq!(kv.truncate(pos / 2).is_ok(), pos <= cap);
+    }
+}

@@ -500,4 +500,52 @@ mod tests {
             assert!(cfg.validate().is_err(), "{cfg:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any logits and settings: the token drawn is in the top-k set, inside the top-p
+        /// nucleus, above the min-p floor; temperature 0 is the argmax; the same seed draws the
+        /// same tokens.
+        #[test]
+        fn samples_stay_inside_the_filters(
+            logits in proptest::collection::vec(-20.0f32..20.0, 1..300),
+            top_k in 0usize..50,
+            top_p in 0.01f32..=1.0,
+            min_p in 0.0f32..0.5,
+            temperature in 0.0f32..3.0,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let n = logits.len();
+            let cfg = SamplerConfig { temperature, top_k, top_p, min_p, seed, ..SamplerConfig::default() };
+            let mut mem = std::vec![0u8; Sampler::bytes_needed(n, &cfg)];
+            let mut arena = Arena::new(&mut mem);
+            let mut s = Sampler::new(&mut arena, n, cfg).unwrap();
+            let draws: std::vec::Vec<TokenId> = (0..16).map(|_| s.sample(&logits)).collect();
+            // Ranked: highest logit first, ties by lower id.
+            let mut order: std::vec::Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap().then(a.cmp(&b)));
+            if temperature == 0.0 || top_k == 1 {
+                proptest::prop_assert!(draws.iter().all(|&t| t == argmax(&logits)));
+                proptest::prop_assert_eq!(argmax(&logits) as usize, order[0]);
+            } else {
+                let k = if top_k == 0 { n } else { top_k.min(n) };
+                let max = logits[order[0]];
+                let sum: f64 = order[..k].iter().map(|&i| ((logits[i] - max) as f64).exp()).sum();
+                for &t in &draws {
+                    let rank = order.iter().position(|&i| i == t as usize).unwrap();
+                    proptest::prop_assert!(rank < k, "rank {} outside top-k {}", rank, k);
+                    let before: f64 = order[..rank].iter().map(|&i| ((logits[i] - max) as f64).exp() / sum).sum();
+                    proptest::prop_assert!(before < top_p as f64 + 1e-4, "mass before {} ≥ top-p {}", before, top_p);
+                    let rel = ((logits[t as usize] - max) as f64).exp();
+                    proptest::prop_assert!(rank == 0 || rel >= min_p as f64 - 1e-6, "below min-p");
+                }
+            }
+            // Seeded repeatability.
+            let mut mem2 = std::vec![0u8; Sampler::bytes_needed(n, &cfg)];
+            let mut arena2 = Arena::new(&mut mem2);
+            let mut s2 = Sampler::new(&mut arena2, n, cfg).unwrap();
+            let again: std::vec::Vec<TokenId> = (0..16).map(|_| s2.sample(&logits)).collect();
+            proptest::prop_assert_eq!(draws, again);
+        }
+    }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Seeds the fuzz corpora and runs every cargo-fuzz target for a bounded time.
+#
+#   fuzz/run.sh [SECONDS_PER_TARGET]     # default 60
+#
+# Needs a nightly toolchain (`rustup toolchain install nightly`) and cargo-fuzz (installed here
+# from crates.io when missing). The seeds come from the real model (fetched when missing), the
+# tiny checkpoint converted by `ember convert`, and the test fixtures. A crash stops the run with
+# a non-zero status; its input is saved under fuzz/artifacts/TARGET/ (turn it into a regression
+# test, then fix it).
+set -euo pipefail
+SECS="${1:-60}"
+FUZZ="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$FUZZ/.." && pwd)"
+cargo +nightly --version >/dev/null
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+export EMBER_MODEL="${EMBER_MODEL:-$("$ROOT/tools/fetch-model.sh")}"
+(cd "$ROOT" && cargo build --release -q -p ember-cli)
+EMBER="$ROOT/target/release/ember"
+
+C="$FUZZ/corpus"
+mkdir -p "$C"/{gguf_load,gguf_roundtrip,tokenizer,chat_template,serial_console}
+# Models: the tiny checkpoint in three encodings, and the real model's first 64 KiB (its header).
+for t in q4_0 q8_0; do
+  "$EMBER" convert "$ROOT/tests/fixtures/tiny-llama" "$C/gguf_load/tiny-$t.gguf" --type "$t" 2>/dev/null
+  cp "$C/gguf_load/tiny-$t.gguf" "$C/gguf_roundtrip/"
+done
+head -c 65536 "$EMBER_MODEL" > "$C/gguf_load/real-header.gguf"
+cp "$C/gguf_load/real-header.gguf" "$C/gguf_roundtrip/"
+# Text: the tokenizer fixture corpus; chats: the chat-template fixture's conversations.
+python3 - "$ROOT" "$C" <<'PY'
+import json, os, sys
+root, c = sys.argv[1], sys.argv[2]
+for i, s in enumerate(json.load(open(f"{root}/tests/fixtures/tokenizer/corpus.json"))):
+    s = s if isinstance(s, str) else s.get("text", "")
+    open(f"{c}/tokenizer/seed-{i}", "wb").write(s.encode())
+chats = json.load(open(f"{root}/tests/fixtures/chat/expected.json"))
+cases = chats["cases"] if isinstance(chats, dict) else chats
+for i, case in enumerate(cases):
+    msgs = case.get("messages", [])
+    flat = "\0".join(x for m in msgs for x in (m["role"], m["content"]))
+    open(f"{c}/chat_template/chat-{i}", "wb").write(b"\x02" + flat.encode())
+tmpl = open(f"{root}/tests/fixtures/chat/smollm2-135m-instruct.jinja", "rb").read()
+open(f"{c}/chat_template/template", "wb").write(b"\x01" + tmpl)
+sessions = [b"\x90hello\r\xa5/help\r\xa5/temp 0.5\r", b"\x10ab\x7f\x08c\x1b[A\r\n\xa5\x03\xa5x\r",
+            b"\x05" + b"y" * 100 + b"\r/stats\r", b"\x80\xff\xfe\x00\r/system be brief\r/reset\r"]
+for i, s in enumerate(sessions):
+    open(f"{c}/serial_console/session-{i}", "wb").write(s)
+PY
+
+cd "$FUZZ"
+for target in gguf_load gguf_roundtrip tokenizer chat_template serial_console; do
+  echo "fuzz: $target for ${SECS}s" >&2
+  cargo +nightly fuzz run -O "$target" "$C/$target" -- \
+    -max_total_time="$SECS" -max_len=131072 -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 2>&1 \
+    | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|.*ERROR|.*panicked|Done)" || true
+  if [ -n "$(ls -A "$FUZZ/artifacts/$target" 2>/dev/null)" ]; then
+    echo "fuzz: $target found a crash: $(ls "$FUZZ/artifacts/$target")" >&2
+    exit 1
+  fi
+done
+echo "fuzz: no crashes" >&2
