@@ -243,3 +243,95 @@ fn written_metadata_reads_back_exactly() {
     assert!(!d.join("short.gguf").exists());
     assert_eq!(files_in(&d), 1);
 }
+
+/// F16 and BF16 inputs are dequantized exactly: quantizing a file of F16 (or BF16) matrices gives
+/// the same bytes as quantizing an F32 file holding the same values; quantized inputs (Q8_0,
+/// Q4_0, Q4_1) are dequantized and requantized without error.
+#[test]
+fn every_input_type_requantizes() {
+    let d = scratch("inputs");
+    let tiny = d.join("tiny-f32.gguf");
+    let o = convert::Options {
+        ty: GgmlType::F32,
+        embeddings: GgmlType::F32,
+        threads: 2,
+        measure: false,
+        pre_tokenizer: None,
+    };
+    convert::convert_dir(
+        &ember_tests::fixture("tiny-llama"),
+        &tiny,
+        &o,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let file = MappedFile::open(&tiny).unwrap();
+    let g = Gguf::parse(file.bytes()).unwrap();
+    let meta: Vec<MetaKv> = g.metadata().map(|(k, v)| MetaKv::copy(k, &v)).collect();
+    // Writes the model with every matrix as `ty` (values rounded by `round`), norms F32.
+    let write = |path: &Path, ty: GgmlType, round: &dyn Fn(f32) -> Vec<u8>, as_f32: bool| {
+        let entries: Vec<TensorEntry> = g
+            .tensors()
+            .map(|t| TensorEntry {
+                name: t.name.into(),
+                dims: t.dims[..t.n_dims as usize].to_vec(),
+                ty: if t.n_dims >= 2 && !as_f32 {
+                    ty
+                } else {
+                    GgmlType::F32
+                },
+            })
+            .collect();
+        let mut w = GgufWriter::create(path, &meta, &entries).unwrap();
+        for t in g.tensors() {
+            let vals: &[f32] = bytemuck::cast_slice(t.data);
+            if t.n_dims >= 2 {
+                let bytes: Vec<u8> = vals.iter().flat_map(|&v| round(v)).collect();
+                w.tensor(&bytes).unwrap();
+            } else {
+                w.tensor(t.data).unwrap();
+            }
+        }
+        w.finish().unwrap();
+    };
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes().to_vec();
+    let f16_as_f32 = |v: f32| half::f16::from_f32(v).to_f32().to_le_bytes().to_vec();
+    let bf16 = |v: f32| half::bf16::from_f32(v).to_le_bytes().to_vec();
+    let bf16_as_f32 = |v: f32| half::bf16::from_f32(v).to_f32().to_le_bytes().to_vec();
+    for (name, ty, narrow, widened) in [
+        (
+            "f16",
+            GgmlType::F16,
+            &f16 as &dyn Fn(f32) -> Vec<u8>,
+            &f16_as_f32 as &dyn Fn(f32) -> Vec<u8>,
+        ),
+        ("bf16", GgmlType::BF16, &bf16, &bf16_as_f32),
+    ] {
+        let a = d.join(format!("{name}.gguf"));
+        let b = d.join(format!("{name}-as-f32.gguf"));
+        write(&a, ty, narrow, false);
+        write(&b, ty, widened, true);
+        for q in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let o = quantize::Options { ty: q, ..opts() };
+            let (qa, qb) = (d.join("qa.gguf"), d.join("qb.gguf"));
+            quantize::quantize_file(&a, &qa, &o, &mut |_, _, _| {}).unwrap();
+            quantize::quantize_file(&b, &qb, &o, &mut |_, _, _| {}).unwrap();
+            assert!(
+                std::fs::read(&qa).unwrap() == std::fs::read(&qb).unwrap(),
+                "{name} -> {}",
+                q.name()
+            );
+            // Requantizing a quantized file works and stays close (q8_0 → q8_0).
+            let o8 = quantize::Options {
+                measure: true,
+                ..opts()
+            };
+            let rq = d.join("rq.gguf");
+            let reports = quantize::quantize_file(&qa, &rq, &o8, &mut |_, _, _| {}).unwrap();
+            for r in reports.iter().filter(|r| r.reencoded) {
+                let e = r.error.unwrap();
+                assert!(e.cosine() > 0.999, "{} {}: {}", name, r.name, e.cosine());
+            }
+        }
+    }
+}
