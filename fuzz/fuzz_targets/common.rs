@@ -27,12 +27,3 @@ pub fn model() -> &'static Model<'static> {
         Model::load(g, &mut arena, Kernels::best()).expect("model")
     })
 }
-
-#[allow(dead_code)] // used by some targets only
-/// Whether the vocabulary has a token for the single byte `b` (its GPT-2 byte-level character).
-pub fn has_byte_token(tok: &ember_runtime::tokenizer::Tokenizer<'_>, b: u8) -> bool {
-    let mut utf8 = [0u8; 4];
-    let cp = ember_runtime::tokenizer::unicode::byte_to_codepoint(b);
-    let n = ember_runtime::tokenizer::unicode::encode_utf8(cp, &mut utf8);
-    tok.find(&utf8[..n]).is_some()
-}

@@ -16,10 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = tok.decode_to_vec(&special, true);
     if let Ok(s) = std::str::from_utf8(data) {
         let ids = tok.encode_to_vec(data, false, false).expect("encode");
-        let representable: Vec<u8> = s
-            .bytes()
-            .filter(|&b| common::has_byte_token(tok, b))
-            .collect();
+        let representable: Vec<u8> = s.bytes().filter(|&b| tok.byte_token(b).is_some()).collect();
         assert_eq!(tok.decode_to_vec(&ids, false), representable);
         let Ok(s) = String::from_utf8(representable) else {
             return;

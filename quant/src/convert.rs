@@ -438,11 +438,7 @@ pub fn convert_dir(
     o: &Options,
     progress: &mut Progress<'_>,
 ) -> Result<Vec<TensorReport>> {
-    for t in [o.ty, o.embeddings] {
-        if !encode::is_target(t) {
-            return Err(QuantError(format!("cannot write tensors as {}", t.name())));
-        }
-    }
+    encode::check_targets(&[o.ty, o.embeddings])?;
     let h = Hparams::from_config(&read_json(&dir.join("config.json"))?)?;
     let vocab = load_vocab(dir, &h, o.pre_tokenizer.as_deref())?;
     let n_vocab = vocab.tokens.len() as u64;

@@ -64,15 +64,35 @@ pub fn is_target(ty: GgmlType) -> bool {
     )
 }
 
+/// Refuses output types that cannot be written (before any file is touched).
+pub fn check_targets(types: &[GgmlType]) -> Result<()> {
+    match types.iter().find(|t| !is_target(**t)) {
+        Some(t) => Err(QuantError(format!("cannot write tensors as {}", t.name()))),
+        None => Ok(()),
+    }
+}
+
+/// Quantizes `x` to blocks of type `B` into `out`; with `back`, decodes them into `back` too.
+fn blocks<B: bytemuck::Pod + Default>(
+    x: &[f32],
+    out: &mut [u8],
+    back: Option<&mut [f32]>,
+    quantize: fn(&[f32], &mut [B]),
+    dequantize: fn(&[B], &mut [f32]),
+) {
+    let mut q = vec![B::default(); x.len() / QK];
+    quantize(x, &mut q);
+    out.copy_from_slice(bytemuck::cast_slice(&q));
+    if let Some(b) = back {
+        dequantize(&q, b);
+    }
+}
+
 /// Encodes one row; with `back`, decodes it into `back` too.
 fn encode_row(ty: GgmlType, x: &[f32], out: &mut [u8], back: Option<&mut [f32]>) {
-    fn put<T: bytemuck::Pod>(out: &mut [u8], v: &[T]) {
-        out.copy_from_slice(bytemuck::cast_slice(v));
-    }
-    let nb = x.len() / QK;
     match ty {
         GgmlType::F32 => {
-            put(out, x);
+            out.copy_from_slice(bytemuck::cast_slice(x));
             if let Some(b) = back {
                 b.copy_from_slice(x);
             }
@@ -80,7 +100,7 @@ fn encode_row(ty: GgmlType, x: &[f32], out: &mut [u8], back: Option<&mut [f32]>)
         GgmlType::F16 => {
             let mut h = vec![f16::ZERO; x.len()];
             formats::to_f16(x, &mut h);
-            put(out, &h);
+            out.copy_from_slice(bytemuck::cast_slice(&h));
             if let Some(b) = back {
                 for (o, v) in b.iter_mut().zip(&h) {
                     *o = v.to_f32();
@@ -88,28 +108,13 @@ fn encode_row(ty: GgmlType, x: &[f32], out: &mut [u8], back: Option<&mut [f32]>)
             }
         }
         GgmlType::Q8_0 => {
-            let mut q = vec![BlockQ8_0::default(); nb];
-            formats::quantize_q8_0(x, &mut q);
-            put(out, &q);
-            if let Some(b) = back {
-                dequantize_q8_0(&q, b);
-            }
+            blocks::<BlockQ8_0>(x, out, back, formats::quantize_q8_0, dequantize_q8_0)
         }
         GgmlType::Q4_0 => {
-            let mut q = vec![BlockQ4_0::default(); nb];
-            formats::quantize_q4_0(x, &mut q);
-            put(out, &q);
-            if let Some(b) = back {
-                dequantize_q4_0(&q, b);
-            }
+            blocks::<BlockQ4_0>(x, out, back, formats::quantize_q4_0, dequantize_q4_0)
         }
         GgmlType::Q4_1 => {
-            let mut q = vec![BlockQ4_1::default(); nb];
-            formats::quantize_q4_1(x, &mut q);
-            put(out, &q);
-            if let Some(b) = back {
-                dequantize_q4_1(&q, b);
-            }
+            blocks::<BlockQ4_1>(x, out, back, formats::quantize_q4_1, dequantize_q4_1)
         }
         _ => unreachable!("checked by is_target"),
     }

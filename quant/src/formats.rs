@@ -7,7 +7,7 @@
 //! the reference rounding (half away from zero for Q8_0, truncation after +0.5/+8.5 for Q4_x).
 
 use ember_runtime::weights::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
-use half::{bf16, f16};
+use half::f16;
 
 /// Q8_0: per block of 32, scale amax/127, quants round(x/scale) half away from zero.
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
@@ -72,13 +72,6 @@ pub fn quantize_q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
 pub fn to_f16(x: &[f32], out: &mut [f16]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = f16::from_f32(v);
-    }
-}
-
-/// BF16 to f32 (exact).
-pub fn bf16_to_f32(x: &[bf16], out: &mut [f32]) {
-    for (o, v) in out.iter_mut().zip(x) {
-        *o = v.to_f32();
     }
 }
 

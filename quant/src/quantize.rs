@@ -91,15 +91,8 @@ fn plan<'a>(g: &Gguf<'a>, o: &Options) -> Result<Vec<(TensorInfo<'a>, GgmlType)>
                         to.block_size()
                     )));
                 }
-                if !matches!(
-                    t.ty,
-                    GgmlType::F32
-                        | GgmlType::F16
-                        | GgmlType::BF16
-                        | GgmlType::Q8_0
-                        | GgmlType::Q4_0
-                        | GgmlType::Q4_1
-                ) {
+                // Whatever `Matrix` can view, it can dequantize.
+                if !t.ty.is_matmul_supported() {
                     return Err(QuantError(format!(
                         "{}: cannot read {} tensors (F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be re-encoded)",
                         t.name,
@@ -119,11 +112,7 @@ pub fn quantize_file(
     o: &Options,
     progress: &mut Progress<'_>,
 ) -> Result<Vec<TensorReport>> {
-    for t in [o.ty, o.embeddings] {
-        if !encode::is_target(t) {
-            return Err(QuantError(format!("cannot write tensors as {}", t.name())));
-        }
-    }
+    encode::check_targets(&[o.ty, o.embeddings])?;
     let file =
         MappedFile::open(input).map_err(|e| QuantError(format!("{}: {e}", input.display())))?;
     let g =

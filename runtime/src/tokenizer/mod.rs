@@ -433,6 +433,12 @@ impl<'a> Tokenizer<'a> {
             .map(|&k| TokenKind::from_i64(k as i64))
     }
 
+    /// The token for the single byte `b` (its GPT-2 byte-level character), if the vocabulary
+    /// has one; bytes without one are dropped when encoding, as llama.cpp drops them.
+    pub fn byte_token(&self, b: u8) -> Option<TokenId> {
+        Some(self.byte_token[b as usize]).filter(|&t| t != NO_TOKEN)
+    }
+
     /// The token's text as stored in the vocabulary (GPT-2 alphabet for normal tokens).
     pub fn token_text(&self, id: TokenId) -> Option<&'a [u8]> {
         let t = self.toks.get(id as usize)?;

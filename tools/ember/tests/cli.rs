@@ -1,13 +1,10 @@
 //! The `ember` command end to end: chat against run --chat, and its error contract.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
-fn ember() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
-    c.env("EMBER_MODEL", ember_tests::model_path());
-    c
-}
+use common::ember;
+use std::io::Write;
+use std::process::Stdio;
 
 #[test]
 fn first_chat_turn_equals_run_chat() {

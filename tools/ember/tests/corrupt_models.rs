@@ -4,10 +4,13 @@
 //! infinity written into weights. Every run must end normally or with one clear error line and
 //! exit status 1: never a signal, a panic (status 101) or a hang.
 
+mod common;
+
+use common::{ember_bare, wait_or_kill};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 /// A run that takes longer than this is a hang.
 const HANG: Duration = Duration::from_secs(120);
@@ -158,48 +161,40 @@ enum Damage {
     Truncate(usize),
 }
 
-/// Runs `ember ARGS`; returns a description of what went wrong, if anything did.
-fn check(args: &[&str], label: &str) -> Option<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+/// Runs `ember ARGS`: `Ok(whether it exited 0)` when it ended cleanly, else what went wrong.
+fn check(args: &[&str], label: &str) -> Result<bool, String> {
+    let mut child = ember_bare()
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + HANG;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Some(format!("{label}: {args:?} hung"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let Some(status) = wait_or_kill(&mut child, HANG) else {
+        return Err(format!("{label}: {args:?} hung"));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     match status.code() {
-        Some(0) => None,
-        Some(1) if err.starts_with("ember: error: ") && !err.contains("panicked") => None,
-        Some(c) => Some(format!("{label}: {args:?} exit {c}: {err}")),
-        None => Some(format!("{label}: {args:?} killed by a signal: {err}")),
+        Some(0) => Ok(true),
+        Some(1) if err.starts_with("ember: error: ") && !err.contains("panicked") => Ok(false),
+        Some(c) => Err(format!("{label}: {args:?} exit {c}: {err}")),
+        None => Err(format!("{label}: {args:?} killed by a signal: {err}")),
     }
 }
 
-fn both(path: &Path, label: &str) -> Vec<String> {
+/// `ember inspect` and `ember run` on `path`: whether inspect succeeded, and any failures.
+fn both(path: &Path, label: &str) -> (bool, Vec<String>) {
     let p = path.to_str().unwrap();
-    [
-        check(&["inspect", p], label),
-        check(
-            &["run", "-m", p, "-p", "Hi", "-n", "2", "-t", "1", "-c", "64"],
-            label,
-        ),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    let inspect = check(&["inspect", p], label);
+    let run = check(
+        &["run", "-m", p, "-p", "Hi", "-n", "2", "-t", "1", "-c", "64"],
+        label,
+    );
+    let inspected = inspect == Ok(true);
+    (
+        inspected,
+        [inspect, run].into_iter().filter_map(Result::err).collect(),
+    )
 }
 
 #[test]
@@ -307,17 +302,9 @@ fn corrupted_copies_of_the_real_model_end_cleanly() {
                 (copy.clone(), what.clone(), Some((*offset, bytes.len())))
             }
         };
-        let f = both(&path, &label);
+        let (inspected, f) = both(&path, &label);
         if f.is_empty() {
-            // Count outcomes for the summary.
-            let ok = Command::new(env!("CARGO_BIN_EXE_ember"))
-                .args(["inspect", path.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap()
-                .success();
-            if ok {
+            if inspected {
                 n_ok += 1
             } else {
                 n_err += 1

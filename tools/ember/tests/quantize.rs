@@ -2,15 +2,11 @@
 //! its `make_fixtures.sh`): byte-identical files to llama-quantize's for the same input, and
 //! perplexity within 1% of llama-perplexity's on each of those files.
 
+mod common;
+
+use common::ember;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn ember() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
-    c.env("EMBER_MODEL", ember_tests::model_path());
-    c
-}
 
 fn run(args: &[&str]) -> String {
     let out = ember().args(args).output().unwrap();

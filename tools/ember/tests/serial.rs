@@ -2,8 +2,11 @@
 //! master side, `ember serial --device /dev/pts/N` holds the other side.
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::{ember, wait_or_kill};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Longest any one exchange may take before the test calls it a hang.
@@ -112,12 +115,6 @@ impl Pty {
         self.send(b"\r");
         self.read_until("\r\n> ")
     }
-}
-
-fn ember() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
-    c.env("EMBER_MODEL", ember_tests::model_path());
-    c
 }
 
 /// The greedy answer of `ember run --chat`.
@@ -256,17 +253,7 @@ fn a_serial_session_through_a_pty() {
     assert!(pty.turn("/nope").contains("error: unknown command /nope"));
     drop(pty.slave.take());
     drop(pty);
-    let deadline = Instant::now() + HANG;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ember serial did not exit after the hangup");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_or_kill(&mut child, HANG).expect("ember serial exits after the hangup");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status:?}: {err}");

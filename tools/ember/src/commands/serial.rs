@@ -105,7 +105,9 @@ impl<L: Link> embedded_io::Write for Port<L> {
     }
 }
 
-/// Errors that mean the other side went away.
+/// Errors that mean the other side went away. A tty whose other end closed reports EIO on
+/// read; `serialport` passes that on as an `io::Error` of kind `Other` without the OS error
+/// number, keeping only its message, hence the text match.
 fn is_hangup(e: &io::Error) -> bool {
     matches!(
         e.kind(),
