@@ -47,7 +47,6 @@ fn online<A>(
     scale: f32,
     st: &mut Softmax,
     acc: &mut [A],
-    exp_inplace: fn(&mut [f32]),
     mut scores: impl FnMut(usize, &mut [f32]),
     rescale: impl Fn(&mut [A], f32),
     add: impl Fn(&mut [A], usize, f32),
@@ -69,7 +68,7 @@ fn online<A>(
                 run = s;
             }
         }
-        exp_inplace(&mut factor[..m]);
+        exp_inplace_scalar(&mut factor[..m]);
         for j in 0..m {
             let (ms, vs) = if grows[j] {
                 (factor[j], 1.0)
@@ -80,7 +79,7 @@ fn online<A>(
                 rescale(acc, ms);
             }
             add(acc, c0 + j, vs);
-            st.sum = st.sum * ms + vs;
+            st.sum = scalar::fma(st.sum, ms, vs);
         }
         st.max = run;
         c0 += m;
@@ -92,7 +91,6 @@ fn online<A>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend_rows<E, A>(
-    k: &Kernels,
     q: &[f32],
     keys: &[E],
     values: &[E],
@@ -111,7 +109,6 @@ fn attend_rows<E, A>(
         scale,
         st,
         acc,
-        k.exp_inplace,
         |c0, out| {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = dot(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
@@ -137,7 +134,7 @@ pub fn attend_f16(
     st: &mut Softmax,
 ) {
     let (dot, rescale, mad) = (k.dot_f16_f32, k.scale_f16, k.mad_f16);
-    attend_rows(k, q, keys, values, n, scale, acc, st, dot, rescale, mad);
+    attend_rows(q, keys, values, n, scale, acc, st, dot, rescale, mad);
 }
 
 /// One head over an f32 cache; f32 running sum.
@@ -154,7 +151,7 @@ pub fn attend_f32(
 ) {
     let mad = |acc: &mut [f32], v: &[f32], w: f32| (k.axpy_f32)(acc, w, v);
     attend_rows(
-        k, q, keys, values, n, scale, acc, st, k.dot_f32, scale_f32, mad,
+        q, keys, values, n, scale, acc, st, k.dot_f32, scale_f32, mad,
     );
 }
 
@@ -179,7 +176,6 @@ pub fn attend_q8_0(
         scale,
         st,
         acc,
-        k.exp_inplace,
         |c0, out| {
             let m = out.len();
             let mut rows = OutRows::new(out, m, m, 1);
@@ -197,10 +193,10 @@ pub fn scale_f32(y: &mut [f32], a: f32) {
     }
 }
 
-/// x ← e^x with the scalar spec (the scalar set's, and the SIMD sets' tails).
+/// x ← e^x for the softmax ([`scalar::exp_softmax`], llama.cpp's `expf`).
 pub fn exp_inplace_scalar(x: &mut [f32]) {
     for v in x {
-        *v = scalar::exp(*v);
+        *v = scalar::exp_softmax(*v);
     }
 }
 

@@ -225,10 +225,8 @@ pub struct Kernels {
     pub mad_f16: fn(&mut [f16], &[f16], f32),
     /// y = f16(y·a).
     pub scale_f16: fn(&mut [f16], f32),
-    /// gate = silu(gate)·up with the engine's exp.
+    /// gate = silu(gate)·up with ggml's exp ([`scalar::exp_ggml`]).
     pub swiglu: fn(&mut [f32], &[f32]),
-    /// x ← e^x with the engine's exp (attention's softmax weights).
-    pub exp_inplace: fn(&mut [f32]),
     /// y = fma(q·d, a, y) over Q8_0 blocks (attention over a Q8_0 value cache).
     pub mad_q8_0: fn(&mut [f32], &[BlockQ8_0], f32),
 }
@@ -283,7 +281,6 @@ impl Kernels {
         mad_f16: scalar::mad_f16,
         scale_f16: scalar::scale_f16,
         swiglu: scalar::swiglu,
-        exp_inplace: attend::exp_inplace_scalar,
         mad_q8_0: attend::mad_q8_0_scalar,
     };
 

@@ -42,14 +42,16 @@ pub fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
 }
 
 // The quantized dot products share one summation order, which every SIMD set reproduces exactly
-// (so all kernel sets, on x86 and Arm, give bit-identical results):
+// (so all kernel sets, on x86 and Arm, give bit-identical results). It is the order of ggml's
+// x86 kernels (`ggml_vec_dot_q4_1_q8_1` and friends), so that ember's logits are llama.cpp's to
+// the bit, not merely close to them: the activations are re-quantized to 8 bits before every
+// product, and a last-bit difference in one layer can flip a rounding there, which the next
+// layers amplify into different tokens at near-ties.
 //   - per block b, 8 integer lanes, lane l = Σ_{k<4} w[4l+k]·x[4l+k] (exact), elements in block
 //     order (Q4 nibbles unpacked as [16 low | 16 high]);
-//   - two banks of 8 accumulators, even blocks into E, odd blocks into O:
-//     bank[l] = fma(d_w·d_x, lane l, bank[l]), block after block;
-//   - the result is hsum8(E + O), plus, for Q4_1, hsum8(M) where M[b mod 8] = fma(m_w, s_x, ·).
-// Two banks let 512-bit kernels handle two blocks per instruction; 8-way `M` lets them handle
-// eight blocks' minimum terms at once.
+//   - one bank of 8 accumulators: acc[l] = fma(d_w·d_x, lane l, acc[l]), block after block;
+//   - the result is hsum8(acc), plus, for Q4_1, the minimum terms m_w·s_x summed block after
+//     block in one scalar chain (fused), added last.
 
 /// Lanes of one block: `lane[l] = Σ_{k<4} w[4l+k]·x[4l+k]`.
 #[inline]
@@ -70,63 +72,59 @@ fn unpack_q4(qs: &[u8; QK / 2], offset: i32) -> [i32; QK] {
     })
 }
 
-/// ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)): the reduction order of the SIMD sets.
+/// ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)): the reduction order of the SIMD sets (and of
+/// ggml's `hsum_float_8`).
 #[inline]
 pub fn hsum8(a: &[f32; 8]) -> f32 {
     let s: [f32; 4] = core::array::from_fn(|i| a[i] + a[i + 4]);
     (s[0] + s[2]) + (s[1] + s[3])
 }
 
-/// The two-bank accumulation of the spec.
-struct Banks([[f32; 8]; 2]);
+/// The one-bank accumulation of the spec.
+struct Bank([f32; 8]);
 
-impl Banks {
-    fn add(&mut self, b: usize, d: f32, lanes: [i32; 8]) {
-        for (a, l) in self.0[b % 2].iter_mut().zip(lanes) {
+impl Bank {
+    fn add(&mut self, d: f32, lanes: [i32; 8]) {
+        for (a, l) in self.0.iter_mut().zip(lanes) {
             *a = fma(d, l as f32, *a);
         }
-    }
-    fn sum(&self) -> f32 {
-        hsum8(&core::array::from_fn(|l| self.0[0][l] + self.0[1][l]))
     }
 }
 
 /// Σ over blocks of d_w d_x Σ (q_w - 8) q_x.
 pub fn vec_dot_q4_0(w: &[BlockQ4_0], qs: &[i8], d: &[f32], _s: &[f32]) -> f32 {
-    let mut banks = Banks([[0.0; 8]; 2]);
+    let mut bank = Bank([0.0; 8]);
     for (b, w) in w.iter().enumerate() {
-        banks.add(
-            b,
+        bank.add(
             w.d.to_f32() * d[b],
             lanes(&unpack_q4(&w.qs, 8), &qs[b * QK..]),
         );
     }
-    banks.sum()
+    hsum8(&bank.0)
 }
 
 /// Σ over blocks of d_w d_x Σ q_w q_x + m_w s_x.
 pub fn vec_dot_q4_1(w: &[BlockQ4_1], qs: &[i8], d: &[f32], s: &[f32]) -> f32 {
-    let mut banks = Banks([[0.0; 8]; 2]);
-    let mut mins = [0.0f32; 8];
+    let mut bank = Bank([0.0; 8]);
+    let mut mins = 0.0f32;
     for (b, w) in w.iter().enumerate() {
-        banks.add(
-            b,
+        bank.add(
             w.d.to_f32() * d[b],
             lanes(&unpack_q4(&w.qs, 0), &qs[b * QK..]),
         );
-        mins[b % 8] = fma(w.m.to_f32(), s[b], mins[b % 8]);
+        mins = fma(w.m.to_f32(), s[b], mins);
     }
-    banks.sum() + hsum8(&mins)
+    hsum8(&bank.0) + mins
 }
 
 /// Σ over blocks of d_w d_x Σ q_w q_x.
 pub fn vec_dot_q8_0(w: &[BlockQ8_0], qs: &[i8], d: &[f32], _s: &[f32]) -> f32 {
-    let mut banks = Banks([[0.0; 8]; 2]);
+    let mut bank = Bank([0.0; 8]);
     for (b, w) in w.iter().enumerate() {
         let wq: [i32; QK] = core::array::from_fn(|e| w.qs[e] as i32);
-        banks.add(b, w.d.to_f32() * d[b], lanes(&wq, &qs[b * QK..]));
+        bank.add(w.d.to_f32() * d[b], lanes(&wq, &qs[b * QK..]));
     }
-    banks.sum()
+    hsum8(&bank.0)
 }
 
 /// Σ a_i b_i in f32: 8 lanes of fused multiply-adds over whole groups of 8, `hsum8`, then the
@@ -135,9 +133,30 @@ pub fn vec_dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot_by_lanes(a.len().min(b.len()), |i| a[i], |i| b[i])
 }
 
-/// Σ a_i b_i with `a` in f16, in the order of [`vec_dot_f32`].
+/// Σ a_i b_i with `a` in f16, in the order of ggml's `ggml_vec_dot_f16` on AVX-512 (the order
+/// llama.cpp's flash attention scores keys in): groups of 64 into 4 × 16 lanes of fused
+/// multiply-adds, the 4 banks added as (b0 + b2) + (b1 + b3), the 16 lanes reduced as
+/// `hsum8(low 8 + high 8)`; the remaining elements are then added one by one in f64, and the
+/// total rounded to f32.
 pub fn vec_dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
-    dot_by_lanes(a.len().min(b.len()), |i| a[i].to_f32(), |i| b[i])
+    let n = a.len().min(b.len());
+    let whole = n - n % 64;
+    let mut banks = [[0.0f32; 16]; 4];
+    for i in (0..whole).step_by(64) {
+        for (j, bank) in banks.iter_mut().enumerate() {
+            for (l, acc) in bank.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *acc = fma(a[e].to_f32(), b[e], *acc);
+            }
+        }
+    }
+    let lanes: [f32; 16] =
+        core::array::from_fn(|l| (banks[0][l] + banks[2][l]) + (banks[1][l] + banks[3][l]));
+    let mut sum = hsum8(&core::array::from_fn(|l| lanes[l] + lanes[l + 8])) as f64;
+    for e in whole..n {
+        sum += (a[e].to_f32() * b[e]) as f64;
+    }
+    sum as f32
 }
 
 #[inline]
@@ -231,10 +250,113 @@ pub fn exp(x: f32) -> f32 {
     (p * pow2i(n1)) * pow2i(n - n1)
 }
 
-/// x · sigmoid(x) = x / (1 + e^−x).
+/// e^x for the attention softmax, as glibc's `expf` computes it (llama.cpp's flash attention
+/// calls `expf`, and glibc's is not always correctly rounded, so only its algorithm gives its
+/// bits): x·32/ln 2 = k + r in f64, e^x = 2^(k/32)·2^(r/32) with 2^(i/32) from a 32-entry table
+/// and a cubic in r. Checked equal to glibc's `expf` on 746 million inputs in (−87, 88) (every
+/// third f32) and by a sampled test on every x86-64 glibc build; no libm, so it is the same
+/// function without `std`.
+pub fn exp_softmax(x: f32) -> f32 {
+    /// T[i] = bits of 2^(i/32) (correctly rounded f64) − (i << 47): adding k << 47 then puts
+    /// 2^(k/32) together, exponent included.
+    const T: [u64; 32] = [
+        0x3ff0000000000000,
+        0x3fefd9b0d3158574,
+        0x3fefb5586cf9890f,
+        0x3fef9301d0125b51,
+        0x3fef72b83c7d517b,
+        0x3fef54873168b9aa,
+        0x3fef387a6e756238,
+        0x3fef1e9df51fdee1,
+        0x3fef06fe0a31b715,
+        0x3feef1a7373aa9cb,
+        0x3feedea64c123422,
+        0x3feece086061892d,
+        0x3feebfdad5362a27,
+        0x3feeb42b569d4f82,
+        0x3feeab07dd485429,
+        0x3feea47eb03a5585,
+        0x3feea09e667f3bcd,
+        0x3fee9f75e8ec5f74,
+        0x3feea11473eb0187,
+        0x3feea589994cce13,
+        0x3feeace5422aa0db,
+        0x3feeb737b0cdc5e5,
+        0x3feec49182a3f090,
+        0x3feed503b23e255d,
+        0x3feee89f995ad3ad,
+        0x3feeff76f2fb5e47,
+        0x3fef199bdd85529c,
+        0x3fef3720dcef9069,
+        0x3fef5818dcfba487,
+        0x3fef7c97337b9b5f,
+        0x3fefa4afa2a490da,
+        0x3fefd0765b6e4540,
+    ];
+    const N: f64 = 32.0;
+    if x.is_nan() {
+        return x;
+    }
+    if x > f32::from_bits(0x42b1_7217) {
+        return f32::INFINITY; // x > ln(2^128)
+    }
+    if x < f32::from_bits(0xc2cf_f1b4) {
+        return 0.0; // x < ln(2^-150)
+    }
+    let inv_ln2_n = f64::from_bits(0x3ff7_1547_652b_82fe) * N;
+    let c0 = f64::from_bits(0x3fac_6af8_4b91_2394) / (N * N * N);
+    let c1 = f64::from_bits(0x3fce_bfce_50fa_c4f3) / (N * N);
+    let c2 = f64::from_bits(0x3fe6_2e42_ff0c_52d6) / N;
+    let shift = f64::from_bits(0x4338_0000_0000_0000); // 1.5·2^52: rounds z to an integer
+    let z = inv_ln2_n * x as f64;
+    let kd = z + shift;
+    let ki = kd.to_bits();
+    let r = z - (kd - shift);
+    let s = f64::from_bits(T[(ki % 32) as usize].wrapping_add(ki << 47));
+    let y = (c0 * r + c1) * (r * r) + (c2 * r + 1.0);
+    (y * s) as f32
+}
+
+/// e^x as ggml's 16-lane `ggml_v_expf` computes it (the exp of llama.cpp's SiLU on AVX-512):
+/// n = round(x·log2 e) by the 1.5·2²³ trick, b = x − n·ln 2 in two fused steps, a degree-5
+/// polynomial in b evaluated as ggml evaluates it, then ·2ⁿ with one rounding (`scalef`); 0 or ∞
+/// when |n| > 192. Its constants are ggml's, so the bits are llama.cpp's.
+#[inline]
+pub fn exp_ggml(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 0x1.8p23
+    let z = fma(x, f32::from_bits(0x3fb8_aa3b), SHIFT); // 0x1.715476p+0
+    let n = z - SHIFT;
+    let b = fma(-n, f32::from_bits(0x3f31_7200), x); // 0x1.62e4p-1
+    let b = fma(-n, f32::from_bits(0x35bf_be8e), b); // 0x1.7f7d1cp-20
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let hi = fma(
+        fma(f32::from_bits(0x3c07_2010), b, f32::from_bits(0x3d2b_9f17)), // 0x1.0e4020p-7, 0x1.573e2ep-5
+        u,
+        fma(f32::from_bits(0x3e2a_af33), b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+    );
+    let j = fma(hi, u, fma(f32::from_bits(0x3f7f_fff6), b, 1.0)); // 0x1.ffffecp-1
+    scalef(j, n)
+}
+
+/// x·2ⁿ for integral n in [−192, 192], rounded once (AVX-512's `vscalefps`).
+#[inline]
+pub fn scalef(x: f32, n: f32) -> f32 {
+    if n.is_nan() {
+        return f32::NAN;
+    }
+    let n = n as i32;
+    let n1 = n / 2;
+    // Each half is a normal power of two, so the first product is exact and the second rounds.
+    (x * pow2i(n1)) * pow2i(n - n1)
+}
+
+/// x · sigmoid(x) = x / (1 + e^−x), with ggml's exp (see [`exp_ggml`]).
 #[inline]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + exp(-x))
+    x / (1.0 + exp_ggml(0.0 - x))
 }
 
 /// gate = silu(gate) · up, element-wise.
@@ -274,6 +396,6 @@ pub fn attend_f16(
             vs = exp(score - st.max);
         }
         mad_f16(acc, &values[j * hd..(j + 1) * hd], vs);
-        st.sum = st.sum * ms + vs;
+        st.sum = fma(st.sum, ms, vs);
     }
 }

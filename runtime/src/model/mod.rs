@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod trace;
 
 pub use config::Config;
 pub use forward::{Logits, State};

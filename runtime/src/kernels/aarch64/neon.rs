@@ -5,7 +5,7 @@
 //! f16 ⇄ f32 conversions use the FCVTL/FCVTN instructions through inline assembly: Rust's f16
 //! vector types are not stable yet.
 
-use crate::kernels::scalar::{self, EXP_HI, EXP_LO, EXP_POLY};
+use crate::kernels::scalar;
 use crate::kernels::tiles::{drive, Tiles, ROWS_DECODE};
 use crate::kernels::{Isa, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
@@ -30,7 +30,6 @@ pub fn kernels() -> Option<Kernels> {
         mad_f16,
         scale_f16,
         swiglu,
-        exp_inplace,
         mad_q8_0,
     })
 }
@@ -134,8 +133,8 @@ unsafe fn quantize_block(x: *const f32, q: *mut i8) -> (f32, i32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Quantized GEMM tiles (the structure of the x86 ones: groups of 8 blocks for the scales and the
-// Q4_1 minimum terms, then block by block into bank (block mod 2)).
+// Quantized GEMM tiles (the structure of the x86 ones: groups of 8 blocks for the scales, then
+// block by block into one accumulator, the Q4_1 minimum terms as a scalar chain).
 // ---------------------------------------------------------------------------------------------
 
 const PREFETCH_ROWS: usize = 4 * ROWS_DECODE;
@@ -188,33 +187,32 @@ macro_rules! tile {
             let nbq = nb * QK;
             let size = core::mem::size_of::<$W>();
             let z = vdupq_n_f32(0.0);
-            // acc[r][t][bank] = (lanes 0-3, lanes 4-7)
-            let mut acc = [[[(z, z); 2]; T]; R];
-            let mut mins = [[(z, z); T]; R];
+            // acc[r][t] = (lanes 0-3, lanes 4-7)
+            let mut acc = [[(z, z); T]; R];
+            let mut mins = [[0.0f32; T]; R];
             let mut g = 0;
             while g < nb {
                 let n = (nb - g).min(8);
                 let mut dd = [[[0.0f32; 8]; T]; R];
+                let mut mw = [[0.0f32; 8]; R];
                 for r in 0..R {
                     let row = w.add(r * nb + g) as *const u8;
                     let (dw0, dw1) = f16x8(row, size, n, 0);
-                    let (mw0, mw1) = if $mins { f16x8(row, size, n, 2) } else { (z, z) };
+                    if $mins {
+                        let (mw0, mw1) = f16x8(row, size, n, 2);
+                        vst1q_f32(mw[r].as_mut_ptr(), mw0);
+                        vst1q_f32(mw[r].as_mut_ptr().add(4), mw1);
+                    }
                     for t in 0..T {
                         let (dx0, dx1) = f32x8(d.add(t * nb + g), n);
                         vst1q_f32(dd[r][t].as_mut_ptr(), vmulq_f32(dw0, dx0));
                         vst1q_f32(dd[r][t].as_mut_ptr().add(4), vmulq_f32(dw1, dx1));
-                        if $mins {
-                            let (sx0, sx1) = f32x8(s.add(t * nb + g), n);
-                            let m = mins[r][t];
-                            mins[r][t] = (vfmaq_f32(m.0, mw0, sx0), vfmaq_f32(m.1, mw1, sx1));
-                        }
                     }
                 }
                 for j in 0..n {
                     let b = g + j;
-                    let bank = j % 2;
                     for r in 0..R {
-                        if T == 1 && bank == 0 {
+                        if T == 1 && j % 2 == 0 {
                             let ahead = w.wrapping_add((r + PREFETCH_ROWS) * nb + b);
                             asm!("prfm pldl1keep, [{p}]", p = in(reg) ahead, options(nostack, readonly, preserves_flags));
                         }
@@ -225,8 +223,12 @@ macro_rules! tile {
                             let l0 = vcvtq_f32_s32($lanes(u0, vld1q_s8(xp)));
                             let l1 = vcvtq_f32_s32($lanes(u1, vld1q_s8(xp.add(16))));
                             let sc = vdupq_n_f32(dd[r][t][j]);
-                            let a = acc[r][t][bank];
-                            acc[r][t][bank] = (vfmaq_f32(a.0, l0, sc), vfmaq_f32(a.1, l1, sc));
+                            let a = acc[r][t];
+                            acc[r][t] = (vfmaq_f32(a.0, l0, sc), vfmaq_f32(a.1, l1, sc));
+                            if $mins {
+                                // FMADD (scalar, fused), in block order.
+                                mins[r][t] = scalar::fma(mw[r][j], *s.add(t * nb + b), mins[r][t]);
+                            }
                         }
                     }
                 }
@@ -234,12 +236,8 @@ macro_rules! tile {
             }
             for r in 0..R {
                 for t in 0..T {
-                    let [e, o] = acc[r][t];
-                    let mut v = hsum8(vaddq_f32(e.0, o.0), vaddq_f32(e.1, o.1));
-                    if $mins {
-                        v += hsum8(mins[r][t].0, mins[r][t].1);
-                    }
-                    out[r][t] = v;
+                    let (lo, hi) = acc[r][t];
+                    out[r][t] = hsum8(lo, hi) + mins[r][t];
                 }
             }
         }
@@ -356,16 +354,34 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// The f16 dot in [`scalar::vec_dot_f16_f32`]'s order (ggml's 4 banks of 16 lanes are 16
+/// registers of 4 here: bank j, lanes 4k..4k+4 in register 4j + k).
 fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    // SAFETY: as above.
+    let whole = n - n % 64;
+    // SAFETY: every vector load reads whole groups of 64 below `n`.
     unsafe {
-        dot_by_lanes(
-            n,
-            |i| load_f16x4(a.as_ptr().add(i)),
-            |i| vld1q_f32(b.as_ptr().add(i)),
-            |i| (a[i].to_f32(), b[i]),
-        )
+        let mut acc = [vdupq_n_f32(0.0); 16];
+        let mut i = 0;
+        while i < whole {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = load_f16x4(a.as_ptr().add(i + 4 * r));
+                *acc = vfmaq_f32(*acc, av, vld1q_f32(b.as_ptr().add(i + 4 * r)));
+            }
+            i += 64;
+        }
+        // (b0 + b2) + (b1 + b3) for each of the 4 registers of 16 lanes, then lanes 0–7 + 8–15.
+        let lanes: [float32x4_t; 4] = core::array::from_fn(|k| {
+            vaddq_f32(
+                vaddq_f32(acc[k], acc[8 + k]),
+                vaddq_f32(acc[4 + k], acc[12 + k]),
+            )
+        });
+        let mut sum = hsum8(vaddq_f32(lanes[0], lanes[2]), vaddq_f32(lanes[1], lanes[3])) as f64;
+        for e in whole..n {
+            sum += (a[e].to_f32() * b[e]) as f64;
+        }
+        sum as f32
     }
 }
 
@@ -457,28 +473,34 @@ unsafe fn scale_f16_impl(y: &mut [f16], a: f32) {
     }
 }
 
-/// e^x for 4 lanes, operation for operation as the scalar spec.
+/// e^x for 4 lanes, operation for operation as [`scalar::exp_ggml`] (ggml's AVX-512
+/// `ggml_v_expf`, whose final ·2ⁿ is two products here: exact, then one rounding).
 #[inline(always)]
-unsafe fn exp4(x: float32x4_t) -> float32x4_t {
-    let ok = vceqq_f32(x, x);
-    let xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP_LO)), vdupq_n_f32(EXP_HI));
-    let n = vrndnq_f32(vmulq_f32(xc, vdupq_n_f32(core::f32::consts::LOG2_E)));
-    let r = vfmaq_f32(xc, n, vdupq_n_f32(-0.693_145_75));
-    let r = vfmaq_f32(r, n, vdupq_n_f32(-1.428_606_8e-6));
-    let mut p = vdupq_n_f32(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        p = vfmaq_f32(vdupq_n_f32(c), p, r);
-    }
-    let one = vdupq_n_f32(1.0);
-    let p = vfmaq_f32(one, p, r);
-    let p = vfmaq_f32(one, p, r);
-    let ni = vcvtq_s32_f32(n);
+unsafe fn exp_ggml4(x: float32x4_t) -> float32x4_t {
+    let c = |bits: u32| vdupq_n_f32(f32::from_bits(bits));
+    let shift = vdupq_n_f32(12_582_912.0);
+    let z = vfmaq_f32(shift, x, c(0x3fb8_aa3b));
+    let n = vsubq_f32(z, shift);
+    let b = vfmsq_f32(x, n, c(0x3f31_7200));
+    let b = vfmsq_f32(b, n, c(0x35bf_be8e));
+    let u = vmulq_f32(b, b);
+    let hi = vfmaq_f32(
+        vfmaq_f32(c(0x3eff_fedb), c(0x3e2a_af33), b),
+        vfmaq_f32(c(0x3d2b_9f17), c(0x3c07_2010), b),
+        u,
+    );
+    let j = vfmaq_f32(vfmaq_f32(vdupq_n_f32(1.0), c(0x3f7f_fff6), b), hi, u);
+    let big = vcagtq_f32(n, vdupq_n_f32(192.0));
+    let nc = vminq_f32(vmaxq_f32(n, vdupq_n_f32(-192.0)), vdupq_n_f32(192.0));
+    let ni = vcvtq_s32_f32(nc);
     let n1 = vshrq_n_s32::<1>(ni);
     let n2 = vsubq_s32(ni, n1);
     let pow2 =
         |k: int32x4_t| vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(k, vdupq_n_s32(127))));
-    let res = vmulq_f32(vmulq_f32(p, pow2(n1)), pow2(n2));
-    vbslq_f32(ok, res, x)
+    let res = vmulq_f32(vmulq_f32(j, pow2(n2)), pow2(n1));
+    let res = vbslq_f32(vceqq_f32(n, n), res, vdupq_n_f32(f32::NAN));
+    let alt = vbslq_f32(vclezq_f32(n), vdupq_n_f32(0.0), vdupq_n_f32(f32::INFINITY));
+    vbslq_f32(big, alt, res)
 }
 
 fn swiglu(gate: &mut [f32], up: &[f32]) {
@@ -488,7 +510,7 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
     unsafe {
         while i + 4 <= n {
             let g = vld1q_f32(gate.as_ptr().add(i));
-            let e = exp4(vnegq_f32(g));
+            let e = exp_ggml4(vsubq_f32(vdupq_n_f32(0.0), g));
             let silu = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0), e));
             vst1q_f32(
                 gate.as_mut_ptr().add(i),
@@ -498,13 +520,4 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
         }
     }
     scalar::swiglu(&mut gate[i..n], &up[i..n]);
-}
-
-fn exp_inplace(x: &mut [f32]) {
-    let n = x.len() - x.len() % 4;
-    for c in x[..n].chunks_exact_mut(4) {
-        // SAFETY: 4 floats in bounds.
-        unsafe { vst1q_f32(c.as_mut_ptr(), exp4(vld1q_f32(c.as_ptr()))) };
-    }
-    crate::kernels::attend::exp_inplace_scalar(&mut x[n..]);
 }

@@ -23,18 +23,8 @@ pub fn kernels() -> Option<Kernels> {
         mad_f16,
         scale_f16,
         swiglu,
-        exp_inplace,
         mad_q8_0,
     })
-}
-
-fn exp_inplace(x: &mut [f32]) {
-    let n = x.len() - x.len() % 8;
-    for c in x[..n].chunks_exact_mut(8) {
-        // SAFETY: AVX2+FMA checked by `kernels()`; 8 floats in bounds.
-        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), exp8(_mm256_loadu_ps(c.as_ptr()))) };
-    }
-    crate::kernels::attend::exp_inplace_scalar(&mut x[n..]);
 }
 
 fn swiglu(gate: &mut [f32], up: &[f32]) {
@@ -256,22 +246,29 @@ unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// The f16 dot in [`scalar::vec_dot_f16_f32`](crate::kernels::scalar::vec_dot_f16_f32)'s
+/// order: ggml's 4 banks of 16 lanes are 8 registers here (bank j's lanes 0–7 and 8–15).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_f32_impl(a: &[f16], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); 8];
     let mut i = 0;
-    while i + 8 <= n {
-        let av = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
-        acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.as_ptr().add(i)), acc);
-        i += 8;
+    while i + 64 <= n {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8 * r) as *const __m128i));
+            *acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.as_ptr().add(i + 8 * r)), *acc);
+        }
+        i += 64;
     }
-    let mut s = hsum_ps(acc);
+    // Lanes 0–7 and 8–15 of (b0 + b2) + (b1 + b3), then the 16 lanes folded to 8 and summed.
+    let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    let mut sum = hsum_ps(_mm256_add_ps(lo, hi)) as f64;
     while i < n {
-        s = fmas(f16f(a[i]), b[i], s);
+        sum += (f16f(a[i]) * b[i]) as f64;
         i += 1;
     }
-    s
+    sum as f32
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -327,30 +324,41 @@ unsafe fn scale_f16_impl(y: &mut [f16], a: f32) {
     }
 }
 
-/// e^x for 8 lanes, operation for operation as [`scalar::exp`](crate::kernels::scalar::exp).
+/// e^x for 8 lanes, operation for operation as
+/// [`scalar::exp_ggml`](crate::kernels::scalar::exp_ggml) (ggml's AVX-512 `ggml_v_expf`; the
+/// final ·2ⁿ, one instruction there, is two exact-then-rounding products here).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn exp8(x: __m256) -> __m256 {
-    use crate::kernels::scalar::{EXP_HI, EXP_LO, EXP_POLY};
-    let nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-    let xc = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
-        _mm256_set1_ps(EXP_HI),
+pub(crate) unsafe fn exp_ggml8(x: __m256) -> __m256 {
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let shift = _mm256_set1_ps(12_582_912.0);
+    let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(n, c(0x3f31_7200), x);
+    let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), b);
+    let u = _mm256_mul_ps(b, b);
+    let hi = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+        u,
+        _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
     );
-    let n = _mm256_round_ps(
-        _mm256_mul_ps(xc, _mm256_set1_ps(core::f32::consts::LOG2_E)),
-        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    let j = _mm256_fmadd_ps(
+        hi,
+        u,
+        _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
     );
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_145_75), xc);
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.428_606_8e-6), r);
-    let mut p = _mm256_set1_ps(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-    }
-    let one = _mm256_set1_ps(1.0);
-    let p = _mm256_fmadd_ps(p, r, one);
-    let p = _mm256_fmadd_ps(p, r, one);
-    let ni = _mm256_cvtps_epi32(n);
+    // ·2ⁿ as (·2^(n−n/2))·2^(n/2) for |n| ≤ 192 (both powers normal: the first product is
+    // exact, the second rounds once, as `vscalefps` does); NaN n (NaN x) stays NaN through j.
+    let big = _mm256_cmp_ps(
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), n),
+        _mm256_set1_ps(192.0),
+        _CMP_GT_OQ,
+    );
+    let nc = _mm256_min_ps(
+        _mm256_max_ps(n, _mm256_set1_ps(-192.0)),
+        _mm256_set1_ps(192.0),
+    );
+    let ni = _mm256_cvtps_epi32(nc);
     let n1 = _mm256_srai_epi32(ni, 1);
     let n2 = _mm256_sub_epi32(ni, n1);
     let pow2 = |k: __m256i| {
@@ -359,20 +367,26 @@ pub(crate) unsafe fn exp8(x: __m256) -> __m256 {
             23,
         ))
     };
-    let res = _mm256_mul_ps(_mm256_mul_ps(p, pow2(n1)), pow2(n2));
-    _mm256_blendv_ps(res, x, nan)
+    let res = _mm256_mul_ps(_mm256_mul_ps(j, pow2(n2)), pow2(n1));
+    let nan = _mm256_cmp_ps(n, n, _CMP_UNORD_Q);
+    let res = _mm256_blendv_ps(res, _mm256_set1_ps(f32::NAN), nan);
+    let alt = _mm256_blendv_ps(
+        _mm256_set1_ps(f32::INFINITY),
+        _mm256_setzero_ps(),
+        _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ),
+    );
+    _mm256_blendv_ps(res, alt, big)
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn swiglu_impl(gate: &mut [f32], up: &[f32]) {
     let n = gate.len().min(up.len());
     let one = _mm256_set1_ps(1.0);
-    let sign = _mm256_set1_ps(-0.0);
     let mut i = 0;
     while i + 8 <= n {
         let g = _mm256_loadu_ps(gate.as_ptr().add(i));
         let u = _mm256_loadu_ps(up.as_ptr().add(i));
-        let e = exp8(_mm256_xor_ps(g, sign));
+        let e = exp_ggml8(_mm256_sub_ps(_mm256_setzero_ps(), g));
         let silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
         _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(silu, u));
         i += 8;

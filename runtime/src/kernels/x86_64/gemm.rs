@@ -2,9 +2,10 @@
 //!
 //! A tile multiplies R weight rows by T tokens: each weight block is unpacked once and used for
 //! all T tokens, and the R×T accumulator chains are independent, which keeps the FMA units busy.
-//! Every (row, token) pair follows the scalar spec's order exactly (two banks of 8 lanes, one
-//! fused multiply-add per block, `hsum8(E + O)`, the Q4_1 minimum term in 8 lanes by block mod 8),
-//! so the results are bit-identical to the scalar reference.
+//! Every (row, token) pair follows the scalar spec's order exactly (one bank of 8 lanes, one
+//! fused multiply-add per block, `hsum8`, then the Q4_1 minimum terms as one scalar chain of
+//! fused multiply-adds in block order: ggml's order), so the results are bit-identical to the
+//! scalar reference.
 //!
 
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
@@ -34,9 +35,10 @@ unsafe fn nibbles(qs: *const u8) -> __m256i {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The tile body, shared by both sets: groups of 8 blocks, whose scales (d_w·d_x) and Q4_1
-// minimum terms are handled 8 at a time as vectors; then block by block, the 8 integer lanes,
-// converted and multiplied into bank (block mod 2) with the block's broadcast scale.
+// The tile body, shared by both sets: groups of 8 blocks, whose scales (d_w·d_x) are formed 8 at
+// a time as vectors; then block by block, the 8 integer lanes, converted and multiplied into the
+// accumulator with the block's broadcast scale, and the Q4_1 minimum term m_w·s_x fused into a
+// scalar chain.
 // ---------------------------------------------------------------------------------------------
 
 /// How far ahead decode tiles prefetch weights, in rows (four tiles: somewhat more than one DRAM
@@ -55,6 +57,12 @@ unsafe fn f16x8(base: *const u8, stride: usize, n: usize, off: usize) -> __m256 
         _mm_setr_epi16(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7))
     };
     _mm256_cvtph_ps(v)
+}
+
+/// fma(a, b, c) on scalars, one rounding (no libm call in the hot loop).
+#[inline(always)]
+unsafe fn fma1(a: f32, b: f32, c: f32) -> f32 {
+    _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)))
 }
 
 /// `n` (≤ 8) floats, zeros beyond.
@@ -82,52 +90,44 @@ macro_rules! tile {
         ) {
             let nbq = nb * QK;
             let size = core::mem::size_of::<$W>();
-            let mut acc = [[[_mm256_setzero_ps(); 2]; T]; R];
-            let mut mins = [[_mm256_setzero_ps(); T]; R];
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut mins = [[0.0f32; T]; R];
             let mut g = 0;
             while g < nb {
                 let n = (nb - g).min(8);
                 let mut dd = [[_mm256_setzero_ps(); T]; R];
+                let mut mw = [[0.0f32; 8]; R];
                 for r in 0..R {
                     let row = w.add(r * nb + g) as *const u8;
                     let dw = f16x8(row, size, n, 0);
-                    let mw = if $mins {
-                        f16x8(row, size, n, 2)
-                    } else {
-                        _mm256_setzero_ps()
-                    };
+                    if $mins {
+                        _mm256_storeu_ps(mw[r].as_mut_ptr(), f16x8(row, size, n, 2));
+                    }
                     for t in 0..T {
                         dd[r][t] = _mm256_mul_ps(dw, load_f32x8(d.add(t * nb + g), n));
-                        if $mins {
-                            mins[r][t] =
-                                _mm256_fmadd_ps(mw, load_f32x8(s.add(t * nb + g), n), mins[r][t]);
-                        }
                     }
                 }
-                for p in 0..4 {
-                    for half in 0..2 {
-                        let j = 2 * p + half;
-                        if j >= n {
-                            break;
+                for j in 0..n {
+                    let b = g + j;
+                    let sel = _mm256_set1_epi32(j as i32);
+                    for r in 0..R {
+                        if T == 1 && j % 2 == 0 {
+                            // Decoding streams every weight from memory once per token: ask
+                            // for the same block of the rows PREFETCH_ROWS ahead (prefetches
+                            // never fault, and the address is only computed, not read).
+                            let ahead = w.wrapping_add((r + PREFETCH_ROWS) * nb + b);
+                            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                         }
-                        let b = g + j;
-                        let sel = _mm256_set1_epi32(j as i32);
-                        for r in 0..R {
-                            if T == 1 && half == 0 {
-                                // Decoding streams every weight from memory once per token: ask
-                                // for the same block of the rows PREFETCH_ROWS ahead (prefetches
-                                // never fault, and the address is only computed, not read).
-                                let ahead = w.wrapping_add((r + PREFETCH_ROWS) * nb + b);
-                                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-                            }
-                            let $wb = &*w.add(r * nb + b);
-                            let $u = $unpack;
-                            for t in 0..T {
-                                let $xq =
-                                    _mm256_loadu_si256(qs.add(t * nbq + b * QK) as *const __m256i);
-                                let l = _mm256_cvtepi32_ps($lanes);
-                                let sc = _mm256_permutevar8x32_ps(dd[r][t], sel);
-                                acc[r][t][half] = _mm256_fmadd_ps(sc, l, acc[r][t][half]);
+                        let $wb = &*w.add(r * nb + b);
+                        let $u = $unpack;
+                        for t in 0..T {
+                            let $xq =
+                                _mm256_loadu_si256(qs.add(t * nbq + b * QK) as *const __m256i);
+                            let l = _mm256_cvtepi32_ps($lanes);
+                            let sc = _mm256_permutevar8x32_ps(dd[r][t], sel);
+                            acc[r][t] = _mm256_fmadd_ps(sc, l, acc[r][t]);
+                            if $mins {
+                                mins[r][t] = fma1(mw[r][j], *s.add(t * nb + b), mins[r][t]);
                             }
                         }
                     }
@@ -136,11 +136,7 @@ macro_rules! tile {
             }
             for r in 0..R {
                 for t in 0..T {
-                    let mut v = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
-                    if $mins {
-                        v += hsum(mins[r][t]);
-                    }
-                    out[r][t] = v;
+                    out[r][t] = hsum(acc[r][t]) + mins[r][t];
                 }
             }
         }
