@@ -14,6 +14,7 @@
 //! which `tests.rs` checks against the plain per-key loop.
 
 use super::{scalar, Kernels, OutRows, QActs};
+use crate::model::forward::MAX_HEAD_DIM;
 use crate::weights::{BlockQ8_0, QK};
 use half::f16;
 
@@ -207,6 +208,110 @@ pub fn mad_q8_0_scalar(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
         let d = b.d.to_f32();
         for (y, &q) in yb.iter_mut().zip(&b.qs) {
             *y = scalar::fma(q as f32 * d, a, *y);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled attention: llama.cpp's flash attention for batches of `TILE` or more query tokens.
+// ---------------------------------------------------------------------------------------------
+
+/// Writes key `j` and value `j` of the attended sequence as f32 rows.
+pub type LoadKv<'l> = dyn FnMut(usize, &mut [f32], &mut [f32]) + 'l;
+
+/// Query rows and keys per tile of llama.cpp's tiled CPU flash attention (`GGML_FA_TILE_Q`,
+/// `GGML_FA_TILE_KV`), which it uses when a batch has at least this many tokens.
+pub const TILE: usize = 64;
+
+/// f32 scratch for one head's tiled attention with head width `hd`.
+pub const fn tile_scratch_len(hd: usize) -> usize {
+    2 * TILE * hd + TILE * TILE + TILE * hd
+}
+
+/// Attends up to [`TILE`] query rows of one head (row `r` at `q[r·stride..]`, `hd` values, f32
+/// as they are) to the keys
+/// `load(j, key, value)` writes as f32 rows, row `r` seeing keys `0..first + r + 1`, exactly as
+/// llama.cpp's tiled flash attention computes it: keys in tiles of 64 from key 0; per tile and
+/// row, scores as chains of fused multiply-adds over the head dimension, times `scale`; the tile's
+/// max updates the running max M (a larger M rescales the f32 running sum of values and S by
+/// glibc's e^(M_old − M)); weights e^(score − M) with ggml's exp, summed 16 at a time
+/// (`hsum8(low 8 + high 8)`) into an f64 sum that is added to S; values added key by key with
+/// fused multiply-adds; finally ·1/S. Writes `out(r, d, value)`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_tiled(
+    k: &Kernels,
+    q: &[f32],
+    stride: usize,
+    rows: usize,
+    hd: usize,
+    first: usize,
+    scale: f32,
+    load: &mut LoadKv<'_>,
+    scratch: &mut [f32],
+    out: &mut dyn FnMut(usize, usize, f32),
+) {
+    debug_assert!(rows <= TILE && hd <= MAX_HEAD_DIM);
+    let (kt, rest) = scratch.split_at_mut(TILE * hd);
+    let (vt, rest) = rest.split_at_mut(TILE * hd);
+    let (kq, rest) = rest.split_at_mut(TILE * TILE);
+    let acc = &mut rest[..TILE * hd];
+    acc[..rows * hd].fill(0.0);
+    let mut m = [f32::NEG_INFINITY; TILE];
+    let mut s = [0.0f32; TILE];
+    let mut key = [0.0f32; MAX_HEAD_DIM];
+    let total = first + rows; // keys the last row sees
+    let mut base = 0;
+    while base < total {
+        let nk = (total - base).min(TILE);
+        // Keys transposed (kt[d][j]) so each score row is built by axpy over the tile; values
+        // as rows.
+        for j in 0..nk {
+            load(base + j, &mut key[..hd], &mut vt[j * hd..(j + 1) * hd]);
+            for (d, &x) in key[..hd].iter().enumerate() {
+                kt[d * TILE + j] = x;
+            }
+        }
+        for r in 0..rows {
+            let seen = first + r + 1;
+            if seen <= base {
+                continue; // every key of this tile is in the row's future
+            }
+            let vis = (seen - base).min(TILE);
+            let row = &mut kq[r * TILE..(r + 1) * TILE];
+            row[..vis].fill(0.0);
+            (k.fma_rows)(&mut row[..vis], &q[r * stride..r * stride + hd], kt, TILE);
+            let mut tile_max = f32::NEG_INFINITY;
+            for x in &mut row[..vis] {
+                *x *= scale;
+                tile_max = if *x > tile_max { *x } else { tile_max };
+            }
+            let a = &mut acc[r * hd..(r + 1) * hd];
+            let m_new = if tile_max > m[r] { tile_max } else { m[r] };
+            if m_new > m[r] {
+                let ms = scalar::exp_softmax(m[r] - m_new);
+                scale_f32(a, ms);
+                s[r] *= ms;
+            }
+            m[r] = m_new;
+            for x in &mut row[..vis] {
+                *x -= m_new;
+            }
+            (k.exp_ggml)(&mut row[..vis]);
+            row[vis..].fill(0.0); // masked and padding keys weigh e^−∞ = 0
+            let mut sum = 0.0f64;
+            for c in row.chunks_exact(16) {
+                let half: [f32; 8] = core::array::from_fn(|i| c[i] + c[i + 8]);
+                sum += scalar::hsum8(&half) as f64;
+            }
+            s[r] = (s[r] as f64 + sum) as f32;
+            (k.fma_rows)(a, &row[..vis], vt, hd);
+        }
+        base += TILE;
+    }
+    for r in 0..rows {
+        let inv = if s[r] == 0.0 { 0.0 } else { 1.0 / s[r] };
+        for d in 0..hd {
+            out(r, d, acc[r * hd + d] * inv);
         }
     }
 }

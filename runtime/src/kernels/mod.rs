@@ -7,6 +7,7 @@
 
 pub mod attend;
 pub mod scalar;
+pub mod sincos;
 pub mod tiles;
 
 #[cfg(target_arch = "x86_64")]
@@ -221,12 +222,16 @@ pub struct Kernels {
     pub dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     /// y = fma(a, x, y).
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    /// acc += Σ a_i · (row i of b, rows `stride` apart), in order ([`scalar::fma_rows`]).
+    pub fma_rows: fn(&mut [f32], &[f32], &[f32], usize),
     /// y = f16(x·a + y) (f16 running sum of attention).
     pub mad_f16: fn(&mut [f16], &[f16], f32),
     /// y = f16(y·a).
     pub scale_f16: fn(&mut [f16], f32),
     /// gate = silu(gate)·up with ggml's exp ([`scalar::exp_ggml`]).
     pub swiglu: fn(&mut [f32], &[f32]),
+    /// x ← e^x with ggml's exp ([`scalar::exp_ggml`]; the weights of tiled attention).
+    pub exp_ggml: fn(&mut [f32]),
     /// y = fma(q·d, a, y) over Q8_0 blocks (attention over a Q8_0 value cache).
     pub mad_q8_0: fn(&mut [f32], &[BlockQ8_0], f32),
 }
@@ -281,6 +286,8 @@ impl Kernels {
         mad_f16: scalar::mad_f16,
         scale_f16: scalar::scale_f16,
         swiglu: scalar::swiglu,
+        fma_rows: scalar::fma_rows,
+        exp_ggml: scalar::exp_ggml_inplace,
         mad_q8_0: attend::mad_q8_0_scalar,
     };
 

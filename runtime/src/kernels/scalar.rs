@@ -175,6 +175,18 @@ fn dot_by_lanes(n: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) ->
     s
 }
 
+/// acc[j] = fma(a[i], b[i·stride + j], acc[j]) for i = 0, 1, … in order, for every j:
+/// acc += Σ a_i · (row i of b), each element one chain of fused multiply-adds (the order of ggml's
+/// `simd_gemm`, which tiled attention uses for scores and for values).
+pub fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
+    for (i, &ai) in a.iter().enumerate() {
+        let row = &b[i * stride..i * stride + acc.len()];
+        for (y, &x) in acc.iter_mut().zip(row) {
+            *y = fma(ai, x, *y);
+        }
+    }
+}
+
 /// y = fma(a, x, y).
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
@@ -339,6 +351,13 @@ pub fn exp_ggml(x: f32) -> f32 {
     );
     let j = fma(hi, u, fma(f32::from_bits(0x3f7f_fff6), b, 1.0)); // 0x1.ffffecp-1
     scalef(j, n)
+}
+
+/// x ← e^x with [`exp_ggml`], element-wise.
+pub fn exp_ggml_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = exp_ggml(*v);
+    }
 }
 
 /// x·2ⁿ for integral n in [−192, 192], rounded once (AVX-512's `vscalefps`).

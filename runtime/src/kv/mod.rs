@@ -16,7 +16,10 @@
 //! **Batches.** A batch of new tokens is first written to a staging area; each token attends to
 //! the cached cells of its window, then to the staged tokens up to itself, and the batch is moved
 //! into the ring afterwards. Keys are visited in position order in both cases, so evaluating a
-//! prompt in batches gives the same bits as one token at a time, even across a wrap.
+//! prompt in batches gives the same bits as one token at a time, even across a wrap — for
+//! batches under 64 tokens. Larger batches (f16 or f32 cache, no wrap inside the batch) take
+//! llama.cpp's tiled attention instead, as llama.cpp does (`kernels::attend::attend_tiled`):
+//! their bits are llama.cpp's for the same batching, not those of token-by-token evaluation.
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
@@ -368,6 +371,35 @@ impl<'a> KvCache<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The keys and values a batch of `n` tokens attends to when none of its tokens evicts
+    /// another: the cached positions `0..n_pos` (their cells are in position order) and the
+    /// staged batch; batch token `i` sees the first `n_pos + i + 1` of them. `None` when the ring
+    /// has wrapped, or would within the batch: then the tokens' windows differ.
+    pub(crate) fn unwrapped_batch(
+        &self,
+        layer: usize,
+        head: usize,
+        n: usize,
+    ) -> Option<[(Rows<'_>, Rows<'_>, usize); 2]> {
+        if self.n_pos + n > self.cfg.capacity || n > self.batch {
+            return None;
+        }
+        let (u, r) = (self.unit, self.row(layer, head, 0));
+        let staged = head * self.batch;
+        Some([
+            (
+                self.k.rows(r, self.n_pos, u),
+                self.v.rows(r, self.n_pos, u),
+                self.n_pos,
+            ),
+            (
+                self.stage_k.rows(staged, n, u),
+                self.stage_v.rows(staged, n, u),
+                n,
+            ),
+        ])
     }
 
     /// Calls `f(keys, values, count)` for each run of consecutive rows that batch token `i` of

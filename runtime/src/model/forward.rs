@@ -13,7 +13,7 @@ use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::kernels::attend::{self, Softmax};
-use crate::kernels::{Kernels, OutRows, QActs};
+use crate::kernels::{sincos, Kernels, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{split, Parallel};
 use crate::tokenizer::TokenId;
@@ -61,6 +61,9 @@ pub struct State<'a> {
     rope: &'a mut [f32],
     /// Logits, `[logit_rows][n_vocab]`.
     logits: &'a mut [f32],
+    /// Tiled attention scratch, one part per query head (empty when batches are under
+    /// [`attend::TILE`] tokens).
+    tiles: &'a mut [f32],
 }
 
 impl<'a> State<'a> {
@@ -75,6 +78,7 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(lr * c.n_vocab)
+            + Arena::size_of::<f32>(tiles_len(c, batch))
     }
 
     /// Buffers in `arena` for batches of up to `batch` tokens.
@@ -100,12 +104,22 @@ impl<'a> State<'a> {
             act_s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
+            tiles: arena.alloc(tiles_len(c, batch), "attention tiles")?,
         })
     }
 
     /// Largest batch one [`forward`] call takes.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+}
+
+/// Floats of tiled-attention scratch for batches of `batch` tokens.
+fn tiles_len(c: &Config, batch: usize) -> usize {
+    if batch >= attend::TILE && c.head_dim <= MAX_HEAD_DIM {
+        c.n_head * attend::tile_scratch_len(c.head_dim)
+    } else {
+        0
     }
 }
 
@@ -304,23 +318,25 @@ fn attention_block(
     trace::tensor("Kcur", Some(l), &s.k[..n * kvd]);
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / libm::sqrtf(hd as f32);
-    let (q, kvr) = (&*s.q, &*kv);
-    let att = OutRows::new(&mut s.att[..n * e], e, e, n);
-    let att = &att;
-    let items = n * c.n_head;
-    par.run(&|ti, nt| {
-        // SAFETY: each item (token i, head h) writes only row i, columns of head h, and the
-        // threads take disjoint items (every nt-th one, which also balances the causal cost:
-        // later tokens attend to more of the cache).
-        let mut out = unsafe { att.rows(0, e) };
-        for item in (ti..items).step_by(nt) {
-            let (i, h) = (item / c.n_head, item % c.n_head);
-            let qh = &q[i * e + h * hd..i * e + (h + 1) * hd];
-            attend_head(k, kvr, l, h / group, i, qh, scale, &mut |d, v| {
-                out.set(i, h * hd + d, v)
-            });
-        }
-    });
+    if !attend_batch_tiled(model, par, l, s, kv, n, scale) {
+        let (q, kvr) = (&*s.q, &*kv);
+        let att = OutRows::new(&mut s.att[..n * e], e, e, n);
+        let att = &att;
+        let items = n * c.n_head;
+        par.run(&|ti, nt| {
+            // SAFETY: each item (token i, head h) writes only row i, columns of head h, and the
+            // threads take disjoint items (every nt-th one, which also balances the causal cost:
+            // later tokens attend to more of the cache).
+            let mut out = unsafe { att.rows(0, e) };
+            for item in (ti..items).step_by(nt) {
+                let (i, h) = (item / c.n_head, item % c.n_head);
+                let qh = &q[i * e + h * hd..i * e + (h + 1) * hd];
+                attend_head(k, kvr, l, h / group, i, qh, scale, &mut |d, v| {
+                    out.set(i, h * hd + d, v)
+                });
+            }
+        });
+    }
     kv.commit(l, n);
     trace::tensor("kqv_out", Some(l), &s.att[..n * e]);
     let act = quantize(k, &s.att[..n * e], e, s.act_qs, s.act_d, s.act_s);
@@ -335,6 +351,102 @@ fn attention_block(
     trace::tensor("attn_out", Some(l), &s.xn[..n * e]);
     add(&mut s.x[..n * e], &s.xn[..n * e]);
     trace::tensor("ffn_inp", Some(l), &s.x[..n * e]);
+}
+
+/// Attention of a whole batch as llama.cpp computes it for batches of [`attend::TILE`] tokens or
+/// more (its tiled flash attention): f32 queries, 64-key tiles, block-wise softmax, f32 running
+/// sums ([`attend::attend_tiled`]). Taken when the batch is that large, the cache is f16 or f32
+/// and no token of the batch evicts another (so every token sees the keys before it, as in
+/// llama.cpp's cache); returns false, having done nothing, otherwise. Threads take (query tile,
+/// head) items.
+fn attend_batch_tiled(
+    model: &Model<'_>,
+    par: &dyn Parallel,
+    l: usize,
+    s: &mut State<'_>,
+    kv: &KvCache<'_>,
+    n: usize,
+    scale: f32,
+) -> bool {
+    let c = &model.config;
+    let k = &model.kernels;
+    let (e, hd) = (c.n_embd, c.head_dim);
+    let per_head = attend::tile_scratch_len(hd);
+    if n < attend::TILE
+        || s.tiles.len() < c.n_head * per_head
+        || !matches!(kv.config().ty, KvType::F16 | KvType::F32)
+        || kv.unwrapped_batch(l, 0, n).is_none()
+    {
+        return false;
+    }
+    let group = c.n_head / c.n_head_kv;
+    let q = &*s.q;
+    let att = OutRows::new(&mut s.att[..n * e], e, e, n);
+    let att = &att;
+    let tiles = OutRows::new(
+        &mut s.tiles[..c.n_head * per_head],
+        per_head,
+        per_head,
+        c.n_head,
+    );
+    let tiles = &tiles;
+    let slots = c.n_head;
+    par.run(&|ti, nt| {
+        // One scratch part per thread (there are n_head parts: threads beyond that stay idle).
+        if ti >= slots {
+            return;
+        }
+        let workers = nt.min(slots);
+        // SAFETY: each item (query tile, head h) writes only its rows' columns of head h, items
+        // are disjoint between threads, and thread ti alone uses scratch part ti.
+        let (mut out, mut scratch) = unsafe { (att.rows(0, e), tiles.rows(0, per_head)) };
+        let buf = scratch.row_mut(ti);
+        // Items in query-tile order, dealt round-robin: later tiles see more keys, so each
+        // thread gets a similar share of the causal work.
+        let items = n.div_ceil(attend::TILE) * c.n_head;
+        for item in (ti..items).step_by(workers) {
+            let (i0, h) = ((item / c.n_head) * attend::TILE, item % c.n_head);
+            let Some([(pk, pv, np), (sk, sv, _)]) = kv.unwrapped_batch(l, h / group, n) else {
+                continue;
+            };
+            let mut load = |j: usize, key: &mut [f32], value: &mut [f32]| {
+                let (rk, rv, j) = if j < np {
+                    (&pk, &pv, j)
+                } else {
+                    (&sk, &sv, j - np)
+                };
+                row_f32(rk, j, key);
+                row_f32(rv, j, value);
+            };
+            attend::attend_tiled(
+                k,
+                &q[i0 * e + h * hd..],
+                e,
+                (n - i0).min(attend::TILE),
+                hd,
+                np + i0,
+                scale,
+                &mut load,
+                buf,
+                &mut |r, d, v| out.set(i0 + r, h * hd + d, v),
+            );
+        }
+    });
+    true
+}
+
+/// Row `j` of f16 or f32 cache rows (`out.len()` values each) as f32.
+fn row_f32(rows: &Rows<'_>, j: usize, out: &mut [f32]) {
+    let w = out.len();
+    match rows {
+        Rows::F16(r) => {
+            for (o, x) in out.iter_mut().zip(&r[j * w..(j + 1) * w]) {
+                *o = x.to_f32();
+            }
+        }
+        Rows::F32(r) => out.copy_from_slice(&r[j * w..(j + 1) * w]),
+        Rows::Q8_0(_) => unreachable!("tiled attention is only taken for f16 and f32 caches"),
+    }
 }
 
 /// One query head of batch token `i` over everything it sees in the cache (see
@@ -582,21 +694,10 @@ pub fn rope_table(c: &Config, freqs: Option<&[f32]>, pos0: usize, n: usize, out:
     }
 }
 
-/// sin θ and cos θ as llama.cpp gets them: from the C library (`sincosf`) under `std`, whose
-/// results are not always correctly rounded, so the platform's own functions are the only way to
-/// the same bits (checked on x86-64 glibc; on 2.4% of the RoPE angles of an 8192 context, glibc's
-/// values differ in the last bit from both the correctly rounded ones and `libm`'s). Without
-/// `std` there is no C library: `libm`'s functions, within 1 ulp.
+/// sin θ and cos θ as llama.cpp gets them from glibc's `sincosf` (see [`sincos`]).
 #[inline]
 fn sin_cos(th: f32) -> (f32, f32) {
-    #[cfg(feature = "std")]
-    {
-        th.sin_cos()
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        (libm::sinf(th), libm::cosf(th))
-    }
+    sincos::sincosf(th)
 }
 
 /// Rotates adjacent pairs (x[2i], x[2i+1]) of one head by the angles in `cs` (Llama's "normal"

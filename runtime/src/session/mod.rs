@@ -15,7 +15,9 @@ use crate::tokenizer::{TokenId, Utf8Stream};
 pub struct SessionConfig {
     /// Context: tokens the KV cache holds.
     pub n_ctx: usize,
-    /// Largest batch of prompt tokens evaluated together.
+    /// Largest batch of prompt tokens evaluated together. The default, 512, is llama.cpp's
+    /// micro-batch: its attention takes another (tiled) path for batches of 64 tokens or more,
+    /// which ember mirrors, so batching prompts as llama.cpp does gives its bits.
     pub n_batch: usize,
     /// Leading tokens the ring cache never overwrites (attention sinks).
     pub sinks: usize,
@@ -30,7 +32,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             n_ctx: 4096,
-            n_batch: 64,
+            n_batch: 512,
             sinks: DEFAULT_SINKS,
             kv_type: KvType::F16,
         }

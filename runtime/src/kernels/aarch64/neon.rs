@@ -30,6 +30,8 @@ pub fn kernels() -> Option<Kernels> {
         mad_f16,
         scale_f16,
         swiglu,
+        exp_ggml,
+        fma_rows,
         mad_q8_0,
     })
 }
@@ -385,6 +387,46 @@ fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     }
 }
 
+/// [`scalar::fma_rows`] with up to 64 accumulators held in registers across all the rows.
+fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
+    let n = acc.len();
+    if a.is_empty() || n == 0 {
+        return;
+    }
+    assert!(stride >= n && b.len() >= (a.len() - 1) * stride + n);
+    let (ap, bp) = (acc.as_mut_ptr(), b.as_ptr());
+    let mut j0 = 0;
+    // SAFETY: every row i of b read is b[i·stride..][..n], in bounds by the assertion; acc reads
+    // and writes stay below n.
+    unsafe {
+        while j0 + 4 <= n {
+            let w = ((n - j0) / 4).min(16);
+            let mut r = [vdupq_n_f32(0.0); 16];
+            for (k, r) in r.iter_mut().enumerate().take(w) {
+                *r = vld1q_f32(ap.add(j0 + 4 * k));
+            }
+            for (i, &ai) in a.iter().enumerate() {
+                let va = vdupq_n_f32(ai);
+                let row = bp.add(i * stride + j0);
+                for (k, r) in r.iter_mut().enumerate().take(w) {
+                    *r = vfmaq_f32(*r, vld1q_f32(row.add(4 * k)), va);
+                }
+            }
+            for (k, r) in r.iter().enumerate().take(w) {
+                vst1q_f32(ap.add(j0 + 4 * k), *r);
+            }
+            j0 += 4 * w;
+        }
+    }
+    for j in j0..n {
+        let mut y = acc[j];
+        for (i, &ai) in a.iter().enumerate() {
+            y = scalar::fma(ai, b[i * stride + j], y);
+        }
+        acc[j] = y;
+    }
+}
+
 fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     let n = y.len().min(x.len());
     let mut i = 0;
@@ -520,4 +562,13 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
         }
     }
     scalar::swiglu(&mut gate[i..n], &up[i..n]);
+}
+
+fn exp_ggml(x: &mut [f32]) {
+    let n = x.len() - x.len() % 4;
+    for c in x[..n].chunks_exact_mut(4) {
+        // SAFETY: 4 floats in bounds.
+        unsafe { vst1q_f32(c.as_mut_ptr(), exp_ggml4(vld1q_f32(c.as_ptr()))) };
+    }
+    scalar::exp_ggml_inplace(&mut x[n..]);
 }

@@ -23,8 +23,19 @@ pub fn kernels() -> Option<Kernels> {
         mad_f16,
         scale_f16,
         swiglu,
+        exp_ggml,
+        fma_rows,
         mad_q8_0,
     })
+}
+
+fn exp_ggml(x: &mut [f32]) {
+    let n = x.len() - x.len() % 8;
+    for c in x[..n].chunks_exact_mut(8) {
+        // SAFETY: AVX2+FMA checked by `kernels()`; 8 floats in bounds.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), exp_ggml8(_mm256_loadu_ps(c.as_ptr()))) };
+    }
+    crate::kernels::scalar::exp_ggml_inplace(&mut x[n..]);
 }
 
 fn swiglu(gate: &mut [f32], up: &[f32]) {
@@ -269,6 +280,51 @@ unsafe fn dot_f16_f32_impl(a: &[f16], b: &[f32]) -> f32 {
         i += 1;
     }
     sum as f32
+}
+
+fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
+    let n = acc.len();
+    if a.is_empty() || n == 0 {
+        return;
+    }
+    assert!(stride >= n && b.len() >= (a.len() - 1) * stride + n);
+    // SAFETY: AVX2+FMA checked by `kernels()`; every row i of b read below is b[i·stride..][..n],
+    // in bounds by the assertion.
+    unsafe { fma_rows_impl(acc, a, b, stride) }
+}
+
+/// [`scalar::fma_rows`](crate::kernels::scalar::fma_rows) with up to 64 accumulators held in
+/// registers across all the rows.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_rows_impl(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
+    let n = acc.len();
+    let (ap, bp) = (acc.as_mut_ptr(), b.as_ptr());
+    let mut j0 = 0;
+    while j0 + 8 <= n {
+        let w = ((n - j0) / 8).min(8);
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (k, r) in r.iter_mut().enumerate().take(w) {
+            *r = _mm256_loadu_ps(ap.add(j0 + 8 * k));
+        }
+        for (i, &ai) in a.iter().enumerate() {
+            let va = _mm256_set1_ps(ai);
+            let row = bp.add(i * stride + j0);
+            for (k, r) in r.iter_mut().enumerate().take(w) {
+                *r = _mm256_fmadd_ps(va, _mm256_loadu_ps(row.add(8 * k)), *r);
+            }
+        }
+        for (k, r) in r.iter().enumerate().take(w) {
+            _mm256_storeu_ps(ap.add(j0 + 8 * k), *r);
+        }
+        j0 += 8 * w;
+    }
+    for j in j0..n {
+        let mut y = acc[j];
+        for (i, &ai) in a.iter().enumerate() {
+            y = fmas(ai, b[i * stride + j], y);
+        }
+        acc[j] = y;
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]

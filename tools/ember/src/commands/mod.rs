@@ -147,6 +147,10 @@ pub struct ContextArgs {
     /// Threads [default: the board's, else the number of physical cores]
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Prompt tokens evaluated together (512, as llama.cpp batches them, gives its bits for long
+    /// prompts; smaller saves memory)
+    #[arg(short = 'b', long = "batch")]
+    pub batch: Option<usize>,
 }
 
 impl ContextArgs {
@@ -208,6 +212,12 @@ impl ContextArgs {
                 "the attention sinks (--sinks {}) must be fewer than the context ({n_ctx} tokens)",
                 self.sinks
             )));
+        }
+        let n_batch = self.batch.unwrap_or(n_batch);
+        if n_batch == 0 {
+            return Err(load::CliError(
+                "the prompt batch (-b) must be at least 1".to_string(),
+            ));
         }
         let sc = SessionConfig {
             n_ctx,

@@ -56,6 +56,10 @@ pub struct Args {
 /// A byte link the console can run on: blocking reads, and a check for waiting input.
 trait Link: Read + Write {
     fn input_waiting(&mut self) -> io::Result<bool>;
+    /// True when the other side has hung up (for errors that do not say so themselves).
+    fn hung_up(&mut self) -> bool {
+        false
+    }
 }
 
 /// `embedded-io` over a [`Link`].
@@ -101,7 +105,12 @@ impl<L: Link> embedded_io::Write for Port<L> {
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        match self.0.flush() {
+            // Draining output to a line that just hung up fails, and `serialport` reports that
+            // only as "flush failed": ask the line, so a hangup ends the console cleanly.
+            Err(e) if self.0.hung_up() => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
+            r => r,
+        }
     }
 }
 
@@ -126,6 +135,9 @@ impl Link for serialport::TTYPort {
         self.bytes_to_read()
             .map(|n| n > 0)
             .map_err(|e| io::Error::other(e.to_string()))
+    }
+    fn hung_up(&mut self) -> bool {
+        poll_events(std::os::fd::AsRawFd::as_raw_fd(self)).is_ok_and(|ev| ev & libc::POLLHUP != 0)
     }
 }
 
