@@ -61,8 +61,8 @@ pub struct State<'a> {
     rope: &'a mut [f32],
     /// Logits, `[logit_rows][n_vocab]`.
     logits: &'a mut [f32],
-    /// Tiled attention scratch, one part per query head (empty when batches are under
-    /// [`attend::TILE`] tokens).
+    /// Tiled attention scratch, `n_head` parts, one per worker thread (empty when batches are
+    /// under [`attend::TILE`] tokens).
     tiles: &'a mut [f32],
 }
 
