@@ -418,13 +418,8 @@ fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
             j0 += 4 * w;
         }
     }
-    for j in j0..n {
-        let mut y = acc[j];
-        for (i, &ai) in a.iter().enumerate() {
-            y = scalar::fma(ai, b[i * stride + j], y);
-        }
-        acc[j] = y;
-    }
+    // The last columns (fewer than a register's worth): the scalar spec on them.
+    crate::kernels::scalar::fma_rows(&mut acc[j0..], a, &b[j0..], stride);
 }
 
 fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {

@@ -318,13 +318,8 @@ unsafe fn fma_rows_impl(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
         }
         j0 += 8 * w;
     }
-    for j in j0..n {
-        let mut y = acc[j];
-        for (i, &ai) in a.iter().enumerate() {
-            y = fmas(ai, b[i * stride + j], y);
-        }
-        acc[j] = y;
-    }
+    // The last columns (fewer than a register's worth): the scalar spec on them.
+    crate::kernels::scalar::fma_rows(&mut acc[j0..], a, &b[j0..], stride);
 }
 
 #[target_feature(enable = "avx2,fma")]
