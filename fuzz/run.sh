@@ -42,8 +42,23 @@ for i, case in enumerate(cases):
     open(f"{c}/chat_template/chat-{i}", "wb").write(b"\x02" + flat.encode())
 tmpl = open(f"{root}/tests/fixtures/chat/smollm2-135m-instruct.jinja", "rb").read()
 open(f"{c}/chat_template/template", "wb").write(b"\x01" + tmpl)
+# Hostile templates (issue 20): deep nesting, operator chains, data bombs, values nested at run time.
+hostile = [
+    "{{ " + "not " * 30000 + "true }}",
+    "{{ 1" + "|abs" * 20000 + " }}",
+    "{{ 1" + " + 1" * 20000 + " }}",
+    "{{ messages" + ".x" * 40000 + " }}",
+    "{{ " + "[" * 40000 + "1" + "]" * 40000 + "|tojson }}",
+    "{% if true %}" * 5000 + "x" + "{% endif %}" * 5000,
+    '{% set s = namespace(v="a") %}{% for i in range(27) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v }}',
+    "{% set ns = namespace(v=[]) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}",
+    "{{ range(10**9)|list }}{{ 1/0 }}{{ 9223372036854775807 * 9223372036854775807 }}",
+]
+for i, t in enumerate(hostile):
+    open(f"{c}/chat_template/hostile-{i}", "wb").write(b"\x01" + t.encode())
 sessions = [b"\x90hello\r\xa5/help\r\xa5/temp 0.5\r", b"\x10ab\x7f\x08c\x1b[A\r\n\xa5\x03\xa5x\r",
-            b"\x05" + b"y" * 100 + b"\r/stats\r", b"\x80\xff\xfe\x00\r/system be brief\r/reset\r"]
+            b"\x05" + b"y" * 100 + b"\r/stats\r", b"\x80\xff\xfe\x00\r/system be brief\r/reset\r",
+            b"\x10a\x1b]0;title\x07b\r\xa5x\x9b\x85y\r\x1bPdcs\x1b\\z\r"]
 for i, s in enumerate(sessions):
     open(f"{c}/serial_console/session-{i}", "wb").write(s)
 PY

@@ -70,3 +70,46 @@ pub fn with_model<R>(
     let model = Model::load(g, &mut arena, kernels).expect("loading the model");
     f(&model)
 }
+
+/// A copy of the real model whose chat template is `template` (the weights and every other key
+/// unchanged), written under the target directory's temporary folder as `name`.
+pub fn model_with_template(name: &str, template: &str) -> PathBuf {
+    model_with_metadata(name, |meta| {
+        for kv in meta.iter_mut() {
+            if kv.key == ember_runtime::gguf::keys::CHAT_TEMPLATE {
+                *kv = ember_quant::writer::MetaKv::str(&kv.key.clone(), template);
+            }
+        }
+    })
+}
+
+/// A copy of the real model with `edit` applied to its metadata (the weights unchanged), written
+/// under the target directory's temporary folder as `name`.
+pub fn model_with_metadata(
+    name: &str,
+    edit: impl FnOnce(&mut Vec<ember_quant::writer::MetaKv>),
+) -> PathBuf {
+    use ember_quant::writer::{GgufWriter, MetaKv, TensorEntry};
+    use ember_runtime::gguf::Gguf;
+    let dir = root().join("target").join("tmp-models");
+    std::fs::create_dir_all(&dir).expect("creating target/tmp-models");
+    let out = dir.join(format!("{name}.gguf"));
+    let g = Gguf::parse(model_bytes()).expect("parsing the model");
+    let mut meta: Vec<MetaKv> = g.metadata().map(|(k, v)| MetaKv::copy(k, &v)).collect();
+    edit(&mut meta);
+    let tensors: Vec<TensorEntry> = g
+        .tensors()
+        .map(|t| TensorEntry {
+            name: t.name.into(),
+            dims: t.dims[..t.n_dims as usize].to_vec(),
+            ty: t.ty,
+        })
+        .collect();
+    // The writer fills a temporary file and renames it over `out` when complete.
+    let mut w = GgufWriter::create(&out, &meta, &tensors).expect("writing the model copy");
+    for t in g.tensors() {
+        w.tensor(t.data).expect("writing a tensor");
+    }
+    w.finish().expect("finishing the model copy");
+    out
+}

@@ -307,3 +307,122 @@ fn every_truncation_and_header_bit_flip_ends_in_an_error_or_a_normal_run() {
         b[i..i + 8].copy_from_slice(&keep);
     }
 }
+
+/// The tiny model's embedding shape, `[n_embd, n_vocab]` in GGUF order.
+fn embd_dims() -> (u64, u64) {
+    let g = Gguf::parse(tiny()).unwrap();
+    let t = g.tensor("token_embd.weight").unwrap();
+    (t.dims[0], t.dims[1])
+}
+
+#[test]
+fn shape_errors_show_the_whole_shape_and_the_vocabulary_from_the_token_list() {
+    let (e_dim, vocab) = embd_dims();
+    // A 3-D embedding with the same elements: the message shows all three dimensions.
+    let b = rebuilt(|_, t| {
+        let (e, _) = t
+            .iter_mut()
+            .find(|(e, _)| e.name == "token_embd.weight")
+            .unwrap();
+        e.dims = vec![e_dim, vocab / 2, 2];
+    });
+    let e = load(&b).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "[{e_dim}, {}, 2], expected [{e_dim}, {vocab}]",
+            vocab / 2
+        )),
+        "{e}"
+    );
+    // A transposed embedding: the expected shape has the vocabulary of the token list.
+    let b = rebuilt(|_, t| {
+        let (e, _) = t
+            .iter_mut()
+            .find(|(e, _)| e.name == "token_embd.weight")
+            .unwrap();
+        e.dims = vec![vocab, e_dim];
+    });
+    let e = load(&b).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "has shape [{vocab}, {e_dim}], expected [{e_dim}, {vocab}]"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn metadata_that_contradicts_the_model_is_refused_by_name() {
+    let g = Gguf::parse(tiny()).unwrap();
+    let head_dim = g.get_u64("llama.embedding_length").unwrap().unwrap()
+        / g.get_u64("llama.attention.head_count").unwrap().unwrap();
+    let (_, vocab) = embd_dims();
+    let cases: Vec<(MetaKv, &str)> = vec![
+        (
+            MetaKv::u32("llama.attention.key_length", head_dim as u32 * 2),
+            "llama.attention.key_length",
+        ),
+        (
+            MetaKv::u32("llama.attention.value_length", head_dim as u32 + 1),
+            "llama.attention.value_length",
+        ),
+        (
+            MetaKv::u32("llama.vocab_size", vocab as u32 + 7),
+            "llama.vocab_size",
+        ),
+        (
+            MetaKv::f32("llama.rope.scaling.factor", f32::NAN),
+            "llama.rope.scaling.factor",
+        ),
+    ];
+    for (kv, key) in cases {
+        let b = rebuilt(|m, _| {
+            m.retain(|x| x.key != kv.key);
+            m.push(kv.clone());
+        });
+        let e = load(&b).unwrap_err();
+        assert!(matches!(e, Error::BadKey { .. }), "{key}: {e:?}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    // Agreeing values load.
+    let b = rebuilt(|m, _| {
+        m.retain(|x| x.key != "llama.attention.key_length" && x.key != "llama.vocab_size");
+        m.push(MetaKv::u32("llama.attention.key_length", head_dim as u32));
+        m.push(MetaKv::u32("llama.vocab_size", vocab as u32));
+    });
+    load(&b).unwrap();
+}
+
+#[test]
+fn an_unsupported_weight_type_names_the_tensor_and_the_type() {
+    let b = rebuilt(|_, t| {
+        let (e, d) = t
+            .iter_mut()
+            .find(|(e, _)| e.name == "blk.0.ffn_gate.weight")
+            .unwrap();
+        e.dims = vec![256, 40];
+        e.ty = GgmlType::Q6_K;
+        *d = vec![0u8; 40 * 210];
+    });
+    let e = load(&b).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedWeightType { .. }), "{e:?}");
+    let m = e.to_string();
+    assert!(
+        m.contains("blk.0.ffn_gate.weight") && m.contains("q6_K"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_tensor_without_dimensions_says_so() {
+    // Patch the first tensor's dimension count to 0 in a valid file.
+    let mut b = tiny().to_vec();
+    let name = b"token_embd.weight";
+    let at = b.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    let e = Gguf::parse(&b).unwrap_err().to_string();
+    assert!(
+        e.contains("token_embd.weight") && e.contains("no dimensions"),
+        "{e}"
+    );
+}

@@ -87,3 +87,16 @@ impl<'a> Arena<'a> {
         n * core::mem::size_of::<T>() + ALIGN
     }
 }
+
+/// A zeroed heap buffer of `len` bytes for an [`Arena`], or [`Error::OutOfMemory`] when the
+/// system refuses the memory (instead of aborting the process, as `vec![0; len]` does).
+#[cfg(feature = "alloc")]
+pub fn try_zeroed(len: usize, what: &'static str) -> Result<alloc::vec::Vec<u8>> {
+    let mut v = alloc::vec::Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+        what,
+        bytes: len as u64,
+    })?;
+    v.resize(len, 0);
+    Ok(v)
+}

@@ -73,6 +73,62 @@ impl fmt::Display for Name {
     }
 }
 
+/// A short message kept with an error (a template error's construct and cause), truncated to
+/// [`Detail::CAP`] bytes on a character boundary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Detail {
+    len: u8,
+    bytes: [u8; Detail::CAP],
+}
+
+impl Detail {
+    /// Bytes kept.
+    pub const CAP: usize = 96;
+
+    /// Copies up to [`Detail::CAP`] bytes of `s` (newlines become spaces).
+    pub fn new(s: &str) -> Self {
+        let mut n = s.len().min(Self::CAP);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut bytes = [0u8; Self::CAP];
+        bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        for b in &mut bytes[..n] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        Detail {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    /// The stored text.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl fmt::Debug for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Detail {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=str}", self.as_str())
+    }
+}
+
 /// Everything that can go wrong in the engine. Each variant says what and where.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -119,11 +175,19 @@ pub enum Error {
     UnsupportedArchitecture(Name),
     /// A tensor the architecture needs is missing.
     MissingTensor(Name),
-    /// A tensor has the wrong shape for its role.
+    /// A tensor has the wrong shape for its role (GGUF dimension order; `found_dims` of
+    /// `found` are used).
     BadTensorShape {
         name: Name,
         expected: [u64; 2],
-        found: [u64; 2],
+        found: [u64; 4],
+        found_dims: u8,
+    },
+    /// A tensor's element type is one ember does not run in that role.
+    UnsupportedWeightType {
+        name: Name,
+        ty: &'static str,
+        supported: &'static str,
     },
     /// A tensor has a type ember does not support for its role.
     BadTensorRole { name: Name, reason: &'static str },
@@ -141,8 +205,16 @@ pub enum Error {
         needed: u64,
         available: u64,
     },
+    /// The system refused memory for a buffer (allocation failed).
+    OutOfMemory { what: &'static str, bytes: u64 },
     /// An argument out of its valid range.
     InvalidArgument(&'static str),
+    /// The chat template could not be compiled or rendered; `detail` says which construct and
+    /// why (truncated to [`Detail::CAP`] bytes).
+    Template {
+        reason: &'static str,
+        detail: Detail,
+    },
     /// Generation was stopped on request.
     Cancelled,
     /// An operating-system I/O error (with `std`).
@@ -205,10 +277,25 @@ impl fmt::Display for Error {
                 name,
                 expected,
                 found,
+                found_dims,
+            } => {
+                write!(f, "tensor '{name}' has shape [")?;
+                let n = (*found_dims as usize).clamp(1, 4);
+                for (i, d) in found[..n].iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{d}")?;
+                }
+                write!(f, "], expected [{}, {}]", expected[0], expected[1])
+            }
+            UnsupportedWeightType {
+                name,
+                ty,
+                supported,
             } => write!(
                 f,
-                "tensor '{name}' has shape [{}, {}], expected [{}, {}]",
-                found[0], found[1], expected[0], expected[1]
+                "tensor '{name}' has type {ty}, which ember does not run in that role (it runs {supported})"
             ),
             BadTensorRole { name, reason } => write!(f, "tensor '{name}': {reason}"),
             Tokenizer(why) => write!(f, "tokenizer: {why}"),
@@ -222,7 +309,17 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "{what}: needs {needed}, only {available} available")
             }
+            OutOfMemory { what, bytes } => {
+                write!(f, "{what}: could not allocate {bytes} bytes (out of memory)")
+            }
             InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            Template { reason, detail } => {
+                if detail.as_str().is_empty() {
+                    write!(f, "chat template: {reason}")
+                } else {
+                    write!(f, "chat template: {reason}: {detail}")
+                }
+            }
             Cancelled => write!(f, "cancelled"),
             Io { kind, context } => match kind {
                 IoKind::NotFound => write!(f, "{context}: no such file"),

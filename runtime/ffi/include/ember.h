@@ -10,6 +10,15 @@
  * ember_session_cancel, which may be called from any thread while another generates.
  * ember_last_error is per thread. Every function checks its pointers: NULL gives
  * EMBER_ERR_INVALID_ARGUMENT (or nothing, for the *_free and void functions).
+ *
+ * Stack: every call works on a host thread with 256 KiB of stack (the C test makes a session
+ * and chats on one); give threads at least that (musl's default is 128 KiB). Chat templates,
+ * which come from the model file, are compiled and rendered on a thread of ember's own with a
+ * 64 MiB stack (reserved, touched only as deep as a template goes), so no template can
+ * overflow the caller's.
+ *
+ * Memory: every buffer is allocated when a model or session is made; an allocation the system
+ * refuses is EMBER_ERR_CAPACITY, never an abort.
  */
 
 #ifndef EMBER_H
@@ -20,6 +29,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+// Alignment, in bytes, that ember_model_open_memory needs of its buffer (malloc's and mmap's
+// buffers have it).
+#define EMBER_DATA_ALIGN 8
 
 // Result of every fallible call.
 typedef enum ember_status {
@@ -110,8 +123,10 @@ struct ember_params ember_params_default(void);
 // `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
 enum ember_status ember_model_open(const char *path, struct ember_model **out);
 
-// Opens a GGUF model held in memory. The model borrows `data`: keep it unchanged and alive
-// until ember_model_free. On failure `*out` is NULL.
+// Opens a GGUF model held in memory. The model borrows `data` (nothing is copied): keep it
+// unchanged and alive until ember_model_free. `data` must be aligned to EMBER_DATA_ALIGN (8)
+// bytes, as every malloc and mmap buffer is, since the weights are read in place; another
+// address gives EMBER_ERR_INVALID_ARGUMENT. On failure `*out` is NULL.
 //
 // # Safety
 // `data` is NULL or points to `len` readable bytes that outlive the model; `out` is NULL or
@@ -145,8 +160,11 @@ void ember_session_free(struct ember_session *s);
 // `s` is NULL or a live session not in use by another thread.
 void ember_session_reset(struct ember_session *s);
 
-// Asks the generation running on `s` (on any thread) to stop; it returns
-// EMBER_ERR_CANCELLED after its current token. NULL: nothing.
+// Asks the call running on `s` (from any thread) to stop: ember_generate or ember_chat returns
+// EMBER_ERR_CANCELLED after the current token, or, while the prompt is being evaluated, after
+// the current layer (well under 100 ms on a small model). The session stays usable: a prompt
+// stopped half-way is not kept (if it had begun to overwrite the full ring cache, the context
+// is forgotten), and ember_chat forgets the user message it was given. NULL: nothing.
 //
 // # Safety
 // `s` is NULL or a live session.

@@ -21,6 +21,10 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Alignment, in bytes, that ember_model_open_memory needs of its buffer (malloc's and mmap's
+/// buffers have it).
+pub const EMBER_DATA_ALIGN: usize = 8;
+
 /// Result of every fallible call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,9 +99,11 @@ pub struct ember_model {
 
 /// One conversation over a model: KV cache, sampler, threads, chat state.
 pub struct ember_session {
-    /// Set by ember_session_cancel (from any thread); the only field touched concurrently.
-    cancel: AtomicBool,
+    // Field order is drop order: the session in `inner` watches `cancel`.
     inner: UnsafeCell<SessionInner>,
+    /// Set by ember_session_cancel (from any thread); the only field touched concurrently. Boxed
+    /// so that its address, which the session keeps, does not move with this struct.
+    cancel: Box<AtomicBool>,
 }
 
 // SAFETY: `inner` is only reached by the one thread the C contract allows per session at a time;
@@ -137,9 +143,12 @@ impl From<Error> for Fail {
             Error::Io { .. } => EMBER_ERR_IO,
             Error::UnsupportedVersion(_)
             | Error::UnsupportedTensorType { .. }
+            | Error::UnsupportedWeightType { .. }
             | Error::UnsupportedArchitecture(_) => EMBER_ERR_UNSUPPORTED,
-            Error::Capacity { .. } => EMBER_ERR_CAPACITY,
-            Error::InvalidArgument(_) | Error::TokenOutOfRange { .. } => EMBER_ERR_INVALID_ARGUMENT,
+            Error::Capacity { .. } | Error::OutOfMemory { .. } => EMBER_ERR_CAPACITY,
+            Error::InvalidArgument(_) | Error::TokenOutOfRange { .. } | Error::Template { .. } => {
+                EMBER_ERR_INVALID_ARGUMENT
+            }
             Error::Cancelled => EMBER_ERR_CANCELLED,
             _ => EMBER_ERR_FORMAT,
         };
@@ -231,7 +240,8 @@ pub extern "C" fn ember_params_default() -> ember_params {
 
 fn load(bytes: &'static [u8], file: Option<MappedFile>) -> Result<Box<ember_model>, Fail> {
     let g = Gguf::parse(bytes)?;
-    let mut tables = vec![0u8; Model::memory_needed(&g)?].into_boxed_slice();
+    let mut tables = ember_runtime::arena::try_zeroed(Model::memory_needed(&g)?, "model tables")?
+        .into_boxed_slice();
     // SAFETY: the tables live in a heap allocation owned by the returned ember_model, which
     // drops the model (the only borrower) before them; moving the Box does not move the bytes.
     let tables_ref: &'static mut [u8] =
@@ -276,8 +286,10 @@ impl Fail {
     }
 }
 
-/// Opens a GGUF model held in memory. The model borrows `data`: keep it unchanged and alive
-/// until ember_model_free. On failure `*out` is NULL.
+/// Opens a GGUF model held in memory. The model borrows `data` (nothing is copied): keep it
+/// unchanged and alive until ember_model_free. `data` must be aligned to EMBER_DATA_ALIGN (8)
+/// bytes, as every malloc and mmap buffer is, since the weights are read in place; another
+/// address gives EMBER_ERR_INVALID_ARGUMENT. On failure `*out` is NULL.
 ///
 /// # Safety
 /// `data` is NULL or points to `len` readable bytes that outlive the model; `out` is NULL or
@@ -293,6 +305,12 @@ pub unsafe extern "C" fn ember_model_open_memory(
         let out = unsafe { out_slot(out) }?;
         if data.is_null() {
             return Err(invalid("data is NULL"));
+        }
+        if !(data as usize).is_multiple_of(EMBER_DATA_ALIGN) {
+            return Err(invalid(&format!(
+                "data must be aligned to {EMBER_DATA_ALIGN} bytes (its address is {} past a multiple): the weights are read in place",
+                data as usize % EMBER_DATA_ALIGN
+            )));
         }
         // SAFETY: the caller guarantees `len` readable bytes that outlive the model.
         let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(data as *const u8, len) };
@@ -359,12 +377,15 @@ fn configs(m: &Model<'_>, p: &ember_params) -> Result<(SessionConfig, SamplerCon
 }
 
 /// A heap buffer and a 'static view of it, for structures that borrow it and are dropped first.
-fn buffer(n: usize) -> (Box<[u8]>, &'static mut [u8]) {
-    let mut b = vec![0u8; n].into_boxed_slice();
+/// Fails with EMBER_ERR_CAPACITY when the system refuses the memory. (The view borrows the new
+/// buffer, not `what`.)
+#[allow(clippy::mut_from_ref)]
+fn buffer(n: usize, what: &'static str) -> Result<(Box<[u8]>, &'static mut [u8]), Fail> {
+    let mut b = ember_runtime::arena::try_zeroed(n, what)?.into_boxed_slice();
     // SAFETY: the buffer is owned by the same struct as its only borrower, which is declared
     // (and so dropped) before it; moving the Box does not move the bytes.
     let r = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) };
-    (b, r)
+    Ok((b, r))
 }
 
 /// Makes a session over model `m` with parameters `p` (NULL: the defaults). Every buffer is
@@ -399,14 +420,23 @@ pub unsafe extern "C" fn ember_session_new(
         );
         // SAFETY: the pool is owned by SessionInner next to the session, declared after it.
         let pool_ref: &'static ThreadPool = unsafe { &*(pool.as_ref() as *const ThreadPool) };
-        let (session_mem, smem) = buffer(Session::bytes_needed(model, &sc));
+        let plan = Session::plan(model, &sc)?;
+        let (session_mem, smem) = buffer(plan.total, "session memory")?;
         let mut session = Session::new(model, &mut Arena::new(smem), &sc)?;
         session.set_parallel(pool_ref);
-        let (sampler_mem, sbuf) = buffer(Sampler::bytes_needed(model.config.n_vocab, &scfg));
+        let cancel = Box::new(AtomicBool::new(false));
+        // SAFETY: the flag is boxed and owned by the same ember_session as the session, which is
+        // dropped first (field order); moving the Box does not move the flag.
+        let cancel_ref: &'static AtomicBool = unsafe { &*(cancel.as_ref() as *const AtomicBool) };
+        session.set_cancel(cancel_ref);
+        let (sampler_mem, sbuf) = buffer(
+            Sampler::bytes_needed(model.config.n_vocab, &scfg),
+            "sampler memory",
+        )?;
         let sampler = Sampler::new(&mut Arena::new(sbuf), model.config.n_vocab, scfg)?;
         let conversation = Conversation::new(model, None)?;
         let s = Box::new(ember_session {
-            cancel: AtomicBool::new(false),
+            cancel,
             inner: UnsafeCell::new(SessionInner {
                 conversation,
                 session,
@@ -451,8 +481,11 @@ pub unsafe extern "C" fn ember_session_reset(s: *mut ember_session) {
     }));
 }
 
-/// Asks the generation running on `s` (on any thread) to stop; it returns
-/// EMBER_ERR_CANCELLED after its current token. NULL: nothing.
+/// Asks the call running on `s` (from any thread) to stop: ember_generate or ember_chat returns
+/// EMBER_ERR_CANCELLED after the current token, or, while the prompt is being evaluated, after
+/// the current layer (well under 100 ms on a small model). The session stays usable: a prompt
+/// stopped half-way is not kept (if it had begun to overwrite the full ring cache, the context
+/// is forgotten), and ember_chat forgets the user message it was given. NULL: nothing.
 ///
 /// # Safety
 /// `s` is NULL or a live session.
@@ -531,7 +564,9 @@ fn emit(cb: ember_piece_fn, user: *mut c_void, text: &str) -> bool {
     true
 }
 
-/// Generation shared by ember_generate and ember_chat.
+/// Generation shared by ember_generate and ember_chat; `prompt_done` is set once the prompt is
+/// in the cache.
+#[allow(clippy::too_many_arguments)]
 fn run(
     s: &ember_session,
     inner: &mut SessionInner,
@@ -540,8 +575,8 @@ fn run(
     cb: ember_piece_fn,
     user: *mut c_void,
     reply: &mut String,
+    prompt_done: &mut bool,
 ) -> Result<ember_status, Fail> {
-    s.cancel.store(false, Ordering::SeqCst);
     let opts = GenOptions {
         max_tokens: max_tokens as usize,
         ignore_eos: false,
@@ -553,7 +588,7 @@ fn run(
         &mut inner.sampler,
         prompt,
         &opts,
-        &mut || {},
+        &mut || *prompt_done = true,
         &mut |piece| {
             if s.cancel.load(Ordering::SeqCst) {
                 cancelled = true;
@@ -594,6 +629,8 @@ pub unsafe extern "C" fn ember_generate(
         let prompt = unsafe { c_str(prompt, "prompt") }?;
         // SAFETY: a live session; `inner` is used by this thread only (the C contract).
         let (s, inner) = unsafe { (&*s, &mut *(*s).inner.get()) };
+        // A cancel from here on (tokenizing included) stops this call.
+        s.cancel.store(false, Ordering::SeqCst);
         let first = inner.session.n_past() == 0;
         let ids = inner
             .session
@@ -605,7 +642,16 @@ pub unsafe extern "C" fn ember_generate(
         }
         // Raw text breaks the conversation's record of the cache.
         inner.conversation.reset_cache();
-        run(s, inner, &ids, max_tokens, cb, user, &mut String::new())
+        run(
+            s,
+            inner,
+            &ids,
+            max_tokens,
+            cb,
+            user,
+            &mut String::new(),
+            &mut false,
+        )
     })
 }
 
@@ -631,11 +677,28 @@ pub unsafe extern "C" fn ember_chat(
         let msg = unsafe { c_str(user_message, "user_message") }?;
         // SAFETY: a live session used by this thread only.
         let (s, inner) = unsafe { (&*s, &mut *(*s).inner.get()) };
+        // A cancel from here on (the template and tokenizing included) stops this call.
+        s.cancel.store(false, Ordering::SeqCst);
         let ids = inner.conversation.user_turn(&mut inner.session, msg)?;
         inner.sampler.reset();
         let mut reply = String::new();
-        let status = run(s, inner, &ids, max_tokens, cb, user, &mut reply);
-        inner.conversation.assistant_reply(&inner.session, &reply);
+        let mut prompt_done = false;
+        let status = run(
+            s,
+            inner,
+            &ids,
+            max_tokens,
+            cb,
+            user,
+            &mut reply,
+            &mut prompt_done,
+        );
+        if prompt_done {
+            inner.conversation.assistant_reply(&inner.session, &reply);
+        } else {
+            // Stopped (or failed) before the message was in the cache: as if it was never sent.
+            inner.conversation.cancel_turn();
+        }
         status
     })
 }

@@ -126,8 +126,13 @@ fn c_program_against_shared_and_static_libraries() {
     let stat = tmp.join("test_static");
     compile(&stat, &[a.to_str().unwrap(), "-lpthread", "-ldl", "-lm"]);
 
+    // A model whose chat template nests 30,000 levels deep.
+    let hostile = ember_tests::model_with_template(
+        "c-abi-nested-template",
+        &format!("{{{{ {}true }}}}", "not ".repeat(30_000)),
+    );
     for exe in [&shared, &stat] {
-        let got = run(Command::new(exe).arg(&model).arg(PROMPT));
+        let got = run(Command::new(exe).arg(&model).arg(PROMPT).arg(&hostile));
         assert_eq!(
             got,
             want,

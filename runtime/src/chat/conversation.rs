@@ -134,6 +134,16 @@ impl Conversation {
         self.cached = None;
     }
 
+    /// Takes back the user message of the last [`Conversation::user_turn`] when its tokens never
+    /// made it into the cache (the prompt was cancelled or failed): the conversation is as before
+    /// it, and the next turn feeds the whole conversation again.
+    pub fn cancel_turn(&mut self) {
+        if self.turns.last().is_some_and(|(r, _)| r == "user") {
+            self.turns.pop();
+        }
+        self.cached = None;
+    }
+
     /// Records a reply generated outside this conversation's session.
     pub fn push_reply(&mut self, reply: &str) {
         self.turns.push(("assistant".into(), reply.into()));

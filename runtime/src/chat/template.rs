@@ -1,20 +1,78 @@
 //! Jinja chat templates with minijinja (std).
+//!
+//! A template comes from the model file, so it is untrusted input. Three bounds make any template
+//! an error rather than a crash or a memory blow-up:
+//! - **Nesting** ([`check_nesting`]): before minijinja sees the source, brackets, operator chains
+//!   in one tag, and block statements are counted, and a template nested deeper than
+//!   [`MAX_NESTING`] (or with more than [`MAX_CHAIN`] operators in one tag) is refused. Those
+//!   shapes become deep syntax trees, and compiling, rendering and dropping a deep tree recurses.
+//! - **Work and memory** (minijinja's fuel): every instruction costs one unit of fuel, and every
+//!   64 bytes of data a template produces (strings, list slots, output, serialisation) another,
+//!   so [`FUEL`] bounds both the time and the data of one rendering (about 32 MiB).
+//! - **Stack**: templates are compiled and rendered on a thread of ember's own with a
+//!   [`STACK`]-byte stack, whatever the caller's thread has (a C host's thread may have 128 KiB).
+//!   Values nested at run time (a list wrapped in a list in a loop) are printed and dropped
+//!   recursively by minijinja; the fuel bounds how deep they can get, and the stack is sized for
+//!   that depth.
 
 use super::{render_chatml, Message};
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 use std::string::String;
+use std::sync::Arc;
 
-/// Work allowed to one rendering (minijinja fuel: roughly one unit per instruction). Real chat
-/// templates use a few thousand per message.
-const FUEL: u64 = 5_000_000;
+/// Work allowed to one rendering: one unit per instruction, plus one per 64 bytes of data made.
+/// Real chat templates use a few hundred to a few thousand units per message.
+pub const FUEL: u64 = 500_000;
 /// Largest rendered prompt, in bytes.
 pub const MAX_OUTPUT: usize = 4 << 20;
+/// Largest template source, in bytes (real templates are under 20 KiB).
+pub const MAX_SOURCE: usize = 256 << 10;
+/// Deepest nesting of brackets and block statements in a template.
+pub const MAX_NESTING: usize = 64;
+/// Most operators, filters and attribute lookups in one `{{ }}` or `{% %}` tag.
+pub const MAX_CHAIN: usize = 256;
+/// Stack of the thread that compiles and renders templates.
+pub const STACK: usize = 64 << 20;
 
 /// A compiled chat template (or the built-in ChatML when the model has none).
 pub struct ChatTemplate {
-    env: Option<minijinja::Environment<'static>>,
+    env: Option<Arc<minijinja::Environment<'static>>>,
     bos: String,
     eos: String,
+}
+
+fn template_error(reason: &'static str, e: &minijinja::Error) -> Error {
+    // minijinja's message names the construct and where it is, e.g. "invalid operation: tried
+    // to divide by zero (in chat:1)".
+    let mut msg = e.to_string();
+    if let Some(d) = e.detail() {
+        if !msg.contains(d) {
+            msg.push_str(": ");
+            msg.push_str(d);
+        }
+    }
+    Error::Template {
+        reason,
+        detail: Detail::new(&msg),
+    }
+}
+
+/// Runs `f` on a thread with a [`STACK`]-byte stack and returns its result.
+fn on_template_thread<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("ember-template".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, f)
+            .map_err(|_| Error::OutOfMemory {
+                what: "chat template thread (stack)",
+                bytes: STACK as u64,
+            })?;
+        handle.join().unwrap_or(Err(Error::Template {
+            reason: "the template engine failed",
+            detail: Detail::new("a panic while rendering"),
+        }))
+    })
 }
 
 impl ChatTemplate {
@@ -35,30 +93,9 @@ impl ChatTemplate {
         let env = match source {
             None => None,
             Some(src) => {
-                let mut env = minijinja::Environment::new();
-                // transformers: jinja2 Environment(trim_blocks=True, lstrip_blocks=True).
-                let syntax = minijinja::syntax::SyntaxConfig::builder()
-                    .trim_blocks(true)
-                    .lstrip_blocks(true)
-                    .build()
-                    .map_err(|_| Error::Tokenizer("chat template syntax settings"))?;
-                env.set_syntax(syntax);
-                env.set_fuel(Some(FUEL));
-                env.set_unknown_method_callback(
-                    minijinja_contrib::pycompat::unknown_method_callback,
-                );
-                env.add_function(
-                    "raise_exception",
-                    |msg: String| -> core::result::Result<String, minijinja::Error> {
-                        Err(minijinja::Error::new(
-                            minijinja::ErrorKind::InvalidOperation,
-                            msg,
-                        ))
-                    },
-                );
-                env.add_template_owned("chat", src.to_owned())
-                    .map_err(|_| Error::Tokenizer("the chat template is not valid Jinja"))?;
-                Some(env)
+                check_nesting(src)?;
+                let src = src.to_owned();
+                Some(Arc::new(on_template_thread(move || compile(src))?))
             }
         };
         Ok(ChatTemplate {
@@ -81,31 +118,34 @@ impl ChatTemplate {
                 .map_err(|_| Error::InvalidArgument("rendering the conversation failed"))?;
             return Ok(s);
         };
-        let msgs: Vec<minijinja::Value> = messages
-            .iter()
-            .map(|m| minijinja::context! { role => m.role, content => m.content })
-            .collect();
-        let tmpl = env
-            .get_template("chat")
-            .map_err(|_| Error::Tokenizer("the chat template is missing"))?;
-        let out = tmpl
-            .render(minijinja::context! {
+        let env = Arc::clone(env);
+        let (bos, eos) = (self.bos.as_str(), self.eos.as_str());
+        let out = on_template_thread(move || {
+            let msgs: Vec<minijinja::Value> = messages
+                .iter()
+                .map(|m| minijinja::context! { role => m.role, content => m.content })
+                .collect();
+            let tmpl = env
+                .get_template("chat")
+                .map_err(|e| template_error("the compiled template is missing", &e))?;
+            tmpl.render(minijinja::context! {
                 messages => msgs,
                 add_generation_prompt => add_generation_prompt,
-                bos_token => &self.bos,
-                eos_token => &self.eos,
+                bos_token => bos,
+                eos_token => eos,
             })
             .map_err(|e| match e.kind() {
                 minijinja::ErrorKind::OutOfFuel => Error::Capacity {
-                    what: "chat template work (fuel)",
+                    what: "chat template work and data (fuel)",
                     needed: FUEL + 1,
                     available: FUEL,
                 },
                 minijinja::ErrorKind::InvalidOperation => {
-                    Error::InvalidArgument("the chat template refused this conversation")
+                    template_error("it refused this conversation", &e)
                 }
-                _ => Error::InvalidArgument("the chat template failed to render this conversation"),
-            })?;
+                _ => template_error("it failed to render this conversation", &e),
+            })
+        })?;
         if out.len() > MAX_OUTPUT {
             return Err(Error::Capacity {
                 what: "rendered chat prompt (bytes)",
@@ -114,5 +154,371 @@ impl ChatTemplate {
             });
         }
         Ok(out)
+    }
+}
+
+/// Compiles a checked template source the way transformers' `apply_chat_template` does.
+fn compile(src: String) -> Result<minijinja::Environment<'static>> {
+    let mut env = minijinja::Environment::new();
+    // transformers: jinja2 Environment(trim_blocks=True, lstrip_blocks=True).
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+        .map_err(|e| template_error("syntax settings", &e))?;
+    env.set_syntax(syntax);
+    env.set_fuel(Some(FUEL));
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> core::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template_owned("chat", src)
+        .map_err(|e| template_error("it is not valid Jinja", &e))?;
+    Ok(env)
+}
+
+fn nesting_error(what: &str, line: usize, limit: usize) -> Error {
+    let mut d = String::new();
+    use core::fmt::Write;
+    let _ = write!(d, "{what} at line {line} (the limit is {limit})");
+    Error::Template {
+        reason: "it is nested too deeply",
+        detail: Detail::new(&d),
+    }
+}
+
+/// Refuses a template whose source nests deeper than [`MAX_NESTING`] (brackets, block
+/// statements) or chains more than [`MAX_CHAIN`] operators in one tag, or is longer than
+/// [`MAX_SOURCE`]. A lexical scan, not a parse: it over-counts rather than under-counts (an
+/// operator inside a string literal is skipped, a `-` is always counted), which real templates
+/// are far from.
+pub fn check_nesting(src: &str) -> Result<()> {
+    if src.len() > MAX_SOURCE {
+        return Err(Error::Capacity {
+            what: "chat template source (bytes)",
+            needed: src.len() as u64,
+            available: MAX_SOURCE as u64,
+        });
+    }
+    let b = src.as_bytes();
+    let mut i = 0;
+    let mut line = 1;
+    let mut blocks = 0usize;
+    while i < b.len() {
+        if b[i] == b'\n' {
+            line += 1;
+        }
+        if b[i] != b'{' || i + 1 >= b.len() || !matches!(b[i + 1], b'{' | b'%' | b'#') {
+            i += 1;
+            continue;
+        }
+        let kind = b[i + 1];
+        i += 2;
+        if kind == b'#' {
+            // A comment: skip to `#}`.
+            while i < b.len() && !(b[i] == b'#' && b.get(i + 1) == Some(&b'}')) {
+                line += (b[i] == b'\n') as usize;
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        let close = if kind == b'{' { b'}' } else { b'%' };
+        // Scan the tag: brackets, operators, strings; note its first word for block statements.
+        let start = i;
+        let (mut depth, mut ops) = (0usize, 0usize);
+        let mut ended = false;
+        while i < b.len() {
+            let c = b[i];
+            match c {
+                b'\n' => line += 1,
+                b'\'' | b'"' => {
+                    i += 1;
+                    while i < b.len() && b[i] != c {
+                        if b[i] == b'\\' {
+                            i += 1;
+                        }
+                        line += (b.get(i) == Some(&b'\n')) as usize;
+                        i += 1;
+                    }
+                }
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    ops += 1;
+                    if depth > MAX_NESTING {
+                        return Err(nesting_error(
+                            "brackets nested too deeply",
+                            line,
+                            MAX_NESTING,
+                        ));
+                    }
+                }
+                b')' | b']' | b'}' if !(c == b'}' && depth == 0) => depth = depth.saturating_sub(1),
+                b'.' | b'|' | b'+' | b'-' | b'*' | b'/' | b'%' | b'~' | b'<' | b'>' | b'='
+                | b'!' => ops += 1,
+                _ => {}
+            }
+            if depth == 0 && c == close && b.get(i + 1) == Some(&b'}') {
+                ended = true;
+                break;
+            }
+            i += 1;
+        }
+        let body = &src[start..i.min(b.len())];
+        // Word operators (`not`, `and`, `or`, `is`, `in`, `if`, `else`) count too.
+        ops += body
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .filter(|w| matches!(*w, "not" | "and" | "or" | "is" | "in" | "if" | "else"))
+            .count();
+        if ops > MAX_CHAIN {
+            return Err(nesting_error(
+                "too many operators in one tag",
+                line,
+                MAX_CHAIN,
+            ));
+        }
+        if kind == b'%' {
+            let words = body.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+            let first = words
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .next()
+                .unwrap_or("");
+            let opens = match first {
+                "if" | "for" | "macro" | "call" | "filter" | "with" | "block" | "autoescape" => {
+                    true
+                }
+                // `{% set x %}…{% endset %}` is a block; `{% set x = … %}` is not.
+                "set" => !words.contains('='),
+                _ => false,
+            };
+            if opens {
+                blocks += 1;
+                if blocks > MAX_NESTING {
+                    return Err(nesting_error(
+                        "block statements nested too deeply",
+                        line,
+                        MAX_NESTING,
+                    ));
+                }
+            } else if first.starts_with("end") {
+                blocks = blocks.saturating_sub(1);
+            } else if first == "raw" {
+                // Raw text up to `{% endraw %}` is not Jinja.
+                match src[i..].find("endraw") {
+                    Some(off) => {
+                        line += src[i..i + off].matches('\n').count();
+                        i += off;
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        if ended {
+            i += 2;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(src: &str) -> Result<String> {
+        let t = ChatTemplate::new(Some(src), "<s>", "</s>")?;
+        t.render(
+            &[Message {
+                role: "user",
+                content: "hi",
+            }],
+            true,
+        )
+    }
+
+    /// Runs `f` on a thread with a 256 KiB stack, as a C host might.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn hostile() -> Vec<(&'static str, String)> {
+        let rep = |s: &str, n: usize| s.repeat(n);
+        vec![
+            (
+                "not chain",
+                format!("{{{{ {}true }}}}", rep("not ", 30_000)),
+            ),
+            (
+                "filter chain",
+                format!("{{{{ 1{} }}}}", rep("|abs", 30_000)),
+            ),
+            ("plus chain", format!("{{{{ 1{} }}}}", rep(" + 1", 30_000))),
+            (
+                "attribute chain",
+                format!("{{{{ messages{} }}}}", rep(".x", 100_000)),
+            ),
+            (
+                "nested list literal",
+                format!("{{{{ {}1{} }}}}", rep("[", 100_000), rep("]", 100_000)),
+            ),
+            (
+                "nested list tojson",
+                format!(
+                    "{{{{ {}1{}|tojson }}}}",
+                    rep("[", 100_000),
+                    rep("]", 100_000)
+                ),
+            ),
+            (
+                "nested ifs",
+                format!(
+                    "{}x{}",
+                    rep("{% if true %}", 5_000),
+                    rep("{% endif %}", 5_000)
+                ),
+            ),
+            (
+                "parens",
+                format!("{{{{ {}1{} }}}}", rep("(", 50_000), rep(")", 50_000)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn deeply_nested_templates_are_errors_not_stack_overflows_on_a_256k_thread() {
+        for (what, src) in hostile() {
+            let r = on_small_stack(move || render(&src).map(|s| s.len()));
+            match r {
+                Err(Error::Template { reason, .. }) => {
+                    assert_eq!(reason, "it is nested too deeply", "{what}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_nested_at_run_time_are_bounded_by_fuel_and_the_template_stack() {
+        // A list wrapped in a list n times, then printed, serialised, measured or just dropped:
+        // each recurses once per level inside minijinja. Up to the fuel's depth they render on
+        // the template thread's stack; past it the fuel stops them. Never a crash.
+        let mut rendered_deep = false;
+        for n in [1_000, 20_000, 60_000, 200_000, 10_000_000] {
+            for tail in ["{{ ns.v }}", "{{ ns.v|tojson }}", "{{ ns.v|length }}", ""] {
+                let src = std::format!(
+                    "{{% set ns = namespace(v=[]) %}}{{% for i in range({n}) %}}{{% set ns.v = [ns.v] %}}{{% endfor %}}{tail}"
+                );
+                let r = on_small_stack(move || render(&src).map(|s| s.len()));
+                match r {
+                    Ok(_) => rendered_deep |= n >= 20_000,
+                    Err(Error::Capacity { .. }) | Err(Error::Template { .. }) => {}
+                    Err(e) => panic!("{n} {tail}: {e:?}"),
+                }
+            }
+        }
+        assert!(
+            rendered_deep,
+            "the deep cases never reached the printing code"
+        );
+    }
+
+    #[test]
+    fn data_a_template_makes_is_bounded() {
+        // 107 bytes that double a string 27 times (128 MiB) stop at the fuel's data bound.
+        let src = r#"{% set s = namespace(v="a") %}{% for i in range(27) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v|length }}"#;
+        let e = render(src).unwrap_err();
+        assert!(matches!(e, Error::Capacity { .. }), "{e:?}");
+        // Without a loop too.
+        let src = format!(
+            "{{% set x = 'ab' %}}{}{{{{ x|length }}}}",
+            "{% set x = x ~ x %}".repeat(30)
+        );
+        assert!(matches!(render(&src), Err(Error::Capacity { .. })));
+        let e = render("{{ 'a' * 99999999 }}").unwrap_err();
+        assert!(matches!(e, Error::Capacity { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn template_errors_say_which_construct_and_why() {
+        let msg = |src: &str| render(src).unwrap_err().to_string();
+        let m = msg("{{ 1/0 }}");
+        assert!(m.contains("unable to calculate 1 / 0"), "{m}");
+        let m = msg("{{ 9223372036854775807 * 9223372036854775807 * 99999999999999 }}");
+        assert!(
+            m.contains("unable to calculate") || m.contains("overflow"),
+            "{m}"
+        );
+        let m = msg("{{ raise_exception('Only user and assistant roles') }}");
+        assert!(m.contains("Only user and assistant roles"), "{m}");
+        let m = msg("{% for x in range(1000000000) %}{% endfor %}");
+        assert!(m.contains("range") || m.contains("fuel"), "{m}");
+        let m = msg("{% if %}");
+        assert!(
+            m.starts_with("chat template: it is not valid Jinja: "),
+            "{m}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Random mixes of the shapes that nest (brackets, `not`, filters, attributes,
+        /// operators, blocks), at random depths on both sides of the limits, on a 256 KiB
+        /// thread: a result or an error, never a crash.
+        #[test]
+        fn random_nesting_is_a_result_or_an_error(
+            parts in proptest::collection::vec((0usize..8, 1usize..3000), 1..6)
+        ) {
+            let mut open = String::new();
+            let mut close = String::new();
+            for (kind, n) in parts {
+                let (o, c) = match kind {
+                    0 => ("[", "]"),
+                    1 => ("(", ")"),
+                    2 => ("not ", ""),
+                    3 => ("", "|abs"),
+                    4 => ("", ".x"),
+                    5 => ("", " ~ 'a'"),
+                    6 => ("{'k': ", "}"),
+                    _ => ("-", ""),
+                };
+                open.push_str(&o.repeat(n));
+                close = c.repeat(n) + &close;
+            }
+            let src = std::format!("{{% if true %}}{{{{ {open}1{close} }}}}{{% endif %}}");
+            let r = on_small_stack(move || render(&src).map(|s| s.len()));
+            if let Err(e) = &r {
+                proptest::prop_assert!(
+                    matches!(e, Error::Template { .. } | Error::Capacity { .. }),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn real_shapes_pass_the_nesting_check() {
+        // Operators inside strings, comments, raw blocks and long flat templates are fine.
+        let flat =
+            "{% for m in messages %}{{ m.role ~ ': ' ~ m.content }}\n{% endfor %}".repeat(200);
+        check_nesting(&flat).unwrap();
+        check_nesting("{# [[[[[[[[ #}{{ '((((((((((((((((((((((((((((((' }}").unwrap();
+        let deep_string = format!("{{{{ '{}' }}}}", "[".repeat(10_000));
+        check_nesting(&deep_string).unwrap();
+        let raw = format!("{{% raw %}}{}{{% endraw %}}", "{% if %}".repeat(1000));
+        check_nesting(&raw).unwrap();
+        assert_eq!(
+            render("{% if messages[0]['role'] == 'user' and not (1 > 2) %}{{ messages[0].content|upper }}{% endif %}").unwrap(),
+            "HI"
+        );
     }
 }

@@ -3,8 +3,11 @@
 //! It never allocates and never fails: every byte value is accepted. Printable bytes (and tab,
 //! and every byte of a multi-byte UTF-8 character) go into the line; Backspace and DEL erase the
 //! last whole character; CR, LF or CRLF end the line; Ctrl-C clears it; escape sequences (arrow
-//! and function keys) and other control bytes are dropped. A line longer than the buffer is
-//! remembered as too long and discarded when it ends.
+//! and function keys, and string sequences such as `ESC ] 0;title BEL`, whole) and other control
+//! bytes are dropped. A byte that cannot be part of UTF-8 text where it stands is kept in the line
+//! (which is then refused as not UTF-8) but echoed as `?`, so raw bytes 0x80–0x9F, C1 controls to
+//! some terminals, never reach the terminal. A line longer than the buffer is remembered as too
+//! long and discarded when it ends.
 
 /// Ctrl-C.
 pub const CTRL_C: u8 = 0x03;
@@ -40,6 +43,9 @@ enum Escape {
     Start,
     /// In a CSI (`ESC [`) or SS3 (`ESC O`) sequence, until its final byte.
     Body,
+    /// In a string sequence (OSC `ESC ]`, DCS `ESC P`, SOS `ESC X`, PM `ESC ^`, APC `ESC _`),
+    /// until BEL or ST (`ESC \\`).
+    Str,
 }
 
 /// A line being typed, in a caller-provided buffer.
@@ -49,6 +55,8 @@ pub struct LineEditor<'b> {
     overflow: bool,
     after_cr: bool,
     escape: Escape,
+    /// UTF-8 continuation bytes the last lead byte still calls for.
+    utf8_need: u8,
 }
 
 impl<'b> LineEditor<'b> {
@@ -60,6 +68,7 @@ impl<'b> LineEditor<'b> {
             overflow: false,
             after_cr: false,
             escape: Escape::No,
+            utf8_need: 0,
         }
     }
 
@@ -78,6 +87,7 @@ impl<'b> LineEditor<'b> {
         self.len = 0;
         self.overflow = false;
         self.escape = Escape::No;
+        self.utf8_need = 0;
     }
 
     /// Takes one byte.
@@ -90,11 +100,19 @@ impl<'b> LineEditor<'b> {
         }
         match self.escape {
             Escape::Start => {
-                self.escape = if b == b'[' || b == b'O' {
-                    Escape::Body
-                } else {
-                    Escape::No
+                self.escape = match b {
+                    b'[' | b'O' => Escape::Body,
+                    b']' | b'P' | b'X' | b'^' | b'_' => Escape::Str,
+                    _ => Escape::No,
                 };
+                return Edit::None;
+            }
+            // A string sequence swallows everything up to its terminator: BEL (a control byte,
+            // handled above), or ESC, which starts ST (`ESC \\`) or another sequence.
+            Escape::Str => {
+                if b == ESC {
+                    self.escape = Escape::Start;
+                }
                 return Edit::None;
             }
             // CSI parameters and intermediates are 0x20..=0x3f; a final byte is 0x40..=0x7e.
@@ -156,7 +174,35 @@ impl<'b> LineEditor<'b> {
                 }
                 self.buf[self.len] = b;
                 self.len += 1;
-                Edit::Echo(b)
+                // Echo a byte raw only where it can be UTF-8: ASCII, a lead byte, or a
+                // continuation byte a lead byte called for.
+                let valid = match b {
+                    0x00..=0x7f => {
+                        self.utf8_need = 0;
+                        true
+                    }
+                    0x80..=0xbf if self.utf8_need > 0 => {
+                        self.utf8_need -= 1;
+                        true
+                    }
+                    0xc2..=0xdf => {
+                        self.utf8_need = 1;
+                        true
+                    }
+                    0xe0..=0xef => {
+                        self.utf8_need = 2;
+                        true
+                    }
+                    0xf0..=0xf4 => {
+                        self.utf8_need = 3;
+                        true
+                    }
+                    _ => {
+                        self.utf8_need = 0;
+                        false
+                    }
+                };
+                Edit::Echo(if valid { b } else { b'?' })
             }
             // NUL and the other control bytes mean nothing here.
             _ => Edit::None,
@@ -277,6 +323,55 @@ mod tests {
         assert_eq!(run(64, b"\x1bxy\n").0, [line("y")]);
         // A control byte ends a broken sequence, so a line end still works.
         assert_eq!(run(64, b"q\x1b[12\r").0, [line("q")]);
+    }
+
+    #[test]
+    fn string_sequences_are_dropped_whole() {
+        // OSC set-title ended by BEL, and by ST; a DCS; an APC.
+        for seq in [
+            &b"\x1b]0;title\x07"[..],
+            b"\x1b]0;title\x1b\\",
+            b"\x1bPq#0;2;0;0;0\x1b\\",
+            b"\x1b_app\x1b\\",
+        ] {
+            let mut input = b"ab".to_vec();
+            input.extend_from_slice(seq);
+            input.extend_from_slice(b"cd\r");
+            let (lines, echo) = run(64, &input);
+            assert_eq!(lines, [line("abcd")], "{seq:?}");
+            assert_eq!(echo, "abcd");
+        }
+        // An unterminated one still cannot swallow the line end or Ctrl-C.
+        assert_eq!(
+            run(64, b"x\x1b]0;never ends\ry\r").0,
+            [line("x"), line("y")]
+        );
+        assert_eq!(run(64, b"x\x1b]0;t\x03y\r").1, "x^y");
+    }
+
+    #[test]
+    fn bytes_that_cannot_be_utf8_are_echoed_as_question_marks() {
+        let echo_of = |input: &[u8]| {
+            let mut buf = [0u8; 64];
+            let mut ed = LineEditor::new(&mut buf);
+            let mut echo = std::vec::Vec::new();
+            for &b in input {
+                if let Edit::Echo(e) = ed.push(b) {
+                    echo.push(e);
+                }
+            }
+            echo
+        };
+        // Stray continuation bytes (0x80..=0x9f are C1 controls to some terminals), bytes
+        // that never start UTF-8, and a lead byte cut short.
+        assert_eq!(echo_of(b"a\x85\x9b\xbfb"), b"a???b");
+        assert_eq!(echo_of(b"\xc0\xc1\xf5\xff"), b"????");
+        assert_eq!(echo_of(b"\xc3a\x9d"), b"\xc3a?");
+        // Valid UTF-8 (2, 3 and 4 bytes) passes raw, continuation bytes included.
+        let ok = "é€😀".as_bytes();
+        assert_eq!(echo_of(ok), ok);
+        // The line keeps the bytes (and is refused as not UTF-8 by the console).
+        assert_eq!(run(64, b"a\x9bb\r").0, [Some(b"a\x9bb".to_vec())]);
     }
 
     #[test]

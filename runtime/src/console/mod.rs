@@ -7,7 +7,7 @@
 //!   character, CR, LF or CRLF end the line ([`line::LineEditor`]);
 //! - the reply streams token by token, then a line end and the prompt again;
 //! - Ctrl-C during a reply stops it and returns to the prompt; at the prompt it clears the line;
-//!   anything else typed during a reply is dropped;
+//!   anything else typed during a reply is dropped, and a line after the reply says so (`busy`);
 //! - a line longer than the buffer is discarded with an error line saying it is `too long`;
 //!   invalid UTF-8 gets an error line; NUL, escape sequences and other control bytes are ignored;
 //! - commands: `/help`, `/reset`, `/system TEXT`, `/temp X`, `/stats`.
@@ -239,6 +239,7 @@ where
     let mut io_error = None;
     let mut hung_up = false;
     let mut interrupted = false;
+    let mut dropped = false;
     busy.set_busy(true);
     let result = assistant.reply(line, &mut |piece| {
         let mut out = Out::new(port);
@@ -247,7 +248,8 @@ where
             io_error = Some(e);
             return false;
         }
-        // Between tokens: was Ctrl-C typed? Everything else typed meanwhile is dropped.
+        // Between tokens: was Ctrl-C typed? Everything else typed meanwhile is dropped, and
+        // the user is told so when the reply ends.
         match port.read_ready() {
             Ok(false) => true,
             Ok(true) => {
@@ -259,6 +261,7 @@ where
                     }
                     Ok(n) => {
                         interrupted = typed[..n].contains(&CTRL_C);
+                        dropped |= typed[..n].iter().any(|&b| b != CTRL_C);
                         !interrupted
                     }
                     Err(e) => {
@@ -283,6 +286,10 @@ where
         Ok(_) => out.write_str("\n"),
         Err(e) => write!(out, "\nerror: {e}\n"),
     };
+    if dropped && !hung_up {
+        let _ =
+            out.write_str("(busy: what was typed during the reply was dropped; type it again)\n");
+    }
     out.finish()?;
     Ok(hung_up)
 }

@@ -185,6 +185,27 @@ fn other_keys_during_a_reply_are_dropped() {
     let out = session(&[b"go\r", b"zz", b"\r"], &mut a, &CFG, 64);
     assert_eq!(a.lines, ["go"]);
     assert!(!out.contains("zz"));
+    // The user is told, once, after the reply.
+    assert_eq!(
+        out.matches("(busy: what was typed during the reply was dropped")
+            .count(),
+        1
+    );
+    // A reply nobody typed over says nothing of the kind.
+    let mut a = Scripted::new(3);
+    let out = session(&[b"go\r"], &mut a, &CFG, 64);
+    assert!(!out.contains("busy"), "{out:?}");
+}
+
+#[test]
+fn an_osc_sequence_and_stray_c1_bytes_never_reach_the_line_or_the_terminal() {
+    let mut a = Scripted::new(0);
+    let out = session(&[b"a\x1b]0;title\x07b\rx\x9b\x85y\r"], &mut a, &CFG, 64);
+    assert_eq!(a.lines, ["ab"]);
+    assert!(!out.contains(";title"), "{out:?}");
+    assert!(out.contains("x??y"), "{out:?}");
+    // A raw invalid byte would show as U+FFFD in the lossy text.
+    assert!(!out.contains('\u{fffd}'), "{out:?}");
 }
 
 #[test]

@@ -639,7 +639,13 @@ impl<'a> Gguf<'a> {
             what: "a tensor name",
         })?;
         let n_dims = c.u32("tensor dimension count")?;
-        if n_dims == 0 || n_dims > limits::MAX_DIMS {
+        if n_dims == 0 {
+            return Err(Error::BadTensorData {
+                name: Name::new(name),
+                reason: "it has no dimensions (a tensor has 1 to 4)",
+            });
+        }
+        if n_dims > limits::MAX_DIMS {
             return Err(Error::LimitExceeded {
                 what: "tensor dimension count",
                 value: n_dims as u64,

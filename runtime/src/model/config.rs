@@ -131,16 +131,52 @@ impl Config {
                 reason: "must be in [0, 1)",
             });
         }
-        // The vocabulary size comes from the embedding tensor (checked when binding weights).
-        let n_vocab = g
-            .tensor("token_embd.weight")
-            .map(|t| t.dims[1] as usize)
-            .ok_or(Error::MissingTensor(Name::new("token_embd.weight")))?;
+        // The vocabulary is the token list (the embedding's shape is checked against it when the
+        // weights are bound); a file without one falls back to the embedding's rows.
+        let n_vocab = match g.get(keys::TOKENS).and_then(|v| v.as_array()) {
+            Some(a) => a.len(),
+            None => g
+                .tensor("token_embd.weight")
+                .map(|t| t.dims[1] as usize)
+                .ok_or(Error::MissingTensor(Name::new("token_embd.weight")))?,
+        };
         if n_vocab == 0 || n_vocab > limits::MAX_VOCAB {
-            return Err(Error::BadTensorRole {
-                name: Name::new("token_embd.weight"),
+            return Err(Error::BadKey {
+                key: keys::TOKENS,
                 reason: "vocabulary size out of range",
             });
+        }
+        if let Some(v) = g.get_u64("llama.vocab_size")? {
+            if v != n_vocab as u64 {
+                return Err(Error::BadKey {
+                    key: "llama.vocab_size",
+                    reason: "contradicts the number of tokens in tokenizer.ggml.tokens",
+                });
+            }
+        }
+        // Heads whose width is not embedding_length / head_count (Gemma, Qwen3) are another
+        // architecture's; a llama file that says so is refused rather than misread.
+        for key in ["llama.attention.key_length", "llama.attention.value_length"] {
+            if let Some(v) = g.get_u64(key)? {
+                if v != head_dim as u64 {
+                    return Err(Error::BadKey {
+                        key: if key.ends_with("key_length") {
+                            "llama.attention.key_length"
+                        } else {
+                            "llama.attention.value_length"
+                        },
+                        reason: "contradicts embedding_length / head_count (other head widths are not supported)",
+                    });
+                }
+            }
+        }
+        if let Some(f) = g.get_f32("llama.rope.scaling.factor")? {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(Error::BadKey {
+                    key: "llama.rope.scaling.factor",
+                    reason: "must be a finite number above 0",
+                });
+            }
         }
         Ok(Config {
             n_layer,

@@ -18,6 +18,7 @@ use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{split, Parallel};
 use crate::tokenizer::TokenId;
 use crate::weights::{Matrix, QK};
+use core::sync::atomic::{AtomicBool, Ordering};
 use half::f16;
 
 /// Which tokens of a batch need logits.
@@ -132,6 +133,9 @@ pub const MAX_HEAD_DIM: usize = 512;
 
 /// Runs `tokens` (at most `state.batch()` and `kv.max_batch()`) at positions `kv.n_pos()..`, appending their keys and
 /// values to `kv`. Calls `on_logits(i, logits)` for each token `i` whose logits `want` asks for.
+/// When `cancel` is set (from any thread), it stops at the next layer with [`Error::Cancelled`]
+/// and keeps nothing of the batch (see the loop for what the cache then holds).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     model: &Model<'_>,
     par: &dyn Parallel,
@@ -139,6 +143,7 @@ pub fn forward(
     kv: &mut KvCache<'_>,
     tokens: &[TokenId],
     want: Logits,
+    cancel: Option<&AtomicBool>,
     on_logits: &mut dyn FnMut(usize, &[f32]),
 ) -> Result<()> {
     let c = &model.config;
@@ -179,7 +184,19 @@ pub fn forward(
     rope_table(c, w.rope_freqs, pos0, n, state.rope);
     trace::tensor("embd", None, &state.x[..n * e]);
 
+    // Whether committing this batch overwrites cells that hold earlier tokens (the ring is full):
+    // a batch stopped half-way would then leave those cells new in some layers and old in others.
+    let overwrites = pos0 + n > kv.capacity();
     for (l, layer) in w.layers.iter().enumerate() {
+        // A stop request is honoured between layers: nothing of this batch is kept, and the cache
+        // is as before it unless the batch had begun to overwrite held cells, in which case the
+        // context is dropped (the session stays usable, empty).
+        if l > 0 && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if overwrites {
+                kv.clear();
+            }
+            return Err(Error::Cancelled);
+        }
         attention_block(model, par, layer, l, state, kv, n);
         // Feed-forward block.
         let s = &mut *state;

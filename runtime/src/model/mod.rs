@@ -109,10 +109,9 @@ impl<'a> Model<'a> {
         })?;
         let tokenizer = Tokenizer::from_gguf(&g, arena)?;
         if tokenizer.vocab_size() != c.n_vocab {
-            return Err(Error::BadTensorShape {
-                name: Name::new("token_embd.weight"),
-                expected: [c.n_embd as u64, tokenizer.vocab_size() as u64],
-                found: [c.n_embd as u64, c.n_vocab as u64],
+            return Err(Error::BadKey {
+                key: crate::gguf::keys::TOKENS,
+                reason: "the token list and the embedding disagree on the vocabulary size",
             });
         }
         #[cfg(feature = "log")]
@@ -186,18 +185,19 @@ fn tensor<'a>(g: &Gguf<'a>, name: &str) -> Result<TensorInfo<'a>> {
 /// A 2-D weight of `rows × cols` (GGUF dims `[cols, rows]`).
 fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize) -> Result<Matrix<'a>> {
     let t = tensor(g, name)?;
-    let found = [t.dims[0], t.dims[1]];
-    if t.n_dims > 2 || found != [cols as u64, rows as u64] {
+    if !t.ty.is_matmul_supported() {
+        return Err(Error::UnsupportedWeightType {
+            name: Name::new(name),
+            ty: t.ty.name(),
+            supported: "f32, f16, bf16, q4_0, q4_1 and q8_0 weight matrices",
+        });
+    }
+    if t.n_dims != 2 || [t.dims[0], t.dims[1]] != [cols as u64, rows as u64] {
         return Err(Error::BadTensorShape {
             name: Name::new(name),
             expected: [cols as u64, rows as u64],
-            found,
-        });
-    }
-    if !t.ty.is_matmul_supported() {
-        return Err(Error::BadTensorRole {
-            name: Name::new(name),
-            reason: "its element type is not supported for a weight matrix (ember runs f32, f16, bf16, q4_0, q4_1, q8_0)",
+            found: t.dims,
+            found_dims: t.n_dims as u8,
         });
     }
     Matrix::new(name, t.ty, rows, cols, t.data)
@@ -217,7 +217,8 @@ fn vector<'a>(g: &Gguf<'a>, name: &str, n: usize) -> Result<&'a [f32]> {
         return Err(Error::BadTensorShape {
             name: Name::new(name),
             expected: [n as u64, 1],
-            found: [t.dims[0], t.dims[1]],
+            found: t.dims,
+            found_dims: t.n_dims as u8,
         });
     }
     let v: &[f32] = bytemuck::try_cast_slice(t.data).map_err(|_| Error::BadTensorRole {

@@ -89,6 +89,11 @@ impl SamplerConfig {
                 "sampling parameters must be finite numbers",
             ));
         }
+        if self.temperature < 0.0 {
+            return Err(Error::InvalidArgument(
+                "the temperature must be 0 (greedy) or above",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
             return Err(Error::InvalidArgument("top-p must be in (0, 1]"));
         }

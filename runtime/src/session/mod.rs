@@ -8,6 +8,7 @@ use crate::model::{forward, Logits, Model, State};
 use crate::parallel::{Parallel, Serial};
 use crate::sampler::Sampler;
 use crate::tokenizer::{TokenId, Utf8Stream};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Sizes fixed when a session is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct Session<'m, 's> {
     has_logits: bool,
     /// The token of each KV cell (same ring mapping), `[n_ctx]`.
     tokens: &'s mut [TokenId],
+    /// Set from any thread to stop a prompt evaluation or a generation (see [`Session::set_cancel`]).
+    cancel: Option<&'m AtomicBool>,
 }
 
 impl<'m, 's> Session<'m, 's> {
@@ -138,7 +141,22 @@ impl<'m, 's> Session<'m, 's> {
             logits: arena.alloc(c.n_vocab, "logits")?,
             has_logits: false,
             tokens: arena.alloc(sc.n_ctx, "session token log")?,
+            cancel: None,
         })
+    }
+
+    /// Watches `flag`: once another thread (or a signal handler) sets it, [`Session::eval`]
+    /// stops between prompt batches and between layers, and [`generate`] before the next token,
+    /// with [`Error::Cancelled`]. A batch stopped half-way is not kept: the cache holds what it
+    /// held before, except when that batch had begun to overwrite ring cells, in which case the
+    /// context is dropped. The caller clears the flag before the next call.
+    pub fn set_cancel(&mut self, flag: &'m AtomicBool) {
+        self.cancel = Some(flag);
+    }
+
+    /// True when the cancel flag is set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// Runs the forward pass on `par`'s threads from now on (a [`ThreadPool`](crate::parallel)).
@@ -226,6 +244,10 @@ impl<'m, 's> Session<'m, 's> {
     pub fn eval(&mut self, tokens: &[TokenId]) -> Result<()> {
         let n_batch = self.state.batch();
         for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
+            if self.cancelled() {
+                self.has_logits = false;
+                return Err(Error::Cancelled);
+            }
             let logits = &mut *self.logits;
             let last = (ci + 1) * n_batch >= tokens.len();
             let want = if last { Logits::Last } else { Logits::None };
@@ -236,6 +258,7 @@ impl<'m, 's> Session<'m, 's> {
                 &mut self.kv,
                 chunk,
                 want,
+                self.cancel,
                 &mut |_, l| logits.copy_from_slice(l),
             ) {
                 self.has_logits = false;
@@ -256,7 +279,11 @@ impl<'m, 's> Session<'m, 's> {
         on_logits: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
         let n_batch = self.state.batch();
+        self.has_logits = false;
         for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
+            if self.cancelled() {
+                return Err(Error::Cancelled);
+            }
             let base = ci * n_batch;
             forward::forward(
                 self.model,
@@ -265,6 +292,7 @@ impl<'m, 's> Session<'m, 's> {
                 &mut self.kv,
                 chunk,
                 Logits::All,
+                self.cancel,
                 &mut |i, l| on_logits(base + i, l),
             )?;
             self.log(chunk);
@@ -457,6 +485,10 @@ pub fn generate(
             break;
         }
         if stats.generated_tokens == opts.max_tokens {
+            break;
+        }
+        if session.cancelled() {
+            reason = StopReason::Stopped;
             break;
         }
         session.eval(&[next])?;

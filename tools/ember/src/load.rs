@@ -34,9 +34,31 @@ impl From<std::io::Error> for CliError {
 /// Shorthand for a command's result.
 pub type CliResult<T = ()> = Result<T, CliError>;
 
-/// `-m`, else `$EMBER_MODEL` (clap reads it), else the default path.
+/// Writes to stdout; a failure (full disk, closed file) is the command's error, never a panic.
+pub fn write_out(args: fmt::Arguments<'_>) -> CliResult {
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_fmt(args)
+        .map_err(|e| CliError(format!("writing to stdout: {e}")))
+}
+
+/// Writes to stderr, ignoring a failure: a diagnostic that cannot be shown is dropped, and the
+/// exit status still tells.
+pub fn write_err(args: fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// The model named on the command line, else `$EMBER_MODEL`, else the default path. (The
+/// environment is read here, not by clap, so that an explicit argument always wins over it.)
 pub fn model_path(m: Option<PathBuf>) -> PathBuf {
-    m.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+    m.or_else(|| {
+        std::env::var_os("EMBER_MODEL")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
 }
 
 /// The kernel set: `--kernels` / `$EMBER_KERNELS` if given (must be supported), else the best.
@@ -85,7 +107,8 @@ pub fn with_model<R>(
     let file = OpenFile::open(path)?;
     let g = file.gguf()?;
     let ctx = |e: ember_runtime::Error| CliError(format!("{}: {e}", file.path.display()));
-    let mut mem = vec![0u8; Model::memory_needed(&g).map_err(ctx)?];
+    let mut mem =
+        ember_runtime::arena::try_zeroed(Model::memory_needed(&g).map_err(ctx)?, "model tables")?;
     let mut arena = Arena::new(&mut mem);
     let model = Model::load(g, &mut arena, kernels).map_err(ctx)?;
     f(&model)

@@ -3,6 +3,32 @@
 //! Every subcommand prints one clear line on stderr and exits non-zero on failure; stdout carries
 //! only the command's result (token ids, generated text, the perplexity).
 
+/// `println!` that returns an error instead of panicking when stdout fails (a full disk,
+/// a closed file): `outln!(...)?` in a command.
+macro_rules! outln {
+    () => {
+        $crate::load::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::load::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` that never panics: a message for a stderr that cannot take it is dropped (there
+/// is nowhere else to report it).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::load::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that never panics.
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::load::write_err(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod load;
 
@@ -69,10 +95,17 @@ fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         Command::Serial(a) => commands::serial::main(a),
     };
+    // What is still buffered must reach its file too: a failure here is the command's failure.
+    let result = result.and_then(|()| {
+        use std::io::Write;
+        std::io::stdout()
+            .flush()
+            .map_err(|e| load::CliError(format!("writing to stdout: {e}")))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ember: error: {e}");
+            errln!("ember: error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -326,6 +326,44 @@ fn stdio_console_answers_like_run_chat() {
     assert_eq!(reply, run_chat(q, 24).replace('\n', "\r\n"));
 }
 
+/// `ember serial --stdio` on a terminal that hangs up while a reply streams: the terminal is the
+/// console's controlling terminal, so the kernel also sends SIGHUP, which must not kill it; it
+/// exits 0 with a message, as it does on a device.
+#[test]
+fn stdio_on_a_terminal_that_hangs_up_mid_reply_exits_0() {
+    use std::os::unix::process::CommandExt;
+    let mut pty = open_pty();
+    let slave = pty.slave.take().unwrap();
+    let fd = slave.as_raw_fd();
+    let mut cmd = ember();
+    cmd.args(["serial", "--stdio", "--temp", "0", "-n", "400", "-t", "1"])
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls: a new session, the pty as
+    // its controlling terminal and as stdin and stdout.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(fd, libc::TIOCSCTTY as _, 0);
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    pty.read_until("\r\n> ");
+    pty.send(b"Tell me a long story about a dragon.\r");
+    // Some of the reply, then the terminal goes away.
+    pty.read_until(" ");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(pty);
+    let status = wait_or_kill(&mut child, HANG).expect("ember serial did not exit");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("hung up"), "{err}");
+}
+
 /// The systemd unit in `boards/rpi/` starts a command this `ember` accepts: its ExecStart, with
 /// the unit's environment, fails only at opening the (absent) device.
 #[test]

@@ -2,7 +2,10 @@
  * The C ABI from C: every function, the error paths, an early stop, a cancel from another
  * thread, and several sessions on one model on several threads.
  *
- *   test_ember MODEL.gguf PROMPT
+ *   test_ember MODEL.gguf PROMPT [HOSTILE.gguf]
+ *
+ * HOSTILE.gguf, when given, is a model whose chat template nests 30,000 levels deep: on a
+ * thread with a 256 KiB stack, making a session over it must fail with a status, not crash.
  *
  * Prints "TEXT:<greedy text>" (24 tokens of PROMPT, default parameters; 4 with
  * EMBER_C_TEST_QUICK set: 3) for the harness to compare with the Rust engine, and exits non-zero if
@@ -103,6 +106,39 @@ static void *canceller(void *arg) {
   return NULL;
 }
 
+/* ---- cancel while the prompt is evaluated ---- */
+typedef struct {
+  ember_session *s;
+} prompt_cancel_ctx;
+
+static void *cancel_after_a_while(void *arg) {
+  prompt_cancel_ctx *c = arg;
+  struct timespec ts = {0, 300000000};
+  nanosleep(&ts, NULL);
+  ember_session_cancel(c->s);
+  return NULL;
+}
+
+/* ---- a session and a chat turn on a thread with a small stack ---- */
+typedef struct {
+  ember_model *m;
+  sink out;
+  ember_status st;
+  char error[512];
+} small_stack_ctx;
+
+static void *chat_on_small_stack(void *arg) {
+  small_stack_ctx *c = arg;
+  ember_params p = ember_params_default();
+  p.n_ctx = 512;
+  ember_session *s = NULL;
+  c->st = ember_session_new(c->m, &p, &s);
+  if (c->st == EMBER_OK) c->st = ember_chat(s, "What is the capital of France?", n_tok, collect, &c->out);
+  snprintf(c->error, sizeof c->error, "%s", ember_last_error());
+  ember_session_free(s);
+  return NULL;
+}
+
 /* ---- the last error is per thread ---- */
 static void *fail_in_thread(void *arg) {
   (void)arg;
@@ -130,11 +166,12 @@ static unsigned char *read_file(const char *path, size_t *len) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s MODEL.gguf PROMPT\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: %s MODEL.gguf PROMPT [HOSTILE.gguf]\n", argv[0]);
     return 2;
   }
   const char *path = argv[1], *prompt = argv[2];
+  const char *hostile = argc == 4 ? argv[3] : NULL;
   if (getenv("EMBER_C_TEST_QUICK")) n_tok = 3;
 
   /* version, defaults */
@@ -187,6 +224,20 @@ int main(int argc, char **argv) {
   CHECK(ember_model_open(path, &m) == EMBER_OK && m != NULL, "open");
   ember_model *mm = NULL;
   CHECK(ember_model_open_memory(bytes, len, &mm) == EMBER_OK && mm != NULL, "open_memory");
+  /* a buffer at an address that is not EMBER_DATA_ALIGN-aligned: a status and a message */
+  unsigned char *shifted = malloc(len + 16);
+  CHECK(shifted != NULL, "malloc");
+  if (shifted) {
+    memcpy(shifted + 1, bytes, len);
+    ember_model *odd = (ember_model *)1;
+    CHECK(ember_model_open_memory(shifted + 1, len, &odd) == EMBER_ERR_INVALID_ARGUMENT && odd == NULL,
+          "odd address");
+    CHECK(strstr(ember_last_error(), "aligned") != NULL, "message: %s", ember_last_error());
+    memmove(shifted + EMBER_DATA_ALIGN, shifted + 1, len);
+    CHECK(ember_model_open_memory(shifted + EMBER_DATA_ALIGN, len, &odd) == EMBER_OK, "aligned copy");
+    ember_model_free(odd);
+    free(shifted);
+  }
 
   /* tokenize */
   CHECK(ember_tokenize(m, "Hello world", ids, 64, &n) == EMBER_OK && n == 2 && ids[0] == 19556 &&
@@ -217,6 +268,9 @@ int main(int argc, char **argv) {
   p = ember_params_default();
   p.temperature = NAN;
   CHECK(ember_session_new(m, &p, &s) == EMBER_ERR_INVALID_ARGUMENT, "NaN temperature");
+  p = ember_params_default();
+  p.temperature = -1.0f;
+  CHECK(ember_session_new(m, &p, &s) == EMBER_ERR_INVALID_ARGUMENT, "negative temperature");
   p = ember_params_default();
   p.top_p = 0.0f;
   CHECK(ember_session_new(m, &p, &s) == EMBER_ERR_INVALID_ARGUMENT, "top_p 0");
@@ -290,7 +344,55 @@ int main(int argc, char **argv) {
   sink_init(&after);
   CHECK(ember_generate(s, prompt, n_tok, collect, &after) == EMBER_OK && strcmp(out.text, after.text) == 0,
         "after cancel");
+
+  /* cancel while a long prompt is evaluated: it stops between layers, the session goes on */
+  {
+    size_t big_len = n_tok < 24 ? 4000 : 40000; /* shorter under valgrind */
+    char *big = malloc(big_len + 1);
+    CHECK(big != NULL, "malloc");
+    for (size_t i = 0; i < big_len; i++) big[i] = "the quick brown fox jumps "[i % 26];
+    big[big_len] = '\0';
+    ember_session_reset(s);
+    prompt_cancel_ctx pc = {.s = s};
+    pthread_create(&t, NULL, cancel_after_a_while, &pc);
+    sink none;
+    sink_init(&none);
+    st = ember_chat(s, big, 8, collect, &none);
+    pthread_join(t, NULL);
+    CHECK(st == EMBER_ERR_CANCELLED && none.pieces == 0, "prompt cancel: status %d, %d pieces", st,
+          none.pieces);
+    /* the cancelled message was dropped: the next turn answers as a new conversation does */
+    sink again1;
+    sink_init(&again1);
+    CHECK(ember_chat(s, "What is the capital of France?", n_tok, collect, &again1) == EMBER_OK &&
+              strcmp(again1.text, c1.text) == 0,
+          "chat after a prompt cancel: %s", again1.text);
+    free(big);
+  }
   ember_session_free(s);
+
+  /* every call on a host thread with a 256 KiB stack */
+  {
+    small_stack_ctx sc = {.m = m};
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_create(&t, &attr, chat_on_small_stack, &sc);
+    pthread_join(t, NULL);
+    CHECK(sc.st == EMBER_OK && strcmp(sc.out.text, c1.text) == 0, "256 KiB thread: %d %s", sc.st,
+          sc.out.text);
+    if (hostile) {
+      ember_model *hm = NULL;
+      CHECK(ember_model_open(hostile, &hm) == EMBER_OK, "hostile model opens");
+      small_stack_ctx hc = {.m = hm};
+      pthread_create(&t, &attr, chat_on_small_stack, &hc);
+      pthread_join(t, NULL);
+      CHECK(hc.st == EMBER_ERR_INVALID_ARGUMENT, "hostile template on a 256 KiB thread: %d", hc.st);
+      CHECK(strstr(hc.error, "chat template") != NULL, "message: %s", hc.error);
+      ember_model_free(hm);
+    }
+    pthread_attr_destroy(&attr);
+  }
 
   /* four sessions on one model, four threads (two when quick) */
   int n_jobs = n_tok < 24 ? 2 : 4;

@@ -99,7 +99,8 @@ pub fn main(a: Args) -> CliResult {
             sinks: 0,
             kv_type,
         };
-        let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
+        let mut mem =
+            ember_runtime::arena::try_zeroed(Session::plan(m, &sc)?.total, "session memory")?;
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(m, &mut arena, &sc)?;
         s.set_parallel(&pool);
@@ -109,9 +110,9 @@ pub fn main(a: Args) -> CliResult {
         let threads = s.threads();
         let toks = tokens(m, ctx);
         let mut results = Vec::new();
-        println!("model open to first-token ready: {load_ms:.1} ms\n");
-        println!("| model | threads | kernels | test | tokens/s |");
-        println!("|---|---|---|---|---|");
+        outln!("model open to first-token ready: {load_ms:.1} ms\n")?;
+        outln!("| model | threads | kernels | test | tokens/s |")?;
+        outln!("|---|---|---|---|---|")?;
         if a.n_prompt > 0 {
             let mut runs = Vec::new();
             for rep in 0..=a.reps {
@@ -124,10 +125,11 @@ pub fn main(a: Args) -> CliResult {
                 }
             }
             let (mean, sd) = mean_sd(&runs);
-            println!(
+            outln!(
                 "| {name} | {threads} | {} | pp{} | {mean:.2} ± {sd:.2} |",
-                m.kernels.isa, a.n_prompt
-            );
+                m.kernels.isa,
+                a.n_prompt
+            )?;
             results.push(("pp", mean, sd));
         }
         if a.n_gen > 0 {
@@ -144,10 +146,11 @@ pub fn main(a: Args) -> CliResult {
                 }
             }
             let (mean, sd) = mean_sd(&runs);
-            println!(
+            outln!(
                 "| {name} | {threads} | {} | tg{} | {mean:.2} ± {sd:.2} |",
-                m.kernels.isa, a.n_gen
-            );
+                m.kernels.isa,
+                a.n_gen
+            )?;
             results.push(("tg", mean, sd));
         }
         if a.json {
@@ -163,7 +166,7 @@ pub fn main(a: Args) -> CliResult {
             o.insert("kernels".into(), serde_json::json!(m.kernels.isa.name()));
             o.insert("model".into(), serde_json::json!(name));
             o.insert("load_ms".into(), serde_json::json!(load_ms));
-            println!("{}", serde_json::Value::Object(o));
+            outln!("{}", serde_json::Value::Object(o))?;
         }
         Ok(())
     })

@@ -7,7 +7,7 @@
 
 use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
-use ember_runtime::arena::Arena;
+use ember_runtime::arena::{try_zeroed, Arena};
 use ember_runtime::chat::Conversation;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig, StopReason};
@@ -85,20 +85,28 @@ pub fn main(a: Args) -> CliResult {
     };
 
     load::with_model(load::model_path(a.model.model), kernels, |model| {
-        let sc = a
-            .context
-            .session_config(model, 2048, SessionConfig::default().n_batch)?;
-        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+        let sc = a.context.session_config(
+            model,
+            2048,
+            SessionConfig::default().n_batch,
+            Some((a.sampling.beam as usize, a.n_predict)),
+        )?;
+        let mut mem = try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
         s.set_parallel(&pool);
-        let mut smem = vec![0u8; Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg)];
+        // Ctrl-C also stops a long prompt, between layers.
+        s.set_cancel(&stop_reply);
+        let mut smem = try_zeroed(
+            Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg),
+            "sampler memory",
+        )?;
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
         let mut conv = Conversation::new(model, a.system.as_deref())?;
         if terminal {
-            eprintln!(
+            errln!(
                 "ember chat: {} ({HELP})",
                 if conv.template().is_model_template() {
                     "the model's chat template"
@@ -117,19 +125,19 @@ pub fn main(a: Args) -> CliResult {
                 let (name, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
                 match name {
                     "quit" | "exit" => break,
-                    "help" => eprintln!("{HELP}"),
+                    "help" => errln!("{HELP}"),
                     "reset" => {
                         conv.reset();
                         s.reset();
-                        eprintln!("(new conversation)");
+                        errln!("(new conversation)");
                     }
                     "system" => {
                         let sys = arg.trim();
                         conv.set_system((!sys.is_empty()).then_some(sys));
                         s.reset();
-                        eprintln!("(system message set; new conversation)");
+                        errln!("(system message set; new conversation)");
                     }
-                    _ => eprintln!("unknown command /{name}; {HELP}"),
+                    _ => errln!("unknown command /{name}; {HELP}"),
                 }
                 continue;
             }
@@ -146,7 +154,7 @@ pub fn main(a: Args) -> CliResult {
                     false,
                     &a.sampling.stop,
                 )?;
-                println!("{reply}");
+                outln!("{reply}")?;
                 conv.push_reply(&reply);
                 continue;
             }
@@ -161,7 +169,8 @@ pub fn main(a: Args) -> CliResult {
             };
             stop_reply.store(false, Ordering::SeqCst);
             let mut reply = String::new();
-            let (reason, _) = session::generate(
+            let mut write_error = None;
+            let r = session::generate(
                 &mut s,
                 &mut sampler,
                 &ids,
@@ -169,15 +178,31 @@ pub fn main(a: Args) -> CliResult {
                 &mut || {},
                 &mut |piece| {
                     reply.push_str(piece);
-                    let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
+                    if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                        write_error = Some(e);
+                        return false;
+                    }
                     !stop_reply.load(Ordering::SeqCst)
                 },
-            )?;
-            if reason == StopReason::Stopped {
-                eprint!(" (stopped)");
+            );
+            if let Some(e) = write_error {
+                return Err(CliError(format!("writing to stdout: {e}")));
             }
-            println!();
-            conv.assistant_reply(&s, &reply);
+            match r {
+                Ok((reason, _)) => {
+                    if reason == StopReason::Stopped {
+                        err!(" (stopped)");
+                    }
+                    outln!()?;
+                    conv.assistant_reply(&s, &reply);
+                }
+                Err(ember_runtime::Error::Cancelled) => {
+                    // Stopped while reading the message: it is dropped, the conversation goes on.
+                    errln!("(stopped before the reply; the message was dropped)");
+                    conv.cancel_turn();
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     })

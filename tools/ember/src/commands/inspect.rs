@@ -25,11 +25,11 @@ pub struct Args {
 /// Prints every buffer a session with these settings needs, before allocating any of it.
 fn memory_plan(m: &ember_runtime::model::Model<'_>, ctx: &ContextArgs) -> CliResult {
     let mib = |x: usize| format!("{:>8.2} MiB", x as f64 / 1048576.0);
-    let sc = ctx.session_config(m, 2048, SessionConfig::default().n_batch)?;
+    let sc = ctx.session_config(m, 2048, SessionConfig::default().n_batch, None)?;
     let plan = Session::plan(m, &sc)?;
     let weights = m.gguf.bytes().len();
     let tables = ember_runtime::model::Model::memory_needed(&m.gguf)?;
-    println!(
+    outln!(
         "memory plan:   context {} tokens ({} sinks), KV {}, prompt batch {}{}",
         sc.n_ctx,
         sc.sinks,
@@ -38,22 +38,22 @@ fn memory_plan(m: &ember_runtime::model::Model<'_>, ctx: &ContextArgs) -> CliRes
         ctx.board()?
             .map(|b| format!(", board {} (budget {} MiB)", b.name, b.budget_mib))
             .unwrap_or_default()
-    );
-    println!(
+    )?;
+    outln!(
         "  weights      {} (mapped from the file, not allocated)",
         mib(weights)
-    );
-    println!("  model tables {}", mib(tables));
-    println!("  KV cache     {}", mib(plan.kv_cache));
-    println!("  scratch      {}", mib(plan.scratch + plan.logits));
-    println!(
+    )?;
+    outln!("  model tables {}", mib(tables))?;
+    outln!("  KV cache     {}", mib(plan.kv_cache))?;
+    outln!("  scratch      {}", mib(plan.scratch + plan.logits))?;
+    outln!(
         "  allocated    {} (model tables + one session buffer)",
         mib(tables + plan.total)
-    );
-    println!(
+    )?;
+    outln!(
         "  total        {} (resident with the weights)",
         mib(weights + tables + plan.total)
-    );
+    )?;
     Ok(())
 }
 
@@ -84,38 +84,40 @@ pub fn main(a: Args) -> CliResult {
     let file = OpenFile::open(path.clone())?;
     let g = file.gguf()?;
     let size = file.file.bytes().len();
-    println!(
+    outln!(
         "file:          {} ({} bytes, {:.1} MiB)",
         path.display(),
         size,
         size as f64 / 1048576.0
-    );
-    println!(
+    )?;
+    outln!(
         "gguf:          version {}, {} metadata keys, {} tensors, alignment {}",
         g.version(),
         g.metadata_len(),
         g.tensor_count(),
         g.alignment()
-    );
+    )?;
     let arch = g.get_str(keys::ARCHITECTURE)?.unwrap_or("(none)");
-    println!("architecture:  {arch}");
+    outln!("architecture:  {arch}")?;
     if let Some(n) = g.get_str(keys::NAME)? {
-        println!("name:          {n}");
+        outln!("name:          {n}")?;
     }
     match Config::from_gguf(&g) {
         Ok(c) => {
-            println!("layers:        {}", c.n_layer);
-            println!("width:         {} (ffn {})", c.n_embd, c.n_ff);
-            println!(
+            outln!("layers:        {}", c.n_layer)?;
+            outln!("width:         {} (ffn {})", c.n_embd, c.n_ff)?;
+            outln!(
                 "heads:         {} query, {} key/value, head width {}",
-                c.n_head, c.n_head_kv, c.head_dim
-            );
-            println!("rope:          base {}, {} dims", c.rope_base, c.rope_dim);
-            println!("rms eps:       {:e}", c.rms_eps);
-            println!("context:       {} (trained)", c.n_ctx_train);
-            println!("vocab:         {}", c.n_vocab);
+                c.n_head,
+                c.n_head_kv,
+                c.head_dim
+            )?;
+            outln!("rope:          base {}, {} dims", c.rope_base, c.rope_dim)?;
+            outln!("rms eps:       {:e}", c.rms_eps)?;
+            outln!("context:       {} (trained)", c.n_ctx_train)?;
+            outln!("vocab:         {}", c.n_vocab)?;
         }
-        Err(e) => println!("model:         not runnable by ember: {e}"),
+        Err(e) => outln!("model:         not runnable by ember: {e}")?,
     }
     let mut types: BTreeMap<&str, usize> = BTreeMap::new();
     let mut params = 0u64;
@@ -124,78 +126,99 @@ pub fn main(a: Args) -> CliResult {
         params += t.n_elements();
     }
     let types: Vec<String> = types.iter().map(|(k, v)| format!("{k} × {v}")).collect();
-    println!(
+    outln!(
         "tensors:       {} ({}), {:.1} M parameters",
         g.tensor_count(),
         types.join(", "),
         params as f64 / 1e6
-    );
-    println!(
+    )?;
+    outln!(
         "output head:   {}",
         if g.tensor("output.weight").is_some() {
             "output.weight"
         } else {
             "tied to token_embd.weight"
         }
-    );
+    )?;
+    // Special ids ember does not use but llama.cpp reads: outside the vocabulary they are
+    // ignored (as llama.cpp ignores them, with a warning), and said so here.
+    let n_tokens = g
+        .get(keys::TOKENS)
+        .and_then(|v| v.as_array())
+        .map(|a| a.len());
+    for key in [
+        keys::UNK_ID,
+        keys::PAD_ID,
+        "tokenizer.ggml.seperator_token_id",
+        "tokenizer.ggml.cls_token_id",
+        "tokenizer.ggml.mask_token_id",
+    ] {
+        if let (Some(id), Some(n)) = (g.get(key).and_then(|v| v.as_u64()), n_tokens) {
+            if id >= n as u64 {
+                outln!(
+                    "warning:       {key} = {id} is outside the vocabulary of {n} tokens; ignored"
+                )?;
+            }
+        }
+    }
     let tok_model = g.get_str(keys::TOKENIZER_MODEL)?.unwrap_or("(none)");
     let pre = g.get_str(keys::TOKENIZER_PRE)?.unwrap_or("(none)");
-    println!("tokenizer:     {tok_model}, pre-tokenizer {pre}");
+    outln!("tokenizer:     {tok_model}, pre-tokenizer {pre}")?;
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let loaded = load::with_model(path, kernels, |m| {
         let t = &m.tokenizer;
         let name = |id: u32| String::from_utf8_lossy(t.token_text(id).unwrap_or(b"?")).into_owned();
-        println!(
+        outln!(
             "vocabulary:    {} tokens, {} merges, {} special",
             t.vocab_size(),
             t.merge_count(),
             t.special_tokens().len()
-        );
+        )?;
         let opt = |id: Option<u32>| id.map_or("(none)".to_string(), |i| format!("{i} {}", name(i)));
-        println!("bos:           {} (added: {})", opt(t.bos()), t.add_bos());
-        println!("eos:           {}", opt(t.eos()));
+        outln!("bos:           {} (added: {})", opt(t.bos()), t.add_bos())?;
+        outln!("eos:           {}", opt(t.eos()))?;
         let eog: Vec<String> = t
             .eog_tokens()
             .iter()
             .map(|&i| format!("{i} {}", name(i)))
             .collect();
-        println!("end of gen:    {}", eog.join(", "));
+        outln!("end of gen:    {}", eog.join(", "))?;
         let mut sp: Vec<u32> = t.special_tokens().to_vec();
         sp.sort();
         let sp: Vec<String> = sp.iter().map(|&i| name(i)).collect();
-        println!("special:       {}", sp.join(" "));
-        println!("kernels:       {}", m.kernels.isa);
+        outln!("special:       {}", sp.join(" "))?;
+        outln!("kernels:       {}", m.kernels.isa)?;
         memory_plan(m, &a.context)
     });
     if let Err(e) = loaded {
-        println!("load:          fails: {e}");
+        outln!("load:          fails: {e}")?;
     }
-    println!(
+    outln!(
         "chat template: {}",
         if g.get(keys::CHAT_TEMPLATE).is_some() {
             "present"
         } else {
             "absent"
         }
-    );
+    )?;
     if a.verbose {
-        println!("\nmetadata:");
+        outln!("\nmetadata:")?;
         for (k, v) in g.metadata() {
-            println!("  {k} = {}", show(&v));
+            outln!("  {k} = {}", show(&v))?;
         }
-        println!("\ntensors:");
+        outln!("\ntensors:")?;
         for t in g.tensors() {
             let dims: Vec<String> = t.dims[..t.n_dims as usize]
                 .iter()
                 .map(|d| d.to_string())
                 .collect();
-            println!(
+            outln!(
                 "  {:<28} {:<5} [{}] offset {}",
                 t.name,
                 t.ty.name(),
                 dims.join(", "),
                 t.offset
-            );
+            )?;
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ModelArgs {
     /// Model file (GGUF). Default: $EMBER_MODEL, then models/SmolLM2-135M-Instruct.Q4_1.gguf
-    #[arg(short = 'm', long = "model", env = "EMBER_MODEL")]
+    #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
     /// Kernel set: auto, avx512-vnni, avx2, scalar (also $EMBER_KERNELS)
     #[arg(long, env = "EMBER_KERNELS")]
@@ -31,7 +31,7 @@ pub struct ModelArgs {
 #[derive(ClapArgs, Clone, Debug)]
 pub struct SamplingArgs {
     /// Temperature; 0 is greedy (the default, for reproducible output).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temp: f32,
     /// Keep the K most likely tokens (0 = all; 1 = greedy).
     #[arg(long = "top-k", default_value_t = 40)]
@@ -79,17 +79,24 @@ pub fn beam_text(
     ignore_eos: bool,
     stops: &[String],
 ) -> load::CliResult<(String, ember_runtime::session::BeamResult)> {
+    use ember_runtime::arena::try_zeroed;
     use ember_runtime::arena::Arena;
     use ember_runtime::session::{beam_search, BeamOptions, BeamScratch, Session};
-    let size = Session::bytes_needed(model, sc);
-    let mut mem: Vec<Vec<u8>> = (0..width).map(|_| vec![0u8; size]).collect();
+    let size = Session::plan(model, sc)?.total;
+    let mut mem = Vec::new();
+    for _ in 0..width {
+        mem.push(try_zeroed(size, "beam session memory")?);
+    }
     let mut sessions = Vec::with_capacity(width);
     for buf in mem.iter_mut() {
         let mut s = Session::new(model, &mut Arena::new(buf), sc)?;
         s.set_parallel(pool);
         sessions.push(s);
     }
-    let mut smem = vec![0u8; BeamScratch::bytes_needed(width, max_tokens)];
+    let mut smem = try_zeroed(
+        BeamScratch::bytes_needed(width, max_tokens),
+        "beam search memory",
+    )?;
     let mut scratch = BeamScratch::new(&mut Arena::new(&mut smem), width, max_tokens)?;
     let opts = BeamOptions {
         width,
@@ -176,11 +183,14 @@ impl ContextArgs {
     }
 
     /// The session configuration for `model`, checked (and checked against the board's budget).
+    /// `beam` is `(width, max_tokens)` of a beam search, whose `width` sessions and scratch the
+    /// budget then counts.
     pub fn session_config(
         &self,
         model: &ember_runtime::model::Model<'_>,
         default_ctx: usize,
         n_batch: usize,
+        beam: Option<(usize, usize)>,
     ) -> load::CliResult<ember_runtime::session::SessionConfig> {
         use ember_runtime::kv::KvType;
         use ember_runtime::session::{Session, SessionConfig};
@@ -226,32 +236,45 @@ impl ContextArgs {
             kv_type,
         };
         let plan = Session::plan(model, &sc)?;
+        // A beam search runs `width` sessions plus its scratch.
+        let (copies, beam_scratch) = match beam {
+            Some((w, n)) if w > 0 => (w, ember_runtime::session::BeamScratch::bytes_needed(w, n)),
+            _ => (1, 0),
+        };
         if let Some(b) = board {
             let fp = ember_boards::Footprint {
                 weights: model.gguf.bytes().len(),
                 model_tables: ember_runtime::model::Model::memory_needed(&model.gguf)?,
-                session: plan.total,
+                session: plan.total.saturating_mul(copies) + beam_scratch,
             };
             let with_ctx = |c: usize| {
                 Session::plan(model, &SessionConfig { n_ctx: c, ..sc })
                     .ok()
-                    .map(|p| p.total)
+                    .map(|p| p.total.saturating_mul(copies) + beam_scratch)
             };
             if let Err(e) = b.check(&fp, n_train, with_ctx) {
                 let mib = |x: usize| x as f64 / 1048576.0;
-                let hint = match e.max_ctx {
-                    Some(c) => format!(
-                        "a context of at most {c} tokens (-c {c}) would fit with --kv-type {}",
-                        kv_type.name()
+                let hint =
+                    match e.max_ctx {
+                        Some(c) => format!(
+                        "a context of at most {c} tokens (-c {c}) would fit with --kv-type {}{}",
+                        kv_type.name(),
+                        if copies > 1 { format!(" and --beam {copies}") } else { String::new() }
                     ),
-                    None => "the model alone does not fit".to_string(),
+                        None if copies > 1 => format!("no context fits {copies} beams; use fewer"),
+                        None => "the model alone does not fit".to_string(),
+                    };
+                let beams = if copies > 1 {
+                    format!(" for {copies} beams")
+                } else {
+                    String::new()
                 };
                 return Err(load::CliError(format!(
-                    "this configuration needs {:.1} MiB (weights {:.1}, KV cache {:.1}, scratch {:.1}), more than the {} budget of {} MiB; {hint}",
+                    "this configuration needs {:.1} MiB (weights {:.1}, KV cache {:.1}{beams}, scratch {:.1}), more than the {} budget of {} MiB; {hint}",
                     mib(e.needed),
                     mib(fp.weights),
-                    mib(plan.kv_cache),
-                    mib(plan.scratch + plan.logits + fp.model_tables),
+                    mib(plan.kv_cache * copies),
+                    mib((plan.scratch + plan.logits) * copies + beam_scratch + fp.model_tables),
                     b.name,
                     b.budget_mib
                 )));

@@ -51,8 +51,18 @@ pub fn nll(logits: &[f32], target: usize) -> f64 {
 pub fn main(a: Args) -> CliResult {
     let text =
         std::fs::read(&a.file).map_err(|e| CliError(format!("{}: {e}", a.file.display())))?;
-    if a.ctx < 2 {
-        return Err(CliError("the context (-c) must be at least 2".into()));
+    // Each chunk scores the predictions after its first half: with fewer than 3 tokens there
+    // are none.
+    if a.ctx < 3 {
+        return Err(CliError(format!(
+            "the context (-c) must be at least 3 tokens (a chunk scores the predictions after its first half), not {}",
+            a.ctx
+        )));
+    }
+    if a.chunks == Some(0) {
+        return Err(CliError(
+            "--chunks must be at least 1 (leave it out to score every chunk)".into(),
+        ));
     }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.threads)?;
@@ -81,7 +91,8 @@ pub fn main(a: Args) -> CliResult {
             sinks: if a.stream { a.sinks } else { 0 },
             kv_type,
         };
-        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+        let mut mem =
+            ember_runtime::arena::try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
         s.set_parallel(&pool);
@@ -93,7 +104,7 @@ pub fn main(a: Args) -> CliResult {
         let first = n_ctx / 2;
         let (mut nll_sum, mut count) = (0.0f64, 0usize);
         let t0 = Instant::now();
-        eprintln!(
+        errln!(
             "ember: {} tokens, {} chunks of {}",
             tokens.len(),
             n_chunks,
@@ -113,7 +124,7 @@ pub fn main(a: Args) -> CliResult {
                     scored += 1;
                     if scored - last_report >= n_ctx {
                         last_report = scored;
-                        eprint!("[{}]{:.4},", i + 1, (nll_sum / count as f64).exp());
+                        err!("[{}]{:.4},", i + 1, (nll_sum / count as f64).exp());
                         let _ = std::io::stderr().flush();
                     }
                 }
@@ -132,11 +143,16 @@ pub fn main(a: Args) -> CliResult {
                     count += 1;
                 }
             })?;
-            eprint!("[{}]{:.4},", c + 1, (nll_sum / count as f64).exp());
+            err!("[{}]{:.4},", c + 1, (nll_sum / count as f64).exp());
             let _ = std::io::stderr().flush();
         }
+        if count == 0 {
+            return Err(CliError(
+                "no prediction was scored (the chunks are too short)".into(),
+            ));
+        }
         let ppl = (nll_sum / count as f64).exp();
-        eprintln!(
+        errln!(
             "\nember: {} tokens scored in {:.1} s, threads={} kernels={} kv={}{}",
             count,
             t0.elapsed().as_secs_f64(),
@@ -149,7 +165,7 @@ pub fn main(a: Args) -> CliResult {
                 String::new()
             }
         );
-        println!("PPL = {ppl:.4}");
+        outln!("PPL = {ppl:.4}")?;
         Ok(())
     })
 }

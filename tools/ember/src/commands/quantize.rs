@@ -68,37 +68,41 @@ fn threads(t: Option<usize>) -> CliResult<usize> {
     }
 }
 
-fn print_report(reports: &[TensorReport], input_bytes: u64, output: &std::path::Path) {
-    println!(
+fn print_report(reports: &[TensorReport], input_bytes: u64, output: &std::path::Path) -> CliResult {
+    outln!(
         "{:<40} {:>6} {:>6} {:>12} {:>10}",
-        "tensor", "from", "to", "rmse", "cosine"
-    );
+        "tensor",
+        "from",
+        "to",
+        "rmse",
+        "cosine"
+    )?;
     for r in reports {
         match &r.error {
-            Some(e) => println!(
+            Some(e) => outln!(
                 "{:<40} {:>6} {:>6} {:>12.6e} {:>10.6}",
                 r.name,
                 r.from.name(),
                 r.to.name(),
                 e.rmse(),
                 e.cosine()
-            ),
-            None => println!(
+            )?,
+            None => outln!(
                 "{:<40} {:>6} {:>6} {:>12} {:>10}",
                 r.name,
                 r.from.name(),
                 r.to.name(),
                 "copied",
                 "-"
-            ),
+            )?,
         }
     }
     let out = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    println!(
+    outln!(
         "size: {:.1} MiB -> {:.1} MiB",
         input_bytes as f64 / 1048576.0,
         out as f64 / 1048576.0
-    );
+    )
 }
 
 pub fn quantize(a: QuantizeArgs) -> CliResult {
@@ -119,9 +123,9 @@ pub fn quantize(a: QuantizeArgs) -> CliResult {
     bar.finish_and_clear();
     let in_bytes = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     if a.out.report {
-        print_report(&reports, in_bytes, &a.output);
+        print_report(&reports, in_bytes, &a.output)?;
     }
-    eprintln!(
+    errln!(
         "ember: wrote {} ({} tensors, {} re-encoded)",
         a.output.display(),
         reports.len(),
@@ -158,9 +162,9 @@ pub fn convert(a: ConvertArgs) -> CliResult {
                     .sum()
             })
             .unwrap_or(0);
-        print_report(&reports, in_bytes, &a.output);
+        print_report(&reports, in_bytes, &a.output)?;
     }
-    eprintln!(
+    errln!(
         "ember: wrote {} ({} tensors)",
         a.output.display(),
         reports.len()

@@ -66,9 +66,12 @@ pub fn main(a: Args) -> CliResult {
         if prompt.is_empty() {
             return Err(CliError("the prompt is empty".into()));
         }
-        let sc = a
-            .context
-            .session_config(model, 2048, SessionConfig::default().n_batch)?;
+        let sc = a.context.session_config(
+            model,
+            2048,
+            SessionConfig::default().n_batch,
+            Some((a.sampling.beam as usize, a.n_predict)),
+        )?;
         if a.sampling.beam > 0 {
             let t0 = Instant::now();
             let (text, r) = super::beam_text(
@@ -86,7 +89,7 @@ pub fn main(a: Args) -> CliResult {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
                 _ => {}
             }
-            eprintln!(
+            errln!(
                 "\nember: prompt {} tokens, beam search of {} kept {} tokens (score {:.4}, {}) in {:.2} s | threads={} kernels={}",
                 prompt.len(),
                 a.sampling.beam,
@@ -99,11 +102,15 @@ pub fn main(a: Args) -> CliResult {
             );
             return Ok(());
         }
-        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+        let mut mem =
+            ember_runtime::arena::try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
         let mut arena = Arena::new(&mut mem);
         let mut s = Session::new(model, &mut arena, &sc)?;
         s.set_parallel(&pool);
-        let mut smem = vec![0u8; Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg)];
+        let mut smem = ember_runtime::arena::try_zeroed(
+            Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg),
+            "sampler memory",
+        )?;
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
@@ -145,7 +152,7 @@ pub fn main(a: Args) -> CliResult {
         let rss = load::peak_rss().map_or(String::new(), |b| {
             format!(" | peak RSS {:.1} MiB", b as f64 / 1048576.0)
         });
-        eprintln!(
+        errln!(
             "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}",
             stats.prompt_tokens, stats.generated_tokens, pp, tg, s.threads(), model.kernels.isa,
             sc.n_ctx, sc.kv_type.name()

@@ -290,18 +290,33 @@ pub fn main(a: Args) -> CliResult {
                 .map_err(|e| CliError(format!("opening {}: {e}", dev.display())))?;
             Opened::Tty(Port(tty))
         }
-        None => Opened::Stdio(Port(Stdio::open())),
+        None => {
+            // On a terminal, a hangup also sends SIGHUP, whose default action would kill the
+            // console mid-reply: ignore it, and let the failing read or write (EIO) end the
+            // console cleanly, as it does on a device.
+            // SAFETY: isatty on fd 0; setting one signal's disposition to SIG_IGN.
+            unsafe {
+                if libc::isatty(0) == 1 {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                }
+            }
+            Opened::Stdio(Port(Stdio::open()))
+        }
     };
 
     load::with_model(load::model_path(a.model.model), kernels, |model| {
         let sc = a
             .context
-            .session_config(model, 2048, SessionConfig::default().n_batch)?;
-        let mut mem = vec![0u8; Session::bytes_needed(model, &sc)];
+            .session_config(model, 2048, SessionConfig::default().n_batch, None)?;
+        let mut mem =
+            ember_runtime::arena::try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
         let mut arena = Arena::new(&mut mem);
         let mut session = Session::new(model, &mut arena, &sc)?;
         session.set_parallel(&pool);
-        let mut smem = vec![0u8; Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg)];
+        let mut smem = ember_runtime::arena::try_zeroed(
+            Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg),
+            "sampler memory",
+        )?;
         let mut sarena = Arena::new(&mut smem);
         let sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let mut assistant =
@@ -327,7 +342,7 @@ pub fn main(a: Args) -> CliResult {
             Some(d) => d.display().to_string(),
             None => "stdin".into(),
         };
-        eprintln!("ember serial: console on {where_}");
+        errln!("ember serial: console on {where_}");
         let r = match &mut port {
             Opened::Tty(p) => console::run(p, &mut assistant, busy.as_mut(), &cfg, &mut line),
             Opened::Stdio(p) => console::run(p, &mut assistant, busy.as_mut(), &cfg, &mut line),
@@ -335,11 +350,11 @@ pub fn main(a: Args) -> CliResult {
         busy.set_busy(false);
         match r {
             Ok(console::Exit::EndOfInput) => {
-                eprintln!("ember serial: {where_} hung up (end of input); exiting");
+                errln!("ember serial: {where_} hung up (end of input); exiting");
                 Ok(())
             }
             Err(e) if is_hangup(&e) => {
-                eprintln!("ember serial: {where_} hung up ({e}); exiting");
+                errln!("ember serial: {where_} hung up ({e}); exiting");
                 Ok(())
             }
             Err(e) => Err(CliError(format!("serial line {where_}: {e}"))),

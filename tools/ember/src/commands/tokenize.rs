@@ -29,10 +29,10 @@ pub fn main(a: Args) -> CliResult {
         let ids = m
             .tokenizer
             .encode_to_vec(&text, !a.no_parse_special, true)?;
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&ids).map_err(|e| CliError(e.to_string()))?
-        );
+        )?;
         Ok(())
     })
 }
