@@ -206,10 +206,17 @@ impl Read for Stdio {
 
 impl Write for Stdio {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io::stdout().write(buf)
+        // Unbuffered, like `read`: nothing is left in a buffer that a hung-up line could never
+        // take (which would turn a clean hangup into a failed flush at exit).
+        // SAFETY: writing from a valid buffer of buf.len() bytes to fd 1.
+        let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
     fn flush(&mut self) -> io::Result<()> {
-        io::stdout().flush()
+        Ok(())
     }
 }
 
