@@ -164,15 +164,15 @@ fn a_missing_tensor_is_named() {
 
 #[test]
 fn unsupported_tensor_types_and_architectures_are_refused() {
-    // A matrix of a type ember does not compute with (Q6_K, sized correctly).
+    // A matrix of a type ember does not compute with (IQ2_XXS, sized correctly).
     let b = rebuilt(|_, t| {
         let (e, d) = t
             .iter_mut()
             .find(|(e, _)| e.name == "blk.0.ffn_gate.weight")
             .unwrap();
         e.dims = vec![256, 40];
-        e.ty = GgmlType::Q6_K;
-        *d = vec![0u8; 40 * 210];
+        e.ty = GgmlType::IQ2_XXS;
+        *d = vec![0u8; 40 * 66];
     });
     let e = load(&b).unwrap_err();
     assert!(e.to_string().contains("blk.0.ffn_gate.weight"), "{e}");
@@ -401,14 +401,14 @@ fn an_unsupported_weight_type_names_the_tensor_and_the_type() {
             .find(|(e, _)| e.name == "blk.0.ffn_gate.weight")
             .unwrap();
         e.dims = vec![256, 40];
-        e.ty = GgmlType::Q6_K;
-        *d = vec![0u8; 40 * 210];
+        e.ty = GgmlType::IQ2_XXS;
+        *d = vec![0u8; 40 * 66];
     });
     let e = load(&b).unwrap_err();
     assert!(matches!(e, Error::UnsupportedWeightType { .. }), "{e:?}");
     let m = e.to_string();
     assert!(
-        m.contains("blk.0.ffn_gate.weight") && m.contains("q6_K"),
+        m.contains("blk.0.ffn_gate.weight") && m.contains("iq2_xxs"),
         "{m}"
     );
 }

@@ -16,7 +16,7 @@ pub mod x86_64;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 
-use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
+use crate::weights::{quants, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockType, QK};
 use core::fmt;
 use half::f16;
 
@@ -203,6 +203,11 @@ impl<'a> OutRows<'a> {
 /// writes `out(t, r) = w[r] · a[t]` for every row r and token t.
 pub type GemmFn<W> = fn(w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>);
 
+/// A batched product for the block formats of the weight table ([`gemm_blocks`]): rows of
+/// `row_bytes` bytes of the format `kind`.
+pub type GemmBlocksFn =
+    fn(kind: &BlockType, w: &[u8], row_bytes: usize, a: &QActs<'_>, out: &mut OutRows<'_>);
+
 /// The kernel table the forward pass calls through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -216,6 +221,8 @@ pub struct Kernels {
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     /// Q8_0 weights × 8-bit activations.
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
+    /// The weight table's other block formats × 8-bit activations ([`gemm_blocks`]).
+    pub gemm_blocks: GemmBlocksFn,
     /// f32 · f32.
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// f16 · f32 (attention scores over an f16 key cache).
@@ -262,6 +269,76 @@ pub fn gemm_by_rows<W>(
     }
 }
 
+/// The product of rows of a block format of the weight table (`row_bytes` bytes each) with every
+/// token of `a`: for each row, groups are unpacked once for a tile of tokens, then each token
+/// takes [`quants::group_step`] group after group, so every (row, token) result is the spec's
+/// ([`quants::dot`]) bit for bit. The same code on every kernel set.
+pub fn gemm_blocks(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    gemm_blocks_body(kind, w, row_bytes, a, out)
+}
+
+/// The body of [`gemm_blocks`], inlined into each set's version so that the compiler vectorizes
+/// its integer sums with that set's instructions (the results are the same bits: the sums are
+/// exact, and the float steps are the same fused multiply-adds).
+#[inline(always)]
+pub fn gemm_blocks_body(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    const GROUPS: usize = 16;
+    const TOKENS: usize = 64;
+    let nb = a.nb;
+    if nb == 0 || row_bytes == 0 {
+        return;
+    }
+    let n_tok = a.tokens().min(out.n_toks());
+    let empty = quants::Group {
+        q: [0; quants::GROUP],
+        sc: [0; 2],
+        d: 0.0,
+        m: [0; 2],
+        dm: 0.0,
+    };
+    let mut groups = [empty; GROUPS];
+    for (r, row) in w.chunks_exact(row_bytes).take(out.n_rows()).enumerate() {
+        for t0 in (0..n_tok).step_by(TOKENS) {
+            let tn = (n_tok - t0).min(TOKENS);
+            let (mut acc, mut mins) = ([0f32; TOKENS], [0f32; TOKENS]);
+            for g0 in (0..nb).step_by(GROUPS) {
+                let gn = (nb - g0).min(GROUPS);
+                (kind.unpack)(row, g0, &mut groups[..gn]);
+                for t in 0..tn {
+                    let tok = t0 + t;
+                    let qs = &a.qs[tok * nb * QK..(tok + 1) * nb * QK];
+                    let d = &a.d[tok * nb..(tok + 1) * nb];
+                    for (i, gr) in groups[..gn].iter().enumerate() {
+                        let g = g0 + i;
+                        quants::group_step(
+                            gr,
+                            &qs[g * QK..(g + 1) * QK],
+                            d[g],
+                            &mut acc[t],
+                            &mut mins[t],
+                        );
+                    }
+                }
+            }
+            for t in 0..tn {
+                out.set(t0 + t, r, acc[t] - mins[t]);
+            }
+        }
+    }
+}
+
 fn scalar_gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     gemm_by_rows(scalar::vec_dot_q4_0, w, a, out)
 }
@@ -280,6 +357,7 @@ impl Kernels {
         gemm_q4_0: scalar_gemm_q4_0,
         gemm_q4_1: scalar_gemm_q4_1,
         gemm_q8_0: scalar_gemm_q8_0,
+        gemm_blocks,
         dot_f32: scalar::vec_dot_f32,
         dot_f16_f32: scalar::vec_dot_f16_f32,
         axpy_f32: scalar::axpy_f32,

@@ -701,3 +701,83 @@ fn fma_rows_is_bit_identical_to_the_scalar_reference() {
         }
     }
 }
+
+/// Random blocks of a table format: random bytes with finite f16 fields (the format's scales are
+/// wherever its layout puts them; any byte there is read as an f16, so every f16-aligned pair
+/// that decodes to a non-finite value is replaced).
+fn table_blocks(rng: &mut Rng, ty: crate::weights::GgmlType, rows: usize, cols: usize) -> Vec<u16> {
+    let bytes = ty.row_bytes(cols as u64).unwrap() as usize * rows;
+    (0..bytes / 2)
+        .map(|_| loop {
+            let h = rng.next() as u16;
+            let v = f16::from_bits(h);
+            if v.is_finite() && v.to_f32().abs() < 4.0 {
+                break h;
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
+    use crate::weights::BLOCK_TYPES;
+    let mut rng = Rng(0x51ab_1e5e_ed00_0001);
+    for kind in BLOCK_TYPES.iter() {
+        let ty = kind.ty;
+        for &cols in &[
+            ty.block_size(),
+            2 * ty.block_size(),
+            576usize.max(ty.block_size()),
+            1536,
+        ] {
+            if cols % ty.block_size() != 0 {
+                continue;
+            }
+            let (rows, toks) = (5, 70); // more tokens than one token tile
+            let w16 = table_blocks(&mut rng, ty, rows, cols);
+            let w: &[u8] = bytemuck::cast_slice(&w16);
+            let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let nb = cols / QK;
+            let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
+            let q = Quant::of(&Kernels::SCALAR, &x, nb);
+            let mut want = vec![0f32; toks * rows];
+            for r in 0..rows {
+                for t in 0..toks {
+                    want[t * rows + r] = (kind.dot)(
+                        &w[r * rb..(r + 1) * rb],
+                        &q.qs[t * cols..(t + 1) * cols],
+                        &q.d[t * nb..(t + 1) * nb],
+                    );
+                }
+            }
+            for k in Kernels::all_supported() {
+                let mut got = vec![0f32; toks * rows];
+                let mut out = OutRows::new(&mut got, rows, rows, toks);
+                (k.gemm_blocks)(kind, w, rb, &q.acts(), &mut out);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        same(*g, *e),
+                        "{} {} cols {cols} [{i}]: {g} vs {e}",
+                        k.isa,
+                        ty.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_supported_type_list_names_every_table_row() {
+    use crate::weights::{GgmlType, BLOCK_TYPES};
+    let names: Vec<&str> = GgmlType::MATMUL_NAMES.split(", ").collect();
+    for b in BLOCK_TYPES.iter() {
+        assert!(b.ty.is_matmul_supported());
+        assert!(
+            names.contains(&b.ty.name()),
+            "{} missing from MATMUL_NAMES",
+            b.ty.name()
+        );
+    }
+    assert_eq!(names.len(), BLOCK_TYPES.len() + 6);
+}

@@ -636,6 +636,11 @@ fn gemm_rows(
         Matrix::Q4_0 { data, .. } => (k.gemm_q4_0)(&data[r0 * nb..r1 * nb], &a.q, out),
         Matrix::Q4_1 { data, .. } => (k.gemm_q4_1)(&data[r0 * nb..r1 * nb], &a.q, out),
         Matrix::Q8_0 { data, .. } => (k.gemm_q8_0)(&data[r0 * nb..r1 * nb], &a.q, out),
+        // The formats of the block table: their scalar spec, the same on every kernel set.
+        Matrix::Blocks { data, kind, .. } => {
+            let rb = m.row_bytes();
+            (k.gemm_blocks)(kind, &data[r0 * rb..r1 * rb], rb, &a.q, out)
+        }
         Matrix::F32 { data, .. } => f32_gemm(
             k.dot_f32,
             &data[r0 * cols..r1 * cols],

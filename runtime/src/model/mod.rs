@@ -189,7 +189,7 @@ fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize) -> Result<Matr
         return Err(Error::UnsupportedWeightType {
             name: Name::new(name),
             ty: t.ty.name(),
-            supported: "f32, f16, bf16, q4_0, q4_1 and q8_0 weight matrices",
+            supported: GgmlType::MATMUL_NAMES,
         });
     }
     if t.n_dims != 2 || [t.dims[0], t.dims[1]] != [cols as u64, rows as u64] {

@@ -6,14 +6,17 @@
 //! quantize/dequantize routines. A [`Matrix`] is a typed, zero-copy view of a weight matrix.
 
 pub mod blocks;
+pub mod quants;
 
 pub use blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use quants::QuantBlock;
 
 use crate::error::{Error, Name, Result};
 use half::{bf16, f16};
 
 /// The element types GGUF defines (numbering from ggml). ember computes with F32, F16, BF16,
-/// Q4_0, Q4_1 and Q8_0; the others are known by size so any valid file can be inspected.
+/// Q4_0, Q4_1, Q8_0 and the formats of [`BLOCK_TYPES`]; the others are known by size so any
+/// valid file can be inspected.
 #[allow(non_camel_case_types, missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -191,8 +194,80 @@ impl GgmlType {
         matches!(
             self,
             Self::F32 | Self::F16 | Self::BF16 | Self::Q4_0 | Self::Q4_1 | Self::Q8_0
-        )
+        ) || block_type(self).is_some()
     }
+
+    /// The names of every type ember multiplies, for messages.
+    pub const MATMUL_NAMES: &'static str =
+        "f32, f16, bf16, q4_0, q4_1, q8_0, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs";
+}
+
+/// One row of the table of block formats that [`quants`] defines: what a weight matrix of that
+/// type needs to be bound, dequantized and multiplied. Adding a format is one block layout, its
+/// [`QuantBlock`] impl, and one row here.
+#[derive(Clone, Copy)]
+pub struct BlockType {
+    /// The GGUF type.
+    pub ty: GgmlType,
+    /// Dequantizes whole blocks (bytes) into f32 values.
+    pub dequantize: fn(&[u8], &mut [f32]),
+    /// The dot-product spec ([`quants::dot`]) of one row's blocks (bytes) with 8-bit activation
+    /// blocks (`qs`, `d`).
+    pub dot: fn(&[u8], &[i8], &[f32]) -> f32,
+    /// Unpacks groups `first..` of one row (bytes) into integer [`quants::Group`]s, for
+    /// products that reuse them across tokens.
+    pub unpack: fn(&[u8], usize, &mut [quants::Group]),
+}
+
+impl core::fmt::Debug for BlockType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "BlockType({})", self.ty.name())
+    }
+}
+
+/// `bytes` as blocks of `B`. Matrices are checked when made (whole blocks, aligned), so this
+/// cannot fail for their rows.
+fn as_blocks<B: QuantBlock>(bytes: &[u8]) -> &[B] {
+    bytemuck::cast_slice(bytes)
+}
+
+fn dequantize_bytes<B: QuantBlock>(bytes: &[u8], out: &mut [f32]) {
+    quants::dequantize(as_blocks::<B>(bytes), out)
+}
+
+fn dot_bytes<B: QuantBlock>(bytes: &[u8], qs: &[i8], d: &[f32]) -> f32 {
+    quants::dot(as_blocks::<B>(bytes), qs, d)
+}
+
+fn unpack_bytes<B: QuantBlock>(bytes: &[u8], first: usize, out: &mut [quants::Group]) {
+    quants::unpack(as_blocks::<B>(bytes), first, out)
+}
+
+const fn row<B: QuantBlock>(ty: GgmlType) -> BlockType {
+    BlockType {
+        ty,
+        dequantize: dequantize_bytes::<B>,
+        dot: dot_bytes::<B>,
+        unpack: unpack_bytes::<B>,
+    }
+}
+
+/// The table of block formats multiplied through [`quants::dot`].
+pub const BLOCK_TYPES: [BlockType; 9] = [
+    row::<quants::BlockQ5_0>(GgmlType::Q5_0),
+    row::<quants::BlockQ5_1>(GgmlType::Q5_1),
+    row::<quants::BlockQ2K>(GgmlType::Q2_K),
+    row::<quants::BlockQ3K>(GgmlType::Q3_K),
+    row::<quants::BlockQ4K>(GgmlType::Q4_K),
+    row::<quants::BlockQ5K>(GgmlType::Q5_K),
+    row::<quants::BlockQ6K>(GgmlType::Q6_K),
+    row::<quants::BlockIq4Nl>(GgmlType::IQ4_NL),
+    row::<quants::BlockIq4Xs>(GgmlType::IQ4_XS),
+];
+
+/// The table row of `ty`, if it is one of [`BLOCK_TYPES`].
+pub fn block_type(ty: GgmlType) -> Option<&'static BlockType> {
+    BLOCK_TYPES.iter().find(|b| b.ty == ty)
 }
 
 /// A typed, zero-copy 2-D weight matrix: `rows` rows of `cols` elements, row-major, as GGUF
@@ -235,6 +310,14 @@ pub enum Matrix<'a> {
         rows: usize,
         cols: usize,
         data: &'a [BlockQ8_0],
+    },
+    /// Rows of blocks of a format of [`BLOCK_TYPES`] (`data` holds whole, 2-byte aligned
+    /// blocks).
+    Blocks {
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+        kind: &'static BlockType,
     },
 }
 
@@ -294,7 +377,18 @@ impl<'a> Matrix<'a> {
                 cols,
                 data: cast(bytes).ok_or_else(misaligned)?,
             },
-            _ => return Err(bad("element type not supported for a weight matrix")),
+            _ => match block_type(ty) {
+                // Every block format holds f16 scales: 2-byte alignment makes each block (an
+                // even number of bytes) castable.
+                Some(kind) if (bytes.as_ptr() as usize).is_multiple_of(2) => Matrix::Blocks {
+                    rows,
+                    cols,
+                    data: bytes,
+                    kind,
+                },
+                Some(_) => return Err(misaligned()),
+                None => return Err(bad("element type not supported for a weight matrix")),
+            },
         })
     }
 
@@ -306,7 +400,8 @@ impl<'a> Matrix<'a> {
             | Matrix::BF16 { rows, .. }
             | Matrix::Q4_0 { rows, .. }
             | Matrix::Q4_1 { rows, .. }
-            | Matrix::Q8_0 { rows, .. } => rows,
+            | Matrix::Q8_0 { rows, .. }
+            | Matrix::Blocks { rows, .. } => rows,
         }
     }
 
@@ -318,7 +413,8 @@ impl<'a> Matrix<'a> {
             | Matrix::BF16 { cols, .. }
             | Matrix::Q4_0 { cols, .. }
             | Matrix::Q4_1 { cols, .. }
-            | Matrix::Q8_0 { cols, .. } => cols,
+            | Matrix::Q8_0 { cols, .. }
+            | Matrix::Blocks { cols, .. } => cols,
         }
     }
 
@@ -331,6 +427,7 @@ impl<'a> Matrix<'a> {
             Matrix::Q4_0 { .. } => GgmlType::Q4_0,
             Matrix::Q4_1 { .. } => GgmlType::Q4_1,
             Matrix::Q8_0 { .. } => GgmlType::Q8_0,
+            Matrix::Blocks { kind, .. } => kind.ty,
         }
     }
 
@@ -354,6 +451,15 @@ impl<'a> Matrix<'a> {
             Matrix::Q4_0 { data, .. } => blocks::dequantize_q4_0(&data[r * nb..(r + 1) * nb], out),
             Matrix::Q4_1 { data, .. } => blocks::dequantize_q4_1(&data[r * nb..(r + 1) * nb], out),
             Matrix::Q8_0 { data, .. } => blocks::dequantize_q8_0(&data[r * nb..(r + 1) * nb], out),
+            Matrix::Blocks { data, kind, .. } => {
+                let rb = self.row_bytes();
+                (kind.dequantize)(&data[r * rb..(r + 1) * rb], out)
+            }
         }
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.ty().row_bytes(self.cols() as u64).unwrap_or(0) as usize
     }
 }

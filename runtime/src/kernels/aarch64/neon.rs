@@ -24,6 +24,8 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q4_0: |w, a, o| unsafe_drive(&plain::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&plain::Q4_1, w, a, o),
         gemm_q8_0: |w, a, o| unsafe_drive(&plain::Q8_0, w, a, o),
+        // NEON is part of the aarch64 baseline: the shared body is already compiled with it.
+        gemm_blocks: crate::kernels::gemm_blocks,
         dot_f32,
         dot_f16_f32,
         axpy_f32,

@@ -17,6 +17,7 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q4_0,
         gemm_q4_1,
         gemm_q8_0,
+        gemm_blocks,
         dot_f32,
         dot_f16_f32,
         axpy_f32,
@@ -27,6 +28,32 @@ pub fn kernels() -> Option<Kernels> {
         fma_rows,
         mad_q8_0,
     })
+}
+
+fn gemm_blocks(
+    kind: &crate::weights::BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    // SAFETY: AVX2+FMA checked by `kernels()`.
+    unsafe { gemm_blocks_avx2(kind, w, row_bytes, a, out) }
+}
+
+/// [`crate::kernels::gemm_blocks_body`] compiled with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_blocks_avx2(
+    kind: &crate::weights::BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    crate::kernels::gemm_blocks_body(kind, w, row_bytes, a, out)
 }
 
 fn exp_ggml(x: &mut [f32]) {

@@ -125,6 +125,13 @@ pub fn main(a: Args) -> CliResult {
         *types.entry(t.ty.name()).or_default() += 1;
         params += t.n_elements();
     }
+    let unsupported: Vec<&str> = g
+        .tensors()
+        .filter(|t| t.n_dims >= 2 && !t.ty.is_matmul_supported())
+        .map(|t| t.ty.name())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let types: Vec<String> = types.iter().map(|(k, v)| format!("{k} × {v}")).collect();
     outln!(
         "tensors:       {} ({}), {:.1} M parameters",
@@ -132,6 +139,12 @@ pub fn main(a: Args) -> CliResult {
         types.join(", "),
         params as f64 / 1e6
     )?;
+    if !unsupported.is_empty() {
+        outln!(
+            "unsupported:   tensor types ember does not run: {}",
+            unsupported.join(", ")
+        )?;
+    }
     outln!(
         "output head:   {}",
         if g.tensor("output.weight").is_some() {

@@ -1,0 +1,544 @@
+//! The other quantized formats small GGUF files use: Q5_0, Q5_1, the K-quants (Q2_K … Q6_K) and
+//! IQ4_NL / IQ4_XS. Their block layouts are byte for byte ggml's (`ggml-common.h`), their
+//! dequantization is ggml's reference (`dequantize_row_*` in `ggml-quants.c`), checked against
+//! the `gguf` Python package's independent implementation (`weights::tests`).
+//!
+//! For products each format also says how one group of 32 weights, the size of an activation
+//! block, reads as integers: [`Group`]. The dot-product spec ([`dot`]) works on groups only, so a
+//! format is one layout, one dequantizer and one `group` function.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+/// Elements per block of Q5_0, Q5_1 and IQ4_NL.
+pub const QK5: usize = 32;
+/// Elements per block (super-block) of the K-quants and IQ4_XS.
+pub const QK_K: usize = 256;
+/// Elements per [`Group`]: one activation block.
+pub const GROUP: usize = 32;
+
+/// One group of 32 weights as integers: weight e is `d·sc[e/16]·q[e] − dm·m[e/16]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Group {
+    /// Integer quants (already centred where the format centres them).
+    pub q: [i8; GROUP],
+    /// Integer scales of the two halves.
+    pub sc: [i32; 2],
+    /// Float scale of `sc·q`.
+    pub d: f32,
+    /// Integer minimums of the two halves (0 for formats without one).
+    pub m: [i32; 2],
+    /// Float scale of the minimums (0 for formats without one; negative for Q5_1, whose
+    /// minimum is added).
+    pub dm: f32,
+}
+
+/// A block format: its layout and how it reads as [`Group`]s.
+pub trait QuantBlock: Pod {
+    /// Elements per block.
+    const N: usize;
+    /// Group `g` (`0..N/32`) of this block.
+    fn group(&self, g: usize) -> Group;
+    /// Dequantizes the block into `out` (N values), as ggml's reference does.
+    fn dequantize(&self, out: &mut [f32]);
+}
+
+/// 5-bit weights with a scale: value = d·(q − 16); low nibbles as Q4_0, the fifth bits in `qh`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    /// Scale.
+    pub d: f16,
+    /// Fifth bits of the 32 quants (little-endian u32).
+    pub qh: [u8; 4],
+    /// Low nibbles: element j low, element j + 16 high.
+    pub qs: [u8; QK5 / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5_0>() == 22);
+
+/// 5-bit weights with a scale and a minimum: value = d·q + m.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    /// Scale.
+    pub d: f16,
+    /// Minimum.
+    pub m: f16,
+    /// Fifth bits (little-endian u32).
+    pub qh: [u8; 4],
+    /// Low nibbles.
+    pub qs: [u8; QK5 / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5_1>() == 24);
+
+/// 5-bit quants of Q5_0/Q5_1, unsigned (0..32), in element order.
+fn q5(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
+    let qh = u32::from_le_bytes(qh);
+    core::array::from_fn(|e| {
+        let (nib, bit) = if e < 16 {
+            (qs[e] & 0x0f, (qh >> e) & 1)
+        } else {
+            (qs[e - 16] >> 4, (qh >> e) & 1)
+        };
+        nib | (bit as u8) << 4
+    })
+}
+
+impl QuantBlock for BlockQ5_0 {
+    const N: usize = QK5;
+    fn group(&self, _g: usize) -> Group {
+        let q = q5(self.qh, &self.qs);
+        Group {
+            q: core::array::from_fn(|e| q[e] as i8 - 16),
+            sc: [1, 1],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, q) in out.iter_mut().zip(q5(self.qh, &self.qs)) {
+            *o = (q as i32 - 16) as f32 * d;
+        }
+    }
+}
+
+impl QuantBlock for BlockQ5_1 {
+    const N: usize = QK5;
+    fn group(&self, _g: usize) -> Group {
+        let q = q5(self.qh, &self.qs);
+        Group {
+            q: core::array::from_fn(|e| q[e] as i8),
+            sc: [1, 1],
+            d: self.d.to_f32(),
+            m: [1, 1],
+            dm: -self.m.to_f32(),
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, m) = (self.d.to_f32(), self.m.to_f32());
+        for (o, q) in out.iter_mut().zip(q5(self.qh, &self.qs)) {
+            *o = q as f32 * d + m;
+        }
+    }
+}
+
+/// The non-linear 4-bit grid of IQ4_NL and IQ4_XS.
+pub const IQ4_GRID: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// 4-bit indices into [`IQ4_GRID`] with a scale: value = d·grid[q].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq4Nl {
+    /// Scale.
+    pub d: f16,
+    /// Indices: element j low nibble, element j + 16 high.
+    pub qs: [u8; QK5 / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockIq4Nl>() == 18);
+
+fn iq4(qs: &[u8]) -> [i8; 32] {
+    core::array::from_fn(|e| {
+        if e < 16 {
+            IQ4_GRID[(qs[e] & 0x0f) as usize]
+        } else {
+            IQ4_GRID[(qs[e - 16] >> 4) as usize]
+        }
+    })
+}
+
+impl QuantBlock for BlockIq4Nl {
+    const N: usize = QK5;
+    fn group(&self, _g: usize) -> Group {
+        Group {
+            q: iq4(&self.qs),
+            sc: [1, 1],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, q) in out.iter_mut().zip(iq4(&self.qs)) {
+            *o = d * q as f32;
+        }
+    }
+}
+
+/// IQ4_NL indices in 256-element blocks with a 6-bit scale per 32: value = d·(ls − 32)·grid[q].
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq4Xs {
+    /// Super-scale.
+    pub d: f16,
+    /// High 2 bits of the 8 scales.
+    pub scales_h: u16,
+    /// Low 4 bits of the 8 scales.
+    pub scales_l: [u8; QK_K / 64],
+    /// Indices, 16 bytes per group of 32.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockIq4Xs>() == 136);
+
+impl BlockIq4Xs {
+    fn scale(&self, ib: usize) -> i32 {
+        let lo = (self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f;
+        let hi = ((self.scales_h >> (2 * ib)) & 3) as u8;
+        (lo | hi << 4) as i32 - 32
+    }
+}
+
+impl QuantBlock for BlockIq4Xs {
+    const N: usize = QK_K;
+    fn group(&self, g: usize) -> Group {
+        let ls = self.scale(g);
+        Group {
+            q: iq4(&self.qs[16 * g..16 * g + 16]),
+            sc: [ls, ls],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (ib, o) in out.chunks_exact_mut(32).enumerate() {
+            let dl = d * self.scale(ib) as f32;
+            for (o, q) in o.iter_mut().zip(iq4(&self.qs[16 * ib..16 * ib + 16])) {
+                *o = dl * q as f32;
+            }
+        }
+    }
+}
+
+/// 2-bit K-quants: 16 groups of 16, each with a 4-bit scale and a 4-bit minimum:
+/// value = d·(sc & 15)·q − dmin·(sc >> 4).
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ2K {
+    /// Scales (low nibble) and minimums (high nibble) of the 16 groups of 16.
+    pub scales: [u8; QK_K / 16],
+    /// Quants, four 2-bit values per byte.
+    pub qs: [u8; QK_K / 4],
+    /// Super-scale of the scales.
+    pub d: f16,
+    /// Super-scale of the minimums.
+    pub dmin: f16,
+}
+const _: () = assert!(core::mem::size_of::<BlockQ2K>() == 84);
+
+impl BlockQ2K {
+    /// Quant of element e (0..256): 128-element halves, each four 32-byte planes by shift.
+    fn quant(&self, e: usize) -> u8 {
+        let (half, r) = (e / 128, e % 128);
+        let (shift, l) = (2 * (r / 32), r % 32);
+        (self.qs[32 * half + l] >> shift) & 3
+    }
+}
+
+impl QuantBlock for BlockQ2K {
+    const N: usize = QK_K;
+    fn group(&self, g: usize) -> Group {
+        let (s0, s1) = (self.scales[2 * g], self.scales[2 * g + 1]);
+        Group {
+            q: core::array::from_fn(|e| self.quant(32 * g + e) as i8),
+            sc: [(s0 & 15) as i32, (s1 & 15) as i32],
+            d: self.d.to_f32(),
+            m: [(s0 >> 4) as i32, (s1 >> 4) as i32],
+            dm: self.dmin.to_f32(),
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
+        for (k, o) in out.chunks_exact_mut(16).enumerate() {
+            let sc = self.scales[k];
+            let (dl, ml) = (d * (sc & 15) as f32, min * (sc >> 4) as f32);
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = dl * self.quant(16 * k + i) as f32 - ml;
+            }
+        }
+    }
+}
+
+/// 3-bit K-quants: 2 low bits in `qs`, the high bit in `hmask` (set means no −4), 16 signed 6-bit
+/// scales: value = d·(sc − 32)·q.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ3K {
+    /// High bits.
+    pub hmask: [u8; QK_K / 8],
+    /// Low 2 bits.
+    pub qs: [u8; QK_K / 4],
+    /// 16 scales, 6 bits each, packed.
+    pub scales: [u8; 12],
+    /// Super-scale.
+    pub d: f16,
+}
+const _: () = assert!(core::mem::size_of::<BlockQ3K>() == 110);
+
+impl BlockQ3K {
+    /// The 16 scales, unpacked (each 0..64; the format subtracts 32).
+    fn scales(&self) -> [i32; 16] {
+        let s = &self.scales;
+        core::array::from_fn(|k| {
+            let lo = if k < 8 {
+                s[k % 8] & 0x0f
+            } else {
+                s[k % 8] >> 4
+            };
+            let hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+            (lo | hi << 4) as i32
+        })
+    }
+
+    /// Quant of element e, centred (−4..4).
+    fn quant(&self, e: usize) -> i8 {
+        let (half, r) = (e / 128, e % 128);
+        let (j, l) = (r / 32, r % 32);
+        let low = (self.qs[32 * half + l] >> (2 * j)) & 3;
+        let high = self.hmask[l] & (1 << (4 * half + j)) != 0;
+        low as i8 - if high { 0 } else { 4 }
+    }
+}
+
+impl QuantBlock for BlockQ3K {
+    const N: usize = QK_K;
+    fn group(&self, g: usize) -> Group {
+        let sc = self.scales();
+        Group {
+            q: core::array::from_fn(|e| self.quant(32 * g + e)),
+            sc: [sc[2 * g] - 32, sc[2 * g + 1] - 32],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let sc = self.scales();
+        for (k, o) in out.chunks_exact_mut(16).enumerate() {
+            let dl = d * (sc[k] - 32) as f32;
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = dl * self.quant(16 * k + i) as f32;
+            }
+        }
+    }
+}
+
+/// The 6-bit scale and minimum of group j (0..8) of a Q4_K/Q5_K block (ggml's
+/// `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// 4-bit K-quants: 8 groups of 32 with 6-bit scales and minimums:
+/// value = d·sc·q − dmin·m.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ4K {
+    /// Super-scale of the scales.
+    pub d: f16,
+    /// Super-scale of the minimums.
+    pub dmin: f16,
+    /// 8 scales and 8 minimums, 6 bits each, packed.
+    pub scales: [u8; 12],
+    /// Quants: 64-element chunks, the first 32 in low nibbles, the next 32 in high nibbles.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ4K>() == 144);
+
+/// Low 4 bits of element e of a Q4_K/Q5_K block.
+fn k4_nibble(qs: &[u8; 128], e: usize) -> u8 {
+    let (chunk, r) = (e / 64, e % 64);
+    let b = qs[32 * chunk + r % 32];
+    if r < 32 {
+        b & 0x0f
+    } else {
+        b >> 4
+    }
+}
+
+impl QuantBlock for BlockQ4K {
+    const N: usize = QK_K;
+    fn group(&self, g: usize) -> Group {
+        let (sc, m) = scale_min_k4(g, &self.scales);
+        Group {
+            q: core::array::from_fn(|e| k4_nibble(&self.qs, 32 * g + e) as i8),
+            sc: [sc as i32; 2],
+            d: self.d.to_f32(),
+            m: [m as i32; 2],
+            dm: self.dmin.to_f32(),
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
+        for (g, o) in out.chunks_exact_mut(32).enumerate() {
+            let (sc, m) = scale_min_k4(g, &self.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = d1 * k4_nibble(&self.qs, 32 * g + i) as f32 - m1;
+            }
+        }
+    }
+}
+
+/// 5-bit K-quants: Q4_K plus a fifth bit per element in `qh`.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5K {
+    /// Super-scale of the scales.
+    pub d: f16,
+    /// Super-scale of the minimums.
+    pub dmin: f16,
+    /// 8 scales and 8 minimums, 6 bits each, packed as in Q4_K.
+    pub scales: [u8; 12],
+    /// Fifth bits: bit g of byte l is element 32·g + l.
+    pub qh: [u8; QK_K / 8],
+    /// Low 4 bits, laid out as Q4_K's.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5K>() == 176);
+
+impl BlockQ5K {
+    fn quant(&self, e: usize) -> u8 {
+        let high = (self.qh[e % 32] >> (e / 32)) & 1;
+        k4_nibble(&self.qs, e) | high << 4
+    }
+}
+
+impl QuantBlock for BlockQ5K {
+    const N: usize = QK_K;
+    fn group(&self, g: usize) -> Group {
+        let (sc, m) = scale_min_k4(g, &self.scales);
+        Group {
+            q: core::array::from_fn(|e| self.quant(32 * g + e) as i8),
+            sc: [sc as i32; 2],
+            d: self.d.to_f32(),
+            m: [m as i32; 2],
+            dm: self.dmin.to_f32(),
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
+        for (g, o) in out.chunks_exact_mut(32).enumerate() {
+            let (sc, m) = scale_min_k4(g, &self.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = d1 * self.quant(32 * g + i) as f32 - m1;
+            }
+        }
+    }
+}
+
+/// 6-bit K-quants: 16 groups of 16 with signed 8-bit scales: value = d·sc·(q − 32).
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ6K {
+    /// Low 4 bits.
+    pub ql: [u8; QK_K / 2],
+    /// High 2 bits.
+    pub qh: [u8; QK_K / 4],
+    /// Scales of the 16 groups of 16.
+    pub scales: [i8; QK_K / 16],
+    /// Super-scale.
+    pub d: f16,
+}
+const _: () = assert!(core::mem::size_of::<BlockQ6K>() == 210);
+
+impl BlockQ6K {
+    /// Quant of element e, centred (−32..32): 128-element halves; within one, element
+    /// 32·j + l takes the low or high nibble of ql[l] or ql[l + 32] and bits 2j of qh[l].
+    fn quant(&self, e: usize) -> i8 {
+        let (half, r) = (e / 128, e % 128);
+        let (j, l) = (r / 32, r % 32);
+        let ql = self.ql[64 * half + l + 32 * (j % 2)];
+        let low = if j < 2 { ql & 0x0f } else { ql >> 4 };
+        let high = (self.qh[32 * half + l] >> (2 * j)) & 3;
+        (low | high << 4) as i8 - 32
+    }
+}
+
+impl QuantBlock for BlockQ6K {
+    const N: usize = QK_K;
+    fn group(&self, g: usize) -> Group {
+        Group {
+            q: core::array::from_fn(|e| self.quant(32 * g + e)),
+            sc: [self.scales[2 * g] as i32, self.scales[2 * g + 1] as i32],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (k, o) in out.chunks_exact_mut(16).enumerate() {
+            let ds = d * self.scales[k] as f32;
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = ds * self.quant(16 * k + i) as f32;
+            }
+        }
+    }
+}
+
+/// Unpacks groups `first..first + out.len()` of a row of `B` blocks into `out`.
+pub fn unpack<B: QuantBlock>(row: &[B], first: usize, out: &mut [Group]) {
+    let per = B::N / GROUP;
+    for (i, o) in out.iter_mut().enumerate() {
+        let g = first + i;
+        *o = row[g / per].group(g % per);
+    }
+}
+
+/// One group's contribution to the two chains of [`dot`] (the spec's inner step).
+#[inline(always)]
+pub fn group_step(gr: &Group, x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
+    let (mut s, mut sx) = ([0i32; 2], [0i32; 2]);
+    for (h, (q, x)) in gr.q.chunks_exact(16).zip(x.chunks_exact(16)).enumerate() {
+        for (&q, &x) in q.iter().zip(x) {
+            s[h] += q as i32 * x as i32;
+            sx[h] += x as i32;
+        }
+    }
+    let isum = gr.sc[0] * s[0] + gr.sc[1] * s[1];
+    *acc = crate::kernels::scalar::fma(gr.d * dx, isum as f32, *acc);
+    if gr.dm != 0.0 {
+        let imin = gr.m[0] * sx[0] + gr.m[1] * sx[1];
+        *mins = crate::kernels::scalar::fma(gr.dm * dx, imin as f32, *mins);
+    }
+}
+
+/// Dequantizes whole blocks of `B` from `blocks` into `out`.
+pub fn dequantize<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
+    for (b, o) in blocks.iter().zip(out.chunks_exact_mut(B::N)) {
+        b.dequantize(o);
+    }
+}
+
+/// The dot-product spec of these formats with 8-bit activation blocks (`qs`, `d` as
+/// [`crate::kernels::QActs`] holds them): per group of 32, the integer sums
+/// `Σ sc·q·x` and `Σ m·x` (exact), then one fused multiply-add each into two chains,
+/// `acc = fma(d·d_x, Σ sc·q·x, acc)` and `mins = fma(dm·d_x, Σ m·x, mins)`, group after group;
+/// the result is `acc − mins`.
+pub fn dot<B: QuantBlock>(w: &[B], qs: &[i8], d: &[f32]) -> f32 {
+    let groups = B::N / GROUP;
+    let (mut acc, mut mins) = (0.0f32, 0.0f32);
+    for (bi, b) in w.iter().enumerate() {
+        for g in 0..groups {
+            let gi = bi * groups + g;
+            let x = &qs[gi * GROUP..(gi + 1) * GROUP];
+            group_step(&b.group(g), x, d[gi], &mut acc, &mut mins);
+        }
+    }
+    acc - mins
+}
