@@ -94,9 +94,10 @@ fn plan<'a>(g: &Gguf<'a>, o: &Options) -> Result<Vec<(TensorInfo<'a>, GgmlType)>
                 // Whatever `Matrix` can view, it can dequantize.
                 if !t.ty.is_matmul_supported() {
                     return Err(QuantError(format!(
-                        "{}: cannot read {} tensors (F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be re-encoded)",
+                        "{}: cannot read {} tensors (these can be re-encoded: {})",
                         t.name,
-                        t.ty.name()
+                        t.ty.name(),
+                        GgmlType::MATMUL_NAMES
                     )));
                 }
             }

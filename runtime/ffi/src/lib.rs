@@ -702,3 +702,44 @@ pub unsafe extern "C" fn ember_chat(
         status
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_runtime::error::Name;
+
+    #[test]
+    fn errors_map_to_the_statuses_ember_h_promises() {
+        let status = |e: Error| Fail::from(e).0;
+        assert_eq!(
+            status(Error::UnsupportedWeightType {
+                name: Name::new("blk.0.ffn_up.weight"),
+                ty: "iq2_xxs",
+                supported: "",
+            }),
+            EMBER_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            status(Error::UnsupportedTensorType {
+                name: Name::new("x"),
+                type_id: 99
+            }),
+            EMBER_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            status(Error::OutOfMemory {
+                what: "session memory",
+                bytes: 1 << 40
+            }),
+            EMBER_ERR_CAPACITY
+        );
+        assert_eq!(status(Error::Cancelled), EMBER_ERR_CANCELLED);
+        assert_eq!(
+            status(Error::Template {
+                reason: "it is nested too deeply",
+                detail: ember_runtime::error::Detail::new("brackets")
+            }),
+            EMBER_ERR_INVALID_ARGUMENT
+        );
+    }
+}

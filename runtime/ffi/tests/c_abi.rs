@@ -132,7 +132,11 @@ fn c_program_against_shared_and_static_libraries() {
         &format!("{{{{ {}true }}}}", "not ".repeat(30_000)),
     );
     for exe in [&shared, &stat] {
-        let got = run(Command::new(exe).arg(&model).arg(PROMPT).arg(&hostile));
+        let got = run(Command::new(exe)
+            .env("EMBER_C_TEST_RLIMIT", "1")
+            .arg(&model)
+            .arg(PROMPT)
+            .arg(&hostile));
         assert_eq!(
             got,
             want,

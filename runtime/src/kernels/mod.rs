@@ -280,14 +280,15 @@ pub fn gemm_blocks(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    gemm_blocks_body(kind, w, row_bytes, a, out)
+    gemm_blocks_body(quants::group_sums, kind, w, row_bytes, a, out)
 }
 
-/// The body of [`gemm_blocks`], inlined into each set's version so that the compiler vectorizes
-/// its integer sums with that set's instructions (the results are the same bits: the sums are
-/// exact, and the float steps are the same fused multiply-adds).
+/// The body of [`gemm_blocks`], inlined into each set's version with that set's integer
+/// `sums` ([`quants::group_sums`] or a SIMD equal): the results are the same bits on every set,
+/// since the sums are exact and the float steps are the same fused multiply-adds.
 #[inline(always)]
 pub fn gemm_blocks_body(
+    sums: impl Fn(&[i8; quants::GROUP], &[i8]) -> ([i32; 2], [i32; 2]),
     kind: &BlockType,
     w: &[u8],
     row_bytes: usize,
@@ -322,9 +323,9 @@ pub fn gemm_blocks_body(
                     let d = &a.d[tok * nb..(tok + 1) * nb];
                     for (i, gr) in groups[..gn].iter().enumerate() {
                         let g = g0 + i;
-                        quants::group_step(
+                        quants::group_accumulate(
+                            sums(&gr.q, &qs[g * QK..(g + 1) * QK]),
                             gr,
-                            &qs[g * QK..(g + 1) * QK],
                             d[g],
                             &mut acc[t],
                             &mut mins[t],

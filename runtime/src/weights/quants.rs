@@ -71,25 +71,65 @@ pub struct BlockQ5_1 {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ5_1>() == 24);
 
-/// 5-bit quants of Q5_0/Q5_1, unsigned (0..32), in element order.
+/// `B2B[b]`: byte i is 0x10 when bit i of `b` is set (the fifth bits of 8 quants at once).
+const B2B: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if b & (1 << i) != 0 {
+                t[b] |= 0x10 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// 5-bit quants of Q5_0/Q5_1, unsigned (0..32), in element order: nibbles and fifth bits eight
+/// at a time in 64-bit words.
+#[inline(always)]
 fn q5(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
-    let qh = u32::from_le_bytes(qh);
-    core::array::from_fn(|e| {
-        let (nib, bit) = if e < 16 {
-            (qs[e] & 0x0f, (qh >> e) & 1)
-        } else {
-            (qs[e - 16] >> 4, (qh >> e) & 1)
-        };
-        nib | (bit as u8) << 4
-    })
+    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    let word = |i: usize| {
+        u64::from_le_bytes([
+            qs[i],
+            qs[i + 1],
+            qs[i + 2],
+            qs[i + 3],
+            qs[i + 4],
+            qs[i + 5],
+            qs[i + 6],
+            qs[i + 7],
+        ])
+    };
+    let (a, b) = (word(0), word(8));
+    let words = [
+        (a & LOW) | B2B[qh[0] as usize],
+        (b & LOW) | B2B[qh[1] as usize],
+        ((a >> 4) & LOW) | B2B[qh[2] as usize],
+        ((b >> 4) & LOW) | B2B[qh[3] as usize],
+    ];
+    let mut q = [0u8; 32];
+    for (o, w) in q.chunks_exact_mut(8).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    q
 }
 
 impl QuantBlock for BlockQ5_0 {
     const N: usize = QK5;
+    #[inline(always)]
     fn group(&self, _g: usize) -> Group {
         let q = q5(self.qh, &self.qs);
+        let mut c = [0i8; 32];
+        for (c, q) in c.iter_mut().zip(q) {
+            *c = q as i8 - 16;
+        }
         Group {
-            q: core::array::from_fn(|e| q[e] as i8 - 16),
+            q: c,
             sc: [1, 1],
             d: self.d.to_f32(),
             m: [0, 0],
@@ -106,10 +146,10 @@ impl QuantBlock for BlockQ5_0 {
 
 impl QuantBlock for BlockQ5_1 {
     const N: usize = QK5;
+    #[inline(always)]
     fn group(&self, _g: usize) -> Group {
-        let q = q5(self.qh, &self.qs);
         Group {
-            q: core::array::from_fn(|e| q[e] as i8),
+            q: bytemuck::cast(q5(self.qh, &self.qs)),
             sc: [1, 1],
             d: self.d.to_f32(),
             m: [1, 1],
@@ -152,6 +192,7 @@ fn iq4(qs: &[u8]) -> [i8; 32] {
 
 impl QuantBlock for BlockIq4Nl {
     const N: usize = QK5;
+    #[inline(always)]
     fn group(&self, _g: usize) -> Group {
         Group {
             q: iq4(&self.qs),
@@ -194,6 +235,7 @@ impl BlockIq4Xs {
 
 impl QuantBlock for BlockIq4Xs {
     const N: usize = QK_K;
+    #[inline(always)]
     fn group(&self, g: usize) -> Group {
         let ls = self.scale(g);
         Group {
@@ -242,6 +284,7 @@ impl BlockQ2K {
 
 impl QuantBlock for BlockQ2K {
     const N: usize = QK_K;
+    #[inline(always)]
     fn group(&self, g: usize) -> Group {
         let (s0, s1) = (self.scales[2 * g], self.scales[2 * g + 1]);
         Group {
@@ -307,6 +350,7 @@ impl BlockQ3K {
 
 impl QuantBlock for BlockQ3K {
     const N: usize = QK_K;
+    #[inline(always)]
     fn group(&self, g: usize) -> Group {
         let sc = self.scales();
         Group {
@@ -369,12 +413,26 @@ fn k4_nibble(qs: &[u8; 128], e: usize) -> u8 {
     }
 }
 
+/// The low 4 bits of group g (0..8) of a Q4_K/Q5_K block: the low or high nibbles of one
+/// 32-byte run.
+#[inline(always)]
+fn k4_group(qs: &[u8; 128], g: usize) -> [i8; 32] {
+    let run = &qs[32 * (g / 2)..32 * (g / 2) + 32];
+    let shift = 4 * (g % 2);
+    let mut q = [0i8; 32];
+    for (q, &b) in q.iter_mut().zip(run) {
+        *q = ((b >> shift) & 0x0f) as i8;
+    }
+    q
+}
+
 impl QuantBlock for BlockQ4K {
     const N: usize = QK_K;
+    #[inline(always)]
     fn group(&self, g: usize) -> Group {
         let (sc, m) = scale_min_k4(g, &self.scales);
         Group {
-            q: core::array::from_fn(|e| k4_nibble(&self.qs, 32 * g + e) as i8),
+            q: k4_group(&self.qs, g),
             sc: [sc as i32; 2],
             d: self.d.to_f32(),
             m: [m as i32; 2],
@@ -419,10 +477,15 @@ impl BlockQ5K {
 
 impl QuantBlock for BlockQ5K {
     const N: usize = QK_K;
+    #[inline(always)]
     fn group(&self, g: usize) -> Group {
         let (sc, m) = scale_min_k4(g, &self.scales);
+        let mut q = k4_group(&self.qs, g);
+        for (q, &h) in q.iter_mut().zip(&self.qh) {
+            *q |= (((h >> g) & 1) << 4) as i8;
+        }
         Group {
-            q: core::array::from_fn(|e| self.quant(32 * g + e) as i8),
+            q,
             sc: [sc as i32; 2],
             d: self.d.to_f32(),
             m: [m as i32; 2],
@@ -471,9 +534,19 @@ impl BlockQ6K {
 
 impl QuantBlock for BlockQ6K {
     const N: usize = QK_K;
+    #[inline(always)]
     fn group(&self, g: usize) -> Group {
+        // Group g is run j = g % 4 of half g / 4 (see `quant`).
+        let (half, j) = (g / 4, g % 4);
+        let ql = &self.ql[64 * half + 32 * (j % 2)..64 * half + 32 * (j % 2) + 32];
+        let qh = &self.qh[32 * half..32 * half + 32];
+        let (lshift, hshift) = (4 * (j / 2), 2 * j);
+        let mut q = [0i8; 32];
+        for ((q, &l), &h) in q.iter_mut().zip(ql).zip(qh) {
+            *q = (((l >> lshift) & 0x0f) | ((h >> hshift) & 3) << 4) as i8 - 32;
+        }
         Group {
-            q: core::array::from_fn(|e| self.quant(32 * g + e)),
+            q,
             sc: [self.scales[2 * g] as i32, self.scales[2 * g + 1] as i32],
             d: self.d.to_f32(),
             m: [0, 0],
@@ -492,6 +565,7 @@ impl QuantBlock for BlockQ6K {
 }
 
 /// Unpacks groups `first..first + out.len()` of a row of `B` blocks into `out`.
+#[inline]
 pub fn unpack<B: QuantBlock>(row: &[B], first: usize, out: &mut [Group]) {
     let per = B::N / GROUP;
     for (i, o) in out.iter_mut().enumerate() {
@@ -500,22 +574,42 @@ pub fn unpack<B: QuantBlock>(row: &[B], first: usize, out: &mut [Group]) {
     }
 }
 
-/// One group's contribution to the two chains of [`dot`] (the spec's inner step).
+/// The integer sums of one group with 32 activation quants `x`: `Σ q·x` and `Σ x` over each
+/// half (exact in i32; any SIMD version gives the same numbers).
 #[inline(always)]
-pub fn group_step(gr: &Group, x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
+pub fn group_sums(q: &[i8; GROUP], x: &[i8]) -> ([i32; 2], [i32; 2]) {
     let (mut s, mut sx) = ([0i32; 2], [0i32; 2]);
-    for (h, (q, x)) in gr.q.chunks_exact(16).zip(x.chunks_exact(16)).enumerate() {
+    for (h, (q, x)) in q.chunks_exact(16).zip(x.chunks_exact(16)).enumerate() {
         for (&q, &x) in q.iter().zip(x) {
             s[h] += q as i32 * x as i32;
             sx[h] += x as i32;
         }
     }
+    (s, sx)
+}
+
+/// One group's contribution to the two chains of [`dot`], from its integer sums (the float part
+/// of the spec's inner step).
+#[inline(always)]
+pub fn group_accumulate(
+    (s, sx): ([i32; 2], [i32; 2]),
+    gr: &Group,
+    dx: f32,
+    acc: &mut f32,
+    mins: &mut f32,
+) {
     let isum = gr.sc[0] * s[0] + gr.sc[1] * s[1];
     *acc = crate::kernels::scalar::fma(gr.d * dx, isum as f32, *acc);
     if gr.dm != 0.0 {
         let imin = gr.m[0] * sx[0] + gr.m[1] * sx[1];
         *mins = crate::kernels::scalar::fma(gr.dm * dx, imin as f32, *mins);
     }
+}
+
+/// One group's contribution to the two chains of [`dot`] (the spec's inner step).
+#[inline(always)]
+pub fn group_step(gr: &Group, x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
+    group_accumulate(group_sums(&gr.q, x), gr, dx, acc, mins)
 }
 
 /// Dequantizes whole blocks of `B` from `blocks` into `out`.

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int checks = 0, failures = 0;
@@ -408,6 +410,35 @@ int main(int argc, char **argv) {
     pthread_join(th[i], NULL);
     CHECK(jobs[i].st == EMBER_OK && strcmp(jobs[i].out.text, out.text) == 0, "thread %d: %s", i,
           jobs[i].out.text);
+  }
+
+  /* an allocation the system refuses is a status, not an abort: in a child process whose
+   * address space is capped just above what it uses, a session with a large f32 cache (about
+   * 400 MB) must fail with EMBER_ERR_CAPACITY (only when the harness asks: sanitizers and
+   * valgrind reserve address space of their own) */
+  if (getenv("EMBER_C_TEST_RLIMIT")) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+      long pages = 0;
+      FILE *f = fopen("/proc/self/statm", "r");
+      if (!f || fscanf(f, "%ld", &pages) != 1) _exit(3);
+      fclose(f);
+      struct rlimit lim;
+      lim.rlim_cur = lim.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (64u << 20);
+      if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(4);
+      ember_params big = ember_params_default();
+      big.n_ctx = 8192;
+      big.kv_type = EMBER_KV_F32;
+      big.n_threads = 1;
+      ember_session *bs = NULL;
+      ember_status bst = ember_session_new(m, &big, &bs);
+      _exit(bst == EMBER_ERR_CAPACITY && bs == NULL && strstr(ember_last_error(), "out of memory") ? 0 : 5);
+    }
+    int wst = 0;
+    CHECK(pid > 0 && waitpid(pid, &wst, 0) == pid, "fork");
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "allocation failure under a memory limit: %s %d",
+          WIFEXITED(wst) ? "exit" : "signal", WIFEXITED(wst) ? WEXITSTATUS(wst) : WTERMSIG(wst));
   }
 
   /* the last error is per thread */
