@@ -52,6 +52,9 @@ hostile = [
     "{% if true %}" * 5000 + "x" + "{% endif %}" * 5000,
     '{% set s = namespace(v="a") %}{% for i in range(27) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v }}',
     "{% set ns = namespace(v=[]) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}",
+    "{% set ns = namespace(v=[]) %}{% for i in range(050000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}",
+    "{% set ns = namespace(v=[]) %}{% for i in range(4) %}{% for j in range(1000) %}{% set ns.v = "
+    + "[" * 64 + "ns.v" + "]" * 64 + " %}{% endfor %}{% endfor %}{{ ns.v }}",
     "{{ range(10**9)|list }}{{ 1/0 }}{{ 9223372036854775807 * 9223372036854775807 }}",
 ]
 for i, t in enumerate(hostile):

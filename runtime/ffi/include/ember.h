@@ -14,7 +14,7 @@
  * Stack: every call works on a host thread with 256 KiB of stack (the C test makes a session
  * and chats on one); give threads at least that (musl's default is 128 KiB). Chat templates,
  * which come from the model file, are compiled and rendered on a thread of ember's own with a
- * 64 MiB stack (reserved, touched only as deep as a template goes), so no template can
+ * 128 MiB stack (reserved, touched only as deep as a template goes), so no template can
  * overflow the caller's.
  *
  * Memory: every buffer is allocated when a model or session is made; an allocation the system

@@ -8,7 +8,7 @@
 //!   shapes become deep syntax trees, and compiling, rendering and dropping a deep tree recurses.
 //! - **Work and memory** (minijinja's fuel): every instruction costs one unit of fuel, and every
 //!   64 bytes of data a template produces (strings, list slots, output, serialisation) another,
-//!   so [`FUEL`] bounds both the time and the data of one rendering (about 32 MiB).
+//!   so [`FUEL`] bounds both the time and the data of one rendering (about 12 MiB).
 //! - **Stack**: templates are compiled and rendered on a thread of ember's own with a
 //!   [`STACK`]-byte stack, whatever the caller's thread has (a C host's thread may have 128 KiB).
 //!   Values nested at run time (a list wrapped in a list in a loop) are printed and dropped
@@ -20,9 +20,11 @@ use crate::error::{Detail, Error, Result};
 use std::string::String;
 use std::sync::Arc;
 
-/// Work allowed to one rendering: one unit per instruction, plus one per 64 bytes of data made.
-/// Real chat templates use a few hundred to a few thousand units per message.
-pub const FUEL: u64 = 500_000;
+/// Work allowed to one rendering: one unit per instruction, plus one per 64 bytes of data made
+/// (so at most about 12 MiB of data). Real chat templates use about a hundred units per short
+/// message (SmolLM2's renders about 2,000 messages). It also bounds how deeply a template can
+/// nest values at run time (a list wrapped in a list in a loop): below 130,000 levels.
+pub const FUEL: u64 = 200_000;
 /// Largest rendered prompt, in bytes.
 pub const MAX_OUTPUT: usize = 4 << 20;
 /// Largest template source, in bytes (real templates are under 20 KiB).
@@ -31,8 +33,15 @@ pub const MAX_SOURCE: usize = 256 << 10;
 pub const MAX_NESTING: usize = 64;
 /// Most operators, filters and attribute lookups in one `{{ }}` or `{% %}` tag.
 pub const MAX_CHAIN: usize = 256;
-/// Stack of the thread that compiles and renders templates.
-pub const STACK: usize = 64 << 20;
+/// Stack of the thread that compiles and renders templates: minijinja prints, serialises and
+/// drops nested values recursively, about 335 bytes a level here, so 128 MiB covers the deepest
+/// value the fuel allows three times over. It is reserved, not touched, until a template goes
+/// that deep. (Sanitizer builds, whose frames are several times larger, get 1 GiB.)
+#[cfg(not(fuzzing))]
+pub const STACK: usize = 128 << 20;
+/// Stack of the thread that compiles and renders templates (sanitizer builds).
+#[cfg(fuzzing)]
+pub const STACK: usize = 1 << 30;
 
 /// A compiled chat template (or the built-in ChatML when the model has none).
 pub struct ChatTemplate {
@@ -430,6 +439,25 @@ mod tests {
             rendered_deep,
             "the deep cases never reached the printing code"
         );
+        // The deepest shapes per unit of fuel: 64 brackets per step, in nested loops (a fuzzer's
+        // find, from the single-bracket seed), printed or only dropped.
+        for k in [1, 2, 4] {
+            for tail in ["{{ ns.v }}", ""] {
+                let src = std::format!(
+                    "{{% set ns = namespace(v=[]) %}}{{% for i in range({k}) %}}{{% for j in range(1000) %}}{{% set ns.v = {o}ns.v{c} %}}{{% endfor %}}{{% endfor %}}{tail}",
+                    o = "[".repeat(64),
+                    c = "]".repeat(64)
+                );
+                let r = on_small_stack(move || render(&src).map(|s| s.len()));
+                assert!(
+                    matches!(r, Ok(_) | Err(Error::Capacity { .. })),
+                    "{k} {tail}: {r:?}"
+                );
+            }
+        }
+        let found = "{% set ns = namespace(v=[]) %}{% for i in range(050000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}";
+        let r = on_small_stack(move || render(found).map(|s| s.len()));
+        assert!(matches!(r, Ok(_) | Err(Error::Capacity { .. })), "{r:?}");
     }
 
     #[test]
