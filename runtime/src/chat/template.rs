@@ -279,7 +279,8 @@ pub fn check_nesting(src: &str) -> Result<()> {
             }
             i += 1;
         }
-        let body = &src[start..i.min(b.len())];
+        // (Every stop above is at an ASCII byte or the end, so this is a character boundary.)
+        let body = src.get(start..i.min(b.len())).unwrap_or("");
         // Word operators (`not`, `and`, `or`, `is`, `in`, `if`, `else`) count too.
         ops += body
             .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
@@ -319,9 +320,10 @@ pub fn check_nesting(src: &str) -> Result<()> {
                 blocks = blocks.saturating_sub(1);
             } else if first == "raw" {
                 // Raw text up to `{% endraw %}` is not Jinja.
-                match src[i..].find("endraw") {
+                let rest = src.get(i.min(src.len())..).unwrap_or("");
+                match rest.find("endraw") {
                     Some(off) => {
-                        line += src[i..i + off].matches('\n').count();
+                        line += rest[..off].matches('\n').count();
                         i += off;
                     }
                     None => return Ok(()),
@@ -502,6 +504,13 @@ mod tests {
         /// Random mixes of the shapes that nest (brackets, `not`, filters, attributes,
         /// operators, blocks), at random depths on both sides of the limits, on a 256 KiB
         /// thread: a result or an error, never a crash.
+        /// The lexical scan takes any text without panicking (a fuzzer found an index past the
+        /// end after an escape at the end of an unterminated string, before a raw block).
+        #[test]
+        fn the_nesting_check_takes_any_text(s in "(\\{[%{#]|[%}#]\\}|raw|endraw|[\"'\\\\\\[\\](){}]|.){0,64}") {
+            let _ = check_nesting(&s);
+        }
+
         #[test]
         fn random_nesting_is_a_result_or_an_error(
             parts in proptest::collection::vec((0usize..8, 1usize..3000), 1..6)
@@ -530,6 +539,20 @@ mod tests {
                     "{e:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_fuzzers_find_in_the_nesting_check_is_an_error_or_a_result() {
+        // An escape at the very end of an unterminated string, then a raw block.
+        for src in [
+            "{% raw 'abc\\",
+            "{{ 'x\\",
+            "{% raw %}{{ \"a\\",
+            "{% if \"\\",
+        ] {
+            let _ = check_nesting(src);
+            let _ = render(src);
         }
     }
 
