@@ -10,7 +10,7 @@ use ember_runtime::arena::Arena;
 use ember_runtime::kernels::Kernels;
 use ember_runtime::kv::KvType;
 use ember_runtime::model::Model;
-use ember_runtime::parallel::Parallel;
+use ember_runtime::parallel::{Parallel, Serial};
 use ember_runtime::session::{Session, SessionConfig};
 use ember_runtime::Error;
 use ember_tests::with_model;
@@ -20,6 +20,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 struct CancelAfter<'a> {
     flag: &'a AtomicBool,
     after: AtomicUsize,
+}
+
+impl<'a> CancelAfter<'a> {
+    /// Never raises `flag` until `after` is set.
+    fn new(flag: &'a AtomicBool) -> Self {
+        CancelAfter {
+            flag,
+            after: AtomicUsize::new(usize::MAX),
+        }
+    }
 }
 
 impl Parallel for CancelAfter<'_> {
@@ -43,14 +53,31 @@ fn config(ctx: usize) -> SessionConfig {
     }
 }
 
-/// Logits after `a` then `c`, in a session that never saw anything else.
-fn reference(m: &Model<'_>, ctx: usize, a: &[u32], c: &[u32]) -> Vec<f32> {
+/// Runs `f` on a new session of context `ctx` over `par`, watching `cancel` when given.
+fn with_session<'m, R>(
+    m: &'m Model<'m>,
+    ctx: usize,
+    par: &'m dyn Parallel,
+    cancel: Option<&'m AtomicBool>,
+    f: impl FnOnce(&mut Session<'m, '_>) -> R,
+) -> R {
     let sc = config(ctx);
     let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
     let mut s = Session::new(m, &mut Arena::new(&mut mem), &sc).unwrap();
-    s.eval(a).unwrap();
-    s.eval(c).unwrap();
-    s.logits().unwrap().to_vec()
+    s.set_parallel(par);
+    if let Some(c) = cancel {
+        s.set_cancel(c);
+    }
+    f(&mut s)
+}
+
+/// Logits after `a` then `c`, in a session that never saw anything else.
+fn reference(m: &Model<'_>, ctx: usize, a: &[u32], c: &[u32]) -> Vec<f32> {
+    with_session(m, ctx, &Serial, None, |s| {
+        s.eval(a).unwrap();
+        s.eval(c).unwrap();
+        s.logits().unwrap().to_vec()
+    })
 }
 
 fn tokens(m: &Model<'_>, text: &str) -> Vec<u32> {
@@ -75,15 +102,8 @@ fn a_prompt_stopped_between_any_two_layers_leaves_the_session_as_before() {
         // batch, and in its second batch.
         let per_batch = {
             let flag = AtomicBool::new(false);
-            let counter = CancelAfter {
-                flag: &flag,
-                after: AtomicUsize::new(usize::MAX),
-            };
-            let sc = config(ctx);
-            let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
-            let mut s = Session::new(m, &mut Arena::new(&mut mem), &sc).unwrap();
-            s.set_parallel(&counter);
-            s.eval(&b[..16]).unwrap();
+            let counter = CancelAfter::new(&flag);
+            with_session(m, ctx, &counter, None, |s| s.eval(&b[..16]).unwrap());
             usize::MAX - counter.after.load(Ordering::SeqCst)
         };
         assert!(
@@ -94,30 +114,24 @@ fn a_prompt_stopped_between_any_two_layers_leaves_the_session_as_before() {
         stops.push(per_batch + 5);
         for &after in &stops {
             let flag = AtomicBool::new(false);
-            let par = CancelAfter {
-                flag: &flag,
-                after: AtomicUsize::new(usize::MAX),
-            };
-            let sc = config(ctx);
-            let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
-            let mut s = Session::new(m, &mut Arena::new(&mut mem), &sc).unwrap();
-            s.set_parallel(&par);
-            s.set_cancel(&flag);
-            s.eval(&a).unwrap();
-            let n = s.n_past();
-            par.after.store(after, Ordering::SeqCst);
-            assert_eq!(
-                s.eval(&b),
-                Err(Error::Cancelled),
-                "stop after {after} regions"
-            );
-            assert!(s.logits().is_none());
-            // The first batch of b may have completed before the stop; rewind to a.
-            s.truncate(n).unwrap();
-            flag.store(false, Ordering::SeqCst);
-            par.after.store(usize::MAX, Ordering::SeqCst);
-            s.eval(&c).unwrap();
-            assert_eq!(s.logits().unwrap(), &want[..], "stop after {after} regions");
+            let par = CancelAfter::new(&flag);
+            with_session(m, ctx, &par, Some(&flag), |s| {
+                s.eval(&a).unwrap();
+                let n = s.n_past();
+                par.after.store(after, Ordering::SeqCst);
+                assert_eq!(
+                    s.eval(&b),
+                    Err(Error::Cancelled),
+                    "stop after {after} regions"
+                );
+                assert!(s.logits().is_none());
+                // The first batch of b may have completed before the stop; rewind to a.
+                s.truncate(n).unwrap();
+                flag.store(false, Ordering::SeqCst);
+                par.after.store(usize::MAX, Ordering::SeqCst);
+                s.eval(&c).unwrap();
+                assert_eq!(s.logits().unwrap(), &want[..], "stop after {after} regions");
+            });
         }
     })
 }
@@ -133,27 +147,21 @@ fn a_stopped_batch_that_was_overwriting_a_full_ring_drops_the_context() {
         assert!(long.len() > ctx);
         let c = tokens(m, "Hello");
         let flag = AtomicBool::new(false);
-        let par = CancelAfter {
-            flag: &flag,
-            after: AtomicUsize::new(usize::MAX),
-        };
-        let sc = config(ctx);
-        let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
-        let mut s = Session::new(m, &mut Arena::new(&mut mem), &sc).unwrap();
-        s.set_parallel(&par);
-        s.set_cancel(&flag);
-        s.eval(&long[..ctx]).unwrap(); // the ring is full
-        par.after.store(7, Ordering::SeqCst);
-        assert_eq!(s.eval(&long[ctx..]), Err(Error::Cancelled));
-        assert_eq!(
-            s.n_past(),
-            0,
-            "the half-overwritten context must be dropped"
-        );
-        flag.store(false, Ordering::SeqCst);
-        par.after.store(usize::MAX, Ordering::SeqCst);
-        s.eval(&c).unwrap();
-        assert_eq!(s.logits().unwrap(), &reference(m, ctx, &[], &c)[..]);
+        let par = CancelAfter::new(&flag);
+        with_session(m, ctx, &par, Some(&flag), |s| {
+            s.eval(&long[..ctx]).unwrap(); // the ring is full
+            par.after.store(7, Ordering::SeqCst);
+            assert_eq!(s.eval(&long[ctx..]), Err(Error::Cancelled));
+            assert_eq!(
+                s.n_past(),
+                0,
+                "the half-overwritten context must be dropped"
+            );
+            flag.store(false, Ordering::SeqCst);
+            par.after.store(usize::MAX, Ordering::SeqCst);
+            s.eval(&c).unwrap();
+            assert_eq!(s.logits().unwrap(), &reference(m, ctx, &[], &c)[..]);
+        })
     })
 }
 
@@ -161,11 +169,9 @@ fn a_stopped_batch_that_was_overwriting_a_full_ring_drops_the_context() {
 fn a_flag_set_before_a_call_stops_it_at_once() {
     with_model(Kernels::best(), |m| {
         let flag = AtomicBool::new(true);
-        let sc = config(64);
-        let mut mem = vec![0u8; Session::bytes_needed(m, &sc)];
-        let mut s = Session::new(m, &mut Arena::new(&mut mem), &sc).unwrap();
-        s.set_cancel(&flag);
-        assert_eq!(s.eval(&tokens(m, "Hello there")), Err(Error::Cancelled));
-        assert_eq!(s.n_past(), 0);
+        with_session(m, 64, &Serial, Some(&flag), |s| {
+            assert_eq!(s.eval(&tokens(m, "Hello there")), Err(Error::Cancelled));
+            assert_eq!(s.n_past(), 0);
+        })
     })
 }

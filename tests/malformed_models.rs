@@ -132,6 +132,20 @@ fn rebuilt(edit: impl FnOnce(&mut Vec<MetaKv>, &mut Vec<(TensorEntry, Vec<u8>)>)
     b
 }
 
+/// The tiny model with `blk.0.ffn_gate.weight` in a type ember does not run (IQ2_XXS, sized
+/// correctly).
+fn with_unsupported_gate() -> Vec<u8> {
+    rebuilt(|_, t| {
+        let (e, d) = t
+            .iter_mut()
+            .find(|(e, _)| e.name == "blk.0.ffn_gate.weight")
+            .unwrap();
+        e.dims = vec![256, 40];
+        e.ty = GgmlType::IQ2_XXS;
+        *d = vec![0u8; 40 * 66];
+    })
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -165,15 +179,7 @@ fn a_missing_tensor_is_named() {
 #[test]
 fn unsupported_tensor_types_and_architectures_are_refused() {
     // A matrix of a type ember does not compute with (IQ2_XXS, sized correctly).
-    let b = rebuilt(|_, t| {
-        let (e, d) = t
-            .iter_mut()
-            .find(|(e, _)| e.name == "blk.0.ffn_gate.weight")
-            .unwrap();
-        e.dims = vec![256, 40];
-        e.ty = GgmlType::IQ2_XXS;
-        *d = vec![0u8; 40 * 66];
-    });
+    let b = with_unsupported_gate();
     let e = load(&b).unwrap_err();
     assert!(e.to_string().contains("blk.0.ffn_gate.weight"), "{e}");
     // An unknown type id, patched into the table of a valid file.
@@ -395,15 +401,7 @@ fn metadata_that_contradicts_the_model_is_refused_by_name() {
 
 #[test]
 fn an_unsupported_weight_type_names_the_tensor_and_the_type() {
-    let b = rebuilt(|_, t| {
-        let (e, d) = t
-            .iter_mut()
-            .find(|(e, _)| e.name == "blk.0.ffn_gate.weight")
-            .unwrap();
-        e.dims = vec![256, 40];
-        e.ty = GgmlType::IQ2_XXS;
-        *d = vec![0u8; 40 * 66];
-    });
+    let b = with_unsupported_gate();
     let e = load(&b).unwrap_err();
     assert!(matches!(e, Error::UnsupportedWeightType { .. }), "{e:?}");
     let m = e.to_string();

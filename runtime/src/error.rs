@@ -5,38 +5,59 @@
 
 use core::fmt;
 
-/// A short, owned, truncated copy of a name read from a model file (tensor or metadata key).
+/// A short, owned copy of a text, cut to at most `CAP` bytes (`CAP` < 256) on a character
+/// boundary, for errors that carry no heap data.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Name {
+pub struct FixedText<const CAP: usize> {
     len: u8,
-    bytes: [u8; Name::CAP],
+    bytes: [u8; CAP],
 }
 
-impl Name {
-    /// Bytes kept; longer names are cut (on a character boundary) and marked with `…`.
-    pub const CAP: usize = 64;
+/// A name read from a model file (tensor or metadata key), truncated.
+pub type Name = FixedText<64>;
 
-    /// Copies up to [`Name::CAP`] bytes of `s`.
+/// A short message kept with an error (a template error's construct and cause), truncated.
+pub type Detail = FixedText<96>;
+
+impl<const CAP: usize> FixedText<CAP> {
+    /// Bytes kept; longer texts are cut on a character boundary.
+    pub const CAP: usize = {
+        assert!(CAP < 256);
+        CAP
+    };
+
+    /// Copies up to `CAP` bytes of `s`.
     pub fn new(s: &str) -> Self {
         let mut n = s.len().min(Self::CAP);
         while !s.is_char_boundary(n) {
             n -= 1;
         }
-        let mut bytes = [0u8; Self::CAP];
+        let mut bytes = [0u8; CAP];
         bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
-        Name {
+        FixedText {
             len: n as u8,
             bytes,
         }
     }
 
-    /// Like [`Name::new`] for bytes that may not be UTF-8 (invalid bytes shown as `?`).
+    /// Like [`FixedText::new`], with line breaks turned into spaces (for one-line messages).
+    pub fn one_line(s: &str) -> Self {
+        let mut t = Self::new(s);
+        for b in &mut t.bytes[..t.len as usize] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        t
+    }
+
+    /// Like [`FixedText::new`] for bytes that may not be UTF-8 (the valid prefix, then `?`).
     pub fn from_bytes(b: &[u8]) -> Self {
         match core::str::from_utf8(b) {
             Ok(s) => Self::new(s),
             Err(e) => {
                 let valid = &b[..e.valid_up_to()];
-                // SAFETY-free: `valid_up_to` marks a prefix that is valid UTF-8.
+                // `valid_up_to` marks a prefix that is valid UTF-8.
                 let s = core::str::from_utf8(valid).unwrap_or("");
                 let mut n = Self::new(s);
                 if (n.len as usize) < Self::CAP {
@@ -54,76 +75,20 @@ impl Name {
     }
 }
 
-impl fmt::Debug for Name {
+impl<const CAP: usize> fmt::Debug for FixedText<CAP> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-#[cfg(feature = "defmt")]
-impl defmt::Format for Name {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "{=str}", self.as_str())
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A short message kept with an error (a template error's construct and cause), truncated to
-/// [`Detail::CAP`] bytes on a character boundary.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Detail {
-    len: u8,
-    bytes: [u8; Detail::CAP],
-}
-
-impl Detail {
-    /// Bytes kept.
-    pub const CAP: usize = 96;
-
-    /// Copies up to [`Detail::CAP`] bytes of `s` (newlines become spaces).
-    pub fn new(s: &str) -> Self {
-        let mut n = s.len().min(Self::CAP);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        let mut bytes = [0u8; Self::CAP];
-        bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
-        for b in &mut bytes[..n] {
-            if *b == b'\n' || *b == b'\r' {
-                *b = b' ';
-            }
-        }
-        Detail {
-            len: n as u8,
-            bytes,
-        }
-    }
-
-    /// The stored text.
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
-    }
-}
-
-impl fmt::Debug for Detail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Detail {
+impl<const CAP: usize> fmt::Display for FixedText<CAP> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
 #[cfg(feature = "defmt")]
-impl defmt::Format for Detail {
+impl<const CAP: usize> defmt::Format for FixedText<CAP> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(f, "{=str}", self.as_str())
     }
@@ -210,7 +175,7 @@ pub enum Error {
     /// An argument out of its valid range.
     InvalidArgument(&'static str),
     /// The chat template could not be compiled or rendered; `detail` says which construct and
-    /// why (truncated to [`Detail::CAP`] bytes).
+    /// why (truncated).
     Template {
         reason: &'static str,
         detail: Detail,

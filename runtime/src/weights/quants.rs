@@ -39,8 +39,18 @@ pub trait QuantBlock: Pod {
     const N: usize;
     /// Group `g` (`0..N/32`) of this block.
     fn group(&self, g: usize) -> Group;
-    /// Dequantizes the block into `out` (N values), as ggml's reference does.
-    fn dequantize(&self, out: &mut [f32]);
+    /// Dequantizes the block into `out` (N values) from its groups: `(d·sc)·q − dm·m`, which is
+    /// ggml's reference arithmetic for every format here, operation for operation (for Q5_1,
+    /// `x − (−m)` is `x + m` exactly; formats without a minimum subtract 0).
+    fn dequantize(&self, out: &mut [f32]) {
+        for (g, o) in out.chunks_exact_mut(GROUP).enumerate() {
+            let gr = self.group(g);
+            for (e, o) in o.iter_mut().enumerate() {
+                let h = e / 16;
+                *o = gr.d * gr.sc[h] as f32 * gr.q[e] as f32 - gr.dm * gr.m[h] as f32;
+            }
+        }
+    }
 }
 
 /// 5-bit weights with a scale: value = d·(q − 16); low nibbles as Q4_0, the fifth bits in `qh`.
@@ -136,12 +146,6 @@ impl QuantBlock for BlockQ5_0 {
             dm: 0.0,
         }
     }
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (o, q) in out.iter_mut().zip(q5(self.qh, &self.qs)) {
-            *o = (q as i32 - 16) as f32 * d;
-        }
-    }
 }
 
 impl QuantBlock for BlockQ5_1 {
@@ -154,12 +158,6 @@ impl QuantBlock for BlockQ5_1 {
             d: self.d.to_f32(),
             m: [1, 1],
             dm: -self.m.to_f32(),
-        }
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, m) = (self.d.to_f32(), self.m.to_f32());
-        for (o, q) in out.iter_mut().zip(q5(self.qh, &self.qs)) {
-            *o = q as f32 * d + m;
         }
     }
 }
@@ -202,12 +200,6 @@ impl QuantBlock for BlockIq4Nl {
             dm: 0.0,
         }
     }
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (o, q) in out.iter_mut().zip(iq4(&self.qs)) {
-            *o = d * q as f32;
-        }
-    }
 }
 
 /// IQ4_NL indices in 256-element blocks with a 6-bit scale per 32: value = d·(ls − 32)·grid[q].
@@ -244,15 +236,6 @@ impl QuantBlock for BlockIq4Xs {
             d: self.d.to_f32(),
             m: [0, 0],
             dm: 0.0,
-        }
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (ib, o) in out.chunks_exact_mut(32).enumerate() {
-            let dl = d * self.scale(ib) as f32;
-            for (o, q) in o.iter_mut().zip(iq4(&self.qs[16 * ib..16 * ib + 16])) {
-                *o = dl * q as f32;
-            }
         }
     }
 }
@@ -293,16 +276,6 @@ impl QuantBlock for BlockQ2K {
             d: self.d.to_f32(),
             m: [(s0 >> 4) as i32, (s1 >> 4) as i32],
             dm: self.dmin.to_f32(),
-        }
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
-        for (k, o) in out.chunks_exact_mut(16).enumerate() {
-            let sc = self.scales[k];
-            let (dl, ml) = (d * (sc & 15) as f32, min * (sc >> 4) as f32);
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = dl * self.quant(16 * k + i) as f32 - ml;
-            }
         }
     }
 }
@@ -361,16 +334,6 @@ impl QuantBlock for BlockQ3K {
             dm: 0.0,
         }
     }
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        let sc = self.scales();
-        for (k, o) in out.chunks_exact_mut(16).enumerate() {
-            let dl = d * (sc[k] - 32) as f32;
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = dl * self.quant(16 * k + i) as f32;
-            }
-        }
-    }
 }
 
 /// The 6-bit scale and minimum of group j (0..8) of a Q4_K/Q5_K block (ggml's
@@ -402,17 +365,6 @@ pub struct BlockQ4K {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ4K>() == 144);
 
-/// Low 4 bits of element e of a Q4_K/Q5_K block.
-fn k4_nibble(qs: &[u8; 128], e: usize) -> u8 {
-    let (chunk, r) = (e / 64, e % 64);
-    let b = qs[32 * chunk + r % 32];
-    if r < 32 {
-        b & 0x0f
-    } else {
-        b >> 4
-    }
-}
-
 /// The low 4 bits of group g (0..8) of a Q4_K/Q5_K block: the low or high nibbles of one
 /// 32-byte run.
 #[inline(always)]
@@ -439,16 +391,6 @@ impl QuantBlock for BlockQ4K {
             dm: self.dmin.to_f32(),
         }
     }
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
-        for (g, o) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(g, &self.scales);
-            let (d1, m1) = (d * sc as f32, min * m as f32);
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = d1 * k4_nibble(&self.qs, 32 * g + i) as f32 - m1;
-            }
-        }
-    }
 }
 
 /// 5-bit K-quants: Q4_K plus a fifth bit per element in `qh`.
@@ -468,13 +410,6 @@ pub struct BlockQ5K {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ5K>() == 176);
 
-impl BlockQ5K {
-    fn quant(&self, e: usize) -> u8 {
-        let high = (self.qh[e % 32] >> (e / 32)) & 1;
-        k4_nibble(&self.qs, e) | high << 4
-    }
-}
-
 impl QuantBlock for BlockQ5K {
     const N: usize = QK_K;
     #[inline(always)]
@@ -490,16 +425,6 @@ impl QuantBlock for BlockQ5K {
             d: self.d.to_f32(),
             m: [m as i32; 2],
             dm: self.dmin.to_f32(),
-        }
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
-        for (g, o) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(g, &self.scales);
-            let (d1, m1) = (d * sc as f32, min * m as f32);
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = d1 * self.quant(32 * g + i) as f32 - m1;
-            }
         }
     }
 }
@@ -519,24 +444,12 @@ pub struct BlockQ6K {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ6K>() == 210);
 
-impl BlockQ6K {
-    /// Quant of element e, centred (−32..32): 128-element halves; within one, element
-    /// 32·j + l takes the low or high nibble of ql[l] or ql[l + 32] and bits 2j of qh[l].
-    fn quant(&self, e: usize) -> i8 {
-        let (half, r) = (e / 128, e % 128);
-        let (j, l) = (r / 32, r % 32);
-        let ql = self.ql[64 * half + l + 32 * (j % 2)];
-        let low = if j < 2 { ql & 0x0f } else { ql >> 4 };
-        let high = (self.qh[32 * half + l] >> (2 * j)) & 3;
-        (low | high << 4) as i8 - 32
-    }
-}
-
 impl QuantBlock for BlockQ6K {
     const N: usize = QK_K;
     #[inline(always)]
     fn group(&self, g: usize) -> Group {
-        // Group g is run j = g % 4 of half g / 4 (see `quant`).
+        // 128-element halves; within one, run j (of 32) takes the low (j < 2) or high nibbles
+        // of ql[l] (j even) or ql[l + 32] (j odd), and bits 2j of qh[l].
         let (half, j) = (g / 4, g % 4);
         let ql = &self.ql[64 * half + 32 * (j % 2)..64 * half + 32 * (j % 2) + 32];
         let qh = &self.qh[32 * half..32 * half + 32];
@@ -551,15 +464,6 @@ impl QuantBlock for BlockQ6K {
             d: self.d.to_f32(),
             m: [0, 0],
             dm: 0.0,
-        }
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (k, o) in out.chunks_exact_mut(16).enumerate() {
-            let ds = d * self.scales[k] as f32;
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = ds * self.quant(16 * k + i) as f32;
-            }
         }
     }
 }

@@ -37,6 +37,16 @@ fn run_with(mut cmd: Command, input: &[u8], pipe_stdout: bool) -> Output {
     out
 }
 
+/// Exit status 0; else the failure with its stderr.
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A one-line error and exit status 1: not a signal, not a panic (101).
 fn assert_clean_error(out: &Output, what: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -268,11 +278,7 @@ fn the_board_budget_counts_every_beam() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 }
 
 #[test]
@@ -302,11 +308,7 @@ fn an_explicit_model_wins_over_the_environment() {
         .args(["inspect", model.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     // And the environment still serves when nothing is given.
     let out = ember_bare()
         .env("EMBER_MODEL", "/nonexistent/env-model.gguf")
@@ -371,11 +373,7 @@ fn special_ids_outside_the_vocabulary_are_ignored_with_a_warning() {
         .args(["inspect", m.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
@@ -398,9 +396,5 @@ fn special_ids_outside_the_vocabulary_are_ignored_with_a_warning() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 }
