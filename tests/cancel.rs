@@ -36,8 +36,8 @@ impl Parallel for CancelAfter<'_> {
     fn threads(&self) -> usize {
         1
     }
-    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
-        f(0, 1);
+    fn for_each(&self, items: usize, slots: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        Serial.for_each(items, slots, f);
         if self.after.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.flag.store(true, Ordering::SeqCst);
         }

@@ -1,18 +1,24 @@
 //! Running one piece of work on several threads.
 //!
-//! The forward pass splits each matrix product by rows and the attention by heads. It calls
-//! through [`Parallel`], so the core stays free of threads: [`Serial`] runs everything on the
-//! caller's thread (no_std, or `-t 1`), and with `std` a [`ThreadPool`] keeps its workers alive
-//! for the whole session (no thread is spawned per token or per product) and wakes them with a
-//! spin-then-sleep handshake that costs about a microsecond per region.
+//! The forward pass cuts each matrix product into chunks of rows and the attention into
+//! (token, head) items, and hands them to a [`Parallel`], so the core stays free of threads:
+//! [`Serial`] runs everything on the caller's thread (no_std, or `-t 1`), and with `std` a
+//! [`ThreadPool`] keeps its workers alive for the whole session (no thread is spawned per token
+//! or per product).
+//!
+//! Items are taken from a shared counter, not dealt out in advance: a thread the OS deschedules
+//! (a busy machine, a Pi running other services) delays only the item it holds, the others take
+//! the rest, and a worker that wakes after the last item was taken does not join at all, so the
+//! caller never waits for it. Which thread computes an item never changes its bits.
 
-/// Something that runs `f(i, n)` for every `i` in `0..n` (n = [`Parallel::threads`]), in
-/// parallel, and returns when all are done.
+/// Something that runs `f(item, slot)` for every item in `0..items` on up to `slots` threads and
+/// returns when all are done. `slot` (`< slots.min(threads())`) is unique to one thread during
+/// the call (for per-thread scratch); the items a slot gets are not fixed.
 pub trait Parallel: Sync {
     /// Number of threads (including the caller's).
     fn threads(&self) -> usize;
-    /// Runs `f(i, n)` on each thread and waits for all of them.
-    fn run(&self, f: &(dyn Fn(usize, usize) + Sync));
+    /// Runs every item, each exactly once, on at most `slots` threads at a time, and waits.
+    fn for_each(&self, items: usize, slots: usize, f: &(dyn Fn(usize, usize) + Sync));
 }
 
 /// Runs everything on the calling thread.
@@ -23,17 +29,18 @@ impl Parallel for Serial {
     fn threads(&self) -> usize {
         1
     }
-    fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
-        f(0, 1)
+    fn for_each(&self, items: usize, _slots: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        for i in 0..items {
+            f(i, 0);
+        }
     }
 }
 
-/// The part `[start, end)` of `0..len` that thread `i` of `n` takes, in whole multiples of
-/// `align` (the last part takes the remainder).
-pub fn split(len: usize, i: usize, n: usize, align: usize) -> (usize, usize) {
-    let units = len.div_ceil(align);
-    let (start, end) = (units * i / n, units * (i + 1) / n);
-    ((start * align).min(len), (end * align).min(len))
+/// Rows per chunk when `rows` are shared by `threads`: about eight chunks per thread (so a
+/// stalled thread holds little), a multiple of `align`, at least `align` and at most 256.
+pub fn chunk_rows(rows: usize, threads: usize, align: usize) -> usize {
+    let per = rows / (8 * threads.max(1));
+    (per.min(256) / align * align).max(align)
 }
 
 #[cfg(feature = "std")]
@@ -42,38 +49,59 @@ pub use pool::ThreadPool;
 #[cfg(feature = "std")]
 mod pool {
     use super::Parallel;
+    use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::thread::JoinHandle;
 
-    /// A type-erased pointer to the current job. Only read between a job's publication and the
-    /// moment its `run` returns, while the closure it points to is alive on the caller's stack.
+    /// The current job: a type-erased pointer to the caller's closure and its extent.
     #[derive(Clone, Copy)]
-    struct JobPtr(*const (dyn Fn(usize, usize) + Sync));
-    // SAFETY: the pointee is `Sync`, and it is only dereferenced while `run` keeps it alive.
-    unsafe impl Send for JobPtr {}
+    struct Job {
+        f: *const (dyn Fn(usize, usize) + Sync),
+        items: usize,
+        slots: usize,
+    }
+
+    /// `gate`'s flag: the job takes new workers. The other bits count the workers inside.
+    const OPEN: usize = 1 << (usize::BITS - 1);
 
     struct Shared {
         /// Incremented to publish a job.
         generation: AtomicUsize,
-        /// Workers still running the current job.
-        pending: AtomicUsize,
+        /// [`OPEN`] while workers may join the current job, plus the number inside it.
+        gate: AtomicUsize,
+        /// The next item to take.
+        next: AtomicUsize,
+        /// Written only by `for_each` while no worker is inside (`gate` = 0), read only by
+        /// workers inside (they joined through `gate`, whose release/acquire orders the write).
+        job: UnsafeCell<Job>,
         stop: AtomicBool,
-        job: Mutex<Option<JobPtr>>,
+        /// Workers asleep on `wake` (or about to be).
+        sleepers: AtomicUsize,
+        lock: Mutex<()>,
         wake: Condvar,
         n: usize,
     }
+
+    // SAFETY: every field is Sync except `job`, whose accesses the gate protocol keeps apart
+    // (see the field); the closure it points to is `Sync`.
+    unsafe impl Sync for Shared {}
+    // SAFETY: as above; the pointer in `job` is only dereferenced during the `for_each` call
+    // that stored it.
+    unsafe impl Send for Shared {}
 
     /// A fixed set of worker threads, alive as long as the pool.
     pub struct ThreadPool {
         shared: Arc<Shared>,
         workers: Vec<JoinHandle<()>>,
-        /// Serialises callers of `run` (the pool runs one job at a time).
+        /// Serialises callers of `for_each` (the pool runs one job at a time).
         running: Mutex<()>,
     }
 
-    /// Spins before sleeping: the forward pass publishes jobs microseconds apart.
-    const SPINS: usize = 1 << 16;
+    /// Busy-wait rounds before yielding: the forward pass publishes jobs microseconds apart.
+    const SPINS: usize = 1 << 11;
+    /// `yield_now` rounds before an idle worker sleeps.
+    const YIELDS: usize = 1 << 8;
 
     impl ThreadPool {
         /// A pool of `n` threads in all (the caller counts as one; `n - 1` workers are started).
@@ -81,20 +109,37 @@ mod pool {
             let n = n.max(1);
             let shared = Arc::new(Shared {
                 generation: AtomicUsize::new(0),
-                pending: AtomicUsize::new(0),
+                gate: AtomicUsize::new(0),
+                next: AtomicUsize::new(0),
+                job: UnsafeCell::new(Job {
+                    f: &|_, _| {},
+                    items: 0,
+                    slots: 0,
+                }),
                 stop: AtomicBool::new(false),
-                job: Mutex::new(None),
+                sleepers: AtomicUsize::new(0),
+                lock: Mutex::new(()),
                 wake: Condvar::new(),
                 n,
             });
             let mut workers = Vec::with_capacity(n - 1);
             for i in 1..n {
                 let s = Arc::clone(&shared);
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("ember-worker-{i}"))
-                        .spawn(move || worker(&s, i))?,
-                );
+                let spawned = std::thread::Builder::new()
+                    .name(format!("ember-worker-{i}"))
+                    .spawn(move || worker(&s, i));
+                match spawned {
+                    Ok(h) => workers.push(h),
+                    Err(e) => {
+                        // The workers started so far are stopped by the pool's drop.
+                        drop(ThreadPool {
+                            shared,
+                            workers,
+                            running: Mutex::new(()),
+                        });
+                        return Err(e);
+                    }
+                }
             }
             Ok(ThreadPool {
                 shared,
@@ -104,11 +149,49 @@ mod pool {
         }
     }
 
+    /// Takes items of `job` until none is left.
+    fn take_items(s: &Shared, job: &Job, slot: usize) {
+        // SAFETY: the caller is inside the job (the caller of `for_each`, or a worker that joined
+        // through the gate), so the closure is alive.
+        let f = unsafe { &*job.f };
+        loop {
+            let item = s.next.fetch_add(1, Ordering::Relaxed);
+            if item >= job.items {
+                return;
+            }
+            f(item, slot);
+        }
+    }
+
+    /// Leaves the job when dropped, also when the closure panics (so `for_each` never waits
+    /// for a worker that is gone).
+    struct Inside<'a>(&'a Shared);
+    impl Drop for Inside<'_> {
+        fn drop(&mut self) {
+            self.0.gate.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Joins the open job, if any: true when inside.
+    fn enter(s: &Shared) -> bool {
+        let mut g = s.gate.load(Ordering::Acquire);
+        while g & OPEN != 0 {
+            match s
+                .gate
+                .compare_exchange_weak(g, g + 1, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => g = now,
+            }
+        }
+        false
+    }
+
     fn worker(s: &Shared, i: usize) {
         let mut seen = 0usize;
         loop {
-            // Wait for a new generation: spin first, then sleep on the condition variable.
-            let mut spins = 0;
+            // Wait for a new generation: spin, then yield, then sleep.
+            let mut round = 0;
             loop {
                 if s.stop.load(Ordering::Acquire) {
                     return;
@@ -118,26 +201,56 @@ mod pool {
                     seen = g;
                     break;
                 }
-                if spins < SPINS {
-                    spins += 1;
+                round += 1;
+                if round < SPINS {
                     std::hint::spin_loop();
+                } else if round < SPINS + YIELDS {
+                    std::thread::yield_now();
                 } else {
-                    let guard = s.job.lock().unwrap_or_else(|e| e.into_inner());
-                    if s.generation.load(Ordering::Acquire) == seen
-                        && !s.stop.load(Ordering::Acquire)
+                    let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    s.sleepers.fetch_add(1, Ordering::SeqCst);
+                    if s.generation.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::SeqCst)
                     {
-                        let _unused = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                        drop(s.wake.wait(guard).unwrap_or_else(|e| e.into_inner()));
                     }
+                    s.sleepers.fetch_sub(1, Ordering::SeqCst);
+                    round = 0;
                 }
             }
-            let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(JobPtr(f)) = job {
-                // SAFETY: `run` published this pointer and waits for `pending` to reach zero
-                // before returning, so the closure outlives this call.
-                let f = unsafe { &*f };
-                f(i, s.n);
+            // A worker that comes late finds the gate closed and waits for the next job (it may
+            // also join a later job than the one it saw published: it reads the job inside).
+            if enter(s) {
+                let _inside = Inside(s);
+                // SAFETY: inside the job, `job` is not written (see the field).
+                let job = unsafe { *s.job.get() };
+                if i < job.slots {
+                    take_items(s, &job, i);
+                }
             }
-            s.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits until `done`: spins, then yields the CPU (a thread it waits for may need it).
+    fn wait_until(done: impl Fn() -> bool) {
+        let mut round = 0usize;
+        while !done() {
+            if round < SPINS {
+                round += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Closes the job and waits for the workers inside, when dropped (also on a panic in the
+    /// caller's items, so no worker keeps a pointer to a closure that is gone).
+    struct Close<'a>(&'a Shared);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            let s = self.0;
+            s.gate.fetch_and(!OPEN, Ordering::AcqRel);
+            wait_until(|| s.gate.load(Ordering::Acquire) == 0);
         }
     }
 
@@ -146,38 +259,45 @@ mod pool {
             self.shared.n
         }
 
-        fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        fn for_each(&self, items: usize, slots: usize, f: &(dyn Fn(usize, usize) + Sync)) {
             let s = &*self.shared;
-            if s.n == 1 {
-                return f(0, 1);
+            if s.n == 1 || slots <= 1 || items <= 1 {
+                for i in 0..items {
+                    f(i, 0);
+                }
+                return;
             }
             let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            // SAFETY (lifetime erasure): the pointer is cleared below before `run` returns, and
-            // workers only use it between the generation bump and their `pending` decrement,
-            // which this function waits for.
             let ptr: *const (dyn Fn(usize, usize) + Sync + '_) = f;
+            // SAFETY (lifetime erasure only): workers dereference the pointer only inside this
+            // job, and `Close` below waits for every worker inside before this call returns.
             let ptr: *const (dyn Fn(usize, usize) + Sync + 'static) =
                 unsafe { std::mem::transmute(ptr) };
-            s.pending.store(s.n - 1, Ordering::Release);
-            {
-                let mut job = s.job.lock().unwrap_or_else(|e| e.into_inner());
-                *job = Some(JobPtr(ptr));
-                s.generation.fetch_add(1, Ordering::AcqRel);
+            let job = Job {
+                f: ptr,
+                items,
+                slots,
+            };
+            // SAFETY: no worker is inside (the previous call waited for gate = 0, and the gate
+            // is closed), so nothing reads `job` now.
+            unsafe { *s.job.get() = job };
+            s.next.store(0, Ordering::Relaxed);
+            s.gate.store(OPEN, Ordering::Release);
+            let _close = Close(s);
+            s.generation.fetch_add(1, Ordering::SeqCst);
+            if s.sleepers.load(Ordering::SeqCst) != 0 {
+                let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.wake.notify_all();
             }
-            f(0, s.n);
-            while s.pending.load(Ordering::Acquire) != 0 {
-                std::hint::spin_loop();
-            }
-            *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            take_items(s, &job, 0);
         }
     }
 
     impl Drop for ThreadPool {
         fn drop(&mut self) {
-            self.shared.stop.store(true, Ordering::Release);
+            self.shared.stop.store(true, Ordering::SeqCst);
             {
-                let _g = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+                let _g = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.shared.wake.notify_all();
             }
             for w in self.workers.drain(..) {
@@ -191,34 +311,62 @@ mod pool {
         use super::*;
 
         #[test]
-        fn every_thread_runs_each_job_once() {
+        fn every_item_runs_once_on_a_slot_of_its_own() {
             for n in 1..=4 {
                 let pool = ThreadPool::new(n).unwrap();
-                for round in 0..200 {
-                    let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-                    pool.run(&|i, nn| {
-                        assert_eq!(nn, n);
-                        hits[i].fetch_add(round + 1, Ordering::Relaxed);
+                for round in 0..300 {
+                    let items = round % 37;
+                    let slots = 1 + round % 5;
+                    let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+                    let busy: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+                    pool.for_each(items, slots, &|item, slot| {
+                        assert!(slot < slots.min(n));
+                        assert!(!busy[slot].swap(true, Ordering::SeqCst), "slot shared");
+                        hits[item].fetch_add(1, Ordering::Relaxed);
+                        busy[slot].store(false, Ordering::SeqCst);
                     });
                     for h in &hits {
-                        assert_eq!(h.load(Ordering::Relaxed), round + 1);
+                        assert_eq!(h.load(Ordering::Relaxed), 1);
                     }
                 }
             }
         }
 
         #[test]
-        fn split_covers_the_range_in_aligned_parts() {
-            for len in [0, 1, 5, 64, 576, 1536, 49152, 49153] {
-                for n in 1..=5 {
-                    let mut next = 0;
-                    for i in 0..n {
-                        let (a, b) = super::super::split(len, i, n, 4);
-                        assert_eq!(a, next);
-                        assert!(a % 4 == 0 || a == len);
-                        next = b;
-                    }
-                    assert_eq!(next, len);
+        fn a_slow_worker_loses_no_item() {
+            // The worker's first items sleep; the caller takes the others meanwhile.
+            let pool = ThreadPool::new(2).unwrap();
+            let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+            pool.for_each(64, 2, &|item, slot| {
+                if slot == 1 && item < 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                hits[item].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+
+        #[test]
+        fn a_panicking_item_leaves_the_pool_usable() {
+            let pool = ThreadPool::new(2).unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.for_each(8, 2, &|item, _| assert_ne!(item, 0));
+            }));
+            // The panic is the caller's when item 0 ran there; a worker's panic ends that worker.
+            let _ = r;
+            let count = AtomicUsize::new(0);
+            pool.for_each(100, 2, &|_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 100);
+        }
+
+        #[test]
+        fn chunk_rows_are_aligned_and_bounded() {
+            for rows in [0, 1, 16, 192, 576, 1536, 49152] {
+                for t in 1..=8 {
+                    let c = super::super::chunk_rows(rows, t, 16);
+                    assert!(c.is_multiple_of(16) && (16..=256).contains(&c));
                 }
             }
         }

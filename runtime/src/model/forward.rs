@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernels::attend::{self, Softmax};
 use crate::kernels::{sincos, Kernels, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
-use crate::parallel::{split, Parallel};
+use crate::parallel::{chunk_rows, Parallel};
 use crate::tokenizer::TokenId;
 use crate::weights::{Matrix, QK};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -339,19 +339,15 @@ fn attention_block(
         let (q, kvr) = (&*s.q, &*kv);
         let att = OutRows::new(&mut s.att[..n * e], e, e, n);
         let att = &att;
-        let items = n * c.n_head;
-        par.run(&|ti, nt| {
-            // SAFETY: each item (token i, head h) writes only row i, columns of head h, and the
-            // threads take disjoint items (every nt-th one, which also balances the causal cost:
-            // later tokens attend to more of the cache).
+        par.for_each(n * c.n_head, usize::MAX, &|item, _| {
+            // SAFETY: each item (token i, head h) writes only row i, columns of head h, and
+            // every item runs once.
             let mut out = unsafe { att.rows(0, e) };
-            for item in (ti..items).step_by(nt) {
-                let (i, h) = (item / c.n_head, item % c.n_head);
-                let qh = &q[i * e + h * hd..i * e + (h + 1) * hd];
-                attend_head(k, kvr, l, h / group, i, qh, scale, &mut |d, v| {
-                    out.set(i, h * hd + d, v)
-                });
-            }
+            let (i, h) = (item / c.n_head, item % c.n_head);
+            let qh = &q[i * e + h * hd..i * e + (h + 1) * hd];
+            attend_head(k, kvr, l, h / group, i, qh, scale, &mut |d, v| {
+                out.set(i, h * hd + d, v)
+            });
         });
     }
     kv.commit(l, n);
@@ -407,47 +403,40 @@ fn attend_batch_tiled(
         c.n_head,
     );
     let tiles = &tiles;
-    let slots = c.n_head;
-    par.run(&|ti, nt| {
-        // One scratch part per thread (there are n_head parts: threads beyond that stay idle).
-        if ti >= slots {
-            return;
-        }
-        let workers = nt.min(slots);
-        // SAFETY: each item (query tile, head h) writes only its rows' columns of head h, items
-        // are disjoint between threads, and thread ti alone uses scratch part ti.
+    // One scratch part per slot: n_head parts, so at most n_head threads. Items go from the
+    // last query tile to the first: later tiles see more keys, so the costly ones start first.
+    let items = n.div_ceil(attend::TILE) * c.n_head;
+    par.for_each(items, c.n_head, &|item, slot| {
+        // SAFETY: each item (query tile, head h) writes only its rows' columns of head h, each
+        // item runs once, and only the thread holding `slot` uses scratch part `slot`.
         let (mut out, mut scratch) = unsafe { (att.rows(0, e), tiles.rows(0, per_head)) };
-        let buf = scratch.row_mut(ti);
-        // Items in query-tile order, dealt round-robin: later tiles see more keys, so each
-        // thread gets a similar share of the causal work.
-        let items = n.div_ceil(attend::TILE) * c.n_head;
-        for item in (ti..items).step_by(workers) {
-            let (i0, h) = ((item / c.n_head) * attend::TILE, item % c.n_head);
-            let Some([(pk, pv, np), (sk, sv, _)]) = kv.unwrapped_batch(l, h / group, n) else {
-                continue;
+        let buf = scratch.row_mut(slot);
+        let item = items - 1 - item;
+        let (i0, h) = ((item / c.n_head) * attend::TILE, item % c.n_head);
+        let Some([(pk, pv, np), (sk, sv, _)]) = kv.unwrapped_batch(l, h / group, n) else {
+            return;
+        };
+        let mut load = |j: usize, key: &mut [f32], value: &mut [f32]| {
+            let (rk, rv, j) = if j < np {
+                (&pk, &pv, j)
+            } else {
+                (&sk, &sv, j - np)
             };
-            let mut load = |j: usize, key: &mut [f32], value: &mut [f32]| {
-                let (rk, rv, j) = if j < np {
-                    (&pk, &pv, j)
-                } else {
-                    (&sk, &sv, j - np)
-                };
-                row_f32(rk, j, key);
-                row_f32(rv, j, value);
-            };
-            attend::attend_tiled(
-                k,
-                &q[i0 * e + h * hd..],
-                e,
-                (n - i0).min(attend::TILE),
-                hd,
-                np + i0,
-                scale,
-                &mut load,
-                buf,
-                &mut |r, d, v| out.set(i0 + r, h * hd + d, v),
-            );
-        }
+            row_f32(rk, j, key);
+            row_f32(rv, j, value);
+        };
+        attend::attend_tiled(
+            k,
+            &q[i0 * e + h * hd..],
+            e,
+            (n - i0).min(attend::TILE),
+            hd,
+            np + i0,
+            scale,
+            &mut load,
+            buf,
+            &mut |r, d, v| out.set(i0 + r, h * hd + d, v),
+        );
     });
     true
 }
@@ -579,13 +568,14 @@ fn quantize<'b>(
 /// Work run by each thread on its rows of the first two outputs of a fused product.
 type AfterFn<'f> = dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>) + Sync + 'f;
 
-/// Rows per thread are split in multiples of this (a whole decode tile).
+/// Chunks of rows are multiples of this (whole decode tiles).
 const ROW_ALIGN: usize = 16;
 
 /// Several products of the same activations in one parallel region: for each `(matrix, out)`,
-/// `out[t][r] = matrix[r] · a[t]` for `n` tokens. Every thread takes its share of the rows of
-/// every matrix, then runs `after(out0, out1)` on its rows of the first two outputs
-/// (used to apply SwiGLU without another synchronisation).
+/// `out[t][r] = matrix[r] · a[t]` for `n` tokens. The rows of every matrix are cut into chunks
+/// ([`chunk_rows`]) that the threads take as they come free. With `after`, the first two
+/// matrices (of equal rows) are cut alike and each chunk of both ends with `after(out0, out1)`
+/// on its rows (SwiGLU, without another synchronisation).
 fn gemm_fused(
     par: &dyn Parallel,
     k: &Kernels,
@@ -596,26 +586,44 @@ fn gemm_fused(
 ) {
     const MAX_JOBS: usize = 3;
     assert!(jobs.len() <= MAX_JOBS);
+    let nj = jobs.len();
     let mut views: [Option<(Matrix<'_>, OutRows<'_>)>; MAX_JOBS] = [None, None, None];
     for (v, (m, out)) in views.iter_mut().zip(jobs.iter_mut()) {
         let rows = m.rows();
         *v = Some((**m, OutRows::new(out, rows, rows, n)));
     }
+    let rows = |j: usize| views[j].as_ref().map_or(0, |(m, _)| m.rows());
+    let paired = after.is_some() && nj >= 2;
+    if paired {
+        assert_eq!(rows(0), rows(1), "paired products differ in rows");
+    }
+    // Items: for each job (the pair counting as one), its chunks, in order.
+    let threads = par.threads();
+    let mut first = [0usize; MAX_JOBS + 1];
+    let mut chunk = [ROW_ALIGN; MAX_JOBS];
+    for j in 0..nj {
+        chunk[j] = chunk_rows(rows(j), threads, ROW_ALIGN);
+        let items = if paired && j == 1 {
+            0
+        } else {
+            rows(j).div_ceil(chunk[j])
+        };
+        first[j + 1] = first[j] + items;
+    }
     let views = &views;
-    par.run(&|i, nt| {
-        let mut mine: [Option<OutRows<'_>>; MAX_JOBS] = [None, None, None];
-        for (j, v) in views.iter().enumerate() {
-            let Some((m, out)) = v else { continue };
-            let (r0, r1) = split(m.rows(), i, nt, ROW_ALIGN);
-            // SAFETY: `split` gives every thread a disjoint row range of each output.
-            let mut sub = unsafe { out.rows(r0, r1) };
-            if r1 > r0 {
-                gemm_rows(k, m, a, r0, r1, &mut sub);
-            }
-            mine[j] = Some(sub);
-        }
-        if let (Some(f), [Some(o0), Some(o1), ..]) = (after, &mut mine) {
-            f(o0, o1);
+    par.for_each(first[nj], usize::MAX, &|item, _| {
+        let j = (0..nj).rfind(|&j| first[j] <= item).unwrap_or(0);
+        let Some((m, out)) = &views[j] else { return };
+        let r0 = (item - first[j]) * chunk[j];
+        let r1 = (r0 + chunk[j]).min(m.rows());
+        // SAFETY: chunks are disjoint row ranges of each output, and each item runs once.
+        let mut sub = unsafe { out.rows(r0, r1) };
+        gemm_rows(k, m, a, r0, r1, &mut sub);
+        if let (true, Some(f), Some((m1, out1))) = (paired && j == 0, after, &views[1]) {
+            // SAFETY: as above, for the second product's rows of this chunk.
+            let mut sub1 = unsafe { out1.rows(r0, r1) };
+            gemm_rows(k, m1, a, r0, r1, &mut sub1);
+            f(&mut sub, &mut sub1);
         }
     });
 }
