@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ember_runtime::kernels::attend::{self, Softmax};
 use ember_runtime::kernels::{Kernels, OutRows, QActs};
-use ember_runtime::weights::{BlockQ4_1, BlockQ8_0, QK};
+use ember_runtime::weights::{BlockQ4_1, BlockQ8_0, GgmlType, BLOCK_TYPES, QK};
 use half::f16;
 use std::hint::black_box;
 
@@ -43,8 +43,31 @@ fn quantized(k: &Kernels, x: &[f32], cols: usize) -> Acts {
     a
 }
 
+/// `rows` rows of `ty` from a hash, every f16-aligned pair a finite value below 4 in size.
+fn table_bytes(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = ty.row_bytes(cols as u64).expect("whole blocks") as usize * rows;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n / 2 {
+        let h = ((i as u32).wrapping_mul(2654435761) >> 8) as u16;
+        let v = f16::from_bits(h);
+        let h = if v.is_finite() && v.to_f32().abs() < 4.0 {
+            h
+        } else {
+            h & 0x3bff
+        };
+        out.extend_from_slice(&h.to_le_bytes());
+    }
+    out
+}
+
+/// The feed-forward shapes: gate/up (576 columns, which SmolLM2's K files hold as Q5_0 / Q5_1
+/// / IQ4_NL since 576 is not a multiple of 256) and down (1536 columns: every type).
 fn gemm(c: &mut Criterion) {
-    let (rows, cols) = (1536usize, 576usize);
+    gemm_shape(c, 1536, 576);
+    gemm_shape(c, 576, 1536);
+}
+
+fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
     let nb = cols / QK;
     let w: Vec<BlockQ4_1> = (0..rows * nb)
         .map(|i| BlockQ4_1 {
@@ -90,6 +113,24 @@ fn gemm(c: &mut Criterion) {
                     )
                 })
             });
+            for kind in BLOCK_TYPES
+                .iter()
+                .filter(|b| cols.is_multiple_of(b.ty.block_size()))
+            {
+                let wb = table_bytes(kind.ty, rows, cols);
+                let rb = wb.len() / rows;
+                g.bench_function(BenchmarkId::new(kind.ty.name(), k.isa.name()), |b| {
+                    b.iter(|| {
+                        (k.gemm_blocks)(
+                            kind,
+                            black_box(&wb),
+                            rb,
+                            &acts,
+                            &mut OutRows::new(&mut out, rows, rows, toks),
+                        )
+                    })
+                });
+            }
         }
         g.finish();
     }

@@ -733,34 +733,36 @@ fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
             if cols % ty.block_size() != 0 {
                 continue;
             }
-            let (rows, toks) = (5, 70); // more tokens than one token tile
-            let w16 = table_blocks(&mut rng, ty, rows, cols);
-            let w: &[u8] = bytemuck::cast_slice(&w16);
-            let rb = ty.row_bytes(cols as u64).unwrap() as usize;
-            let nb = cols / QK;
-            let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
-            let q = Quant::of(&Kernels::SCALAR, &x, nb);
-            let mut want = vec![0f32; toks * rows];
-            for r in 0..rows {
-                for t in 0..toks {
-                    want[t * rows + r] = (kind.dot)(
-                        &w[r * rb..(r + 1) * rb],
-                        &q.qs[t * cols..(t + 1) * cols],
-                        &q.d[t * nb..(t + 1) * nb],
-                    );
+            for (rows, toks) in [(7, 1), (5, 70)] {
+                // decode; more tokens than one token tile
+                let w16 = table_blocks(&mut rng, ty, rows, cols);
+                let w: &[u8] = bytemuck::cast_slice(&w16);
+                let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+                let nb = cols / QK;
+                let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
+                let q = Quant::of(&Kernels::SCALAR, &x, nb);
+                let mut want = vec![0f32; toks * rows];
+                for r in 0..rows {
+                    for t in 0..toks {
+                        want[t * rows + r] = (kind.dot)(
+                            &w[r * rb..(r + 1) * rb],
+                            &q.qs[t * cols..(t + 1) * cols],
+                            &q.d[t * nb..(t + 1) * nb],
+                        );
+                    }
                 }
-            }
-            for k in Kernels::all_supported() {
-                let mut got = vec![0f32; toks * rows];
-                let mut out = OutRows::new(&mut got, rows, rows, toks);
-                (k.gemm_blocks)(kind, w, rb, &q.acts(), &mut out);
-                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        same(*g, *e),
-                        "{} {} cols {cols} [{i}]: {g} vs {e}",
-                        k.isa,
-                        ty.name()
-                    );
+                for k in Kernels::all_supported() {
+                    let mut got = vec![0f32; toks * rows];
+                    let mut out = OutRows::new(&mut got, rows, rows, toks);
+                    (k.gemm_blocks)(kind, w, rb, &q.acts(), &mut out);
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            same(*g, *e),
+                            "{} {} cols {cols} [{i}]: {g} vs {e}",
+                            k.isa,
+                            ty.name()
+                        );
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! aarch64 kernel sets: NEON (every 64-bit Arm core: the Pi 3's and Zero 2 W's Cortex-A53, the
 //! Pi 4's A72) and NEON with the dot-product extension (SDOT: the Pi 5's A76).
 
+mod blocks;
 pub mod neon;
 
 /// NEON is part of the aarch64 baseline (the `neon` target feature is on for every aarch64

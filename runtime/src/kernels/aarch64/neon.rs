@@ -24,8 +24,7 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q4_0: |w, a, o| unsafe_drive(&plain::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&plain::Q4_1, w, a, o),
         gemm_q8_0: |w, a, o| unsafe_drive(&plain::Q8_0, w, a, o),
-        // NEON is part of the aarch64 baseline: the shared body is already compiled with it.
-        gemm_blocks: crate::kernels::gemm_blocks,
+        gemm_blocks: super::blocks::gemm_blocks,
         dot_f32,
         dot_f16_f32,
         axpy_f32,
@@ -49,6 +48,7 @@ pub fn kernels_dotprod() -> Option<Kernels> {
         gemm_q4_0: |w, a, o| unsafe_drive(&sdot::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&sdot::Q4_1, w, a, o),
         gemm_q8_0: |w, a, o| unsafe_drive(&sdot::Q8_0, w, a, o),
+        gemm_blocks: super::blocks::gemm_blocks_sdot,
         ..base
     })
 }

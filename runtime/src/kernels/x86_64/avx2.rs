@@ -17,7 +17,7 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q4_0,
         gemm_q4_1,
         gemm_q8_0,
-        gemm_blocks,
+        gemm_blocks: super::blocks::gemm_blocks,
         dot_f32,
         dot_f16_f32,
         axpy_f32,
@@ -28,68 +28,6 @@ pub fn kernels() -> Option<Kernels> {
         fma_rows,
         mad_q8_0,
     })
-}
-
-fn gemm_blocks(
-    kind: &crate::weights::BlockType,
-    w: &[u8],
-    row_bytes: usize,
-    a: &QActs<'_>,
-    out: &mut OutRows<'_>,
-) {
-    // SAFETY: AVX2+FMA checked by `kernels()`.
-    unsafe { gemm_blocks_avx2(kind, w, row_bytes, a, out) }
-}
-
-/// [`crate::kernels::gemm_blocks_body`] compiled with AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_blocks_avx2(
-    kind: &crate::weights::BlockType,
-    w: &[u8],
-    row_bytes: usize,
-    a: &QActs<'_>,
-    out: &mut OutRows<'_>,
-) {
-    // SAFETY (of the closure's call): AVX2 is enabled in this function, which inlines it.
-    crate::kernels::gemm_blocks_body(
-        |q, x| unsafe { group_sums(q, x) },
-        kind,
-        w,
-        row_bytes,
-        a,
-        out,
-    )
-}
-
-/// [`crate::weights::quants::group_sums`] with AVX2: `Σ q·x` through `maddubs` on `|x|` and
-/// `q·sign(x)` (pairs stay below 2·127·127, so nothing saturates), `Σ x` through `maddubs` on
-/// ones; each half's four 32-bit lanes summed exactly.
-///
-/// # Safety
-/// The CPU must support AVX2; `x` holds at least 32 values.
-#[inline(always)]
-unsafe fn group_sums(q: &[i8; 32], x: &[i8]) -> ([i32; 2], [i32; 2]) {
-    assert!(x.len() >= 32);
-    // SAFETY: 32 bytes readable from each (checked above; `q` is an array of 32).
-    unsafe {
-        let qv = _mm256_loadu_si256(q.as_ptr().cast());
-        let xv = _mm256_loadu_si256(x.as_ptr().cast());
-        let ones16 = _mm256_set1_epi16(1);
-        let prod = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(qv, xv)),
-            ones16,
-        );
-        let xs = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xv), ones16);
-        let halves = |v: __m256i| -> [i32; 2] {
-            let mut l = [0i32; 8];
-            _mm256_storeu_si256(l.as_mut_ptr().cast(), v);
-            [l[0] + l[1] + l[2] + l[3], l[4] + l[5] + l[6] + l[7]]
-        };
-        (halves(prod), halves(xs))
-    }
 }
 
 fn exp_ggml(x: &mut [f32]) {

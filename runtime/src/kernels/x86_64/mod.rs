@@ -6,6 +6,7 @@
 
 pub mod avx2;
 pub mod avx512;
+mod blocks;
 mod gemm;
 
 /// AVX2 with FMA and F16C, detected at run time with `std`.

@@ -1,0 +1,626 @@
+//! The weight table's block formats (Q5_0, Q5_1, the K-quants, IQ4_NL, IQ4_XS) with NEON, with
+//! and without SDOT: the same plan as the x86 version (`x86_64/blocks.rs`). The spec is
+//! [`crate::weights::quants::dot`]; the integer sums are exact in any order, so four rows are
+//! worked on together, their sums reduced side by side into the four lanes of one vector, and
+//! each lane takes that row's fused multiply-adds: every result is the spec's, bit for bit.
+//!
+//! Formats without a row here (Q2_K, Q3_K) go through the table's scalar unpacker ([`Scalar`])
+//! and still get the vector products.
+
+use crate::kernels::{OutRows, QActs};
+use crate::weights::quants::{Group, IQ4_GRID};
+use crate::weights::{BlockType, GgmlType, QK};
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+/// One group of one row, ready for the integer product.
+#[derive(Clone, Copy)]
+struct G {
+    /// The 32 quants, signed: elements 0..16, then 16..32.
+    q: [int8x16_t; 2],
+    /// Integer scales of the halves (unless [`Unpack::ONE_SCALE`]).
+    sc: [i32; 2],
+    /// Integer minimums of the halves (unless [`Unpack::ONE_SCALE`]).
+    m: [i32; 2],
+    d: f32,
+    dm: f32,
+    /// For [`Unpack::ONE_SCALE`] formats: the scale and minimum of both halves, as floats.
+    scf: f32,
+    mf: f32,
+}
+
+/// The scales a K-quant block's eight groups share.
+#[derive(Clone, Copy)]
+struct Head {
+    d: f32,
+    dm: f32,
+    sc: [f32; 8],
+    m: [f32; 8],
+}
+
+impl Head {
+    const NONE: Head = Head {
+        d: 0.0,
+        dm: 0.0,
+        sc: [0.0; 8],
+        m: [0.0; 8],
+    };
+}
+
+/// How one format's groups unpack (see the x86 version for the constants' meaning).
+trait Unpack {
+    const MINS: bool;
+    /// Both halves share one scale and minimum (`scf`, `mf`); scaling the sum in f32 is exact
+    /// (|sc·Σq·x| < 2^24 for every such format).
+    const ONE_SCALE: bool = false;
+    /// Groups per block.
+    const GPB: usize = 1;
+    /// What the groups of block `bi` share.
+    fn head(_row: &[u8], _bi: usize) -> Head {
+        Head::NONE
+    }
+    /// Group `g` of `row`, `head` being its block's.
+    fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
+}
+
+/// The 4-lane integer dot product of 16 signed bytes (4 products a lane).
+trait Dot {
+    /// # Safety
+    /// The CPU must have the instructions the implementation uses.
+    unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t;
+}
+
+/// Plain NEON: widening multiplies, pairs summed in i16 (at most 2·127·127), then widened.
+struct Plain;
+impl Dot for Plain {
+    #[inline(always)]
+    unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpaddlq_s16(vaddq_s16(lo, hi))
+    }
+}
+
+/// SDOT (the dot-product extension).
+struct Sdot;
+impl Dot for Sdot {
+    #[inline(always)]
+    unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut r = vdupq_n_s32(0);
+        // SAFETY: the caller checked the dot-product extension.
+        unsafe {
+            asm!(
+                ".arch_extension dotprod",
+                "sdot {r:v}.4s, {a:v}.16b, {b:v}.16b",
+                r = inout(vreg) r,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack)
+            );
+        }
+        r
+    }
+}
+
+fn f16_at(p: &[u8], off: usize) -> f32 {
+    half::f16::from_le_bytes([p[off], p[off + 1]]).to_f32()
+}
+
+fn u8x16(p: &[u8], off: usize) -> uint8x16_t {
+    let s = &p[off..off + 16];
+    // SAFETY: 16 bytes in bounds (the slice above); NEON is baseline on aarch64.
+    unsafe { vld1q_u8(s.as_ptr()) }
+}
+
+/// Low nibbles (elements 0..16) and high nibbles (16..32) of 16 bytes.
+fn nibbles(p: &[u8], off: usize) -> [uint8x16_t; 2] {
+    let v = u8x16(p, off);
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe { [vandq_u8(v, vdupq_n_u8(0x0f)), vshrq_n_u8::<4>(v)] }
+}
+
+/// Byte i is 0x10 where bit i of the two bytes `lo`, `hi` is set.
+fn fifth_bits(lo: u8, hi: u8) -> uint8x16_t {
+    const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    // SAFETY: NEON is baseline on aarch64; BITS is 16 bytes.
+    unsafe {
+        let v = vcombine_u8(vdup_n_u8(lo), vdup_n_u8(hi));
+        vandq_u8(vtstq_u8(v, vld1q_u8(BITS.as_ptr())), vdupq_n_u8(0x10))
+    }
+}
+
+fn signed(q: [uint8x16_t; 2], offset: u8) -> [int8x16_t; 2] {
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe {
+        let o = vdupq_n_u8(offset);
+        [
+            vreinterpretq_s8_u8(vsubq_u8(q[0], o)),
+            vreinterpretq_s8_u8(vsubq_u8(q[1], o)),
+        ]
+    }
+}
+
+fn iq4(idx: [uint8x16_t; 2]) -> [int8x16_t; 2] {
+    // SAFETY: NEON is baseline on aarch64; the grid is 16 bytes.
+    unsafe {
+        let grid = vld1q_s8(IQ4_GRID.as_ptr());
+        [vqtbl1q_s8(grid, idx[0]), vqtbl1q_s8(grid, idx[1])]
+    }
+}
+
+const fn plain_group(q: [int8x16_t; 2], d: f32, dm: f32, scf: f32, mf: f32) -> G {
+    G {
+        q,
+        sc: [0; 2],
+        m: [0; 2],
+        d,
+        dm,
+        scf,
+        mf,
+    }
+}
+
+struct Scalar;
+impl Unpack for Scalar {
+    const MINS: bool = true;
+    #[inline(always)]
+    fn group(kind: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let mut one = [Group {
+            q: [0; 32],
+            sc: [0; 2],
+            d: 0.0,
+            m: [0; 2],
+            dm: 0.0,
+        }];
+        (kind.unpack)(row, g, &mut one);
+        let gr = &one[0];
+        // SAFETY: 32 bytes; NEON is baseline on aarch64.
+        let q = unsafe { [vld1q_s8(gr.q.as_ptr()), vld1q_s8(gr.q[16..].as_ptr())] };
+        G {
+            q,
+            sc: gr.sc,
+            m: gr.m,
+            d: gr.d,
+            dm: gr.dm,
+            scf: 0.0,
+            mf: 0.0,
+        }
+    }
+}
+
+struct Q5_0;
+impl Unpack for Q5_0 {
+    const MINS: bool = false;
+    const ONE_SCALE: bool = true;
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[22 * g..22 * g + 22];
+        let [lo, hi] = nibbles(b, 6);
+        // SAFETY: NEON is baseline on aarch64.
+        let q = unsafe {
+            [
+                vorrq_u8(lo, fifth_bits(b[2], b[3])),
+                vorrq_u8(hi, fifth_bits(b[4], b[5])),
+            ]
+        };
+        plain_group(signed(q, 16), f16_at(b, 0), 0.0, 1.0, 0.0)
+    }
+}
+
+struct Q5_1;
+impl Unpack for Q5_1 {
+    const MINS: bool = true;
+    const ONE_SCALE: bool = true;
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[24 * g..24 * g + 24];
+        let [lo, hi] = nibbles(b, 8);
+        // SAFETY: NEON is baseline on aarch64.
+        let q = unsafe {
+            [
+                vorrq_u8(lo, fifth_bits(b[4], b[5])),
+                vorrq_u8(hi, fifth_bits(b[6], b[7])),
+            ]
+        };
+        plain_group(signed(q, 0), f16_at(b, 0), -f16_at(b, 2), 1.0, 1.0)
+    }
+}
+
+struct Iq4Nl;
+impl Unpack for Iq4Nl {
+    const MINS: bool = false;
+    const ONE_SCALE: bool = true;
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[18 * g..18 * g + 18];
+        plain_group(iq4(nibbles(b, 2)), f16_at(b, 0), 0.0, 1.0, 0.0)
+    }
+}
+
+struct Iq4Xs;
+impl Unpack for Iq4Xs {
+    const MINS: bool = false;
+    const ONE_SCALE: bool = true;
+    const GPB: usize = 8;
+    #[inline(always)]
+    fn head(row: &[u8], bi: usize) -> Head {
+        let b = &row[136 * bi..136 * bi + 136];
+        let high = u16::from_le_bytes([b[2], b[3]]);
+        let mut h = Head {
+            d: f16_at(b, 0),
+            ..Head::NONE
+        };
+        for (ib, sc) in h.sc.iter_mut().enumerate() {
+            let hi = (high >> (2 * ib)) & 3;
+            let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
+            *sc = ((lo as i32 | (hi as i32) << 4) - 32) as f32;
+        }
+        h
+    }
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, ib) = (g / 8, g % 8);
+        let b = &row[136 * bi..136 * bi + 136];
+        plain_group(iq4(nibbles(b, 8 + 16 * ib)), h.d, 0.0, h.sc[ib], 0.0)
+    }
+}
+
+/// The 6-bit scale and minimum of sub-block `j` of a Q4_K / Q5_K block (`s`: its 12 bytes).
+fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+fn k4_head(b: &[u8]) -> Head {
+    let mut h = Head {
+        d: f16_at(b, 0),
+        dm: f16_at(b, 2),
+        ..Head::NONE
+    };
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        h.sc[j] = sc as f32;
+        h.m[j] = m as f32;
+    }
+    h
+}
+
+/// `v >> shift` on each byte (shift < 8).
+fn shr(v: uint8x16_t, shift: usize) -> uint8x16_t {
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe { vshlq_u8(v, vdupq_n_s8(-(shift as i8))) }
+}
+
+/// Nibbles of group `j` of a K-quant block's 128 bytes at `b[off..]`: the low (even j) or high
+/// (odd j) nibbles of the 32-byte run j/2.
+fn k4_nibbles(b: &[u8], off: usize, j: usize) -> [uint8x16_t; 2] {
+    let at = off + 32 * (j / 2);
+    let s = 4 * (j % 2);
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe {
+        let m = vdupq_n_u8(0x0f);
+        [
+            vandq_u8(shr(u8x16(b, at), s), m),
+            vandq_u8(shr(u8x16(b, at + 16), s), m),
+        ]
+    }
+}
+
+struct Q4K;
+impl Unpack for Q4K {
+    const MINS: bool = true;
+    const ONE_SCALE: bool = true;
+    const GPB: usize = 8;
+    #[inline(always)]
+    fn head(row: &[u8], bi: usize) -> Head {
+        k4_head(&row[144 * bi..144 * bi + 144])
+    }
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[144 * bi..144 * bi + 144];
+        plain_group(signed(k4_nibbles(b, 16, j), 0), h.d, h.dm, h.sc[j], h.m[j])
+    }
+}
+
+struct Q5K;
+impl Unpack for Q5K {
+    const MINS: bool = true;
+    const ONE_SCALE: bool = true;
+    const GPB: usize = 8;
+    #[inline(always)]
+    fn head(row: &[u8], bi: usize) -> Head {
+        k4_head(&row[176 * bi..176 * bi + 176])
+    }
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[176 * bi..176 * bi + 176];
+        let [lo, hi] = k4_nibbles(b, 48, j);
+        // SAFETY: NEON is baseline on aarch64.
+        let q = unsafe {
+            let bit = vdupq_n_u8(1 << j);
+            let five = vdupq_n_u8(0x10);
+            [
+                vorrq_u8(lo, vandq_u8(vtstq_u8(u8x16(b, 16), bit), five)),
+                vorrq_u8(hi, vandq_u8(vtstq_u8(u8x16(b, 32), bit), five)),
+            ]
+        };
+        plain_group(signed(q, 0), h.d, h.dm, h.sc[j], h.m[j])
+    }
+}
+
+struct Q6K;
+impl Unpack for Q6K {
+    const MINS: bool = false;
+    const GPB: usize = 8;
+    #[inline(always)]
+    fn head(row: &[u8], bi: usize) -> Head {
+        Head {
+            d: f16_at(&row[210 * bi..210 * bi + 210], 208),
+            ..Head::NONE
+        }
+    }
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[210 * bi..210 * bi + 210];
+        // 128-element halves; run r (of 4) of a half takes the low (r < 2) or high nibbles of
+        // ql[32·(r % 2)..] and bits 2r of qh.
+        let (half, r) = (j / 4, j % 4);
+        let (ql, qh) = (64 * half + 32 * (r % 2), 128 + 32 * half);
+        // SAFETY: NEON is baseline on aarch64.
+        let q = unsafe {
+            let (m4, m2) = (vdupq_n_u8(0x0f), vdupq_n_u8(3));
+            let one = |k: usize| {
+                let low = vandq_u8(shr(u8x16(b, ql + 16 * k), 4 * (r / 2)), m4);
+                let high = vandq_u8(shr(u8x16(b, qh + 16 * k), 2 * r), m2);
+                vorrq_u8(low, vshlq_n_u8::<4>(high))
+            };
+            [one(0), one(1)]
+        };
+        let sc = [b[192 + 2 * j] as i8 as i32, b[192 + 2 * j + 1] as i8 as i32];
+        G {
+            q: signed(q, 32),
+            sc,
+            m: [0; 2],
+            d: h.d,
+            dm: 0.0,
+            scf: 0.0,
+            mf: 0.0,
+        }
+    }
+}
+
+/// The four rows' sums of 4 lanes each, as the four lanes of one vector (exact).
+#[inline(always)]
+fn reduce4(p: [int32x4_t; 4]) -> int32x4_t {
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe { vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])) }
+}
+
+/// Rows worked on together.
+const R: usize = 4;
+/// Groups unpacked at a time (per row) for prefill.
+const CHUNK: usize = 8;
+/// Tokens per pass over a chunk of rows.
+const TOKENS: usize = 64;
+
+/// One group of four rows times one activation block (`x`, scale `dx`).
+///
+/// # Safety
+/// The CPU must have what `D` uses.
+#[inline(always)]
+unsafe fn step<F: Unpack, D: Dot>(
+    gq: &[G; R],
+    x: [int8x16_t; 2],
+    dx: f32,
+    acc: &mut float32x4_t,
+    mins: &mut float32x4_t,
+) {
+    // SAFETY: NEON is baseline; `D` is the caller's to check.
+    unsafe {
+        let half_sums = |j: usize| [D::dot(gq[j].q[0], x[0]), D::dot(gq[j].q[1], x[1])];
+        let row = |j: usize| {
+            let [h0, h1] = half_sums(j);
+            if F::ONE_SCALE {
+                vaddq_s32(h0, h1)
+            } else {
+                vmlaq_n_s32(vmulq_n_s32(h0, gq[j].sc[0]), h1, gq[j].sc[1])
+            }
+        };
+        let lanes = |v: [f32; R]| vld1q_f32(v.as_ptr());
+        let isum = vcvtq_f32_s32(reduce4([row(0), row(1), row(2), row(3)]));
+        let isum = if F::ONE_SCALE {
+            vmulq_f32(isum, lanes([gq[0].scf, gq[1].scf, gq[2].scf, gq[3].scf]))
+        } else {
+            isum
+        };
+        let d4 = lanes([gq[0].d, gq[1].d, gq[2].d, gq[3].d]);
+        *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), isum);
+        if F::MINS {
+            let (sx0, sx1) = (vaddlvq_s8(x[0]) as i32, vaddlvq_s8(x[1]) as i32);
+            let imin = if F::ONE_SCALE {
+                let m4 = lanes([gq[0].mf, gq[1].mf, gq[2].mf, gq[3].mf]);
+                vmulq_n_f32(m4, (sx0 + sx1) as f32)
+            } else {
+                let m = |j: usize| (gq[j].m[0] * sx0 + gq[j].m[1] * sx1) as f32;
+                lanes([m(0), m(1), m(2), m(3)])
+            };
+            let dm4 = lanes([gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm]);
+            let next = vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), imin);
+            // The spec skips groups whose dm is 0.
+            *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
+        }
+    }
+}
+
+fn act(a: &QActs<'_>, g: usize) -> [int8x16_t; 2] {
+    let x = &a.qs[g * QK..g * QK + QK];
+    // SAFETY: 32 bytes in bounds (the slice above); NEON is baseline on aarch64.
+    unsafe { [vld1q_s8(x.as_ptr()), vld1q_s8(x[16..].as_ptr())] }
+}
+
+fn store(
+    out: &mut OutRows<'_>,
+    t: usize,
+    r0: usize,
+    rows: usize,
+    acc: float32x4_t,
+    mins: float32x4_t,
+) {
+    let mut v = [0f32; R];
+    // SAFETY: 4 floats; NEON is baseline on aarch64.
+    unsafe { vst1q_f32(v.as_mut_ptr(), vsubq_f32(acc, mins)) };
+    for (j, &x) in v.iter().enumerate().take(rows - r0) {
+        out.set(t, r0 + j, x);
+    }
+}
+
+/// The product of rows of the format `F` with every token of `a`.
+///
+/// # Safety
+/// The CPU must have what `D` uses.
+#[inline(always)]
+unsafe fn gemm<F: Unpack, D: Dot>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    let nb = a.nb;
+    if nb == 0 || row_bytes == 0 {
+        return;
+    }
+    let rows = (w.len() / row_bytes).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
+    if rows == 0 || toks == 0 {
+        return;
+    }
+    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb);
+    assert!(row_bytes == kind.ty.row_bytes((nb * QK) as u64).unwrap_or(0) as usize);
+    assert!(nb.is_multiple_of(F::GPB));
+    let quad = |r0: usize| -> [&[u8]; R] {
+        core::array::from_fn(|j| {
+            let r = (r0 + j).min(rows - 1);
+            &w[r * row_bytes..(r + 1) * row_bytes]
+        })
+    };
+    // SAFETY: NEON is baseline; `D` is the caller's to check.
+    let zero = unsafe { vdupq_n_f32(0.0) };
+    if toks == 1 {
+        for r0 in (0..rows).step_by(R) {
+            let q = quad(r0);
+            let (mut acc, mut mins) = (zero, zero);
+            for bi in 0..nb / F::GPB {
+                let heads = [
+                    F::head(q[0], bi),
+                    F::head(q[1], bi),
+                    F::head(q[2], bi),
+                    F::head(q[3], bi),
+                ];
+                for j in 0..F::GPB {
+                    let g = bi * F::GPB + j;
+                    let gq = [
+                        F::group(kind, q[0], &heads[0], g),
+                        F::group(kind, q[1], &heads[1], g),
+                        F::group(kind, q[2], &heads[2], g),
+                        F::group(kind, q[3], &heads[3], g),
+                    ];
+                    // SAFETY: as above.
+                    unsafe { step::<F, D>(&gq, act(a, g), a.d[g], &mut acc, &mut mins) };
+                }
+            }
+            store(out, 0, r0, rows, acc, mins);
+        }
+        return;
+    }
+    // SAFETY: NEON is baseline on aarch64.
+    let zq = unsafe { vdupq_n_s8(0) };
+    let empty = plain_group([zq, zq], 0.0, 0.0, 0.0, 0.0);
+    let mut gs = [[empty; R]; CHUNK];
+    for r0 in (0..rows).step_by(R) {
+        let q = quad(r0);
+        for t0 in (0..toks).step_by(TOKENS) {
+            let tn = (toks - t0).min(TOKENS);
+            let mut acc = [zero; TOKENS];
+            let mut mins = [zero; TOKENS];
+            for g0 in (0..nb).step_by(CHUNK) {
+                let gn = (nb - g0).min(CHUNK);
+                for (i, gq) in gs[..gn].iter_mut().enumerate() {
+                    let g = g0 + i;
+                    let bi = g / F::GPB;
+                    *gq = [
+                        F::group(kind, q[0], &F::head(q[0], bi), g),
+                        F::group(kind, q[1], &F::head(q[1], bi), g),
+                        F::group(kind, q[2], &F::head(q[2], bi), g),
+                        F::group(kind, q[3], &F::head(q[3], bi), g),
+                    ];
+                }
+                for t in 0..tn {
+                    let tok = t0 + t;
+                    for (i, gq) in gs[..gn].iter().enumerate() {
+                        let g = tok * nb + g0 + i;
+                        // SAFETY: as above.
+                        unsafe { step::<F, D>(gq, act(a, g), a.d[g], &mut acc[t], &mut mins[t]) };
+                    }
+                }
+            }
+            for t in 0..tn {
+                store(out, t0 + t, r0, rows, acc[t], mins[t]);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have what `D` uses.
+unsafe fn dispatch<D: Dot>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match kind.ty {
+            GgmlType::Q5_0 => gemm::<Q5_0, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_1 => gemm::<Q5_1, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_K => gemm::<Q4K, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_K => gemm::<Q5K, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q6_K => gemm::<Q6K, D>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_NL => gemm::<Iq4Nl, D>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_XS => gemm::<Iq4Xs, D>(kind, w, row_bytes, a, out),
+            _ => gemm::<Scalar, D>(kind, w, row_bytes, a, out),
+        }
+    }
+}
+
+/// [`crate::kernels::gemm_blocks`] with NEON.
+pub fn gemm_blocks(kind: &BlockType, w: &[u8], rb: usize, a: &QActs<'_>, out: &mut OutRows<'_>) {
+    // SAFETY: plain NEON is baseline on aarch64.
+    unsafe { dispatch::<Plain>(kind, w, rb, a, out) }
+}
+
+/// [`crate::kernels::gemm_blocks`] with NEON and SDOT.
+pub fn gemm_blocks_sdot(
+    kind: &BlockType,
+    w: &[u8],
+    rb: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    if !super::dotprod_supported() {
+        return gemm_blocks(kind, w, rb, a, out);
+    }
+    // SAFETY: the dot-product extension checked above.
+    unsafe { dispatch::<Sdot>(kind, w, rb, a, out) }
+}

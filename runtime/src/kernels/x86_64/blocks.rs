@@ -1,0 +1,691 @@
+//! The weight table's block formats (Q5_0, Q5_1, the K-quants, IQ4_NL, IQ4_XS) with AVX2.
+//!
+//! The spec is [`crate::weights::quants::dot`]: per row and token, group after group of 32
+//! weights, `acc = fma(d·dx, Σ sc·q·x, acc)` and `mins = fma(dm·dx, Σ m·x, mins)`, then
+//! `acc − mins`. The integer sums are exact whatever the order, so the SIMD version only has to
+//! keep the float steps: four rows are worked on together, their integer sums reduced side by side
+//! into the four lanes of one vector (`reduce4`), and each lane takes the same fused multiply-add
+//! as that row's scalar chain. The result is the spec's, bit for bit, for every row and token.
+//!
+//! Each format is one [`Unpack`] row: how group `g` of a row reads as 32 signed quants in a
+//! register with its scales. Formats without a row here (Q2_K, Q3_K) go through the table's
+//! scalar unpacker ([`Scalar`]) and still get the vector products.
+
+use crate::kernels::{OutRows, QActs};
+use crate::weights::quants::{Group, IQ4_GRID};
+use crate::weights::{BlockType, GgmlType, QK};
+use core::arch::x86_64::*;
+
+/// One group of one row, ready for the integer product.
+#[derive(Clone, Copy)]
+struct G {
+    /// The 32 quants, signed, in element order.
+    q: __m256i,
+    /// The scale of each half as i16 lanes (8 × half 0, then 8 × half 1, as `maddubs` pairs).
+    sc: __m256i,
+    /// The minimum of each half, likewise (zero for formats without one).
+    m: __m256i,
+    /// Float scale of the quants.
+    d: f32,
+    /// Float scale of the minimums.
+    dm: f32,
+    /// For [`Unpack::ONE_SCALE`] formats: the scale and the minimum of both halves, as floats
+    /// (`sc` and `m` are then unused).
+    scf: f32,
+    mf: f32,
+}
+
+/// How one format's groups unpack.
+trait Unpack {
+    /// Whether groups have minimums (otherwise `m` and `dm` are never read).
+    const MINS: bool;
+    /// Whether every quant is in 0..128 (the product then skips the sign trick: `maddubs`
+    /// takes the quants as its unsigned operand, pairs staying below 2·127·127).
+    const UNSIGNED: bool = false;
+    /// Whether both halves of a group share one scale and one minimum (given as `scf`, `mf`).
+    /// The product then sums the group's 32 products first and multiplies the sum by the scale
+    /// in f32, which is exact: |sc·Σq·x| < 2^24 for every such format (IQ4_XS, the largest:
+    /// 32·127·127·32 < 2^24), and so is |m·Σx| (≤ 63·32·127).
+    const ONE_SCALE: bool = false;
+    /// Groups per block: what [`Unpack::head`] decodes is shared by this many groups.
+    const GPB: usize = 1;
+    /// What the groups of block `bi` share (scales decoded once per block), or nothing.
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be enabled; `row` holds block `bi`.
+    #[inline(always)]
+    unsafe fn head(_row: &[u8], _bi: usize) -> Head {
+        Head::NONE
+    }
+    /// Group `g` of `row` (whole blocks of this format; `g` is in range), `head` being its
+    /// block's.
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be enabled; `row` holds group `g`.
+    unsafe fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
+}
+
+/// The scales a K-quant block's eight groups share.
+#[derive(Clone, Copy)]
+struct Head {
+    d: f32,
+    dm: f32,
+    sc: [f32; 8],
+    m: [f32; 8],
+}
+
+impl Head {
+    const NONE: Head = Head {
+        d: 0.0,
+        dm: 0.0,
+        sc: [0.0; 8],
+        m: [0.0; 8],
+    };
+}
+
+/// The f16 at `p[off..]` as f32 (F16C, no call).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn f16_at(p: &[u8], off: usize) -> f32 {
+    let bits = u16::from_le_bytes([p[off], p[off + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// 32 bytes from `p[off..]` (checked).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn load32(p: &[u8], off: usize) -> __m256i {
+    let s = &p[off..off + 32];
+    // SAFETY: 32 bytes in bounds (the slice above).
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Nibbles of 16 bytes at `p[off..]`: low ones are elements 0..16, high ones 16..32.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn nibbles16(p: &[u8], off: usize) -> __m256i {
+    let s = &p[off..off + 16];
+    // SAFETY: 16 bytes in bounds (the slice above).
+    let v = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
+    let m4 = _mm_set1_epi8(0x0f);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(v, 4), m4),
+        _mm_and_si128(v, m4),
+    )
+}
+
+/// Byte i is 0x10 where bit i of `bits` is set (the fifth bits of Q5_0 / Q5_1).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn fifth_bits(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread), mask), mask);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// i16 lanes: 8 × `a` (half 0), then 8 × `b` (half 1).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn halves16(a: i32, b: i32) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(b as i16), _mm_set1_epi16(a as i16))
+}
+
+fn u32_at(p: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([p[off], p[off + 1], p[off + 2], p[off + 3]])
+}
+
+/// Any format through its scalar unpacker (the table's `unpack`).
+struct Scalar;
+impl Unpack for Scalar {
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn group(kind: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let mut one = [Group {
+            q: [0; 32],
+            sc: [0; 2],
+            d: 0.0,
+            m: [0; 2],
+            dm: 0.0,
+        }];
+        (kind.unpack)(row, g, &mut one);
+        let gr = &one[0];
+        G {
+            // SAFETY: 32 bytes.
+            q: unsafe { _mm256_loadu_si256(gr.q.as_ptr().cast()) },
+            sc: halves16(gr.sc[0], gr.sc[1]),
+            m: halves16(gr.m[0], gr.m[1]),
+            d: gr.d,
+            dm: gr.dm,
+            scf: 0.0,
+            mf: 0.0,
+        }
+    }
+}
+
+struct Q5_0;
+impl Unpack for Q5_0 {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[22 * g..22 * g + 22];
+        let q = _mm256_or_si256(nibbles16(b, 6), fifth_bits(u32_at(b, 2)));
+        G {
+            q: _mm256_sub_epi8(q, _mm256_set1_epi8(16)),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: f16_at(b, 0),
+            dm: 0.0,
+            scf: 1.0,
+            mf: 0.0,
+        }
+    }
+}
+
+struct Q5_1;
+impl Unpack for Q5_1 {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = true;
+    const UNSIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[24 * g..24 * g + 24];
+        G {
+            q: _mm256_or_si256(nibbles16(b, 8), fifth_bits(u32_at(b, 4))),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: f16_at(b, 0),
+            dm: -f16_at(b, 2),
+            scf: 1.0,
+            mf: 1.0,
+        }
+    }
+}
+
+/// IQ4 indices → grid values.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn iq4(idx: __m256i) -> __m256i {
+    let grid = _mm_loadu_si128(IQ4_GRID.as_ptr().cast());
+    _mm256_shuffle_epi8(_mm256_set_m128i(grid, grid), idx)
+}
+
+struct Iq4Nl;
+impl Unpack for Iq4Nl {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[18 * g..18 * g + 18];
+        G {
+            q: iq4(nibbles16(b, 2)),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: f16_at(b, 0),
+            dm: 0.0,
+            scf: 1.0,
+            mf: 0.0,
+        }
+    }
+}
+
+struct Iq4Xs;
+impl Unpack for Iq4Xs {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = false;
+    const GPB: usize = 8;
+    #[inline(always)]
+    unsafe fn head(row: &[u8], bi: usize) -> Head {
+        let b = &row[136 * bi..136 * bi + 136];
+        let high = u16::from_le_bytes([b[2], b[3]]);
+        let mut h = Head {
+            d: f16_at(b, 0),
+            ..Head::NONE
+        };
+        for (ib, sc) in h.sc.iter_mut().enumerate() {
+            let hi = (high >> (2 * ib)) & 3;
+            let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
+            *sc = ((lo as i32 | (hi as i32) << 4) - 32) as f32;
+        }
+        h
+    }
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, ib) = (g / 8, g % 8);
+        let b = &row[136 * bi..136 * bi + 136];
+        G {
+            q: iq4(nibbles16(b, 8 + 16 * ib)),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: h.d,
+            dm: 0.0,
+            scf: h.sc[ib],
+            mf: 0.0,
+        }
+    }
+}
+
+/// The 6-bit scale and minimum of sub-block `j` of a Q4_K / Q5_K block (`s`: its 12 bytes).
+#[inline(always)]
+fn scale_min_k4(j: usize, s: &[u8]) -> (i32, i32) {
+    let (sc, m) = if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    };
+    (sc as i32, m as i32)
+}
+
+/// The scales of a Q4_K / Q5_K block `b` (d, dmin, then the 12 bytes of 6-bit scales and
+/// minimums).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn k4_head(b: &[u8]) -> Head {
+    let mut h = Head {
+        d: f16_at(b, 0),
+        dm: f16_at(b, 2),
+        ..Head::NONE
+    };
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        h.sc[j] = sc as f32;
+        h.m[j] = m as f32;
+    }
+    h
+}
+
+/// Nibbles of group `g` of a K-quant block's 128 bytes at `b[off..]`: the low (even g) or high
+/// (odd g) nibbles of the 32-byte run g/2.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn k4_nibbles(b: &[u8], off: usize, g: usize) -> __m256i {
+    let run = load32(b, off + 32 * (g / 2));
+    let shifted = _mm256_srl_epi16(run, _mm_cvtsi32_si128(4 * (g % 2) as i32));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
+}
+
+struct Q4K;
+impl Unpack for Q4K {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = true;
+    const UNSIGNED: bool = true;
+    const GPB: usize = 8;
+    #[inline(always)]
+    unsafe fn head(row: &[u8], bi: usize) -> Head {
+        k4_head(&row[144 * bi..144 * bi + 144])
+    }
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[144 * bi..144 * bi + 144];
+        G {
+            q: k4_nibbles(b, 16, j),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: h.d,
+            dm: h.dm,
+            scf: h.sc[j],
+            mf: h.m[j],
+        }
+    }
+}
+
+struct Q5K;
+impl Unpack for Q5K {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = true;
+    const UNSIGNED: bool = true;
+    const GPB: usize = 8;
+    #[inline(always)]
+    unsafe fn head(row: &[u8], bi: usize) -> Head {
+        k4_head(&row[176 * bi..176 * bi + 176])
+    }
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[176 * bi..176 * bi + 176];
+        let bit = _mm256_set1_epi8((1u8 << j) as i8);
+        let high = _mm256_cmpeq_epi8(_mm256_and_si256(load32(b, 16), bit), bit);
+        let q = _mm256_or_si256(
+            k4_nibbles(b, 48, j),
+            _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
+        );
+        G {
+            q,
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: h.d,
+            dm: h.dm,
+            scf: h.sc[j],
+            mf: h.m[j],
+        }
+    }
+}
+
+struct Q6K;
+impl Unpack for Q6K {
+    const MINS: bool = false;
+    const GPB: usize = 8;
+    #[inline(always)]
+    unsafe fn head(row: &[u8], bi: usize) -> Head {
+        Head {
+            d: f16_at(&row[210 * bi..210 * bi + 210], 208),
+            ..Head::NONE
+        }
+    }
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[210 * bi..210 * bi + 210];
+        // 128-element halves; run r (of 4) of a half takes the low (r < 2) or high nibbles of
+        // ql[32·(r % 2)..] and bits 2r of qh.
+        let (half, r) = (j / 4, j % 4);
+        let ql = load32(b, 64 * half + 32 * (r % 2));
+        let qh = load32(b, 128 + 32 * half);
+        let low = _mm256_and_si256(
+            _mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (r / 2) as i32)),
+            _mm256_set1_epi8(0x0f),
+        );
+        let high = _mm256_and_si256(
+            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * r as i32)),
+            _mm256_set1_epi8(3),
+        );
+        let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+        let (s0, s1) = (b[192 + 2 * j] as i8, b[192 + 2 * j + 1] as i8);
+        G {
+            q: _mm256_sub_epi8(q, _mm256_set1_epi8(32)),
+            sc: halves16(s0 as i32, s1 as i32),
+            m: _mm256_setzero_si256(),
+            d: h.d,
+            dm: 0.0,
+            scf: 0.0,
+            mf: 0.0,
+        }
+    }
+}
+
+/// The four rows' sums of 8 i32 lanes each, as the four lanes of one vector (exact).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn reduce4(p: [__m256i; 4]) -> __m128i {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
+}
+
+/// Rows worked on together.
+const R: usize = 4;
+/// Groups unpacked at a time (per row).
+const CHUNK: usize = 8;
+/// How far ahead decode prefetches, in rows.
+const PREFETCH_ROWS: usize = 8;
+/// Tokens per pass over a chunk of rows.
+const TOKENS: usize = 64;
+
+/// One group of four rows times one activation block (`x`, scale `dx`): each row's lane of
+/// `acc` and `mins` takes that row's step of the spec.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn step<F: Unpack>(gq: &[G; R], x: __m256i, dx: f32, acc: &mut __m128, mins: &mut __m128) {
+    let dx = _mm_set1_ps(dx);
+    let ax = _mm256_sign_epi8(x, x);
+    let ones16 = _mm256_set1_epi16(1);
+    // (Written out rather than through closures: closures do not inherit the target features
+    // and were not inlined.)
+    macro_rules! product {
+        ($j:expr) => {{
+            let s16 = if F::UNSIGNED {
+                _mm256_maddubs_epi16(gq[$j].q, x)
+            } else {
+                _mm256_maddubs_epi16(ax, _mm256_sign_epi8(gq[$j].q, x))
+            };
+            _mm256_madd_epi16(s16, if F::ONE_SCALE { ones16 } else { gq[$j].sc })
+        }};
+    }
+    macro_rules! lanes {
+        ($f:ident) => {
+            _mm_setr_ps(gq[0].$f, gq[1].$f, gq[2].$f, gq[3].$f)
+        };
+    }
+    let isum = _mm_cvtepi32_ps(reduce4([
+        product!(0),
+        product!(1),
+        product!(2),
+        product!(3),
+    ]));
+    let isum = if F::ONE_SCALE {
+        _mm_mul_ps(isum, lanes!(scf))
+    } else {
+        isum
+    };
+    *acc = _mm_fmadd_ps(_mm_mul_ps(lanes!(d), dx), isum, *acc);
+    if F::MINS {
+        let xs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), x);
+        let imin = if F::ONE_SCALE {
+            // Σx of the group in every lane, then m·Σx per row (exact, see ONE_SCALE).
+            let xs = _mm256_madd_epi16(xs, ones16);
+            let t = _mm_add_epi32(_mm256_castsi256_si128(xs), _mm256_extracti128_si256(xs, 1));
+            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+            _mm_mul_ps(_mm_cvtepi32_ps(t), lanes!(mf))
+        } else {
+            let pm = [
+                _mm256_madd_epi16(xs, gq[0].m),
+                _mm256_madd_epi16(xs, gq[1].m),
+                _mm256_madd_epi16(xs, gq[2].m),
+                _mm256_madd_epi16(xs, gq[3].m),
+            ];
+            _mm_cvtepi32_ps(reduce4(pm))
+        };
+        let dm4 = lanes!(dm);
+        let next = _mm_fmadd_ps(_mm_mul_ps(dm4, dx), imin, *mins);
+        // The spec skips groups whose dm is 0.
+        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(dm4, _mm_setzero_ps()));
+    }
+}
+
+/// Activation block `g` (of all tokens' blocks) as a vector.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn act(a: &QActs<'_>, g: usize) -> __m256i {
+    let xq = &a.qs[g * QK..g * QK + QK];
+    // SAFETY: 32 bytes in bounds (the slice above).
+    unsafe { _mm256_loadu_si256(xq.as_ptr().cast()) }
+}
+
+/// Writes the four lanes of `acc − mins` (those of real rows) as rows `r0..` of token `t`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn store(
+    out: &mut OutRows<'_>,
+    t: usize,
+    r0: usize,
+    rows: usize,
+    acc: __m128,
+    mins: __m128,
+) {
+    let mut v = [0f32; R];
+    _mm_storeu_ps(v.as_mut_ptr(), _mm_sub_ps(acc, mins));
+    for (j, &x) in v.iter().enumerate().take(rows - r0) {
+        out.set(t, r0 + j, x);
+    }
+}
+
+/// The product of rows of the format `F` with every token of `a` (see the module).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm<F: Unpack>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    let nb = a.nb;
+    if nb == 0 || row_bytes == 0 {
+        return;
+    }
+    let rows = (w.len() / row_bytes).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
+    if rows == 0 || toks == 0 {
+        return;
+    }
+    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb);
+    assert!(row_bytes == kind.ty.row_bytes((nb * QK) as u64).unwrap_or(0) as usize);
+    assert!(nb.is_multiple_of(F::GPB));
+    // A last quad shorter than R repeats its last row (computed, not stored).
+    let quad = |r0: usize| -> [&[u8]; R] {
+        core::array::from_fn(|j| {
+            let r = (r0 + j).min(rows - 1);
+            &w[r * row_bytes..(r + 1) * row_bytes]
+        })
+    };
+
+    if toks == 1 {
+        // Decode: groups straight from the rows into the products; the quad PREFETCH_ROWS
+        // ahead (rows are contiguous) is prefetched a share per CHUNK groups, so that misses
+        // stay spread out.
+        let n_chunks = nb.div_ceil(CHUNK);
+        for r0 in (0..rows).step_by(R) {
+            let q = quad(r0);
+            let ahead = if r0 + PREFETCH_ROWS < rows {
+                let end = (r0 + PREFETCH_ROWS + R).min(rows) * row_bytes;
+                &w[(r0 + PREFETCH_ROWS) * row_bytes..end]
+            } else {
+                &w[..0]
+            };
+            let (mut acc, mut mins) = (_mm_setzero_ps(), _mm_setzero_ps());
+            for bi in 0..nb / F::GPB {
+                let heads = [
+                    F::head(q[0], bi),
+                    F::head(q[1], bi),
+                    F::head(q[2], bi),
+                    F::head(q[3], bi),
+                ];
+                for j in 0..F::GPB {
+                    let g = bi * F::GPB + j;
+                    if g % CHUNK == 0 {
+                        let ci = g / CHUNK;
+                        let part = ahead.len() * ci / n_chunks..ahead.len() * (ci + 1) / n_chunks;
+                        for line in ahead[part].chunks(64) {
+                            // A prefetch of an address inside `w` (it never faults).
+                            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                        }
+                    }
+                    let gq = [
+                        F::group(kind, q[0], &heads[0], g),
+                        F::group(kind, q[1], &heads[1], g),
+                        F::group(kind, q[2], &heads[2], g),
+                        F::group(kind, q[3], &heads[3], g),
+                    ];
+                    step::<F>(&gq, act(a, g), a.d[g], &mut acc, &mut mins);
+                }
+            }
+            store(out, 0, r0, rows, acc, mins);
+        }
+        return;
+    }
+
+    // Prefill: CHUNK groups of a quad unpacked once, then used by up to TOKENS tokens.
+    let zero = G {
+        q: _mm256_setzero_si256(),
+        sc: _mm256_setzero_si256(),
+        m: _mm256_setzero_si256(),
+        d: 0.0,
+        dm: 0.0,
+        scf: 0.0,
+        mf: 0.0,
+    };
+    let mut gs = [[zero; R]; CHUNK];
+    for r0 in (0..rows).step_by(R) {
+        let q = quad(r0);
+        for t0 in (0..toks).step_by(TOKENS) {
+            let tn = (toks - t0).min(TOKENS);
+            let mut acc = [_mm_setzero_ps(); TOKENS];
+            let mut mins = [_mm_setzero_ps(); TOKENS];
+            for g0 in (0..nb).step_by(CHUNK) {
+                let gn = (nb - g0).min(CHUNK);
+                for (i, gq) in gs[..gn].iter_mut().enumerate() {
+                    let g = g0 + i;
+                    let bi = g / F::GPB;
+                    *gq = [
+                        F::group(kind, q[0], &F::head(q[0], bi), g),
+                        F::group(kind, q[1], &F::head(q[1], bi), g),
+                        F::group(kind, q[2], &F::head(q[2], bi), g),
+                        F::group(kind, q[3], &F::head(q[3], bi), g),
+                    ];
+                }
+                for t in 0..tn {
+                    let tok = t0 + t;
+                    for (i, gq) in gs[..gn].iter().enumerate() {
+                        let g = tok * nb + g0 + i;
+                        step::<F>(gq, act(a, g), a.d[g], &mut acc[t], &mut mins[t]);
+                    }
+                }
+            }
+            for t in 0..tn {
+                store(out, t0 + t, r0, rows, acc[t], mins[t]);
+            }
+        }
+    }
+}
+
+/// [`crate::kernels::gemm_blocks`] with AVX2: the format's [`Unpack`] row, or its scalar
+/// unpacker.
+pub fn gemm_blocks(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    if !super::avx2_supported() {
+        return crate::kernels::gemm_blocks(kind, w, row_bytes, a, out);
+    }
+    // SAFETY: AVX2, FMA and F16C checked above.
+    unsafe {
+        match kind.ty {
+            GgmlType::Q5_0 => gemm::<Q5_0>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_1 => gemm::<Q5_1>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_K => gemm::<Q4K>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_K => gemm::<Q5K>(kind, w, row_bytes, a, out),
+            GgmlType::Q6_K => gemm::<Q6K>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_NL => gemm::<Iq4Nl>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_XS => gemm::<Iq4Xs>(kind, w, row_bytes, a, out),
+            _ => gemm::<Scalar>(kind, w, row_bytes, a, out),
+        }
+    }
+}
