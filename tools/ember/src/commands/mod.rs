@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod inspect;
+pub mod kld;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
