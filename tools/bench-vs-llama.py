@@ -6,7 +6,11 @@ times) so that both see the same machine state, then prints each engine's mean t
 ratio ember / llama.cpp for pp (prompt of P tokens) and tg (N generated tokens), with
 llama-bench's definitions. llama.cpp is built by tools/build-llama-cpp.sh.
 
-    python3 tools/bench-vs-llama.py [--model M] [--threads 1 2] [--rounds 5] [-p 512] [-n 128]
+    python3 tools/bench-vs-llama.py [--model M...] [--threads 1 2] [--rounds 5] [-p 512] [-n 128] [--busy]
+
+Several models give one table; --busy runs one CPU-bound process beside both engines for the
+whole measurement (a busy machine: a Pi running other services). The last line is the results
+as JSON, with the geometric mean of the ratios.
 """
 import argparse
 import json
@@ -40,11 +44,12 @@ def llama(bench, model, t, p, n):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--model", nargs="+", default=[os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("--busy", action="store_true", help="one competing CPU-bound process")
     a = ap.parse_args()
 
     bin_dir = run([os.path.join(ROOT, "tools", "build-llama-cpp.sh")]).strip().splitlines()[-1]
@@ -53,26 +58,35 @@ def main():
     bench = os.path.join(bin_dir, "llama-bench")
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; date: {time.strftime('%Y-%m-%d')}")
-    print(f"model: {os.path.basename(a.model)}; {a.rounds} alternating rounds per thread count\n")
-    print("| threads | test | ember tok/s | llama.cpp tok/s | ratio |")
-    print("|---|---|---|---|---|")
+    print(f"{a.rounds} alternating rounds per file and thread count" + ("; one competing CPU-bound process" if a.busy else "") + "\n")
+    print("| file | threads | test | ember tok/s | llama.cpp tok/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if a.busy else None
     results = []
-    for t in a.threads:
-        e_pp, e_tg, l_pp, l_tg = [], [], [], []
-        kernels = "?"
-        for _ in range(a.rounds):
-            pp, tg, kernels = ember(ember_bin, a.model, t, a.p, a.n)
-            e_pp.append(pp)
-            e_tg.append(tg)
-            pp, tg = llama(bench, a.model, t, a.p, a.n)
-            l_pp.append(pp)
-            l_tg.append(tg)
-        for test, e, l in ((f"pp{a.p}", e_pp, l_pp), (f"tg{a.n}", e_tg, l_tg)):
-            em, lm = statistics.mean(e), statistics.mean(l)
-            print(f"| {t} | {test} | {em:.1f} ± {statistics.pstdev(e):.1f} | {lm:.1f} ± {statistics.pstdev(l):.1f} | {em / lm:.2f}× |")
-            results.append({"threads": t, "test": test, "ember": em, "llama": lm, "ratio": em / lm, "kernels": kernels})
-        sys.stdout.flush()
-    print("\n" + json.dumps(results))
+    try:
+        for model in a.model:
+            name = os.path.basename(model).removesuffix(".gguf")
+            for t in a.threads:
+                e_pp, e_tg, l_pp, l_tg = [], [], [], []
+                kernels = "?"
+                for _ in range(a.rounds):
+                    pp, tg, kernels = ember(ember_bin, model, t, a.p, a.n)
+                    e_pp.append(pp)
+                    e_tg.append(tg)
+                    pp, tg = llama(bench, model, t, a.p, a.n)
+                    l_pp.append(pp)
+                    l_tg.append(tg)
+                for test, e, l in ((f"pp{a.p}", e_pp, l_pp), (f"tg{a.n}", e_tg, l_tg)):
+                    em, lm = statistics.mean(e), statistics.mean(l)
+                    print(f"| {name} | {t} | {test} | {em:.1f} ± {statistics.pstdev(e):.1f} | {lm:.1f} ± {statistics.pstdev(l):.1f} | {em / lm:.2f}× |")
+                    results.append({"file": name, "threads": t, "test": test, "ember": em, "llama": lm, "ratio": em / lm, "kernels": kernels})
+                sys.stdout.flush()
+    finally:
+        if busy:
+            busy.kill()
+    geo = statistics.geometric_mean([r["ratio"] for r in results])
+    print(f"\ngeometric mean of the ratios: {geo:.2f}×")
+    print(json.dumps({"results": results, "geometric_mean": geo}))
 
 
 if __name__ == "__main__":

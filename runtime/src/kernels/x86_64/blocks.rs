@@ -447,13 +447,44 @@ const PREFETCH_ROWS: usize = 8;
 /// Tokens per pass over a chunk of rows.
 const TOKENS: usize = 64;
 
+/// The float scales of four rows' groups as the lanes of vectors (made once per group of
+/// rows, then used by every token).
+#[derive(Clone, Copy)]
+struct Lanes {
+    d: __m128,
+    dm: __m128,
+    scf: __m128,
+    mf: __m128,
+}
+
+impl Lanes {
+    /// # Safety
+    /// SSE is enabled (always on x86-64).
+    #[inline(always)]
+    unsafe fn of(gq: &[G; R]) -> Lanes {
+        Lanes {
+            d: _mm_setr_ps(gq[0].d, gq[1].d, gq[2].d, gq[3].d),
+            dm: _mm_setr_ps(gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm),
+            scf: _mm_setr_ps(gq[0].scf, gq[1].scf, gq[2].scf, gq[3].scf),
+            mf: _mm_setr_ps(gq[0].mf, gq[1].mf, gq[2].mf, gq[3].mf),
+        }
+    }
+}
+
 /// One group of four rows times one activation block (`x`, scale `dx`): each row's lane of
 /// `acc` and `mins` takes that row's step of the spec.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
 #[inline(always)]
-unsafe fn step<F: Unpack>(gq: &[G; R], x: __m256i, dx: f32, acc: &mut __m128, mins: &mut __m128) {
+unsafe fn step<F: Unpack>(
+    gq: &[G; R],
+    l: &Lanes,
+    x: __m256i,
+    dx: f32,
+    acc: &mut __m128,
+    mins: &mut __m128,
+) {
     let dx = _mm_set1_ps(dx);
     let ax = _mm256_sign_epi8(x, x);
     let ones16 = _mm256_set1_epi16(1);
@@ -469,11 +500,6 @@ unsafe fn step<F: Unpack>(gq: &[G; R], x: __m256i, dx: f32, acc: &mut __m128, mi
             _mm256_madd_epi16(s16, if F::ONE_SCALE { ones16 } else { gq[$j].sc })
         }};
     }
-    macro_rules! lanes {
-        ($f:ident) => {
-            _mm_setr_ps(gq[0].$f, gq[1].$f, gq[2].$f, gq[3].$f)
-        };
-    }
     let isum = _mm_cvtepi32_ps(reduce4([
         product!(0),
         product!(1),
@@ -481,11 +507,11 @@ unsafe fn step<F: Unpack>(gq: &[G; R], x: __m256i, dx: f32, acc: &mut __m128, mi
         product!(3),
     ]));
     let isum = if F::ONE_SCALE {
-        _mm_mul_ps(isum, lanes!(scf))
+        _mm_mul_ps(isum, l.scf)
     } else {
         isum
     };
-    *acc = _mm_fmadd_ps(_mm_mul_ps(lanes!(d), dx), isum, *acc);
+    *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), isum, *acc);
     if F::MINS {
         let xs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), x);
         let imin = if F::ONE_SCALE {
@@ -494,7 +520,7 @@ unsafe fn step<F: Unpack>(gq: &[G; R], x: __m256i, dx: f32, acc: &mut __m128, mi
             let t = _mm_add_epi32(_mm256_castsi256_si128(xs), _mm256_extracti128_si256(xs, 1));
             let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
             let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-            _mm_mul_ps(_mm_cvtepi32_ps(t), lanes!(mf))
+            _mm_mul_ps(_mm_cvtepi32_ps(t), l.mf)
         } else {
             let pm = [
                 _mm256_madd_epi16(xs, gq[0].m),
@@ -504,7 +530,7 @@ unsafe fn step<F: Unpack>(gq: &[G; R], x: __m256i, dx: f32, acc: &mut __m128, mi
             ];
             _mm_cvtepi32_ps(reduce4(pm))
         };
-        let dm4 = lanes!(dm);
+        let dm4 = l.dm;
         let next = _mm_fmadd_ps(_mm_mul_ps(dm4, dx), imin, *mins);
         // The spec skips groups whose dm is 0.
         *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(dm4, _mm_setzero_ps()));
@@ -611,7 +637,7 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &heads[2], g),
                         F::group(kind, q[3], &heads[3], g),
                     ];
-                    step::<F>(&gq, act(a, g), a.d[g], &mut acc, &mut mins);
+                    step::<F>(&gq, &Lanes::of(&gq), act(a, g), a.d[g], &mut acc, &mut mins);
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -630,6 +656,7 @@ unsafe fn gemm<F: Unpack>(
         mf: 0.0,
     };
     let mut gs = [[zero; R]; CHUNK];
+    let mut ls = [Lanes::of(&gs[0]); CHUNK];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);
         for t0 in (0..toks).step_by(TOKENS) {
@@ -647,12 +674,13 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &F::head(q[2], bi), g),
                         F::group(kind, q[3], &F::head(q[3], bi), g),
                     ];
+                    ls[i] = Lanes::of(gq);
                 }
                 for t in 0..tn {
                     let tok = t0 + t;
                     for (i, gq) in gs[..gn].iter().enumerate() {
                         let g = tok * nb + g0 + i;
-                        step::<F>(gq, act(a, g), a.d[g], &mut acc[t], &mut mins[t]);
+                        step::<F>(gq, &ls[i], act(a, g), a.d[g], &mut acc[t], &mut mins[t]);
                     }
                 }
             }
