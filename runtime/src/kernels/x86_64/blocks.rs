@@ -33,6 +33,9 @@ struct G {
     /// (`sc` and `m` are then unused).
     scf: f32,
     mf: f32,
+    /// With [`Unpack::RAW_D`]: the f16 bits of `d` and of `−dm`.
+    dh: u16,
+    dmh: u16,
 }
 
 /// How one format's groups unpack.
@@ -47,6 +50,9 @@ trait Unpack {
     /// in f32, which is exact: |sc·Σq·x| < 2^24 for every such format (IQ4_XS, the largest:
     /// 32·127·127·32 < 2^24), and so is |m·Σx| (≤ 63·32·127).
     const ONE_SCALE: bool = false;
+    /// Whether `dh` / `dmh` hold the f16 bits of `d` / `−dm` (`d`, `dm` are then unused): four
+    /// rows' scales convert in one instruction.
+    const RAW_D: bool = false;
     /// Groups per block: what [`Unpack::head`] decodes is shared by this many groups.
     const GPB: usize = 1;
     /// What the groups of block `bi` share (scales decoded once per block), or nothing.
@@ -126,14 +132,22 @@ unsafe fn nibbles16(p: &[u8], off: usize) -> __m256i {
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
 #[inline(always)]
 unsafe fn fifth_bits(bits: u32) -> __m256i {
+    _mm256_and_si256(fifth_set(bits), _mm256_set1_epi8(0x10))
+}
+
+/// Byte i is 0xff where bit i of `bits` is set.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn fifth_set(bits: u32) -> __m256i {
     let v = _mm256_set1_epi32(bits as i32);
     let spread = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
         3, 3,
     );
     let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread), mask), mask);
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread), mask), mask)
 }
 
 /// i16 lanes: 8 × `a` (half 0), then 8 × `b` (half 1).
@@ -173,6 +187,8 @@ impl Unpack for Scalar {
             dm: gr.dm,
             scf: 0.0,
             mf: 0.0,
+            dh: 0,
+            dmh: 0,
         }
     }
 }
@@ -180,19 +196,24 @@ impl Unpack for Scalar {
 struct Q5_0;
 impl Unpack for Q5_0 {
     const ONE_SCALE: bool = true;
+    const RAW_D: bool = true;
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[22 * g..22 * g + 22];
-        let q = _mm256_or_si256(nibbles16(b, 6), fifth_bits(u32_at(b, 2)));
+        // q − 16 directly: the nibble where the fifth bit is set, the nibble − 16 (high nibble
+        // 0xf0 in two's complement) where it is not.
+        let clear = _mm256_andnot_si256(fifth_set(u32_at(b, 2)), _mm256_set1_epi8(-16));
         G {
-            q: _mm256_sub_epi8(q, _mm256_set1_epi8(16)),
+            q: _mm256_or_si256(nibbles16(b, 6), clear),
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
-            d: f16_at(b, 0),
+            d: 0.0,
             dm: 0.0,
             scf: 1.0,
             mf: 0.0,
+            dh: u16::from_le_bytes([b[0], b[1]]),
+            dmh: 0,
         }
     }
 }
@@ -200,6 +221,7 @@ impl Unpack for Q5_0 {
 struct Q5_1;
 impl Unpack for Q5_1 {
     const ONE_SCALE: bool = true;
+    const RAW_D: bool = true;
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     #[inline(always)]
@@ -209,10 +231,12 @@ impl Unpack for Q5_1 {
             q: _mm256_or_si256(nibbles16(b, 8), fifth_bits(u32_at(b, 4))),
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
-            d: f16_at(b, 0),
-            dm: -f16_at(b, 2),
+            d: 0.0,
+            dm: 0.0,
             scf: 1.0,
             mf: 1.0,
+            dh: u16::from_le_bytes([b[0], b[1]]),
+            dmh: u16::from_le_bytes([b[2], b[3]]),
         }
     }
 }
@@ -230,6 +254,7 @@ unsafe fn iq4(idx: __m256i) -> __m256i {
 struct Iq4Nl;
 impl Unpack for Iq4Nl {
     const ONE_SCALE: bool = true;
+    const RAW_D: bool = true;
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
@@ -238,10 +263,12 @@ impl Unpack for Iq4Nl {
             q: iq4(nibbles16(b, 2)),
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
-            d: f16_at(b, 0),
+            d: 0.0,
             dm: 0.0,
             scf: 1.0,
             mf: 0.0,
+            dh: u16::from_le_bytes([b[0], b[1]]),
+            dmh: 0,
         }
     }
 }
@@ -278,6 +305,8 @@ impl Unpack for Iq4Xs {
             dm: 0.0,
             scf: h.sc[ib],
             mf: 0.0,
+            dh: 0,
+            dmh: 0,
         }
     }
 }
@@ -350,6 +379,8 @@ impl Unpack for Q4K {
             dm: h.dm,
             scf: h.sc[j],
             mf: h.m[j],
+            dh: 0,
+            dmh: 0,
         }
     }
 }
@@ -382,6 +413,8 @@ impl Unpack for Q5K {
             dm: h.dm,
             scf: h.sc[j],
             mf: h.m[j],
+            dh: 0,
+            dmh: 0,
         }
     }
 }
@@ -424,6 +457,8 @@ impl Unpack for Q6K {
             dm: 0.0,
             scf: 0.0,
             mf: 0.0,
+            dh: 0,
+            dmh: 0,
         }
     }
 }
@@ -459,12 +494,43 @@ struct Lanes {
 
 impl Lanes {
     /// # Safety
-    /// SSE is enabled (always on x86-64).
+    /// F16C is enabled (this is inlined into [`gemm`]).
     #[inline(always)]
-    unsafe fn of(gq: &[G; R]) -> Lanes {
+    unsafe fn of<F: Unpack>(gq: &[G; R]) -> Lanes {
+        macro_rules! f16x4 {
+            ($f:ident) => {
+                _mm_cvtph_ps(_mm_setr_epi16(
+                    gq[0].$f as i16,
+                    gq[1].$f as i16,
+                    gq[2].$f as i16,
+                    gq[3].$f as i16,
+                    0,
+                    0,
+                    0,
+                    0,
+                ))
+            };
+        }
+        let (d, dm) = if F::RAW_D {
+            let neg = _mm_set1_ps(-0.0);
+            let m = f16x4!(dmh);
+            (
+                f16x4!(dh),
+                if F::MINS {
+                    _mm_xor_ps(m, neg)
+                } else {
+                    _mm_setzero_ps()
+                },
+            )
+        } else {
+            (
+                _mm_setr_ps(gq[0].d, gq[1].d, gq[2].d, gq[3].d),
+                _mm_setr_ps(gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm),
+            )
+        };
         Lanes {
-            d: _mm_setr_ps(gq[0].d, gq[1].d, gq[2].d, gq[3].d),
-            dm: _mm_setr_ps(gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm),
+            d,
+            dm,
             scf: _mm_setr_ps(gq[0].scf, gq[1].scf, gq[2].scf, gq[3].scf),
             mf: _mm_setr_ps(gq[0].mf, gq[1].mf, gq[2].mf, gq[3].mf),
         }
@@ -637,7 +703,14 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &heads[2], g),
                         F::group(kind, q[3], &heads[3], g),
                     ];
-                    step::<F>(&gq, &Lanes::of(&gq), act(a, g), a.d[g], &mut acc, &mut mins);
+                    step::<F>(
+                        &gq,
+                        &Lanes::of::<F>(&gq),
+                        act(a, g),
+                        a.d[g],
+                        &mut acc,
+                        &mut mins,
+                    );
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -654,9 +727,11 @@ unsafe fn gemm<F: Unpack>(
         dm: 0.0,
         scf: 0.0,
         mf: 0.0,
+        dh: 0,
+        dmh: 0,
     };
     let mut gs = [[zero; R]; CHUNK];
-    let mut ls = [Lanes::of(&gs[0]); CHUNK];
+    let mut ls = [Lanes::of::<Scalar>(&gs[0]); CHUNK];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);
         for t0 in (0..toks).step_by(TOKENS) {
@@ -674,7 +749,7 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &F::head(q[2], bi), g),
                         F::group(kind, q[3], &F::head(q[3], bi), g),
                     ];
-                    ls[i] = Lanes::of(gq);
+                    ls[i] = Lanes::of::<F>(gq);
                 }
                 for t in 0..tn {
                     let tok = t0 + t;

@@ -321,13 +321,15 @@ mod tests {
     #[test]
     fn a_distribution_against_its_own_encoding_has_almost_no_divergence() {
         let logits: Vec<f32> = (0..1001)
-            .map(|i| ((i * 37 % 101) as f32) * 0.2 - 7.0)
+            .map(|i| ((i * 37 % 101) as f32) * 0.1 - 3.0)
             .collect();
         let mut enc = vec![0u16; values_per_position(logits.len())];
         encode(&logits, &mut enc);
         let mut s = Stats::default();
         s.add(&logits, &enc, 3);
-        assert!(s.mean_kld().abs() < 1e-6, "{}", s.mean_kld());
+        // Only the 16-bit storage differs: log-probabilities off by at most half a step
+        // (10/65535/2), a first-order error of that size in the (unnormalised) sum.
+        assert!(s.mean_kld().abs() < 1e-4, "{}", s.mean_kld());
         assert_eq!(s.same_top, 1);
         // Another distribution diverges.
         let other: Vec<f32> = logits.iter().rev().copied().collect();
