@@ -219,9 +219,7 @@ const _: () = assert!(core::mem::size_of::<BlockIq4Xs>() == 136);
 
 impl BlockIq4Xs {
     fn scale(&self, ib: usize) -> i32 {
-        let lo = (self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f;
-        let hi = ((self.scales_h >> (2 * ib)) & 3) as u8;
-        (lo | hi << 4) as i32 - 32
+        iq4xs_scale(self.scales_h, &self.scales_l, ib)
     }
 }
 
@@ -336,9 +334,89 @@ impl QuantBlock for BlockQ3K {
     }
 }
 
+/// An f16's bits as f32 (the portable conversion).
+pub fn f16_to_f32(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+/// The 6-bit scale of group `ib` (0..8) of an IQ4_XS block, centred (−32..32).
+pub fn iq4xs_scale(scales_h: u16, scales_l: &[u8; 4], ib: usize) -> i32 {
+    let lo = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f;
+    let hi = ((scales_h >> (2 * ib)) & 3) as u8;
+    (lo | hi << 4) as i32 - 32
+}
+
+/// What the eight groups of a 256-element block share, as floats: the SIMD kernels decode it
+/// once per block (`kernels/*/blocks.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockScales {
+    /// Scale of the quants.
+    pub d: f32,
+    /// Scale of the minimums.
+    pub dm: f32,
+    /// Each group's integer scale.
+    pub sc: [f32; 8],
+    /// Each group's integer minimum.
+    pub m: [f32; 8],
+}
+
+impl BlockScales {
+    /// Nothing shared (formats of one group a block).
+    pub const NONE: BlockScales = BlockScales {
+        d: 0.0,
+        dm: 0.0,
+        sc: [0.0; 8],
+        m: [0.0; 8],
+    };
+
+    /// Of the Q4_K / Q5_K block `b` (its bytes: d, dmin, then the 12 bytes of scales), its
+    /// f16 values converted by `f32_of` (a kernel set's own instruction, or [`f16_to_f32`]).
+    #[inline(always)]
+    pub fn k4(b: &[u8], f32_of: impl Fn(u16) -> f32) -> BlockScales {
+        let mut s = BlockScales {
+            d: f32_of(u16::from_le_bytes([b[0], b[1]])),
+            dm: f32_of(u16::from_le_bytes([b[2], b[3]])),
+            ..Self::NONE
+        };
+        let q: &[u8; 12] = b[4..16].try_into().expect("12 bytes");
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, q);
+            s.sc[j] = sc as f32;
+            s.m[j] = m as f32;
+        }
+        s
+    }
+
+    /// Of the IQ4_XS block `b` (its bytes: d, scales_h, scales_l).
+    #[inline(always)]
+    pub fn iq4xs(b: &[u8], f32_of: impl Fn(u16) -> f32) -> BlockScales {
+        let mut s = BlockScales {
+            d: f32_of(u16::from_le_bytes([b[0], b[1]])),
+            ..Self::NONE
+        };
+        let (high, low) = (
+            u16::from_le_bytes([b[2], b[3]]),
+            b[4..8].try_into().expect("4"),
+        );
+        for (ib, sc) in s.sc.iter_mut().enumerate() {
+            *sc = iq4xs_scale(high, low, ib) as f32;
+        }
+        s
+    }
+
+    /// Of the Q6_K block `b` (its d, at byte 208).
+    #[inline(always)]
+    pub fn q6k(b: &[u8], f32_of: impl Fn(u16) -> f32) -> BlockScales {
+        BlockScales {
+            d: f32_of(u16::from_le_bytes([b[208], b[209]])),
+            ..Self::NONE
+        }
+    }
+}
+
 /// The 6-bit scale and minimum of group j (0..8) of a Q4_K/Q5_K block (ggml's
 /// `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

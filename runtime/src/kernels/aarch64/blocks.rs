@@ -8,7 +8,7 @@
 //! and still get the vector products.
 
 use crate::kernels::{OutRows, QActs};
-use crate::weights::quants::{Group, IQ4_GRID};
+use crate::weights::quants::{f16_to_f32, BlockScales as Head, Group, IQ4_GRID};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -27,24 +27,6 @@ struct G {
     /// For [`Unpack::ONE_SCALE`] formats: the scale and minimum of both halves, as floats.
     scf: f32,
     mf: f32,
-}
-
-/// The scales a K-quant block's eight groups share.
-#[derive(Clone, Copy)]
-struct Head {
-    d: f32,
-    dm: f32,
-    sc: [f32; 8],
-    m: [f32; 8],
-}
-
-impl Head {
-    const NONE: Head = Head {
-        d: 0.0,
-        dm: 0.0,
-        sc: [0.0; 8],
-        m: [0.0; 8],
-    };
 }
 
 /// How one format's groups unpack (see the x86 version for the constants' meaning).
@@ -244,18 +226,7 @@ impl Unpack for Iq4Xs {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        let b = &row[136 * bi..136 * bi + 136];
-        let high = u16::from_le_bytes([b[2], b[3]]);
-        let mut h = Head {
-            d: f16_at(b, 0),
-            ..Head::NONE
-        };
-        for (ib, sc) in h.sc.iter_mut().enumerate() {
-            let hi = (high >> (2 * ib)) & 3;
-            let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
-            *sc = ((lo as i32 | (hi as i32) << 4) - 32) as f32;
-        }
-        h
+        Head::iq4xs(&row[136 * bi..136 * bi + 136], f16_to_f32)
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -263,32 +234,6 @@ impl Unpack for Iq4Xs {
         let b = &row[136 * bi..136 * bi + 136];
         plain_group(iq4(nibbles(b, 8 + 16 * ib)), h.d, 0.0, h.sc[ib], 0.0)
     }
-}
-
-/// The 6-bit scale and minimum of sub-block `j` of a Q4_K / Q5_K block (`s`: its 12 bytes).
-fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    }
-}
-
-fn k4_head(b: &[u8]) -> Head {
-    let mut h = Head {
-        d: f16_at(b, 0),
-        dm: f16_at(b, 2),
-        ..Head::NONE
-    };
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, &b[4..16]);
-        h.sc[j] = sc as f32;
-        h.m[j] = m as f32;
-    }
-    h
 }
 
 /// `v >> shift` on each byte (shift < 8).
@@ -319,7 +264,7 @@ impl Unpack for Q4K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        k4_head(&row[144 * bi..144 * bi + 144])
+        Head::k4(&row[144 * bi..144 * bi + 144], f16_to_f32)
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -336,7 +281,7 @@ impl Unpack for Q5K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        k4_head(&row[176 * bi..176 * bi + 176])
+        Head::k4(&row[176 * bi..176 * bi + 176], f16_to_f32)
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -362,10 +307,7 @@ impl Unpack for Q6K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        Head {
-            d: f16_at(&row[210 * bi..210 * bi + 210], 208),
-            ..Head::NONE
-        }
+        Head::q6k(&row[210 * bi..210 * bi + 210], f16_to_f32)
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {

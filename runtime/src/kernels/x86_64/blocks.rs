@@ -12,7 +12,7 @@
 //! scalar unpacker ([`Scalar`]) and still get the vector products.
 
 use crate::kernels::{OutRows, QActs};
-use crate::weights::quants::{Group, IQ4_GRID};
+use crate::weights::quants::{BlockScales as Head, Group, IQ4_GRID};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
 
@@ -71,31 +71,12 @@ trait Unpack {
     unsafe fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
 }
 
-/// The scales a K-quant block's eight groups share.
-#[derive(Clone, Copy)]
-struct Head {
-    d: f32,
-    dm: f32,
-    sc: [f32; 8],
-    m: [f32; 8],
-}
-
-impl Head {
-    const NONE: Head = Head {
-        d: 0.0,
-        dm: 0.0,
-        sc: [0.0; 8],
-        m: [0.0; 8],
-    };
-}
-
-/// The f16 at `p[off..]` as f32 (F16C, no call).
+/// An f16's bits as f32 with F16C (no call).
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
 #[inline(always)]
-unsafe fn f16_at(p: &[u8], off: usize) -> f32 {
-    let bits = u16::from_le_bytes([p[off], p[off + 1]]);
+unsafe fn f16c(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
@@ -280,18 +261,8 @@ impl Unpack for Iq4Xs {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        let b = &row[136 * bi..136 * bi + 136];
-        let high = u16::from_le_bytes([b[2], b[3]]);
-        let mut h = Head {
-            d: f16_at(b, 0),
-            ..Head::NONE
-        };
-        for (ib, sc) in h.sc.iter_mut().enumerate() {
-            let hi = (high >> (2 * ib)) & 3;
-            let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
-            *sc = ((lo as i32 | (hi as i32) << 4) - 32) as f32;
-        }
-        h
+        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
+        Head::iq4xs(&row[136 * bi..136 * bi + 136], |b| unsafe { f16c(b) })
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -309,40 +280,6 @@ impl Unpack for Iq4Xs {
             dmh: 0,
         }
     }
-}
-
-/// The 6-bit scale and minimum of sub-block `j` of a Q4_K / Q5_K block (`s`: its 12 bytes).
-#[inline(always)]
-fn scale_min_k4(j: usize, s: &[u8]) -> (i32, i32) {
-    let (sc, m) = if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    };
-    (sc as i32, m as i32)
-}
-
-/// The scales of a Q4_K / Q5_K block `b` (d, dmin, then the 12 bytes of 6-bit scales and
-/// minimums).
-///
-/// # Safety
-/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
-#[inline(always)]
-unsafe fn k4_head(b: &[u8]) -> Head {
-    let mut h = Head {
-        d: f16_at(b, 0),
-        dm: f16_at(b, 2),
-        ..Head::NONE
-    };
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, &b[4..16]);
-        h.sc[j] = sc as f32;
-        h.m[j] = m as f32;
-    }
-    h
 }
 
 /// Nibbles of group `g` of a K-quant block's 128 bytes at `b[off..]`: the low (even g) or high
@@ -365,7 +302,8 @@ impl Unpack for Q4K {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        k4_head(&row[144 * bi..144 * bi + 144])
+        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
+        Head::k4(&row[144 * bi..144 * bi + 144], |b| unsafe { f16c(b) })
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -393,7 +331,8 @@ impl Unpack for Q5K {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        k4_head(&row[176 * bi..176 * bi + 176])
+        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
+        Head::k4(&row[176 * bi..176 * bi + 176], |b| unsafe { f16c(b) })
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -425,10 +364,8 @@ impl Unpack for Q6K {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        Head {
-            d: f16_at(&row[210 * bi..210 * bi + 210], 208),
-            ..Head::NONE
-        }
+        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
+        Head::q6k(&row[210 * bi..210 * bi + 210], |b| unsafe { f16c(b) })
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
