@@ -272,23 +272,9 @@ pub fn gemm_by_rows<W>(
 /// The product of rows of a block format of the weight table (`row_bytes` bytes each) with every
 /// token of `a`: for each row, groups are unpacked once for a tile of tokens, then each token
 /// takes [`quants::group_step`] group after group, so every (row, token) result is the spec's
-/// ([`quants::dot`]) bit for bit. The same code on every kernel set.
+/// ([`quants::dot`]) bit for bit. The scalar set's version; the SIMD sets' are in
+/// `x86_64/blocks.rs` and `aarch64/blocks.rs`.
 pub fn gemm_blocks(
-    kind: &BlockType,
-    w: &[u8],
-    row_bytes: usize,
-    a: &QActs<'_>,
-    out: &mut OutRows<'_>,
-) {
-    gemm_blocks_body(quants::group_sums, kind, w, row_bytes, a, out)
-}
-
-/// The body of [`gemm_blocks`], inlined into each set's version with that set's integer
-/// `sums` ([`quants::group_sums`] or a SIMD equal): the results are the same bits on every set,
-/// since the sums are exact and the float steps are the same fused multiply-adds.
-#[inline(always)]
-pub fn gemm_blocks_body(
-    sums: impl Fn(&[i8; quants::GROUP], &[i8]) -> ([i32; 2], [i32; 2]),
     kind: &BlockType,
     w: &[u8],
     row_bytes: usize,
@@ -323,9 +309,9 @@ pub fn gemm_blocks_body(
                     let d = &a.d[tok * nb..(tok + 1) * nb];
                     for (i, gr) in groups[..gn].iter().enumerate() {
                         let g = g0 + i;
-                        quants::group_accumulate(
-                            sums(&gr.q, &qs[g * QK..(g + 1) * QK]),
+                        quants::group_step(
                             gr,
+                            &qs[g * QK..(g + 1) * QK],
                             d[g],
                             &mut acc[t],
                             &mut mins[t],

@@ -334,11 +334,6 @@ impl QuantBlock for BlockQ3K {
     }
 }
 
-/// An f16's bits as f32 (the portable conversion).
-pub fn f16_to_f32(bits: u16) -> f32 {
-    f16::from_bits(bits).to_f32()
-}
-
 /// The 6-bit scale of group `ib` (0..8) of an IQ4_XS block, centred (−32..32).
 pub fn iq4xs_scale(scales_h: u16, scales_l: &[u8; 4], ib: usize) -> i32 {
     let lo = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f;
@@ -350,10 +345,10 @@ pub fn iq4xs_scale(scales_h: u16, scales_l: &[u8; 4], ib: usize) -> i32 {
 /// once per block (`kernels/*/blocks.rs`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BlockScales {
-    /// Scale of the quants.
-    pub d: f32,
-    /// Scale of the minimums.
-    pub dm: f32,
+    /// Scale of the quants, as f16 bits (the kernels convert four rows' at once).
+    pub d: u16,
+    /// Scale of the minimums, as f16 bits.
+    pub dm: u16,
     /// Each group's integer scale.
     pub sc: [f32; 8],
     /// Each group's integer minimum.
@@ -363,19 +358,18 @@ pub struct BlockScales {
 impl BlockScales {
     /// Nothing shared (formats of one group a block).
     pub const NONE: BlockScales = BlockScales {
-        d: 0.0,
-        dm: 0.0,
+        d: 0,
+        dm: 0,
         sc: [0.0; 8],
         m: [0.0; 8],
     };
 
-    /// Of the Q4_K / Q5_K block `b` (its bytes: d, dmin, then the 12 bytes of scales), its
-    /// f16 values converted by `f32_of` (a kernel set's own instruction, or [`f16_to_f32`]).
+    /// Of the Q4_K / Q5_K block `b` (its bytes: d, dmin, then the 12 bytes of scales).
     #[inline(always)]
-    pub fn k4(b: &[u8], f32_of: impl Fn(u16) -> f32) -> BlockScales {
+    pub fn k4(b: &[u8]) -> BlockScales {
         let mut s = BlockScales {
-            d: f32_of(u16::from_le_bytes([b[0], b[1]])),
-            dm: f32_of(u16::from_le_bytes([b[2], b[3]])),
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: u16::from_le_bytes([b[2], b[3]]),
             ..Self::NONE
         };
         let q: &[u8; 12] = b[4..16].try_into().expect("12 bytes");
@@ -389,9 +383,9 @@ impl BlockScales {
 
     /// Of the IQ4_XS block `b` (its bytes: d, scales_h, scales_l).
     #[inline(always)]
-    pub fn iq4xs(b: &[u8], f32_of: impl Fn(u16) -> f32) -> BlockScales {
+    pub fn iq4xs(b: &[u8]) -> BlockScales {
         let mut s = BlockScales {
-            d: f32_of(u16::from_le_bytes([b[0], b[1]])),
+            d: u16::from_le_bytes([b[0], b[1]]),
             ..Self::NONE
         };
         let (high, low) = (
@@ -406,9 +400,9 @@ impl BlockScales {
 
     /// Of the Q6_K block `b` (its d, at byte 208).
     #[inline(always)]
-    pub fn q6k(b: &[u8], f32_of: impl Fn(u16) -> f32) -> BlockScales {
+    pub fn q6k(b: &[u8]) -> BlockScales {
         BlockScales {
-            d: f32_of(u16::from_le_bytes([b[208], b[209]])),
+            d: u16::from_le_bytes([b[208], b[209]]),
             ..Self::NONE
         }
     }
@@ -570,28 +564,16 @@ pub fn group_sums(q: &[i8; GROUP], x: &[i8]) -> ([i32; 2], [i32; 2]) {
     (s, sx)
 }
 
-/// One group's contribution to the two chains of [`dot`], from its integer sums (the float part
-/// of the spec's inner step).
+/// One group's contribution to the two chains of [`dot`] (the spec's inner step).
 #[inline(always)]
-pub fn group_accumulate(
-    (s, sx): ([i32; 2], [i32; 2]),
-    gr: &Group,
-    dx: f32,
-    acc: &mut f32,
-    mins: &mut f32,
-) {
+pub fn group_step(gr: &Group, x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
+    let (s, sx) = group_sums(&gr.q, x);
     let isum = gr.sc[0] * s[0] + gr.sc[1] * s[1];
     *acc = crate::kernels::scalar::fma(gr.d * dx, isum as f32, *acc);
     if gr.dm != 0.0 {
         let imin = gr.m[0] * sx[0] + gr.m[1] * sx[1];
         *mins = crate::kernels::scalar::fma(gr.dm * dx, imin as f32, *mins);
     }
-}
-
-/// One group's contribution to the two chains of [`dot`] (the spec's inner step).
-#[inline(always)]
-pub fn group_step(gr: &Group, x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
-    group_accumulate(group_sums(&gr.q, x), gr, dx, acc, mins)
 }
 
 /// Dequantizes whole blocks of `B` from `blocks` into `out`.

@@ -8,10 +8,9 @@
 //! and still get the vector products.
 
 use crate::kernels::{OutRows, QActs};
-use crate::weights::quants::{f16_to_f32, BlockScales as Head, Group, IQ4_GRID};
+use crate::weights::quants::{BlockScales as Head, Group, IQ4_GRID};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::aarch64::*;
-use core::arch::asm;
 
 /// One group of one row, ready for the integer product.
 #[derive(Clone, Copy)]
@@ -22,8 +21,10 @@ struct G {
     sc: [i32; 2],
     /// Integer minimums of the halves (unless [`Unpack::ONE_SCALE`]).
     m: [i32; 2],
-    d: f32,
-    dm: f32,
+    /// Scale of the quants, as f16 bits (every format's is an f16).
+    d: u16,
+    /// Scale of the minimums, as f16 bits (negated for Q5_1, whose minimum is added).
+    dm: u16,
     /// For [`Unpack::ONE_SCALE`] formats: the scale and minimum of both halves, as floats.
     scf: f32,
     mf: f32,
@@ -52,40 +53,28 @@ trait Dot {
     unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
-/// Plain NEON: widening multiplies, pairs summed in i16 (at most 2·127·127), then widened.
+/// Plain NEON (the lanes of the Q4/Q8 tiles, `neon::plain`).
 struct Plain;
 impl Dot for Plain {
     #[inline(always)]
     unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-        let hi = vmull_high_s8(a, b);
-        vpaddlq_s16(vaddq_s16(lo, hi))
+        // SAFETY: plain NEON is baseline on aarch64.
+        unsafe { super::neon::plain::lanes(a, b) }
     }
 }
 
-/// SDOT (the dot-product extension).
+/// SDOT (the dot-product extension; the lanes of `neon::sdot`).
 struct Sdot;
 impl Dot for Sdot {
     #[inline(always)]
     unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let mut r = vdupq_n_s32(0);
         // SAFETY: the caller checked the dot-product extension.
-        unsafe {
-            asm!(
-                ".arch_extension dotprod",
-                "sdot {r:v}.4s, {a:v}.16b, {b:v}.16b",
-                r = inout(vreg) r,
-                a = in(vreg) a,
-                b = in(vreg) b,
-                options(pure, nomem, nostack)
-            );
-        }
-        r
+        unsafe { super::neon::sdot::lanes(a, b) }
     }
 }
 
-fn f16_at(p: &[u8], off: usize) -> f32 {
-    half::f16::from_le_bytes([p[off], p[off + 1]]).to_f32()
+fn f16_at(p: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([p[off], p[off + 1]])
 }
 
 fn u8x16(p: &[u8], off: usize) -> uint8x16_t {
@@ -130,7 +119,7 @@ fn iq4(idx: [uint8x16_t; 2]) -> [int8x16_t; 2] {
     }
 }
 
-const fn plain_group(q: [int8x16_t; 2], d: f32, dm: f32, scf: f32, mf: f32) -> G {
+const fn plain_group(q: [int8x16_t; 2], d: u16, dm: u16, scf: f32, mf: f32) -> G {
     G {
         q,
         sc: [0; 2],
@@ -162,8 +151,9 @@ impl Unpack for Scalar {
             q,
             sc: gr.sc,
             m: gr.m,
-            d: gr.d,
-            dm: gr.dm,
+            // Every table format's d and dm are f16 values (or one negated): exact.
+            d: half::f16::from_f32(gr.d).to_bits(),
+            dm: half::f16::from_f32(gr.dm).to_bits(),
             scf: 0.0,
             mf: 0.0,
         }
@@ -185,7 +175,7 @@ impl Unpack for Q5_0 {
                 vorrq_u8(hi, fifth_bits(b[4], b[5])),
             ]
         };
-        plain_group(signed(q, 16), f16_at(b, 0), 0.0, 1.0, 0.0)
+        plain_group(signed(q, 16), f16_at(b, 0), 0, 1.0, 0.0)
     }
 }
 
@@ -204,7 +194,7 @@ impl Unpack for Q5_1 {
                 vorrq_u8(hi, fifth_bits(b[6], b[7])),
             ]
         };
-        plain_group(signed(q, 0), f16_at(b, 0), -f16_at(b, 2), 1.0, 1.0)
+        plain_group(signed(q, 0), f16_at(b, 0), f16_at(b, 2) ^ 0x8000, 1.0, 1.0)
     }
 }
 
@@ -215,7 +205,7 @@ impl Unpack for Iq4Nl {
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[18 * g..18 * g + 18];
-        plain_group(iq4(nibbles(b, 2)), f16_at(b, 0), 0.0, 1.0, 0.0)
+        plain_group(iq4(nibbles(b, 2)), f16_at(b, 0), 0, 1.0, 0.0)
     }
 }
 
@@ -226,13 +216,13 @@ impl Unpack for Iq4Xs {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        Head::iq4xs(&row[136 * bi..136 * bi + 136], f16_to_f32)
+        Head::iq4xs(&row[136 * bi..136 * bi + 136])
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
         let (bi, ib) = (g / 8, g % 8);
         let b = &row[136 * bi..136 * bi + 136];
-        plain_group(iq4(nibbles(b, 8 + 16 * ib)), h.d, 0.0, h.sc[ib], 0.0)
+        plain_group(iq4(nibbles(b, 8 + 16 * ib)), h.d, 0, h.sc[ib], 0.0)
     }
 }
 
@@ -264,7 +254,7 @@ impl Unpack for Q4K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        Head::k4(&row[144 * bi..144 * bi + 144], f16_to_f32)
+        Head::k4(&row[144 * bi..144 * bi + 144])
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -281,7 +271,7 @@ impl Unpack for Q5K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        Head::k4(&row[176 * bi..176 * bi + 176], f16_to_f32)
+        Head::k4(&row[176 * bi..176 * bi + 176])
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -307,7 +297,7 @@ impl Unpack for Q6K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
-        Head::q6k(&row[210 * bi..210 * bi + 210], f16_to_f32)
+        Head::q6k(&row[210 * bi..210 * bi + 210])
     }
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -333,7 +323,7 @@ impl Unpack for Q6K {
             sc,
             m: [0; 2],
             d: h.d,
-            dm: 0.0,
+            dm: 0,
             scf: 0.0,
             mf: 0.0,
         }
@@ -384,7 +374,8 @@ unsafe fn step<F: Unpack, D: Dot>(
         } else {
             isum
         };
-        let d4 = lanes([gq[0].d, gq[1].d, gq[2].d, gq[3].d]);
+        let f16x4 = |v: [u16; R]| super::neon::cvt_f16x4(vld1_u16(v.as_ptr()));
+        let d4 = f16x4([gq[0].d, gq[1].d, gq[2].d, gq[3].d]);
         *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), isum);
         if F::MINS {
             let (sx0, sx1) = (vaddlvq_s8(x[0]) as i32, vaddlvq_s8(x[1]) as i32);
@@ -395,7 +386,7 @@ unsafe fn step<F: Unpack, D: Dot>(
                 let m = |j: usize| (gq[j].m[0] * sx0 + gq[j].m[1] * sx1) as f32;
                 lanes([m(0), m(1), m(2), m(3)])
             };
-            let dm4 = lanes([gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm]);
+            let dm4 = f16x4([gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm]);
             let next = vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), imin);
             // The spec skips groups whose dm is 0.
             *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
@@ -486,7 +477,7 @@ unsafe fn gemm<F: Unpack, D: Dot>(
     }
     // SAFETY: NEON is baseline on aarch64.
     let zq = unsafe { vdupq_n_s8(0) };
-    let empty = plain_group([zq, zq], 0.0, 0.0, 0.0, 0.0);
+    let empty = plain_group([zq, zq], 0, 0, 0.0, 0.0);
     let mut gs = [[empty; R]; CHUNK];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);

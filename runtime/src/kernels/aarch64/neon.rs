@@ -62,8 +62,12 @@ fn unsafe_drive<W>(t: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>) 
 // Conversions and small helpers.
 // ---------------------------------------------------------------------------------------------
 
+/// 4 f16 → f32 (FCVTL).
+///
+/// # Safety
+/// NEON (baseline on aarch64).
 #[inline(always)]
-unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
+pub(super) unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
     let r: float32x4_t;
     asm!("fcvtl {r:v}.4s, {h:v}.4h", r = out(vreg) r, h = in(vreg) h, options(pure, nomem, nostack));
     r
@@ -282,12 +286,15 @@ macro_rules! tiles {
 }
 
 /// Plain NEON: widening multiplies and pairwise adds form the lanes.
-mod plain {
+pub(super) mod plain {
     use super::*;
 
     /// Σ of 4 consecutive products, 4 lanes (|128·127·2| fits the i16 pair sums).
+    ///
+    /// # Safety
+    /// NEON (baseline on aarch64).
     #[inline(always)]
-    unsafe fn lanes(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    pub(in crate::kernels::aarch64) unsafe fn lanes(a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
         let hi = vmull_high_s8(a, b);
         vpaddlq_s16(vpaddq_s16(lo, hi))
@@ -297,11 +304,15 @@ mod plain {
 }
 
 /// NEON with SDOT: one instruction forms the lanes.
-mod sdot {
+pub(super) mod sdot {
     use super::*;
 
+    /// Σ of 4 consecutive products, 4 lanes, in one SDOT.
+    ///
+    /// # Safety
+    /// The CPU must have the dot-product extension.
     #[inline(always)]
-    unsafe fn lanes(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    pub(in crate::kernels::aarch64) unsafe fn lanes(a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let mut r = vdupq_n_s32(0);
         asm!(
             ".arch_extension dotprod",

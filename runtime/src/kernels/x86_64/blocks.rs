@@ -15,6 +15,7 @@ use crate::kernels::{OutRows, QActs};
 use crate::weights::quants::{BlockScales as Head, Group, IQ4_GRID};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
+use half::f16;
 
 /// One group of one row, ready for the integer product.
 #[derive(Clone, Copy)]
@@ -25,17 +26,14 @@ struct G {
     sc: __m256i,
     /// The minimum of each half, likewise (zero for formats without one).
     m: __m256i,
-    /// Float scale of the quants.
-    d: f32,
-    /// Float scale of the minimums.
-    dm: f32,
+    /// Scale of the quants, as f16 bits (every format's is an f16).
+    d: u16,
+    /// Scale of the minimums, as f16 bits (negated for Q5_1, whose minimum is added).
+    dm: u16,
     /// For [`Unpack::ONE_SCALE`] formats: the scale and the minimum of both halves, as floats
     /// (`sc` and `m` are then unused).
     scf: f32,
     mf: f32,
-    /// With [`Unpack::RAW_D`]: the f16 bits of `d` and of `−dm`.
-    dh: u16,
-    dmh: u16,
 }
 
 /// How one format's groups unpack.
@@ -50,9 +48,6 @@ trait Unpack {
     /// in f32, which is exact: |sc·Σq·x| < 2^24 for every such format (IQ4_XS, the largest:
     /// 32·127·127·32 < 2^24), and so is |m·Σx| (≤ 63·32·127).
     const ONE_SCALE: bool = false;
-    /// Whether `dh` / `dmh` hold the f16 bits of `d` / `−dm` (`d`, `dm` are then unused): four
-    /// rows' scales convert in one instruction.
-    const RAW_D: bool = false;
     /// Groups per block: what [`Unpack::head`] decodes is shared by this many groups.
     const GPB: usize = 1;
     /// What the groups of block `bi` share (scales decoded once per block), or nothing.
@@ -69,15 +64,6 @@ trait Unpack {
     /// # Safety
     /// AVX2 and F16C must be enabled; `row` holds group `g`.
     unsafe fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
-}
-
-/// An f16's bits as f32 with F16C (no call).
-///
-/// # Safety
-/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
-#[inline(always)]
-unsafe fn f16c(bits: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// 32 bytes from `p[off..]` (checked).
@@ -164,12 +150,11 @@ impl Unpack for Scalar {
             q: unsafe { _mm256_loadu_si256(gr.q.as_ptr().cast()) },
             sc: halves16(gr.sc[0], gr.sc[1]),
             m: halves16(gr.m[0], gr.m[1]),
-            d: gr.d,
-            dm: gr.dm,
+            // Every table format's d and dm are f16 values (or one negated): exact.
+            d: f16::from_f32(gr.d).to_bits(),
+            dm: f16::from_f32(gr.dm).to_bits(),
             scf: 0.0,
             mf: 0.0,
-            dh: 0,
-            dmh: 0,
         }
     }
 }
@@ -177,7 +162,6 @@ impl Unpack for Scalar {
 struct Q5_0;
 impl Unpack for Q5_0 {
     const ONE_SCALE: bool = true;
-    const RAW_D: bool = true;
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
@@ -189,12 +173,10 @@ impl Unpack for Q5_0 {
             q: _mm256_or_si256(nibbles16(b, 6), clear),
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
-            d: 0.0,
-            dm: 0.0,
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: 0,
             scf: 1.0,
             mf: 0.0,
-            dh: u16::from_le_bytes([b[0], b[1]]),
-            dmh: 0,
         }
     }
 }
@@ -202,7 +184,6 @@ impl Unpack for Q5_0 {
 struct Q5_1;
 impl Unpack for Q5_1 {
     const ONE_SCALE: bool = true;
-    const RAW_D: bool = true;
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     #[inline(always)]
@@ -212,12 +193,10 @@ impl Unpack for Q5_1 {
             q: _mm256_or_si256(nibbles16(b, 8), fifth_bits(u32_at(b, 4))),
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
-            d: 0.0,
-            dm: 0.0,
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: u16::from_le_bytes([b[2], b[3]]) ^ 0x8000,
             scf: 1.0,
             mf: 1.0,
-            dh: u16::from_le_bytes([b[0], b[1]]),
-            dmh: u16::from_le_bytes([b[2], b[3]]),
         }
     }
 }
@@ -235,7 +214,6 @@ unsafe fn iq4(idx: __m256i) -> __m256i {
 struct Iq4Nl;
 impl Unpack for Iq4Nl {
     const ONE_SCALE: bool = true;
-    const RAW_D: bool = true;
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
@@ -244,12 +222,10 @@ impl Unpack for Iq4Nl {
             q: iq4(nibbles16(b, 2)),
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
-            d: 0.0,
-            dm: 0.0,
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: 0,
             scf: 1.0,
             mf: 0.0,
-            dh: u16::from_le_bytes([b[0], b[1]]),
-            dmh: 0,
         }
     }
 }
@@ -261,8 +237,7 @@ impl Unpack for Iq4Xs {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
-        Head::iq4xs(&row[136 * bi..136 * bi + 136], |b| unsafe { f16c(b) })
+        Head::iq4xs(&row[136 * bi..136 * bi + 136])
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -273,11 +248,9 @@ impl Unpack for Iq4Xs {
             sc: _mm256_setzero_si256(),
             m: _mm256_setzero_si256(),
             d: h.d,
-            dm: 0.0,
+            dm: 0,
             scf: h.sc[ib],
             mf: 0.0,
-            dh: 0,
-            dmh: 0,
         }
     }
 }
@@ -302,8 +275,7 @@ impl Unpack for Q4K {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
-        Head::k4(&row[144 * bi..144 * bi + 144], |b| unsafe { f16c(b) })
+        Head::k4(&row[144 * bi..144 * bi + 144])
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -317,8 +289,6 @@ impl Unpack for Q4K {
             dm: h.dm,
             scf: h.sc[j],
             mf: h.m[j],
-            dh: 0,
-            dmh: 0,
         }
     }
 }
@@ -331,8 +301,7 @@ impl Unpack for Q5K {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
-        Head::k4(&row[176 * bi..176 * bi + 176], |b| unsafe { f16c(b) })
+        Head::k4(&row[176 * bi..176 * bi + 176])
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -352,8 +321,6 @@ impl Unpack for Q5K {
             dm: h.dm,
             scf: h.sc[j],
             mf: h.m[j],
-            dh: 0,
-            dmh: 0,
         }
     }
 }
@@ -364,8 +331,7 @@ impl Unpack for Q6K {
     const GPB: usize = 8;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        // SAFETY: F16C is on in `gemm`, which all of this is inlined into.
-        Head::q6k(&row[210 * bi..210 * bi + 210], |b| unsafe { f16c(b) })
+        Head::q6k(&row[210 * bi..210 * bi + 210])
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -391,11 +357,9 @@ impl Unpack for Q6K {
             sc: halves16(s0 as i32, s1 as i32),
             m: _mm256_setzero_si256(),
             d: h.d,
-            dm: 0.0,
+            dm: 0,
             scf: 0.0,
             mf: 0.0,
-            dh: 0,
-            dmh: 0,
         }
     }
 }
@@ -433,7 +397,7 @@ impl Lanes {
     /// # Safety
     /// F16C is enabled (this is inlined into [`gemm`]).
     #[inline(always)]
-    unsafe fn of<F: Unpack>(gq: &[G; R]) -> Lanes {
+    unsafe fn of(gq: &[G; R]) -> Lanes {
         macro_rules! f16x4 {
             ($f:ident) => {
                 _mm_cvtph_ps(_mm_setr_epi16(
@@ -448,23 +412,7 @@ impl Lanes {
                 ))
             };
         }
-        let (d, dm) = if F::RAW_D {
-            let neg = _mm_set1_ps(-0.0);
-            let m = f16x4!(dmh);
-            (
-                f16x4!(dh),
-                if F::MINS {
-                    _mm_xor_ps(m, neg)
-                } else {
-                    _mm_setzero_ps()
-                },
-            )
-        } else {
-            (
-                _mm_setr_ps(gq[0].d, gq[1].d, gq[2].d, gq[3].d),
-                _mm_setr_ps(gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm),
-            )
-        };
+        let (d, dm) = (f16x4!(d), f16x4!(dm));
         Lanes {
             d,
             dm,
@@ -640,14 +588,7 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &heads[2], g),
                         F::group(kind, q[3], &heads[3], g),
                     ];
-                    step::<F>(
-                        &gq,
-                        &Lanes::of::<F>(&gq),
-                        act(a, g),
-                        a.d[g],
-                        &mut acc,
-                        &mut mins,
-                    );
+                    step::<F>(&gq, &Lanes::of(&gq), act(a, g), a.d[g], &mut acc, &mut mins);
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -660,15 +601,13 @@ unsafe fn gemm<F: Unpack>(
         q: _mm256_setzero_si256(),
         sc: _mm256_setzero_si256(),
         m: _mm256_setzero_si256(),
-        d: 0.0,
-        dm: 0.0,
+        d: 0,
+        dm: 0,
         scf: 0.0,
         mf: 0.0,
-        dh: 0,
-        dmh: 0,
     };
     let mut gs = [[zero; R]; CHUNK];
-    let mut ls = [Lanes::of::<Scalar>(&gs[0]); CHUNK];
+    let mut ls = [Lanes::of(&gs[0]); CHUNK];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);
         for t0 in (0..toks).step_by(TOKENS) {
@@ -686,7 +625,7 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &F::head(q[2], bi), g),
                         F::group(kind, q[3], &F::head(q[3], bi), g),
                     ];
-                    ls[i] = Lanes::of::<F>(gq);
+                    ls[i] = Lanes::of(gq);
                 }
                 for t in 0..tn {
                     let tok = t0 + t;

@@ -109,6 +109,8 @@ pub struct Base {
     pub n_ctx: usize,
     pub tokens: Vec<u32>,
     nv: usize,
+    /// One chunk's bytes, reused from chunk to chunk.
+    raw: Vec<u8>,
 }
 
 impl Base {
@@ -169,19 +171,21 @@ impl Base {
             n_ctx,
             tokens,
             nv,
+            raw: Vec::new(),
         })
     }
 
     /// Reads the next chunk's positions into `out` (`scored_per_chunk · nv` values).
     pub fn next_chunk(&mut self, out: &mut Vec<u16>) -> Result<(), CliError> {
         let n = scored_per_chunk(self.n_ctx) * self.nv;
-        let mut raw = vec![0u8; 2 * n];
+        self.raw.resize(2 * n, 0);
         self.file
-            .read_exact(&mut raw)
+            .read_exact(&mut self.raw)
             .map_err(|e| CliError(format!("reading the base log-probabilities: {e}")))?;
         out.clear();
         out.extend(
-            raw.chunks_exact(2)
+            self.raw
+                .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]])),
         );
         Ok(())
