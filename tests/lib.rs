@@ -113,3 +113,26 @@ pub fn model_with_metadata(
     w.finish().expect("finishing the model copy");
     out
 }
+
+/// The llama.cpp sources of the `llama-cpp-python` sdist, whose own suites the tests read
+/// (vocabularies with expected ids, chat templates, grammars): `$EMBER_LLAMA_CPP_SOURCE`, else
+/// fetched once with `tools/fetch-llama-cpp-source.sh`.
+pub fn llama_cpp_source() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("EMBER_LLAMA_CPP_SOURCE") {
+            return PathBuf::from(p);
+        }
+        let out =
+            std::process::Command::new(root().join("tools").join("fetch-llama-cpp-source.sh"))
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("running tools/fetch-llama-cpp-source.sh");
+        assert!(
+            out.status.success(),
+            "tools/fetch-llama-cpp-source.sh failed: the test needs llama.cpp's suites"
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}

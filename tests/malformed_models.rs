@@ -363,11 +363,18 @@ fn metadata_that_contradicts_the_model_is_refused_by_name() {
     let head_dim = g.get_u64("llama.embedding_length").unwrap().unwrap()
         / g.get_u64("llama.attention.head_count").unwrap().unwrap();
     let (_, vocab) = embd_dims();
-    let cases: Vec<(MetaKv, &str)> = vec![
-        (
-            MetaKv::u32("llama.attention.key_length", head_dim as u32 * 2),
+    // A head width the tensors do not have: the first tensor that disagrees is named.
+    let b = rebuilt(|m, _| {
+        m.retain(|x| x.key != "llama.attention.key_length");
+        m.push(MetaKv::u32(
             "llama.attention.key_length",
-        ),
+            head_dim as u32 * 2,
+        ));
+    });
+    let e = load(&b).unwrap_err();
+    assert!(matches!(e, Error::BadTensorShape { .. }), "{e:?}");
+    assert!(e.to_string().contains("blk.0.attn_q.weight"), "{e}");
+    let cases: Vec<(MetaKv, &str)> = vec![
         (
             MetaKv::u32("llama.attention.value_length", head_dim as u32 + 1),
             "llama.attention.value_length",

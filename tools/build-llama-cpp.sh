@@ -26,22 +26,7 @@ TARGETS="llama-bench llama-tokenize llama-simple llama-perplexity llama-quantize
 done_all() { for t in $TARGETS; do [ -x "$BIN/$t" ] || return 1; done; }
 if done_all; then echo "$BIN"; exit 0; fi
 
-if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null; } >&2
-fi
-mkdir -p "$C/dl"
-# The sdist's metadata step needs its build backend and cmake: give it Debian's cmake (installed
-# above) and the backend's wheel, rather than letting pip build cmake itself from source.
-if [ ! -f "$C/dl/llama_cpp_python-$V.tar.gz" ]; then
-  python3 -m pip install -q scikit-build-core >&2
-  python3 -m pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$C/dl" "llama-cpp-python==$V" >&2
-fi
-if [ ! -f "$C/llama.cpp/.extracted-$V" ]; then
-  rm -rf "$C/src" "$C/llama.cpp" && mkdir -p "$C/src"
-  tar xzf "$C/dl/llama_cpp_python-$V.tar.gz" -C "$C/src"
-  mv "$C/src/llama_cpp_python-$V/vendor/llama.cpp" "$C/llama.cpp" && rm -rf "$C/src"
-  touch "$C/llama.cpp/.extracted-$V"
-fi
+"$(dirname "$0")/fetch-llama-cpp-source.sh" >/dev/null
 
 flags=()
 has() { grep -qw "$1" /proc/cpuinfo; }

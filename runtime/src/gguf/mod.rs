@@ -31,6 +31,8 @@ pub mod keys {
     pub const TOKENS: &str = "tokenizer.ggml.tokens";
     pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
     pub const MERGES: &str = "tokenizer.ggml.merges";
+    pub const SCORES: &str = "tokenizer.ggml.scores";
+    pub const ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
     pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
     pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
     pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";

@@ -14,9 +14,11 @@
 //! which `tests.rs` checks against the plain per-key loop.
 
 use super::{scalar, Kernels, OutRows, QActs};
-use crate::model::forward::MAX_HEAD_DIM;
 use crate::weights::{BlockQ8_0, QK};
 use half::f16;
+
+/// Widest attention head supported (bounds stack buffers of the attention kernels).
+pub const MAX_HEAD_DIM: usize = 512;
 
 /// Keys handled per chunk (bounds the stack buffers).
 pub const CHUNK: usize = 128;

@@ -385,6 +385,22 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU with the tanh approximation, in f32:
+/// `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`. The reference implementations (PyTorch's
+/// `gelu(approximate="tanh")`) compute it so; llama.cpp looks it up in an f16 table instead.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const A: f32 = 0.044_715;
+    0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * x * (1.0 + A * x * x)))
+}
+
+/// gate = gelu_tanh(gate) · up, element-wise (GeGLU).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh(*g) * u;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Attention of one query head, key by key (the spec `kernels/attend.rs` computes chunk by chunk).
 // ---------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::model::Config;
 use crate::weights::blocks::quantize_q8_0;
 use crate::weights::{BlockQ8_0, QK};
 use half::f16;
@@ -60,6 +59,20 @@ impl KvType {
     }
 }
 
+/// What a cache needs to know of the model it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct KvShape {
+    /// Layers.
+    pub n_layer: usize,
+    /// Key/value heads per layer.
+    pub n_head_kv: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Largest context the model takes (its training context).
+    pub max_ctx: usize,
+}
+
 /// Shape of a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -74,8 +87,8 @@ pub struct KvConfig {
 
 impl KvConfig {
     /// Checks the shape against the model.
-    pub fn validate(&self, c: &Config) -> Result<()> {
-        if self.capacity == 0 || self.capacity > c.n_ctx_train {
+    pub fn validate(&self, c: &KvShape) -> Result<()> {
+        if self.capacity == 0 || self.capacity > c.max_ctx {
             return Err(Error::InvalidArgument(
                 "the context size must be between 1 and the model's context_length",
             ));
@@ -205,7 +218,7 @@ pub struct KvCache<'a> {
 
 impl<'a> KvCache<'a> {
     /// Arena bytes for a cache shaped `kc` that takes batches of up to `batch` tokens.
-    pub fn bytes_needed(c: &Config, kc: &KvConfig, batch: usize) -> usize {
+    pub fn bytes_needed(c: &KvShape, kc: &KvConfig, batch: usize) -> usize {
         let cells = c.n_layer * c.n_head_kv * kc.capacity;
         let staged = c.n_head_kv * batch.min(kc.capacity.saturating_sub(kc.sinks)).max(1);
         2 * Store::bytes_needed(kc.ty, cells, c.head_dim)
@@ -214,7 +227,7 @@ impl<'a> KvCache<'a> {
 
     /// A cache shaped `kc` in `arena`, for batches of up to `batch` tokens (at most
     /// `capacity − sinks`: a batch never overwrites cells its own tokens still see).
-    pub fn new(arena: &mut Arena<'a>, c: &Config, kc: &KvConfig, batch: usize) -> Result<Self> {
+    pub fn new(arena: &mut Arena<'a>, c: &KvShape, kc: &KvConfig, batch: usize) -> Result<Self> {
         kc.validate(c)?;
         if batch == 0 {
             return Err(Error::InvalidArgument("the batch size must be at least 1"));
@@ -404,36 +417,45 @@ impl<'a> KvCache<'a> {
 
     /// Calls `f(keys, values, count)` for each run of consecutive rows that batch token `i` of
     /// `layer`, KV head `head` attends to, in position order: the sinks, the ring's cells of its
-    /// window (one or two runs), then the staged batch up to itself.
+    /// window (one or two runs), then the staged batch up to itself. With `window`, only the
+    /// last `window` positions up to the token's own (sliding-window attention), sinks included
+    /// only when inside it.
     pub(crate) fn for_each_run(
         &self,
         layer: usize,
         head: usize,
         i: usize,
+        window: Option<usize>,
         f: &mut dyn FnMut(Rows<'_>, Rows<'_>, usize),
     ) {
         let (s, cap, u) = (self.cfg.sinks, self.cfg.capacity, self.unit);
         let pos0 = self.n_pos;
         let p = pos0 + i;
+        // First position the window lets this token see.
+        let w0 = window.map_or(0, |w| (p + 1).saturating_sub(w));
         let mut run = |cell: usize, n: usize| {
             if n > 0 {
                 let r = self.row(layer, head, cell);
                 f(self.k.rows(r, n, u), self.v.rows(r, n, u), n);
             }
         };
-        run(0, s.min(pos0));
-        let lo = s.max((p + 1).saturating_sub(cap - s));
+        let sinks = s.min(pos0);
+        if w0 < sinks {
+            run(w0, sinks - w0);
+        }
+        let lo = s.max((p + 1).saturating_sub(cap - s)).max(w0);
         if pos0 > lo {
             let (c0, count) = (self.cell(lo), pos0 - lo);
             let first = count.min(cap - c0);
             run(c0, first);
             run(s, count - first);
         }
-        let r = head * self.batch;
+        let b0 = w0.saturating_sub(pos0).min(i);
+        let r = head * self.batch + b0;
         f(
-            self.stage_k.rows(r, i + 1, u),
-            self.stage_v.rows(r, i + 1, u),
-            i + 1,
+            self.stage_k.rows(r, i + 1 - b0, u),
+            self.stage_v.rows(r, i + 1 - b0, u),
+            i + 1 - b0,
         );
     }
 }

@@ -5,34 +5,30 @@ use super::*;
 use std::vec;
 use std::vec::Vec;
 
-fn config(n_ctx_train: usize) -> Config {
-    Config {
+fn config(n_ctx_train: usize) -> KvShape {
+    KvShape {
         n_layer: 2,
-        n_embd: 64,
-        n_ff: 128,
-        n_head: 2,
         n_head_kv: 1,
         head_dim: 32,
-        rope_dim: 32,
-        rope_base: 10000.0,
-        rms_eps: 1e-5,
-        n_ctx_train,
-        n_vocab: 16,
+        max_ctx: n_ctx_train,
     }
 }
 
-/// Positions a token at `p` must see: the sinks, then the window of `cap − sinks` up to p.
-fn expected(p: usize, cap: usize, sinks: usize) -> Vec<usize> {
+/// Positions a token at `p` must see: the sinks, then the window of `cap − sinks` up to p; with
+/// a sliding window, only those of the last `window` positions.
+fn expected(p: usize, cap: usize, sinks: usize, window: Option<usize>) -> Vec<usize> {
     let lo = sinks.max((p + 1).saturating_sub(cap - sinks));
+    let w0 = window.map_or(0, |w| (p + 1).saturating_sub(w));
     (0..sinks.min(p + 1))
         .chain(lo.max(sinks.min(p + 1))..=p)
+        .filter(|&q| q >= w0)
         .collect()
 }
 
 /// Positions seen by batch token `i` of `layer`, read back from f32 rows holding their position.
-fn seen(kv: &KvCache<'_>, layer: usize, i: usize) -> Vec<usize> {
+fn seen(kv: &KvCache<'_>, layer: usize, i: usize, window: Option<usize>) -> Vec<usize> {
     let mut out = Vec::new();
-    kv.for_each_run(layer, 0, i, &mut |k, v, n| {
+    kv.for_each_run(layer, 0, i, window, &mut |k, v, n| {
         let (Rows::F32(k), Rows::F32(v)) = (k, v) else {
             panic!("f32 cache")
         };
@@ -87,8 +83,8 @@ fn every_token_sees_the_sinks_and_its_window_in_position_order() {
             for l in 0..2 {
                 for i in 0..n {
                     assert_eq!(
-                        seen(&kv, l, i),
-                        expected(pos + i, cap, sinks),
+                        seen(&kv, l, i, None),
+                        expected(pos + i, cap, sinks, None),
                         "cap {cap} sinks {sinks} p {}",
                         pos + i
                     );
@@ -147,7 +143,7 @@ fn each_precision_stores_rows_faithfully() {
         kv.commit(0, 1);
         kv.advance(1);
         let mut back = vec![0.0f32; 32];
-        kv.for_each_run(0, 0, 0, &mut |k, _, n| {
+        kv.for_each_run(0, 0, 0, None, &mut |k, _, n| {
             if n == 1 && back.iter().all(|&x| x == 0.0) {
                 match k {
                     Rows::F16(r) => back.iter_mut().zip(r).for_each(|(b, x)| *b = x.to_f32()),
@@ -206,6 +202,7 @@ proptest::proptest! {
         sinks_frac in 0.0f64..0.9,
         batches in proptest::collection::vec(1usize..64, 1..40),
         ty in proptest::sample::select(vec![KvType::F32]),
+        window in proptest::option::of(1usize..40),
     ) {
         let c = config(4096);
         let sinks = ((cap as f64 * sinks_frac) as usize).min(cap - 1);
@@ -223,7 +220,9 @@ proptest::proptest! {
             }
             for l in 0..2 {
                 for i in 0..n {
-                    proptest::prop_assert_eq!(seen(&kv, l, i), expected(pos + i, cap, sinks));
+                    // Layer 1 is a sliding-window layer.
+                    let w = if l == 1 { window } else { None };
+                    proptest::prop_assert_eq!(seen(&kv, l, i, w), expected(pos + i, cap, sinks, w));
                 }
                 kv.commit(l, n);
             }

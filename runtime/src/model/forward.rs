@@ -1,18 +1,22 @@
-//! The Llama forward pass over a batch of tokens.
+//! The forward pass over a batch of tokens, for every architecture of [`super::arch`].
 //!
-//! For each block: RMSNorm → Q/K/V projections → RoPE → write K/V to the cache → causal
-//! grouped-query attention → output projection → residual; RMSNorm → SwiGLU feed-forward →
-//! residual. Then the final RMSNorm and the output head for the tokens whose logits are wanted.
+//! For each block: RMSNorm → Q/K/V projections (+ biases) → [per-head Q/K RMSNorm] → RoPE
+//! (adjacent or NEOX pairs) → write K/V to the cache → causal grouped-query attention (over a
+//! sliding window on windowed layers) → output projection → [post-norm] → residual; RMSNorm →
+//! gated feed-forward (SiLU or GELU gate) → [post-norm] → residual. Then the final RMSNorm, the
+//! output head for the tokens whose logits are wanted, and [logit soft-capping]. Bracketed steps
+//! are the architecture's options.
 //!
 //! A batch of tokens goes through each matrix together (one pass over each weight matrix per
 //! batch), and each activation is quantized once for all the matrices that read it. Every buffer
 //! is a [`State`] field, sized once from the configuration.
 
+use super::arch::{FfnAct, RopeLayout};
 use super::trace;
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kernels::attend::{self, Softmax};
+use crate::kernels::attend::{self, Softmax, MAX_HEAD_DIM};
 use crate::kernels::{sincos, Kernels, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{chunk_rows, Parallel};
@@ -40,26 +44,28 @@ pub struct State<'a> {
     x: &'a mut [f32],
     /// Normalised residual, `[batch][n_embd]`.
     xn: &'a mut [f32],
-    /// Queries, `[batch][n_embd]`.
+    /// Queries, `[batch][q_dim]`.
     q: &'a mut [f32],
     /// Keys, `[batch][kv_dim]`.
     k: &'a mut [f32],
     /// Values, `[batch][kv_dim]`.
     v: &'a mut [f32],
-    /// Attention output, `[batch][n_embd]`.
+    /// Attention output `[batch][q_dim]`, then feed-forward output `[batch][n_embd]`.
     att: &'a mut [f32],
     /// Gate, then SwiGLU output, `[batch][n_ff]`.
     gate: &'a mut [f32],
     /// Up projection, `[batch][n_ff]`.
     up: &'a mut [f32],
-    /// Quantized activations: quants `[batch][max(n_embd, n_ff)]`.
+    /// Quantized activations: quants `[batch][wide]` (`wide`: the widest matrix input).
     act_qs: &'a mut [i8],
-    /// Quantized activations: block scales `[batch][max(n_embd, n_ff) / 32]`.
+    /// Quantized activations: block scales `[batch][wide / 32]`.
     act_d: &'a mut [f32],
-    /// Quantized activations: block sums `[batch][max(n_embd, n_ff) / 32]`.
+    /// Quantized activations: block sums `[batch][wide / 32]`.
     act_s: &'a mut [f32],
     /// cos/sin pairs per token, `[batch][rope_dim]`.
     rope: &'a mut [f32],
+    /// The same for the sliding-window layers' RoPE base (empty without windows).
+    rope_local: &'a mut [f32],
     /// Logits, `[logit_rows][n_vocab]`.
     logits: &'a mut [f32],
     /// Tiled attention scratch, `n_head` parts, one per worker thread (empty when batches are
@@ -70,14 +76,17 @@ pub struct State<'a> {
 impl<'a> State<'a> {
     /// Arena bytes for batches of `batch` tokens.
     pub fn bytes_needed(c: &Config, batch: usize) -> usize {
-        let wide = c.n_embd.max(c.n_ff);
+        let wide = wide(c);
         let lr = batch.min(LOGIT_ROWS);
-        Arena::size_of::<f32>(batch * c.n_embd) * 4
+        Arena::size_of::<f32>(batch * c.n_embd) * 2
+            + Arena::size_of::<f32>(batch * c.q_dim())
+            + Arena::size_of::<f32>(batch * c.q_dim().max(c.n_embd))
             + Arena::size_of::<f32>(batch * c.kv_dim()) * 2
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
             + Arena::size_of::<i8>(batch * wide)
             + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
             + Arena::size_of::<f32>(batch * c.rope_dim)
+            + Arena::size_of::<f32>(local_rope_len(c, batch))
             + Arena::size_of::<f32>(lr * c.n_vocab)
             + Arena::size_of::<f32>(tiles_len(c, batch))
     }
@@ -87,23 +96,24 @@ impl<'a> State<'a> {
         if batch == 0 {
             return Err(Error::InvalidArgument("the batch size must be at least 1"));
         }
-        let wide = c.n_embd.max(c.n_ff);
+        let wide = wide(c);
         let lr = batch.min(LOGIT_ROWS);
         Ok(State {
             batch,
             logit_rows: lr,
             x: arena.alloc(batch * c.n_embd, "forward state")?,
             xn: arena.alloc(batch * c.n_embd, "forward state")?,
-            q: arena.alloc(batch * c.n_embd, "forward state")?,
+            q: arena.alloc(batch * c.q_dim(), "forward state")?,
             k: arena.alloc(batch * c.kv_dim(), "forward state")?,
             v: arena.alloc(batch * c.kv_dim(), "forward state")?,
-            att: arena.alloc(batch * c.n_embd, "forward state")?,
+            att: arena.alloc(batch * c.q_dim().max(c.n_embd), "forward state")?,
             gate: arena.alloc(batch * c.n_ff, "forward state")?,
             up: arena.alloc(batch * c.n_ff, "forward state")?,
             act_qs: arena.alloc(batch * wide, "forward state")?,
             act_d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             act_s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
+            rope_local: arena.alloc(local_rope_len(c, batch), "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
             tiles: arena.alloc(tiles_len(c, batch), "attention tiles")?,
         })
@@ -112,6 +122,20 @@ impl<'a> State<'a> {
     /// Largest batch one [`forward`] call takes.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+}
+
+/// The widest input of any matrix (the quantized activation rows).
+fn wide(c: &Config) -> usize {
+    c.n_embd.max(c.n_ff).max(c.q_dim())
+}
+
+/// Floats of the windowed layers' RoPE table.
+fn local_rope_len(c: &Config, batch: usize) -> usize {
+    if c.windowed.is_empty() || c.window == 0 {
+        0
+    } else {
+        batch * c.rope_dim
     }
 }
 
@@ -127,9 +151,6 @@ fn tiles_len(c: &Config, batch: usize) -> usize {
 /// Output-head rows computed together (bounds the logits buffer; the head is the largest matrix,
 /// so batching its rows matters for perplexity runs).
 pub const LOGIT_ROWS: usize = 16;
-
-/// Widest attention head supported (bounds a stack buffer per thread).
-pub const MAX_HEAD_DIM: usize = 512;
 
 /// Runs `tokens` (at most `state.batch()` and `kv.max_batch()`) at positions `kv.n_pos()..`, appending their keys and
 /// values to `kv`. Calls `on_logits(i, logits)` for each token `i` whose logits `want` asks for.
@@ -181,7 +202,21 @@ pub fn forward(
         w.token_embd
             .dequantize_row(t as usize, &mut state.x[i * e..(i + 1) * e]);
     }
-    rope_table(c, w.rope_freqs, pos0, n, state.rope);
+    if c.arch().embd_scale {
+        let scale = libm::sqrtf(e as f32);
+        state.x[..n * e].iter_mut().for_each(|x| *x *= scale);
+    }
+    rope_table(c, c.rope_base, w.rope_freqs, pos0, n, state.rope);
+    if !state.rope_local.is_empty() {
+        rope_table(
+            c,
+            c.rope_base_local,
+            w.rope_freqs,
+            pos0,
+            n,
+            state.rope_local,
+        );
+    }
     trace::tensor("embd", None, &state.x[..n * e]);
 
     // Whether committing this batch overwrites cells that hold earlier tokens (the ring is full):
@@ -209,10 +244,16 @@ pub fn forward(
         );
         trace::tensor("ffn_norm", Some(l), &s.xn[..n * e]);
         let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
-        // Gate and up in one parallel region; SwiGLU on each thread's rows right after.
-        let swiglu = |g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
+        // Gate and up in one parallel region; the gate's activation on each thread's rows right
+        // after.
+        let gelu = c.arch().ffn == FfnAct::GeluTanh;
+        let gated = |g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
             for t in 0..g.n_toks() {
-                (k.swiglu)(g.row_mut(t), u.row_mut(t));
+                if gelu {
+                    crate::kernels::scalar::geglu(g.row_mut(t), u.row_mut(t));
+                } else {
+                    (k.swiglu)(g.row_mut(t), u.row_mut(t));
+                }
             }
         };
         gemm_fused(
@@ -224,7 +265,7 @@ pub fn forward(
                 (&layer.w_gate, &mut s.gate[..n * ff]),
                 (&layer.w_up, &mut s.up[..n * ff]),
             ],
-            Some(&swiglu),
+            Some(&gated),
         );
         trace::tensor("ffn_up", Some(l), &s.up[..n * ff]);
         trace::tensor("ffn_swiglu", Some(l), &s.gate[..n * ff]);
@@ -238,6 +279,10 @@ pub fn forward(
             None,
         );
         trace::tensor("ffn_out", Some(l), &s.att[..n * e]);
+        if let Some(post) = layer.ffn_post_norm {
+            rms_norm_in_place(&mut s.att[..n * e], post, c.rms_eps, e);
+            trace::tensor("ffn_post_norm", Some(l), &s.att[..n * e]);
+        }
         add(&mut s.x[..n * e], &s.att[..n * e]);
         trace::tensor("l_out", Some(l), &s.x[..n * e]);
     }
@@ -270,6 +315,12 @@ pub fn forward(
             &mut [(&w.output, &mut s.logits[..m * c.n_vocab])],
             None,
         );
+        if c.logit_softcap > 0.0 {
+            let (cap, inv) = (c.logit_softcap, 1.0 / c.logit_softcap);
+            for v in s.logits[..m * c.n_vocab].iter_mut() {
+                *v = libm::tanhf(*v * inv) * cap;
+            }
+        }
         trace::tensor("result_output", None, &s.logits[..m * c.n_vocab]);
         for j in 0..m {
             on_logits(i + j, &s.logits[j * c.n_vocab..(j + 1) * c.n_vocab]);
@@ -292,7 +343,8 @@ fn attention_block(
 ) {
     let c = &model.config;
     let k = &model.kernels;
-    let (e, kvd, hd) = (c.n_embd, c.kv_dim(), c.head_dim);
+    let arch = c.arch();
+    let (e, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
     rms_norm(
         &s.x[..n * e],
         layer.attn_norm,
@@ -308,21 +360,46 @@ fn attention_block(
         &act,
         n,
         &mut [
-            (&layer.wq, &mut s.q[..n * e]),
+            (&layer.wq, &mut s.q[..n * qd]),
             (&layer.wk, &mut s.k[..n * kvd]),
             (&layer.wv, &mut s.v[..n * kvd]),
         ],
         None,
     );
+    for (b, out, w) in [
+        (layer.bq, &mut s.q[..n * qd], qd),
+        (layer.bk, &mut s.k[..n * kvd], kvd),
+        (layer.bv, &mut s.v[..n * kvd], kvd),
+    ] {
+        if let Some(b) = b {
+            out.chunks_exact_mut(w).for_each(|row| add(row, b));
+        }
+    }
+    if let (Some(qn), Some(kn)) = (layer.q_norm, layer.k_norm) {
+        rms_norm_in_place(&mut s.q[..n * qd], qn, c.rms_eps, hd);
+        rms_norm_in_place(&mut s.k[..n * kvd], kn, c.rms_eps, hd);
+        trace::tensor("Qcur_normed", Some(l), &s.q[..n * qd]);
+        trace::tensor("Kcur_normed", Some(l), &s.k[..n * kvd]);
+    }
 
     trace::tensor("Vcur", Some(l), &s.v[..n * kvd]);
+    let window = c.layer_window(l);
+    let table = if window.is_some() && !s.rope_local.is_empty() {
+        &*s.rope_local
+    } else {
+        &*s.rope
+    };
+    let rot = match arch.rope {
+        RopeLayout::Adjacent => rope,
+        RopeLayout::Neox => rope_neox,
+    };
     for i in 0..n {
-        let cs = &s.rope[i * c.rope_dim..(i + 1) * c.rope_dim];
+        let cs = &table[i * c.rope_dim..(i + 1) * c.rope_dim];
         for h in 0..c.n_head {
-            rope(&mut s.q[i * e + h * hd..i * e + (h + 1) * hd], cs);
+            rot(&mut s.q[i * qd + h * hd..i * qd + (h + 1) * hd], cs);
         }
         for h in 0..c.n_head_kv {
-            rope(&mut s.k[i * kvd + h * hd..i * kvd + (h + 1) * hd], cs);
+            rot(&mut s.k[i * kvd + h * hd..i * kvd + (h + 1) * hd], cs);
         }
         kv.stage(
             i,
@@ -331,28 +408,33 @@ fn attention_block(
         );
     }
 
-    trace::tensor("Qcur", Some(l), &s.q[..n * e]);
+    trace::tensor("Qcur", Some(l), &s.q[..n * qd]);
     trace::tensor("Kcur", Some(l), &s.k[..n * kvd]);
     let group = c.n_head / c.n_head_kv;
-    let scale = 1.0 / libm::sqrtf(hd as f32);
+    let scale = if arch.scale_queries {
+        s.q[..n * qd].iter_mut().for_each(|x| *x *= c.attn_scale);
+        1.0
+    } else {
+        c.attn_scale
+    };
     if !attend_batch_tiled(model, par, l, s, kv, n, scale) {
         let (q, kvr) = (&*s.q, &*kv);
-        let att = OutRows::new(&mut s.att[..n * e], e, e, n);
+        let att = OutRows::new(&mut s.att[..n * qd], qd, qd, n);
         let att = &att;
         par.for_each(n * c.n_head, usize::MAX, &|item, _| {
             // SAFETY: each item (token i, head h) writes only row i, columns of head h, and
             // every item runs once.
-            let mut out = unsafe { att.rows(0, e) };
+            let mut out = unsafe { att.rows(0, qd) };
             let (i, h) = (item / c.n_head, item % c.n_head);
-            let qh = &q[i * e + h * hd..i * e + (h + 1) * hd];
-            attend_head(k, kvr, l, h / group, i, qh, scale, &mut |d, v| {
+            let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+            attend_head(k, kvr, l, h / group, i, window, qh, scale, &mut |d, v| {
                 out.set(i, h * hd + d, v)
             });
         });
     }
     kv.commit(l, n);
-    trace::tensor("kqv_out", Some(l), &s.att[..n * e]);
-    let act = quantize(k, &s.att[..n * e], e, s.act_qs, s.act_d, s.act_s);
+    trace::tensor("kqv_out", Some(l), &s.att[..n * qd]);
+    let act = quantize(k, &s.att[..n * qd], qd, s.act_qs, s.act_d, s.act_s);
     gemm_fused(
         par,
         k,
@@ -361,7 +443,16 @@ fn attention_block(
         &mut [(&layer.wo, &mut s.xn[..n * e])],
         None,
     );
+    if let Some(b) = layer.bo {
+        s.xn[..n * e]
+            .chunks_exact_mut(e)
+            .for_each(|row| add(row, b));
+    }
     trace::tensor("attn_out", Some(l), &s.xn[..n * e]);
+    if let Some(post) = layer.attn_post_norm {
+        rms_norm_in_place(&mut s.xn[..n * e], post, c.rms_eps, e);
+        trace::tensor("attn_post_norm", Some(l), &s.xn[..n * e]);
+    }
     add(&mut s.x[..n * e], &s.xn[..n * e]);
     trace::tensor("ffn_inp", Some(l), &s.x[..n * e]);
 }
@@ -383,9 +474,12 @@ fn attend_batch_tiled(
 ) -> bool {
     let c = &model.config;
     let k = &model.kernels;
-    let (e, hd) = (c.n_embd, c.head_dim);
+    let (qd, hd) = (c.q_dim(), c.head_dim);
     let per_head = attend::tile_scratch_len(hd);
+    // A sliding window that masks any key of this batch needs the per-token path.
+    let masked = c.layer_window(l).is_some_and(|w| kv.n_pos() + n > w);
     if n < attend::TILE
+        || masked
         || s.tiles.len() < c.n_head * per_head
         || !matches!(kv.config().ty, KvType::F16 | KvType::F32)
         || kv.unwrapped_batch(l, 0, n).is_none()
@@ -394,7 +488,7 @@ fn attend_batch_tiled(
     }
     let group = c.n_head / c.n_head_kv;
     let q = &*s.q;
-    let att = OutRows::new(&mut s.att[..n * e], e, e, n);
+    let att = OutRows::new(&mut s.att[..n * qd], qd, qd, n);
     let att = &att;
     let tiles = OutRows::new(
         &mut s.tiles[..c.n_head * per_head],
@@ -409,7 +503,7 @@ fn attend_batch_tiled(
     par.for_each(items, c.n_head, &|item, slot| {
         // SAFETY: each item (query tile, head h) writes only its rows' columns of head h, each
         // item runs once, and only the thread holding `slot` uses scratch part `slot`.
-        let (mut out, mut scratch) = unsafe { (att.rows(0, e), tiles.rows(0, per_head)) };
+        let (mut out, mut scratch) = unsafe { (att.rows(0, qd), tiles.rows(0, per_head)) };
         let buf = scratch.row_mut(slot);
         let item = items - 1 - item;
         let (i0, h) = ((item / c.n_head) * attend::TILE, item % c.n_head);
@@ -427,8 +521,8 @@ fn attend_batch_tiled(
         };
         attend::attend_tiled(
             k,
-            &q[i0 * e + h * hd..],
-            e,
+            &q[i0 * qd + h * hd..],
+            qd,
             (n - i0).min(attend::TILE),
             hd,
             np + i0,
@@ -464,6 +558,7 @@ fn attend_head(
     l: usize,
     kh: usize,
     i: usize,
+    window: Option<usize>,
     qh: &[f32],
     scale: f32,
     out: &mut dyn FnMut(usize, f32),
@@ -480,7 +575,7 @@ fn attend_head(
             }
             let mut acc = [f16::ZERO; MAX_HEAD_DIM];
             let (q16, acc) = (&q16[..hd], &mut acc[..hd]);
-            kv.for_each_run(l, kh, i, &mut |keys, values, n| {
+            kv.for_each_run(l, kh, i, window, &mut |keys, values, n| {
                 if let (Rows::F16(ks), Rows::F16(vs)) = (keys, values) {
                     attend::attend_f16(k, q16, ks, vs, n, scale, acc, &mut st);
                 }
@@ -490,7 +585,7 @@ fn attend_head(
         KvType::F32 => {
             let mut acc = [0.0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
-            kv.for_each_run(l, kh, i, &mut |keys, values, n| {
+            kv.for_each_run(l, kh, i, window, &mut |keys, values, n| {
                 if let (Rows::F32(ks), Rows::F32(vs)) = (keys, values) {
                     attend::attend_f32(k, qh, ks, vs, n, scale, acc, &mut st);
                 }
@@ -511,7 +606,7 @@ fn attend_head(
             };
             let mut acc = [0.0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
-            kv.for_each_run(l, kh, i, &mut |keys, values, n| {
+            kv.for_each_run(l, kh, i, window, &mut |keys, values, n| {
                 if let (Rows::Q8_0(ks), Rows::Q8_0(vs)) = (keys, values) {
                     attend::attend_q8_0(k, &qa, ks, vs, n, scale, acc, &mut st);
                 }
@@ -692,6 +787,18 @@ fn f32_gemm<W>(
     }
 }
 
+/// [`rms_norm`] of each `width` values of `x`, in place (per-head Q/K norms, post-norms).
+pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32, width: usize) {
+    for row in x.chunks_exact_mut(width) {
+        let ss = row.iter().fold(0.0f64, |acc, &v| acc + (v * v) as f64);
+        let mean = (ss / width as f64) as f32;
+        let scale = 1.0 / libm::sqrtf(mean + eps);
+        for (v, &g) in row.iter_mut().zip(weight) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
 /// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight`. Each square is rounded to f32
 /// and the squares are summed in f64, in order: exactly llama.cpp's arithmetic.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
@@ -706,16 +813,27 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usi
 }
 
 /// cos/sin of every rotated pair, for `n` tokens from position `pos0`: `out[t][2i] = cos θ`,
-/// `out[t][2i+1] = sin θ`, θ = pos · base^(−2i/rope_dim) / factor_i. θ is stepped by repeated
-/// multiplication in f32, as ggml computes it, so the angles match llama.cpp's bit for bit.
-pub fn rope_table(c: &Config, freqs: Option<&[f32]>, pos0: usize, n: usize, out: &mut [f32]) {
-    let theta_scale = libm::powf(c.rope_base, -2.0 / c.rope_dim as f32);
+/// `out[t][2i+1] = sin θ`, θ = pos · base^(−2i/rope_dim) / factor_i (× the linear scale). θ is
+/// stepped by repeated multiplication in f32, as ggml computes it, so the angles match
+/// llama.cpp's bit for bit.
+pub fn rope_table(
+    c: &Config,
+    base: f32,
+    freqs: Option<&[f32]>,
+    pos0: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    let theta_scale = libm::powf(base, -2.0 / c.rope_dim as f32);
     for t in 0..n {
         let row = &mut out[t * c.rope_dim..(t + 1) * c.rope_dim];
         let mut theta = (pos0 + t) as f32;
         for i in 0..c.rope_dim / 2 {
             let ff = freqs.map_or(1.0, |f| f[i]);
-            let th = theta / ff;
+            let mut th = theta / ff;
+            if c.rope_scale != 1.0 {
+                th *= c.rope_scale;
+            }
             let (sin, cos) = sin_cos(th);
             row[2 * i] = cos;
             row[2 * i + 1] = sin;
@@ -740,6 +858,20 @@ pub fn rope(x: &mut [f32], cs: &[f32]) {
         let (x0, x1) = (pair[0], pair[1]);
         pair[0] = fma(x0, c[0], -(x1 * c[1]));
         pair[1] = fma(x0, c[1], x1 * c[0]);
+    }
+}
+
+/// Rotates the pairs (x[i], x[i + rope_dim/2]) of one head by the angles in `cs` (GPT-NeoX's
+/// layout, `rope_dim = cs.len()`; later dimensions are left as they are), with the arithmetic of
+/// [`rope`].
+pub fn rope_neox(x: &mut [f32], cs: &[f32]) {
+    use crate::kernels::scalar::fma;
+    let half = cs.len() / 2;
+    let (lo, hi) = x.split_at_mut(half);
+    for ((a, b), c) in lo.iter_mut().zip(hi.iter_mut()).zip(cs.chunks_exact(2)) {
+        let (x0, x1) = (*a, *b);
+        *a = fma(x0, c[0], -(x1 * c[1]));
+        *b = fma(x0, c[1], x1 * c[0]);
     }
 }
 

@@ -1,12 +1,15 @@
-//! A Llama model: hyperparameters, weights bound to the file's tensors, and the tokenizer.
+//! A model: hyperparameters, weights bound to the file's tensors, and the tokenizer. The
+//! architecture table ([`arch`]) says which tensors a family has; one forward pass runs them all.
 //!
 //! Every weight is a view into the GGUF bytes; loading reads the metadata and the tensor table,
 //! checks each tensor's shape and type for its role, and builds the tokenizer's lookup tables.
 
+pub mod arch;
 pub mod config;
 pub mod forward;
 pub mod trace;
 
+pub use arch::{Arch, ArchId};
 pub use config::Config;
 pub use forward::{Logits, State};
 
@@ -22,21 +25,37 @@ use crate::weights::{GgmlType, Matrix};
 pub struct Layer<'a> {
     /// RMSNorm weight before attention, `[n_embd]`.
     pub attn_norm: &'a [f32],
-    /// Query projection, `n_embd × n_embd`.
+    /// Query projection, `q_dim × n_embd`.
     pub wq: Matrix<'a>,
     /// Key projection, `kv_dim × n_embd`.
     pub wk: Matrix<'a>,
     /// Value projection, `kv_dim × n_embd`.
     pub wv: Matrix<'a>,
-    /// Attention output projection, `n_embd × n_embd`.
+    /// Attention output projection, `n_embd × q_dim`.
     pub wo: Matrix<'a>,
+    /// Biases of the query, key, value and output projections, where the file has them.
+    pub bq: Option<&'a [f32]>,
+    /// Key bias.
+    pub bk: Option<&'a [f32]>,
+    /// Value bias.
+    pub bv: Option<&'a [f32]>,
+    /// Output bias.
+    pub bo: Option<&'a [f32]>,
+    /// Per-head RMSNorm weights of queries and keys, `[head_dim]` ([`Arch::qk_norm`]).
+    pub q_norm: Option<&'a [f32]>,
+    /// Key norm.
+    pub k_norm: Option<&'a [f32]>,
+    /// RMSNorm weight of the attention output before its residual add ([`Arch::post_norms`]).
+    pub attn_post_norm: Option<&'a [f32]>,
+    /// RMSNorm weight of the feed-forward output before its residual add.
+    pub ffn_post_norm: Option<&'a [f32]>,
     /// RMSNorm weight before the feed-forward block, `[n_embd]`.
     pub ffn_norm: &'a [f32],
-    /// SwiGLU gate, `n_ff × n_embd`.
+    /// Feed-forward gate, `n_ff × n_embd`.
     pub w_gate: Matrix<'a>,
-    /// SwiGLU up, `n_ff × n_embd`.
+    /// Feed-forward up, `n_ff × n_embd`.
     pub w_up: Matrix<'a>,
-    /// SwiGLU down, `n_embd × n_ff`.
+    /// Feed-forward down, `n_embd × n_ff`.
     pub w_down: Matrix<'a>,
 }
 
@@ -78,7 +97,8 @@ impl<'a> Model<'a> {
         Ok(Tokenizer::memory_needed(g)? + Arena::size_of::<Layer<'static>>(cfg.n_layer))
     }
 
-    /// Binds the weights of a `llama` GGUF and builds its tokenizer in `arena`.
+    /// Binds the weights of a GGUF of a supported architecture and builds its tokenizer in
+    /// `arena`.
     pub fn load(g: Gguf<'a>, arena: &mut Arena<'a>, kernels: Kernels) -> Result<Self> {
         let config = Config::from_gguf(&g)?;
         let c = &config;
@@ -92,15 +112,48 @@ impl<'a> Model<'a> {
             Some(_) => Some(vector(&g, "rope_freqs.weight", c.rope_dim / 2)?),
             None => None,
         };
-        let kv = c.kv_dim();
+        let (kv, qd, hd) = (c.kv_dim(), c.q_dim(), c.head_dim);
+        let arch = c.arch();
         let layers = arena.alloc_init(c.n_layer, "layer table", |i| {
             let mut name = NameBuf::new(i);
+            let mut opt = |suffix: &str, n: usize| -> Result<Option<&'a [f32]>> {
+                let name = name.get(suffix);
+                match g.tensor(name) {
+                    Some(_) => vector(&g, name, n).map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (bq, bk, bv, bo) = (
+                opt("attn_q.bias", qd)?,
+                opt("attn_k.bias", kv)?,
+                opt("attn_v.bias", kv)?,
+                opt("attn_output.bias", c.n_embd)?,
+            );
+            let mut req = |on: bool, suffix: &str, n: usize| -> Result<Option<&'a [f32]>> {
+                if on {
+                    vector(&g, name.get(suffix), n).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let q_norm = req(arch.qk_norm, "attn_q_norm.weight", hd)?;
+            let k_norm = req(arch.qk_norm, "attn_k_norm.weight", hd)?;
+            let attn_post_norm = req(arch.post_norms, "post_attention_norm.weight", c.n_embd)?;
+            let ffn_post_norm = req(arch.post_norms, "post_ffw_norm.weight", c.n_embd)?;
             Ok(Layer {
                 attn_norm: vector(&g, name.get("attn_norm.weight"), c.n_embd)?,
-                wq: matrix(&g, name.get("attn_q.weight"), c.n_embd, c.n_embd)?,
+                wq: matrix(&g, name.get("attn_q.weight"), qd, c.n_embd)?,
                 wk: matrix(&g, name.get("attn_k.weight"), kv, c.n_embd)?,
                 wv: matrix(&g, name.get("attn_v.weight"), kv, c.n_embd)?,
-                wo: matrix(&g, name.get("attn_output.weight"), c.n_embd, c.n_embd)?,
+                wo: matrix(&g, name.get("attn_output.weight"), c.n_embd, qd)?,
+                bq,
+                bk,
+                bv,
+                bo,
+                q_norm,
+                k_norm,
+                attn_post_norm,
+                ffn_post_norm,
                 ffn_norm: vector(&g, name.get("ffn_norm.weight"), c.n_embd)?,
                 w_gate: matrix(&g, name.get("ffn_gate.weight"), c.n_ff, c.n_embd)?,
                 w_up: matrix(&g, name.get("ffn_up.weight"), c.n_ff, c.n_embd)?,
@@ -116,7 +169,8 @@ impl<'a> Model<'a> {
         }
         #[cfg(feature = "log")]
         log::info!(
-            "model: {} layers, width {}, {} heads ({} KV), vocab {}; kernels {}",
+            "model: {}, {} layers, width {}, {} heads ({} KV), vocab {}; kernels {}",
+            arch.name,
             c.n_layer,
             c.n_embd,
             c.n_head,

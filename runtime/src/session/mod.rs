@@ -90,11 +90,11 @@ impl<'m, 's> Session<'m, 's> {
     /// The memory plan of a session with `sc` for `model` (after checking `sc`).
     pub fn plan(model: &Model<'_>, sc: &SessionConfig) -> Result<MemoryPlan> {
         let c = &model.config;
-        sc.kv().validate(c)?;
+        sc.kv().validate(&c.kv_shape())?;
         if sc.n_batch == 0 {
             return Err(Error::InvalidArgument("the batch size must be at least 1"));
         }
-        let kv_cache = KvCache::bytes_needed(c, &sc.kv(), sc.batch());
+        let kv_cache = KvCache::bytes_needed(&c.kv_shape(), &sc.kv(), sc.batch());
         let scratch = State::bytes_needed(c, sc.batch());
         let logits = Arena::size_of::<f32>(c.n_vocab) + Arena::size_of::<TokenId>(sc.n_ctx);
         Ok(MemoryPlan {
@@ -136,7 +136,7 @@ impl<'m, 's> Session<'m, 's> {
         Ok(Session {
             model,
             par: &Serial,
-            kv: KvCache::new(arena, c, &sc.kv(), sc.batch())?,
+            kv: KvCache::new(arena, &c.kv_shape(), &sc.kv(), sc.batch())?,
             state: State::new(arena, c, sc.batch())?,
             logits: arena.alloc(c.n_vocab, "logits")?,
             has_logits: false,

@@ -1,16 +1,21 @@
-//! Byte-level BPE tokenizer built from the GGUF vocabulary (`tokenizer.ggml.model = gpt2`).
+//! Tokenizers built from the GGUF vocabulary: byte-level BPE (`tokenizer.ggml.model = gpt2`) and
+//! SentencePiece-style (`llama`).
 //!
 //! Encoding, as llama.cpp does it:
 //! 1. special tokens (control, user-defined, unknown) are found in the raw text, longest first;
-//! 2. the text between them is decoded to codepoints and split into words by the model's
-//!    pre-tokenizer ([`pretokenize`]);
-//! 3. each word's UTF-8 bytes become GPT-2 alphabet symbols and are merged by rank ([`bpe`]).
+//! 2. BPE: the text between them is decoded to codepoints and split into words by the model's
+//!    pre-tokenizer ([`pretokenize`]); each word's UTF-8 bytes become GPT-2 alphabet symbols and
+//!    are merged by rank ([`bpe`]);
+//! 3. SentencePiece: the text between them (after a space when it follows a special token or
+//!    starts the text, if `add_space_prefix`) has its spaces escaped to `▁` and is merged by
+//!    token score, with `<0xNN>` byte fallback ([`spm`]).
 //!
 //! All tables (a hash index from text to id, the merge table) live in caller-provided memory, so the
 //! tokenizer works without an allocator; token strings stay in the model file.
 
 pub mod bpe;
 pub mod pretokenize;
+pub mod spm;
 pub mod stream;
 pub mod unicode;
 #[rustfmt::skip]
@@ -91,6 +96,18 @@ struct Merge {
     result: u32,
 }
 
+/// The vocabulary's tokenizer model (`tokenizer.ggml.model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VocabKind {
+    /// Byte-level BPE (`gpt2`).
+    Bpe,
+    /// SentencePiece-style merging by score (`llama`).
+    Spm,
+}
+
+/// SentencePiece's escaped space, `▁` (U+2581).
+const SPM_SPACE: &[u8] = "\u{2581}".as_bytes();
+
 /// Texts llama.cpp treats as end-of-generation when the vocabulary has them.
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
@@ -110,6 +127,11 @@ const MAX_EOG: usize = 8;
 
 /// The tokenizer: vocabulary views into the model file plus lookup tables in an arena.
 pub struct Tokenizer<'a> {
+    kind: VocabKind,
+    /// Token scores (SentencePiece merge priorities; empty for BPE).
+    scores: &'a [f32],
+    /// SentencePiece: a space is put before text that starts the input or follows a special token.
+    add_space_prefix: bool,
     strings: &'a [u8],
     toks: &'a [TokRef],
     kinds: &'a [u8],
@@ -139,7 +161,9 @@ impl<'a> Tokenizer<'a> {
             .get(keys::MERGES)
             .and_then(|v| v.as_array())
             .map_or(0, |a| a.len());
+        let spm = g.get_str(keys::TOKENIZER_MODEL)? == Some("llama");
         Ok(Arena::size_of::<TokRef>(n)
+            + Arena::size_of::<f32>(if spm { n } else { 0 })
             + Arena::size_of::<u8>(n)
             + Arena::size_of::<u32>(index_len(n))
             + Arena::size_of::<Merge>(m)
@@ -148,19 +172,26 @@ impl<'a> Tokenizer<'a> {
 
     /// Builds the tokenizer from the GGUF metadata, with its tables in `arena`.
     pub fn from_gguf(g: &Gguf<'a>, arena: &mut Arena<'a>) -> Result<Self> {
-        match g.get_str(keys::TOKENIZER_MODEL)? {
-            Some("gpt2") => {}
+        let kind = match g.get_str(keys::TOKENIZER_MODEL)? {
+            Some("gpt2") => VocabKind::Bpe,
+            Some("llama") => VocabKind::Spm,
             Some(_) => {
                 return Err(Error::Tokenizer(
-                    "only byte-level BPE ('gpt2') vocabularies are supported",
+                    "only byte-level BPE ('gpt2') and SentencePiece ('llama') vocabularies are supported",
                 ))
             }
             None => return Err(Error::MissingKey(keys::TOKENIZER_MODEL)),
-        }
-        let pre_name = g.get_str(keys::TOKENIZER_PRE)?.unwrap_or("gpt2");
-        let pre = PreTokenizer::from_name(pre_name).ok_or(Error::Tokenizer(
-            "this pre-tokenizer (tokenizer.ggml.pre) is not supported",
-        ))?;
+        };
+        let pre = match kind {
+            VocabKind::Bpe => {
+                let pre_name = g.get_str(keys::TOKENIZER_PRE)?.unwrap_or("gpt2");
+                PreTokenizer::from_name(pre_name).ok_or(Error::Tokenizer(
+                    "this pre-tokenizer (tokenizer.ggml.pre) is not supported",
+                ))?
+            }
+            // SentencePiece splits nothing before merging.
+            VocabKind::Spm => PreTokenizer::Gpt2,
+        };
 
         // Token texts: remember where each one is inside the array's bytes.
         let arr = vocab_array(g)?;
@@ -237,7 +268,41 @@ impl<'a> Tokenizer<'a> {
             }
         }
 
+        // Scores, for SentencePiece (a missing array scores every token 0).
+        let scores: &'a [f32] = match kind {
+            VocabKind::Bpe => &[],
+            VocabKind::Spm => {
+                let out = arena.alloc::<f32>(n, "tokenizer scores")?;
+                out.fill(0.0);
+                if let Some(v) = g.get(keys::SCORES) {
+                    let a = v.as_array().ok_or(Error::BadKey {
+                        key: keys::SCORES,
+                        reason: "not an array",
+                    })?;
+                    if a.len() != n {
+                        return Err(Error::BadKey {
+                            key: keys::SCORES,
+                            reason: "length differs from the vocabulary",
+                        });
+                    }
+                    for (i, o) in out.iter_mut().enumerate() {
+                        *o = a
+                            .get_fixed(i)
+                            .and_then(|v| v.as_f64())
+                            .ok_or(Error::BadKey {
+                                key: keys::SCORES,
+                                reason: "not a number array",
+                            })? as f32;
+                    }
+                }
+                out
+            }
+        };
+
         let mut tok = Tokenizer {
+            kind,
+            scores,
+            add_space_prefix: false,
             strings,
             toks,
             kinds,
@@ -255,26 +320,46 @@ impl<'a> Tokenizer<'a> {
             dropped_merges: 0,
         };
 
-        // Single-byte symbols.
+        // Single-byte symbols: GPT-2 alphabet characters (BPE), `<0xNN>` tokens or else the byte
+        // itself (SentencePiece byte fallback).
         for b in 0..=255u8 {
             let mut buf = [0u8; 4];
-            let len = unicode::encode_utf8(unicode::byte_to_codepoint(b), &mut buf);
-            tok.byte_token[b as usize] = tok.find(&buf[..len]).unwrap_or(NO_TOKEN);
+            tok.byte_token[b as usize] = match kind {
+                VocabKind::Bpe => {
+                    let len = unicode::encode_utf8(unicode::byte_to_codepoint(b), &mut buf);
+                    tok.find(&buf[..len])
+                }
+                VocabKind::Spm => {
+                    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                    let name = [
+                        b'<',
+                        b'0',
+                        b'x',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 15) as usize],
+                        b'>',
+                    ];
+                    tok.find(&name).or_else(|| tok.find(&[b]))
+                }
+            }
+            .unwrap_or(NO_TOKEN);
         }
 
-        // Merge rules: "left right" → (left id, right id, rank, result id).
-        let merges_arr = g
-            .get(keys::MERGES)
-            .ok_or(Error::MissingKey(keys::MERGES))?
-            .as_array()
-            .ok_or(Error::BadKey {
+        // Merge rules: "left right" → (left id, right id, rank, result id). SentencePiece
+        // vocabularies merge by score and have none.
+        let merges_arr = match (kind, g.get(keys::MERGES)) {
+            (VocabKind::Bpe, None) => return Err(Error::MissingKey(keys::MERGES)),
+            (VocabKind::Spm, None) => None,
+            (_, Some(v)) => Some(v.as_array().ok_or(Error::BadKey {
                 key: keys::MERGES,
                 reason: "not an array",
-            })?;
-        let merges = arena.alloc::<Merge>(merges_arr.len(), "tokenizer merge table")?;
+            })?),
+        };
+        let merges_len = merges_arr.as_ref().map_or(0, |a| a.len());
+        let merges = arena.alloc::<Merge>(merges_len, "tokenizer merge table")?;
         let mut n_merges = 0;
         let mut concat = [0u8; 512];
-        for (rank, v) in merges_arr.iter().enumerate() {
+        for (rank, v) in merges_arr.iter().flat_map(|a| a.iter()).enumerate() {
             let Value::Str(s) = v else {
                 return Err(Error::BadKey {
                     key: keys::MERGES,
@@ -353,7 +438,16 @@ impl<'a> Tokenizer<'a> {
         };
         tok.bos = id_key(keys::BOS_ID)?;
         tok.eos = id_key(keys::EOS_ID)?;
-        tok.add_bos = g.get_bool(keys::ADD_BOS)?.unwrap_or(false);
+        // Defaults as llama.cpp's: SentencePiece adds BOS and a space prefix; BPE adds BOS only
+        // for the pre-tokenizers that do (Llama 3).
+        let (bos_default, prefix_default) = match kind {
+            VocabKind::Bpe => (pre.adds_bos_by_default(), false),
+            VocabKind::Spm => (true, true),
+        };
+        tok.add_bos = g.get_bool(keys::ADD_BOS)?.unwrap_or(bos_default);
+        tok.add_space_prefix = g
+            .get_bool(keys::ADD_SPACE_PREFIX)?
+            .unwrap_or(prefix_default);
         tok.add_eos = g.get_bool(keys::ADD_EOS)?.unwrap_or(false);
         for id in [tok.eos, id_key(keys::EOT_ID)?, id_key(keys::EOM_ID)?]
             .into_iter()
@@ -381,9 +475,19 @@ impl<'a> Tokenizer<'a> {
         self.toks.len()
     }
 
-    /// The pre-tokenizer in use.
+    /// The pre-tokenizer in use (BPE vocabularies).
     pub fn pre_tokenizer(&self) -> PreTokenizer {
         self.pre
+    }
+
+    /// The tokenizer model.
+    pub fn vocab_kind(&self) -> VocabKind {
+        self.kind
+    }
+
+    /// Whether SentencePiece text gets a leading space (`add_space_prefix`).
+    pub fn add_space_prefix(&self) -> bool {
+        self.add_space_prefix
     }
 
     /// Merge rules in use.
@@ -477,7 +581,7 @@ impl<'a> Tokenizer<'a> {
     }
 
     /// Encodes `text` (any bytes; invalid UTF-8 becomes U+FFFD per byte), calling `out` for each
-    /// token. `parse_special` matches special tokens written in the text; `add_special` adds BOS
+    /// token. `parse_special` matches control tokens written in the text (user-defined ones always match); `add_special` adds BOS
     /// (and EOS) where the vocabulary asks for them. `scratch` must hold at least `text.len()`.
     pub fn encode(
         &self,
@@ -508,22 +612,30 @@ impl<'a> Tokenizer<'a> {
         } = scratch;
         let marks = &mut marks[..text.len()];
         marks.fill(0);
-        if parse_special {
-            self.mark_specials(text, marks);
-        }
+        self.mark_specials(text, marks, parse_special);
         let mut p = 0;
+        // SentencePiece: the text starts, or follows, a special token (space prefix).
+        let mut after_special = true;
         while p < text.len() {
             if marks[p] != 0 {
                 let id = marks[p] - 1;
                 out(id)?;
                 p += self.token_text(id).map_or(1, |t| t.len().max(1));
+                after_special = true;
                 continue;
             }
             let mut q = p;
             while q < text.len() && marks[q] == 0 {
                 q += 1;
             }
-            self.encode_raw(&text[p..q], cpts, word_ids, syms, heap, out)?;
+            match self.kind {
+                VocabKind::Bpe => self.encode_raw(&text[p..q], cpts, word_ids, syms, heap, out)?,
+                VocabKind::Spm => {
+                    let prefix = self.add_space_prefix && after_special;
+                    self.encode_spm(&text[p..q], prefix, word_ids, syms, heap, out)?
+                }
+            }
+            after_special = false;
             p = q;
         }
         if add_special && self.add_eos {
@@ -536,9 +648,13 @@ impl<'a> Tokenizer<'a> {
 
     /// Marks special-token occurrences: `marks[start] = id + 1`, `u32::MAX` on the bytes after.
     /// Longest tokens first; each takes its leftmost non-overlapping occurrences in text not yet
-    /// claimed — llama.cpp's partition order, so the same tokens win.
-    fn mark_specials(&self, text: &[u8], marks: &mut [u32]) {
+    /// claimed — llama.cpp's partition order, so the same tokens win. User-defined tokens are
+    /// matched always, control and unknown ones only with `parse_special` (as llama.cpp does).
+    fn mark_specials(&self, text: &[u8], marks: &mut [u32], parse_special: bool) {
         for &id in self.specials {
+            if !parse_special && self.kind(id) != Some(TokenKind::UserDefined) {
+                continue;
+            }
             let Some(t) = self.token_text(id) else {
                 continue;
             };
@@ -564,6 +680,64 @@ impl<'a> Tokenizer<'a> {
                 }
             }
         }
+    }
+
+    /// Escapes and merges SentencePiece text that holds no special tokens. The escaped text is
+    /// built in `bytes_buf`'s memory and its symbols in `syms`'s (both sized by
+    /// [`EncodeScratch`] for either tokenizer).
+    fn encode_spm(
+        &self,
+        text: &[u8],
+        prefix: bool,
+        bytes_buf: &mut [u32],
+        syms: &mut [Symbol],
+        heap: &mut [Bigram],
+        out: &mut dyn FnMut(TokenId) -> Result<()>,
+    ) -> Result<()> {
+        let buf: &mut [u8] = bytemuck::cast_slice_mut(bytes_buf);
+        let mut n = 0;
+        let mut push = |b: &[u8]| -> bool {
+            if n + b.len() > buf.len() {
+                return false;
+            }
+            buf[n..n + b.len()].copy_from_slice(b);
+            n += b.len();
+            true
+        };
+        let mut fits = !prefix || push(SPM_SPACE);
+        for &c in text {
+            fits &= if c == b' ' {
+                push(SPM_SPACE)
+            } else {
+                push(&[c])
+            };
+        }
+        let syms: &mut [spm::Sym] = bytemuck::cast_slice_mut(syms);
+        let heap: &mut [spm::Pair] = bytemuck::cast_slice_mut(heap);
+        if !fits || syms.len() < n || heap.len() < spm::heap_capacity(n) {
+            return Err(Error::Capacity {
+                what: "tokenizer scratch (escaped text)",
+                needed: n as u64,
+                available: syms.len() as u64,
+            });
+        }
+        let mut result = Ok(());
+        spm::merge(
+            &buf[..n],
+            |t| {
+                self.find(t)
+                    .map(|id| (id, self.scores.get(id as usize).copied().unwrap_or(0.0)))
+            },
+            |b| Some(self.byte_token[b as usize]).filter(|&t| t != NO_TOKEN),
+            syms,
+            heap,
+            |id| {
+                if result.is_ok() {
+                    result = out(id);
+                }
+            },
+        );
+        result
     }
 
     /// Pre-tokenizes and merges text that holds no special tokens.
@@ -595,6 +769,32 @@ impl<'a> Tokenizer<'a> {
                 for &byte in &buf[..len] {
                     word_ids[k] = self.byte_token[byte as usize];
                     k += 1;
+                }
+            }
+            // A word that is itself a token is taken whole (Llama 3's `ignore_merges`).
+            if self.pre.ignores_merges() && k > 1 {
+                let mut whole = [0u8; 256];
+                let mut len = 0;
+                let mut fits = true;
+                for &cp in &cpts[a..b] {
+                    let mut buf = [0u8; 4];
+                    let n = unicode::encode_utf8(cp, &mut buf);
+                    for &byte in &buf[..n] {
+                        let mut c = [0u8; 4];
+                        let m = unicode::encode_utf8(unicode::byte_to_codepoint(byte), &mut c);
+                        if len + m > whole.len() {
+                            fits = false;
+                            break;
+                        }
+                        whole[len..len + m].copy_from_slice(&c[..m]);
+                        len += m;
+                    }
+                }
+                if let Some(id) = fits.then(|| self.find(&whole[..len])).flatten() {
+                    if result.is_ok() {
+                        result = out(id);
+                    }
+                    return;
                 }
             }
             let ok = bpe::merge_word(
@@ -633,6 +833,30 @@ impl<'a> Tokenizer<'a> {
             }
             TokenKind::UserDefined => sink(text),
             TokenKind::Unused => {}
+            TokenKind::Byte if self.kind == VocabKind::Spm => {
+                // `<0xNN>`.
+                let hex = text.get(3..5).and_then(|h| core::str::from_utf8(h).ok());
+                if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    sink(&[b]);
+                }
+            }
+            TokenKind::Normal | TokenKind::Byte if self.kind == VocabKind::Spm => {
+                // `▁` stands for a space.
+                let mut rest = text;
+                while !rest.is_empty() {
+                    match rest.windows(3).position(|w| w == SPM_SPACE) {
+                        Some(i) => {
+                            sink(&rest[..i]);
+                            sink(b" ");
+                            rest = &rest[i + 3..];
+                        }
+                        None => {
+                            sink(rest);
+                            rest = &[];
+                        }
+                    }
+                }
+            }
             TokenKind::Normal | TokenKind::Byte => {
                 let mut buf = [0u8; 64];
                 let mut n = 0;
@@ -685,10 +909,16 @@ impl<'a> Tokenizer<'a> {
 
     /// Decodes tokens to bytes (control tokens included when `special`).
     #[cfg(feature = "alloc")]
+    /// A SentencePiece vocabulary with `add_space_prefix` drops the space its encoder put
+    /// before the text (from the first token only, as llama.cpp's detokenizer does).
     pub fn decode_to_vec(&self, ids: &[TokenId], special: bool) -> alloc::vec::Vec<u8> {
         let mut v = alloc::vec::Vec::new();
-        for &id in ids {
+        for (i, &id) in ids.iter().enumerate() {
+            let start = v.len();
             self.decode_token(id, special, &mut |b| v.extend_from_slice(b));
+            if i == 0 && self.add_space_prefix && v.get(start) == Some(&b' ') {
+                v.remove(start);
+            }
         }
         v
     }
@@ -747,8 +977,9 @@ impl<'s> EncodeScratch<'s> {
     /// Arena bytes for texts up to `max_text` bytes.
     pub const fn bytes_needed(max_text: usize) -> usize {
         // A word of n input bytes has at most 3n UTF-8 bytes (each invalid byte becomes U+FFFD).
+        // SentencePiece escapes each space to 3 bytes and may add one: at most 3n + 3.
         let n = if max_text == 0 { 1 } else { max_text };
-        let w = 3 * n;
+        let w = 3 * n + 3;
         Arena::size_of::<u32>(n) * 2
             + Arena::size_of::<u32>(w)
             + Arena::size_of::<Symbol>(w)
@@ -758,7 +989,7 @@ impl<'s> EncodeScratch<'s> {
     /// Carves scratch for texts up to `max_text` bytes out of `arena`.
     pub fn new(arena: &mut Arena<'s>, max_text: usize) -> Result<Self> {
         let n = max_text.max(1);
-        let w = 3 * n;
+        let w = 3 * n + 3;
         Ok(EncodeScratch {
             cpts: arena.alloc(n, "tokenizer scratch")?,
             marks: arena.alloc(n, "tokenizer scratch")?,
