@@ -127,8 +127,10 @@ pub fn vec_dot_q8_0(w: &[BlockQ8_0], qs: &[i8], d: &[f32], _s: &[f32]) -> f32 {
     hsum8(&bank.0)
 }
 
-/// Σ a_i b_i in f32: 8 lanes of fused multiply-adds over whole groups of 8, `hsum8`, then the
-/// remaining elements one by one (fused).
+/// Σ a_i b_i in f32: 16 lanes of fused multiply-adds over whole groups of 16, the lanes reduced
+/// as `hsum8(low 8 + high 8)`, then the remaining elements one by one (fused). This is the order
+/// of llama.cpp's f32 matrix products on AVX-512 (tinyBLAS: one 16-lane accumulator per output,
+/// `_mm512_reduce_add_ps`), so f32 weights give its bits.
 pub fn vec_dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot_by_lanes(a.len().min(b.len()), |i| a[i], |i| b[i])
 }
@@ -161,14 +163,14 @@ pub fn vec_dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
 
 #[inline]
 fn dot_by_lanes(n: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let whole = n - n % 8;
-    for i in (0..whole).step_by(8) {
+    let mut acc = [0.0f32; 16];
+    let whole = n - n % 16;
+    for i in (0..whole).step_by(16) {
         for (l, acc) in acc.iter_mut().enumerate() {
             *acc = fma(a(i + l), b(i + l), *acc);
         }
     }
-    let mut s = hsum8(&acc);
+    let mut s = hsum8(&core::array::from_fn(|l| acc[l] + acc[l + 8]));
     for i in whole..n {
         s = fma(a(i), b(i), s);
     }

@@ -332,7 +332,8 @@ pub(super) mod sdot {
 // Vector ops, exp, SwiGLU, attention.
 // ---------------------------------------------------------------------------------------------
 
-/// 8-lane fma dot (two f32x4), hsum8, then the tail one by one (fused): the scalar spec.
+/// 16-lane fma dot (four f32x4), lanes folded as low 8 + high 8 and `hsum8`, then the tail one
+/// by one (fused): the scalar spec.
 #[inline(always)]
 unsafe fn dot_by_lanes(
     n: usize,
@@ -340,15 +341,16 @@ unsafe fn dot_by_lanes(
     b: impl Fn(usize) -> float32x4_t,
     tail: impl Fn(usize) -> (f32, f32),
 ) -> f32 {
-    let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let whole = n - n % 8;
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let whole = n - n % 16;
     let mut i = 0;
     while i < whole {
-        lo = vfmaq_f32(lo, a(i), b(i));
-        hi = vfmaq_f32(hi, a(i + 4), b(i + 4));
-        i += 8;
+        for (r, acc) in acc.iter_mut().enumerate() {
+            *acc = vfmaq_f32(*acc, a(i + 4 * r), b(i + 4 * r));
+        }
+        i += 16;
     }
-    let mut s = hsum8(lo, hi);
+    let mut s = hsum8(vaddq_f32(acc[0], acc[2]), vaddq_f32(acc[1], acc[3]));
     for i in whole..n {
         let (x, y) = tail(i);
         s = scalar::fma(x, y, s);
@@ -358,7 +360,7 @@ unsafe fn dot_by_lanes(
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    // SAFETY: every vector load reads whole groups of 8 below `n`.
+    // SAFETY: every vector load reads whole groups of 16 below `n`.
     unsafe {
         dot_by_lanes(
             n,

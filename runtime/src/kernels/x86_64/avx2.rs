@@ -234,23 +234,21 @@ unsafe fn fmas(a: f32, b: f32, c: f32) -> f32 {
     _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)))
 }
 
-// The f32 and f16 dots follow the scalar spec: one 8-lane FMA accumulator, `hsum8`, then the
-// tail one element at a time (fused).
+// The f32 dot follows the scalar spec: 16 lanes of FMA (lanes 0–7 and 8–15 in two registers),
+// folded to 8 and `hsum8`, then the tail one element at a time (fused).
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let mut acc = _mm256_setzero_ps();
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
-    while i + 8 <= n {
-        acc = _mm256_fmadd_ps(
-            _mm256_loadu_ps(a.as_ptr().add(i)),
-            _mm256_loadu_ps(b.as_ptr().add(i)),
-            acc,
-        );
-        i += 8;
+    while i + 16 <= n {
+        let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), hi);
+        i += 16;
     }
-    let mut s = hsum_ps(acc);
+    let mut s = hsum_ps(_mm256_add_ps(lo, hi));
     while i < n {
         s = fmas(a[i], b[i], s);
         i += 1;
