@@ -49,6 +49,21 @@ pub fn model_path() -> PathBuf {
     .clone()
 }
 
+/// Path of another model `tools/fetch-model.sh` knows (`gemma3-270m`, ...), as `file` under
+/// `models/`, fetched the first time it is missing.
+pub fn named_model_path(name: &str, file: &str) -> PathBuf {
+    let p = root().join("models").join(file);
+    if !p.exists() {
+        let status = std::process::Command::new(root().join("tools").join("fetch-model.sh"))
+            .arg(name)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("running tools/fetch-model.sh");
+        assert!(status.success(), "tools/fetch-model.sh {name} failed");
+    }
+    p
+}
+
 /// The model file's bytes, mapped once for the whole test binary.
 pub fn model_bytes() -> &'static [u8] {
     static FILE: OnceLock<ember_runtime::gguf::MappedFile> = OnceLock::new();

@@ -3,6 +3,7 @@
 use super::{ContextArgs, ModelArgs};
 use crate::load::{self, CliResult, OpenFile};
 use ember_runtime::gguf::{keys, Value};
+use ember_runtime::model::arch::{FfnAct, RopeLayout};
 use ember_runtime::model::Config;
 use ember_runtime::session::{Session, SessionConfig};
 use std::collections::BTreeMap;
@@ -107,12 +108,64 @@ pub fn main(a: Args) -> CliResult {
             outln!("layers:        {}", c.n_layer)?;
             outln!("width:         {} (ffn {})", c.n_embd, c.n_ff)?;
             outln!(
-                "heads:         {} query, {} key/value, head width {}",
+                "heads:         {} query, {} key/value, head width {}{}",
                 c.n_head,
                 c.n_head_kv,
-                c.head_dim
+                c.head_dim,
+                if c.q_dim() != c.n_embd {
+                    format!(" (queries {} wide)", c.q_dim())
+                } else {
+                    String::new()
+                }
             )?;
-            outln!("rope:          base {}, {} dims", c.rope_base, c.rope_dim)?;
+            let a = c.arch();
+            let layout = match a.rope {
+                RopeLayout::Adjacent => "adjacent pairs",
+                RopeLayout::Neox => "NEOX halves",
+            };
+            let scale = if c.rope_scale != 1.0 {
+                format!(", linear scale {}", c.rope_scale)
+            } else {
+                String::new()
+            };
+            outln!(
+                "rope:          base {}, {} dims, {layout}{scale}",
+                c.rope_base,
+                c.rope_dim
+            )?;
+            if c.window > 0 {
+                outln!(
+                    "windows:       {} of {} layers attend to the last {} positions (rope base {})",
+                    c.windowed.len(),
+                    c.n_layer,
+                    c.window,
+                    c.rope_base_local
+                )?;
+            }
+            let mut opts: Vec<&str> = Vec::new();
+            if a.qk_norm {
+                opts.push("Q/K norms");
+            }
+            if a.post_norms {
+                opts.push("post-attention and post-FFN norms");
+            }
+            if a.embd_scale {
+                opts.push("embedding x sqrt(width)");
+            }
+            if g.tensor("blk.0.attn_q.bias").is_some() {
+                opts.push("Q/K/V biases");
+            }
+            if g.tensor("rope_freqs.weight").is_some() {
+                opts.push("RoPE frequency factors");
+            }
+            if c.logit_softcap > 0.0 {
+                opts.push("logit soft-capping");
+            }
+            opts.push(match a.ffn {
+                FfnAct::Silu => "SiLU-gated FFN",
+                FfnAct::GeluTanh => "GELU(tanh)-gated FFN",
+            });
+            outln!("options:       {}", opts.join(", "))?;
             outln!("rms eps:       {:e}", c.rms_eps)?;
             outln!("context:       {} (trained)", c.n_ctx_train)?;
             outln!("vocab:         {}", c.n_vocab)?;
@@ -198,8 +251,19 @@ pub fn main(a: Args) -> CliResult {
         outln!("end of gen:    {}", eog.join(", "))?;
         let mut sp: Vec<u32> = t.special_tokens().to_vec();
         sp.sort();
-        let sp: Vec<String> = sp.iter().map(|&i| name(i)).collect();
-        outln!("special:       {}", sp.join(" "))?;
+        // Names escaped (a special token may be whitespace), the first 32 of a long list.
+        const SHOWN: usize = 32;
+        let names: Vec<String> = sp
+            .iter()
+            .take(SHOWN)
+            .map(|&i| format!("{:?}", name(i)))
+            .collect();
+        let more = if sp.len() > SHOWN {
+            format!(" ... and {} more", sp.len() - SHOWN)
+        } else {
+            String::new()
+        };
+        outln!("special:       {}{more}", names.join(" "))?;
         outln!("kernels:       {}", m.kernels.isa)?;
         memory_plan(m, &a.context)
     });
