@@ -2,8 +2,10 @@
 //!
 //! With `std`, the GGUF's `tokenizer.chat_template` (Jinja) is rendered with minijinja the way
 //! Hugging Face transformers' `apply_chat_template` renders it: `trim_blocks` and `lstrip_blocks`,
-//! the variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, the function
-//! `raise_exception`, and Python string methods (`.strip()`, `.split()`, ...). Rendering is
+//! the variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, the functions
+//! `raise_exception` and `strftime_now` (today, or a fixed date), and Python string methods
+//! (`.strip()`, `.split()`, ...). Every template of llama.cpp's suite renders as jinja2 renders it
+//! (tests/chat_templates_vs_jinja2.rs). Rendering is
 //! bounded: a fuel limit on the work, and a cap on the output. [`render_chatml`] is the built-in
 //! fallback (no template in the file) and the renderer of `no_std` builds.
 

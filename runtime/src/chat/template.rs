@@ -50,6 +50,161 @@ pub struct ChatTemplate {
     env: Option<Arc<minijinja::Environment<'static>>>,
     bos: String,
     eos: String,
+    /// The date `strftime_now` formats (`None`: today, UTC).
+    date: Option<Date>,
+}
+
+/// A calendar date and time of day (UTC), for `strftime_now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Date {
+    /// Year.
+    pub year: i64,
+    /// Month, 1–12.
+    pub month: u32,
+    /// Day of the month, 1–31.
+    pub day: u32,
+    /// Seconds since midnight.
+    pub secs: u32,
+}
+
+impl Date {
+    /// The date of a Unix time (seconds since 1970-01-01 UTC).
+    pub fn from_unix(t: i64) -> Date {
+        let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400) as u32);
+        // Civil date from the day count (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + (month <= 2) as i64;
+        Date {
+            year,
+            month,
+            day,
+            secs,
+        }
+    }
+
+    /// Today (UTC).
+    pub fn now() -> Date {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Date::from_unix(t)
+    }
+
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(s: &str) -> Option<Date> {
+        let mut it = s.splitn(3, '-');
+        let year = it.next()?.parse().ok()?;
+        let month = it.next()?.parse().ok().filter(|m| (1..=12).contains(m))?;
+        let day = it.next()?.parse().ok().filter(|d| (1..=31).contains(d))?;
+        Some(Date {
+            year,
+            month,
+            day,
+            secs: 0,
+        })
+    }
+
+    /// Day of the week, 0 = Sunday.
+    fn weekday(&self) -> usize {
+        // Days since 1970-01-01 (a Thursday) by the inverse of `from_unix`.
+        let (y, m) = if self.month <= 2 {
+            (self.year - 1, self.month + 9)
+        } else {
+            (self.year, self.month - 3)
+        };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * m as i64 + 2) / 5 + self.day as i64 - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        (days + 4).rem_euclid(7) as usize
+    }
+
+    /// Formats with C `strftime` specifiers (the common ones; others are an error naming them).
+    pub fn format(&self, fmt: &str) -> core::result::Result<String, String> {
+        const MONTHS: [&str; 12] = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        const DAYS: [&str; 7] = [
+            "Sunday",
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+        ];
+        use core::fmt::Write;
+        let mut out = String::new();
+        let mut chars = fmt.chars();
+        let (h, mi, s) = (self.secs / 3600, self.secs / 60 % 60, self.secs % 60);
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            // `%-d`: no padding (glibc's extension, used by some templates).
+            let mut spec = chars.next().ok_or("a format that ends with '%'")?;
+            let pad = spec != '-';
+            if !pad {
+                spec = chars.next().ok_or("a format that ends with '%-'")?;
+            }
+            let num = |out: &mut String, v: u32| {
+                if pad {
+                    let _ = write!(out, "{v:02}");
+                } else {
+                    let _ = write!(out, "{v}");
+                }
+            };
+            let month = MONTHS[(self.month as usize - 1) % 12];
+            let wd = DAYS[self.weekday()];
+            match spec {
+                'd' => num(&mut out, self.day),
+                'm' => num(&mut out, self.month),
+                'Y' => {
+                    let _ = write!(out, "{}", self.year);
+                }
+                'y' => num(&mut out, self.year.rem_euclid(100) as u32),
+                'B' => out.push_str(month),
+                'b' | 'h' => out.push_str(&month[..3]),
+                'A' => out.push_str(wd),
+                'a' => out.push_str(&wd[..3]),
+                'H' => num(&mut out, h),
+                'M' => num(&mut out, mi),
+                'S' => num(&mut out, s),
+                'I' => num(&mut out, if h % 12 == 0 { 12 } else { h % 12 }),
+                'p' => out.push_str(if h < 12 { "AM" } else { "PM" }),
+                'e' => {
+                    let _ = write!(out, "{:>2}", self.day);
+                }
+                '%' => out.push('%'),
+                other => {
+                    return Err(std::format!(
+                        "the strftime specifier %{other} is not supported"
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn template_error(reason: &'static str, e: &minijinja::Error) -> Error {
@@ -90,6 +245,12 @@ impl ChatTemplate {
     /// The template of `model` (`tokenizer.chat_template`), with its BOS and EOS token texts.
     pub fn for_model(model: &crate::model::Model<'_>) -> Result<Self> {
         let src = model.gguf.get_str(crate::gguf::keys::CHAT_TEMPLATE)?;
+        Self::for_model_with(model, src)
+    }
+
+    /// `source` (another template, say from a file; `None`: ChatML) with `model`'s BOS and EOS
+    /// token texts.
+    pub fn for_model_with(model: &crate::model::Model<'_>, src: Option<&str>) -> Result<Self> {
         let t = &model.tokenizer;
         let text = |id: Option<u32>| {
             id.and_then(|i| t.token_text(i))
@@ -113,7 +274,17 @@ impl ChatTemplate {
             env,
             bos: bos.into(),
             eos: eos.into(),
+            date: None,
         })
+    }
+
+    /// Renders with `date` (`YYYY-MM-DD`) as the day `strftime_now` sees, instead of today:
+    /// the same prompt whatever day it is rendered.
+    pub fn with_date(mut self, date: &str) -> Result<Self> {
+        self.date = Some(Date::parse(date).ok_or(Error::InvalidArgument(
+            "the template date must be YYYY-MM-DD",
+        ))?);
+        Ok(self)
     }
 
     /// Whether the model's own template is used (false: built-in ChatML).
@@ -131,7 +302,15 @@ impl ChatTemplate {
         };
         let env = Arc::clone(env);
         let (bos, eos) = (self.bos.as_str(), self.eos.as_str());
+        let date = self.date.unwrap_or_else(Date::now);
         let out = on_template_thread(move || {
+            let strftime_now = minijinja::Value::from_function(
+                move |fmt: String| -> core::result::Result<String, minijinja::Error> {
+                    date.format(&fmt).map_err(|e| {
+                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e)
+                    })
+                },
+            );
             let msgs: Vec<minijinja::Value> = messages
                 .iter()
                 .map(|m| minijinja::context! { role => m.role, content => m.content })
@@ -144,6 +323,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos,
                 eos_token => eos,
+                strftime_now => strftime_now,
             })
             .map_err(|e| match e.kind() {
                 minijinja::ErrorKind::OutOfFuel => Error::Capacity {
@@ -342,6 +522,35 @@ pub fn check_nesting(src: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_format_like_strftime() {
+        let d = Date::from_unix(0);
+        assert_eq!((d.year, d.month, d.day, d.weekday()), (1970, 1, 1, 4));
+        // 2024-07-26 10:30:00 UTC, a Friday; 2000-02-29, a Tuesday.
+        let d = Date::from_unix(1_721_989_800);
+        assert_eq!(
+            d.format("%d %b %Y, %A %H:%M:%S %p %-m/%e %%").unwrap(),
+            "26 Jul 2024, Friday 10:30:00 AM 7/26 %"
+        );
+        assert_eq!(
+            Date::parse("2000-02-29")
+                .unwrap()
+                .format("%a %B %y")
+                .unwrap(),
+            "Tue February 00"
+        );
+        assert_eq!(
+            Date::parse("2024-07-26")
+                .unwrap()
+                .format("%d %b %Y")
+                .unwrap(),
+            "26 Jul 2024"
+        );
+        assert!(Date::parse("2024-13-01").is_none() && Date::parse("x").is_none());
+        assert!(d.format("%Q").unwrap_err().contains("%Q"));
+        assert!(d.format("100%").is_err());
+    }
 
     fn render(src: &str) -> Result<String> {
         let t = ChatTemplate::new(Some(src), "<s>", "</s>")?;

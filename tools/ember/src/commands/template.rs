@@ -17,6 +17,12 @@ pub struct Args {
     /// Leave out the assistant prompt at the end.
     #[arg(long)]
     no_generation_prompt: bool,
+    /// Render this Jinja template instead of the model's own (with the model's BOS and EOS).
+    #[arg(long, value_name = "FILE")]
+    chat_template_file: Option<PathBuf>,
+    /// The day the template's `strftime_now` sees, YYYY-MM-DD (default: today, UTC).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: Option<String>,
 }
 
 /// The model's chat template (built-in ChatML when the file has none).
@@ -57,9 +63,21 @@ pub fn read_messages(path: &PathBuf) -> CliResult<Vec<(String, String)>> {
 
 pub fn main(a: Args) -> CliResult {
     let msgs = read_messages(&a.messages)?;
+    let source = match &a.chat_template_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p).map_err(|e| CliError(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     load::with_model(load::model_path(a.model.model), kernels, |m| {
-        let t = chat_template(m)?;
+        let mut t = match &source {
+            Some(src) => ChatTemplate::for_model_with(m, Some(src))?,
+            None => chat_template(m)?,
+        };
+        if let Some(d) = &a.date {
+            t = t.with_date(d)?;
+        }
         let messages: Vec<Message<'_>> = msgs
             .iter()
             .map(|(r, c)| Message {
