@@ -59,6 +59,54 @@ impl KvType {
     }
 }
 
+/// Most layers a model may have (bounds [`LayerSet`]).
+pub const MAX_LAYERS: usize = 512;
+
+/// A set of layers (bit `l` for layer `l`), sized for [`MAX_LAYERS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LayerSet([u64; MAX_LAYERS / 64]);
+
+impl LayerSet {
+    /// No layer.
+    pub const EMPTY: LayerSet = LayerSet([0; MAX_LAYERS / 64]);
+
+    /// Adds layer `l`.
+    pub fn insert(&mut self, l: usize) {
+        self.0[l / 64] |= 1 << (l % 64);
+    }
+
+    /// Whether layer `l` is in the set.
+    pub fn contains(&self, l: usize) -> bool {
+        l < MAX_LAYERS && self.0[l / 64] >> (l % 64) & 1 == 1
+    }
+
+    /// Layers in the set.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// True when no layer is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Layers of the set below `l`.
+    pub fn count_below(&self, l: usize) -> usize {
+        let l = l.min(MAX_LAYERS);
+        let whole: usize = self.0[..l / 64]
+            .iter()
+            .map(|w| w.count_ones() as usize)
+            .sum();
+        let part = if l.is_multiple_of(64) {
+            0
+        } else {
+            (self.0[l / 64] & ((1u64 << (l % 64)) - 1)).count_ones() as usize
+        };
+        whole + part
+    }
+}
+
 /// What a cache needs to know of the model it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -71,6 +119,11 @@ pub struct KvShape {
     pub head_dim: usize,
     /// Largest context the model takes (its training context).
     pub max_ctx: usize,
+    /// Positions a sliding-window layer attends to (0: no windows).
+    pub window: usize,
+    /// The sliding-window layers: when the window is smaller than the context, each keeps a
+    /// ring of only `window` cells (no sinks: nothing older than the window is ever read).
+    pub windowed: LayerSet,
 }
 
 /// Shape of a cache.
@@ -199,10 +252,14 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Keys and values of every layer and KV head, `[n_layer][n_head_kv][capacity]` rows each, plus
-/// the staging rows of the batch being evaluated, `[n_head_kv][batch]`.
+/// Keys and values of every layer and KV head, `[n_layer][n_head_kv][cells of the layer]` rows
+/// (`capacity` cells, or `window` for a sliding-window layer's own ring), plus the staging rows of
+/// the batch being evaluated, `[n_head_kv][batch]`.
 pub struct KvCache<'a> {
     n_layer: usize,
+    /// Cells of a windowed layer's own ring (0: every layer uses the shared ring).
+    window: usize,
+    windowed: LayerSet,
     n_head_kv: usize,
     head_dim: usize,
     unit: usize,
@@ -219,7 +276,7 @@ pub struct KvCache<'a> {
 impl<'a> KvCache<'a> {
     /// Arena bytes for a cache shaped `kc` that takes batches of up to `batch` tokens.
     pub fn bytes_needed(c: &KvShape, kc: &KvConfig, batch: usize) -> usize {
-        let cells = c.n_layer * c.n_head_kv * kc.capacity;
+        let cells = Self::cells(c, kc).unwrap_or(usize::MAX / 4);
         let staged = c.n_head_kv * batch.min(kc.capacity.saturating_sub(kc.sinks)).max(1);
         2 * Store::bytes_needed(kc.ty, cells, c.head_dim)
             + 2 * Store::bytes_needed(kc.ty, staged, c.head_dim)
@@ -233,14 +290,18 @@ impl<'a> KvCache<'a> {
             return Err(Error::InvalidArgument("the batch size must be at least 1"));
         }
         let batch = batch.min(kc.capacity - kc.sinks);
-        let cells = c
-            .n_layer
-            .checked_mul(c.n_head_kv)
-            .and_then(|x| x.checked_mul(kc.capacity))
-            .ok_or(Error::InvalidArgument("the context size is too large"))?;
+        let cells =
+            Self::cells(c, kc).ok_or(Error::InvalidArgument("the context size is too large"))?;
         let hd = c.head_dim;
+        let window = Self::own_window(c, kc);
         Ok(KvCache {
             n_layer: c.n_layer,
+            window,
+            windowed: if window > 0 {
+                c.windowed
+            } else {
+                LayerSet::EMPTY
+            },
             n_head_kv: c.n_head_kv,
             head_dim: hd,
             unit: Store::unit(kc.ty, hd),
@@ -252,6 +313,53 @@ impl<'a> KvCache<'a> {
             stage_v: Store::new(arena, kc.ty, c.n_head_kv * batch, hd, "KV staging")?,
             n_pos: 0,
         })
+    }
+
+    /// Cells of a windowed layer's own ring: the window, when it is smaller than the context
+    /// (0: the windowed layers share the context's ring).
+    fn own_window(c: &KvShape, kc: &KvConfig) -> usize {
+        if c.window > 0 && c.window < kc.capacity && !c.windowed.is_empty() {
+            c.window
+        } else {
+            0
+        }
+    }
+
+    /// Cells of every layer and head.
+    fn cells(c: &KvShape, kc: &KvConfig) -> Option<usize> {
+        let w = Self::own_window(c, kc);
+        let windowed = if w > 0 {
+            c.windowed.count_below(c.n_layer)
+        } else {
+            0
+        };
+        let per_head = (c.n_layer - windowed)
+            .checked_mul(kc.capacity)?
+            .checked_add(windowed.checked_mul(w)?)?;
+        per_head.checked_mul(c.n_head_kv)
+    }
+
+    /// Cells of layer `l`'s ring, and whether it is a window's own ring.
+    fn layer_cells(&self, l: usize) -> (usize, bool) {
+        if self.window > 0 && self.windowed.contains(l) {
+            (self.window, true)
+        } else {
+            (self.cfg.capacity, false)
+        }
+    }
+
+    /// The cell of layer `l` that holds position `pos`.
+    fn layer_cell(&self, l: usize, pos: usize) -> usize {
+        match self.layer_cells(l) {
+            (w, true) => pos % w,
+            _ => self.cell(pos),
+        }
+    }
+
+    /// Bytes of cache memory layer `l` uses (keys and values).
+    pub fn layer_bytes(&self, l: usize) -> usize {
+        let rows = self.n_head_kv * self.layer_cells(l).0;
+        2 * Store::bytes_needed(self.cfg.ty, rows, self.head_dim)
     }
 
     /// Tokens the cache holds at most (the context size).
@@ -295,12 +403,14 @@ impl<'a> KvCache<'a> {
     }
 
     /// Keeps only the first `n` tokens (to rewind a turn). Refused once the ring has overwritten
-    /// tokens, unless nothing is removed: the window before them is gone.
+    /// tokens, unless nothing is removed: the window before them is gone. (The same for a
+    /// sliding-window layer's own ring: once it has wrapped, the positions a rewound token would
+    /// see are gone.)
     pub fn truncate(&mut self, n: usize) -> Result<()> {
         if n >= self.n_pos {
             return Ok(());
         }
-        if self.has_wrapped() {
+        if self.has_wrapped() || (self.window > 0 && self.n_pos > self.window) {
             return Err(Error::InvalidArgument(
                 "cannot rewind the context: the ring cache has already overwritten older tokens",
             ));
@@ -326,7 +436,16 @@ impl<'a> KvCache<'a> {
     }
 
     fn row(&self, layer: usize, head: usize, cell: usize) -> usize {
-        (layer * self.n_head_kv + head) * self.cfg.capacity + cell
+        let cap = self.cfg.capacity;
+        let (cells, _) = self.layer_cells(layer);
+        // Rows of the layers before: the windowed ones hold `window` cells per head.
+        let win = if self.window > 0 {
+            self.windowed.count_below(layer)
+        } else {
+            0
+        };
+        let before = ((layer - win) * cap + win * self.window) * self.n_head_kv;
+        before + head * cells + cell
     }
 
     /// Stages the key and value rows (`kv_dim` values each, all heads) of batch token `i`.
@@ -343,7 +462,7 @@ impl<'a> KvCache<'a> {
     pub(crate) fn commit(&mut self, layer: usize, n: usize) {
         debug_assert!(layer < self.n_layer && n <= self.batch);
         for i in 0..n {
-            let cell = self.cell(self.n_pos + i);
+            let cell = self.layer_cell(layer, self.n_pos + i);
             for h in 0..self.n_head_kv {
                 let (to, from) = (self.row(layer, h, cell), h * self.batch + i);
                 self.k.copy_row(to, &self.stage_k, from, self.unit);
@@ -362,20 +481,37 @@ impl<'a> KvCache<'a> {
     /// the same tokens before `from` (a beam forked from a shared prompt).
     pub(crate) fn copy_positions_from(&mut self, src: &KvCache<'_>, from: usize) -> Result<()> {
         if src.cfg != self.cfg
-            || (src.n_layer, src.n_head_kv, src.head_dim)
-                != (self.n_layer, self.n_head_kv, self.head_dim)
+            || (
+                src.n_layer,
+                src.n_head_kv,
+                src.head_dim,
+                src.window,
+                src.windowed,
+            ) != (
+                self.n_layer,
+                self.n_head_kv,
+                self.head_dim,
+                self.window,
+                self.windowed,
+            )
         {
             return Err(Error::InvalidArgument(
                 "copying between KV caches of different shapes",
             ));
         }
         self.n_pos = src.n_pos;
-        for pos in from..self.n_pos {
-            if !self.holds(pos) {
-                continue;
-            }
-            let cell = self.cell(pos);
-            for l in 0..self.n_layer {
+        for l in 0..self.n_layer {
+            let (cells, own) = self.layer_cells(l);
+            for pos in from..self.n_pos {
+                let held = if own {
+                    pos + cells >= self.n_pos
+                } else {
+                    self.holds(pos)
+                };
+                if !held {
+                    continue;
+                }
+                let cell = self.layer_cell(l, pos);
                 for h in 0..self.n_head_kv {
                     let r = self.row(l, h, cell);
                     self.k.copy_row(r, &src.k, r, self.unit);
@@ -396,7 +532,7 @@ impl<'a> KvCache<'a> {
         head: usize,
         n: usize,
     ) -> Option<[(Rows<'_>, Rows<'_>, usize); 2]> {
-        if self.n_pos + n > self.cfg.capacity || n > self.batch {
+        if self.n_pos + n > self.layer_cells(layer).0 || n > self.batch {
             return None;
         }
         let (u, r) = (self.unit, self.row(layer, head, 0));
@@ -439,16 +575,30 @@ impl<'a> KvCache<'a> {
                 f(self.k.rows(r, n, u), self.v.rows(r, n, u), n);
             }
         };
-        let sinks = s.min(pos0);
-        if w0 < sinks {
-            run(w0, sinks - w0);
-        }
-        let lo = s.max((p + 1).saturating_sub(cap - s)).max(w0);
-        if pos0 > lo {
-            let (c0, count) = (self.cell(lo), pos0 - lo);
-            let first = count.min(cap - c0);
-            run(c0, first);
-            run(s, count - first);
+        match self.layer_cells(layer) {
+            (w, true) => {
+                // The window's own ring holds the last `w` positions, oldest at `pos0 % w`.
+                let lo = w0.max(pos0.saturating_sub(w));
+                if pos0 > lo {
+                    let (c0, count) = (lo % w, pos0 - lo);
+                    let first = count.min(w - c0);
+                    run(c0, first);
+                    run(0, count - first);
+                }
+            }
+            _ => {
+                let sinks = s.min(pos0);
+                if w0 < sinks {
+                    run(w0, sinks - w0);
+                }
+                let lo = s.max((p + 1).saturating_sub(cap - s)).max(w0);
+                if pos0 > lo {
+                    let (c0, count) = (self.cell(lo), pos0 - lo);
+                    let first = count.min(cap - c0);
+                    run(c0, first);
+                    run(s, count - first);
+                }
+            }
         }
         let b0 = w0.saturating_sub(pos0).min(i);
         let r = head * self.batch + b0;

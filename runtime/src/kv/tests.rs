@@ -11,6 +11,8 @@ fn config(n_ctx_train: usize) -> KvShape {
         n_head_kv: 1,
         head_dim: 32,
         max_ctx: n_ctx_train,
+        window: 0,
+        windowed: LayerSet::EMPTY,
     }
 }
 
@@ -204,13 +206,24 @@ proptest::proptest! {
         ty in proptest::sample::select(vec![KvType::F32]),
         window in proptest::option::of(1usize..40),
     ) {
-        let c = config(4096);
+        // Layer 1 is a sliding-window layer: with its own ring of `window` cells when the window
+        // is smaller than the context.
+        let mut c = config(4096);
+        if let Some(w) = window {
+            c.window = w;
+            c.windowed.insert(1);
+        }
         let sinks = ((cap as f64 * sinks_frac) as usize).min(cap - 1);
         let kc = KvConfig { capacity: cap, sinks, ty };
         let max_batch = 16;
         let mut mem = vec![0u8; KvCache::bytes_needed(&c, &kc, max_batch)];
         let mut arena = Arena::new(&mut mem);
         let mut kv = KvCache::new(&mut arena, &c, &kc, max_batch).unwrap();
+        // The window's own ring is smaller, and the plan counts it.
+        let own = window.is_some_and(|w| w < cap);
+        proptest::prop_assert_eq!(kv.layer_bytes(1) < kv.layer_bytes(0), own);
+        let shared = KvCache::bytes_needed(&config(4096), &kc, max_batch);
+        proptest::prop_assert_eq!(KvCache::bytes_needed(&c, &kc, max_batch) < shared, own);
         let mut pos = 0;
         for b in batches {
             let n = 1 + (b - 1) % kv.max_batch();
@@ -220,9 +233,14 @@ proptest::proptest! {
             }
             for l in 0..2 {
                 for i in 0..n {
-                    // Layer 1 is a sliding-window layer.
                     let w = if l == 1 { window } else { None };
-                    proptest::prop_assert_eq!(seen(&kv, l, i, w), expected(pos + i, cap, sinks, w));
+                    let p = pos + i;
+                    let want = match w {
+                        // Its own ring: exactly the window, whatever the context's ring evicted.
+                        Some(w) if w < cap => ((p + 1).saturating_sub(w)..=p).collect(),
+                        _ => expected(p, cap, sinks, w),
+                    };
+                    proptest::prop_assert_eq!(seen(&kv, l, i, w), want);
                 }
                 kv.commit(l, n);
             }
@@ -233,6 +251,7 @@ proptest::proptest! {
                 proptest::prop_assert_eq!(kv.holds(q), q < sinks || q + (cap - sinks) >= pos);
             }
         }
-        proptest::prop_assert_eq!(kv.truncate(pos / 2).is_ok(), pos <= cap);
+        let own_wrapped = window.is_some_and(|w| w < cap && pos > w);
+        proptest::prop_assert_eq!(kv.truncate(pos / 2).is_ok(), pos <= cap && !own_wrapped);
     }
 }

@@ -209,36 +209,6 @@ impl Arch {
     }
 }
 
-/// A set of layers (bit `l` for layer `l`), sized for [`super::config::limits::MAX_LAYERS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct LayerSet([u64; super::config::limits::MAX_LAYERS / 64]);
-
-impl LayerSet {
-    /// No layer.
-    pub const EMPTY: LayerSet = LayerSet([0; super::config::limits::MAX_LAYERS / 64]);
-
-    /// Adds layer `l`.
-    pub fn insert(&mut self, l: usize) {
-        self.0[l / 64] |= 1 << (l % 64);
-    }
-
-    /// Whether layer `l` is in the set.
-    pub fn contains(&self, l: usize) -> bool {
-        l < super::config::limits::MAX_LAYERS && self.0[l / 64] >> (l % 64) & 1 == 1
-    }
-
-    /// Layers in the set.
-    pub fn len(&self) -> usize {
-        self.0.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
-    /// True when no layer is in the set.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,15 +222,5 @@ mod tests {
             assert!(a.keys.block_count.starts_with(a.name));
         }
         assert_eq!(ARCH_NAMES.split(", ").count(), ARCHS.len());
-    }
-
-    #[test]
-    fn layer_sets() {
-        let mut s = LayerSet::EMPTY;
-        assert!(s.is_empty());
-        s.insert(5);
-        s.insert(511);
-        assert!(s.contains(5) && s.contains(511) && !s.contains(6) && !s.contains(9999));
-        assert_eq!(s.len(), 2);
     }
 }

@@ -1,11 +1,11 @@
 //! Hyperparameters from the GGUF metadata (`{arch}.*` keys, see [`super::arch`]), checked for
 //! sense.
 
-use super::arch::{Arch, ArchId, LayerSet};
+use super::arch::{Arch, ArchId};
 use crate::error::{Error, Name, Result};
 use crate::gguf::{keys, Gguf};
 use crate::kernels::attend::MAX_HEAD_DIM;
-use crate::kv::KvShape;
+use crate::kv::{KvShape, LayerSet};
 
 /// The shape of a model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -54,7 +54,7 @@ pub mod limits {
     /// Residual and feed-forward widths.
     pub const MAX_WIDTH: usize = 1 << 16;
     /// Transformer blocks.
-    pub const MAX_LAYERS: usize = 512;
+    pub const MAX_LAYERS: usize = crate::kv::MAX_LAYERS;
     /// Attention heads.
     pub const MAX_HEADS: usize = 1024;
     /// Vocabulary size.
@@ -100,6 +100,8 @@ impl Config {
             n_head_kv: self.n_head_kv,
             head_dim: self.head_dim,
             max_ctx: self.n_ctx_train,
+            window: self.window,
+            windowed: self.windowed,
         }
     }
 
