@@ -1,17 +1,20 @@
-//! `ember convert`: a Hugging Face Llama checkpoint (`config.json`, `tokenizer.json`,
-//! `tokenizer_config.json`, `*.safetensors`) to GGUF, mapped as llama.cpp's
+//! `ember convert`: a Hugging Face Llama, Qwen2 or Qwen3 checkpoint (`config.json`,
+//! `tokenizer.json`, `tokenizer_config.json`, `*.safetensors`) to GGUF, mapped as llama.cpp's
 //! `convert_hf_to_gguf.py` maps it:
 //!
-//! - hyperparameters to the `llama.*` keys;
+//! - hyperparameters to the `{arch}.*` keys (`llama`, `qwen2`, `qwen3`; `attention.key_length`
+//!   when the heads are not `hidden_size / num_attention_heads` wide);
 //! - the byte-level BPE tokenizer to `tokenizer.ggml.*` (tokens in id order, token types:
 //!   normal, control for special added tokens, user-defined for other added tokens, unused for
 //!   padding up to the model's vocabulary size; merges as `"left right"`; the special token ids
 //!   and add-BOS/EOS flags; the pre-tokenizer's name recognised from `tokenizer.json`'s structure
 //!   — llama.cpp hashes the tokenizer's output instead — or given with `--pre-tokenizer`);
 //! - the chat template from `tokenizer_config.json`;
-//! - tensors renamed, and the rows of `q_proj` and `k_proj` permuted within each head: Hugging
-//!   Face rotates the two halves of a head (`rotate_half`), ggml rotates adjacent pairs, so row
-//!   `h·hd + 2i + j` of the GGUF tensor is row `h·hd + j·hd/2 + i` of the checkpoint's.
+//! - tensors renamed (Qwen2's Q/K/V biases, Qwen3's Q/K norms included); for Llama the rows of
+//!   `q_proj` and `k_proj` permuted within each head: Hugging Face rotates the two halves of a
+//!   head (`rotate_half`), ggml's Llama RoPE rotates adjacent pairs, so row `h·hd + 2i + j` of the
+//!   GGUF tensor is row `h·hd + j·hd/2 + i` of the checkpoint's. Qwen's RoPE is NEOX, the halves
+//!   themselves: no permutation.
 //!
 //! Norms are written as F32, the token embedding as the embedding type, every other matrix as
 //! the requested type.
@@ -50,9 +53,13 @@ fn read_json(path: &Path) -> Result<Json> {
     serde_json::from_str(&text).map_err(|e| QuantError(format!("{}: {e}", path.display())))
 }
 
-/// The Llama hyperparameters of `config.json`.
+/// The hyperparameters of `config.json`.
 #[derive(Clone, Debug)]
 struct Hparams {
+    /// `general.architecture`: `llama`, `qwen2` or `qwen3`.
+    arch: &'static str,
+    /// Width of one head (`head_dim`, else hidden_size / num_attention_heads).
+    head_dim: u64,
     n_embd: u64,
     n_ff: u64,
     n_layer: u64,
@@ -69,19 +76,30 @@ struct Hparams {
 
 impl Hparams {
     fn from_config(c: &Json) -> Result<Self> {
-        let is_llama = c["model_type"].as_str() == Some("llama")
-            || c["architectures"]
+        // The checkpoint class, as convert_hf_to_gguf.py's registry names them.
+        let class = |name: &str| {
+            c["architectures"]
                 .as_array()
-                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("LlamaForCausalLM")));
-        if !is_llama {
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(name)))
+        };
+        let arch = if class("LlamaForCausalLM") || c["model_type"].as_str() == Some("llama") {
+            "llama"
+        } else if class("Qwen2ForCausalLM") {
+            "qwen2"
+        } else if class("Qwen3ForCausalLM") {
+            "qwen3"
+        } else {
             let arch = c["architectures"]
                 .get(0)
                 .and_then(|v| v.as_str())
                 .or(c["model_type"].as_str())
                 .unwrap_or("unknown");
             return err(format!(
-                "config.json: architecture {arch:?} is not supported (Llama checkpoints only)"
+                "config.json: architecture {arch:?} is not supported (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"
             ));
+        };
+        if c["use_sliding_window"].as_bool() == Some(true) {
+            return err("config.json: use_sliding_window is not supported for this architecture");
         }
         let int = |k: &str| {
             c[k].as_u64()
@@ -90,7 +108,26 @@ impl Hparams {
         };
         let n_head = int("num_attention_heads")?;
         let n_embd = int("hidden_size")?;
+        let head_dim = match c.get("head_dim") {
+            None | Some(Json::Null) => {
+                if n_embd % n_head != 0 {
+                    return err(
+                        "config.json: hidden_size is not a multiple of num_attention_heads",
+                    );
+                }
+                n_embd / n_head
+            }
+            Some(v) => v
+                .as_u64()
+                .filter(|&d| d > 0 && d <= 512)
+                .ok_or_else(|| QuantError("config.json: invalid head_dim".into()))?,
+        };
+        if arch == "llama" && head_dim != n_embd / n_head {
+            return err("config.json: a head_dim other than hidden_size / num_attention_heads is not supported for Llama");
+        }
         let h = Hparams {
+            arch,
+            head_dim,
             n_embd,
             n_ff: int("intermediate_size")?,
             n_layer: int("num_hidden_layers")?,
@@ -119,11 +156,8 @@ impl Hparams {
             bos: c["bos_token_id"].as_u64(),
             eos: c["eos_token_id"].as_u64(),
         };
-        if n_embd % n_head != 0 || n_head % h.n_head_kv != 0 || (n_embd / n_head) % 2 != 0 {
+        if n_head % h.n_head_kv != 0 || head_dim % 2 != 0 {
             return err("config.json: hidden_size, num_attention_heads and num_key_value_heads do not fit together");
-        }
-        if c["head_dim"].as_u64().is_some_and(|d| d != n_embd / n_head) {
-            return err("config.json: a head_dim other than hidden_size / num_attention_heads is not supported");
         }
         if c.get("rope_scaling").is_some_and(|v| !v.is_null()) {
             return err("config.json: rope_scaling is not supported");
@@ -132,7 +166,12 @@ impl Hparams {
     }
 
     fn head_dim(&self) -> u64 {
-        self.n_embd / self.n_head
+        self.head_dim
+    }
+
+    /// The metadata key `{arch}.{suffix}`.
+    fn key(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.arch)
     }
 }
 
@@ -161,11 +200,22 @@ fn recognise_pre(p: &Json) -> Option<&'static str> {
     let seq = p["pretokenizers"]
         .as_array()
         .filter(|_| p["type"] == "Sequence")?;
+    // Llama 3's and Qwen2's: their regex split, then the byte mapping without GPT-2's regex.
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    fn split(v: &Json) -> Option<&str> {
+        (v["type"] == "Split" && v["behavior"] == "Isolated" && v["invert"] != true)
+            .then(|| v["pattern"]["Regex"].as_str())
+            .flatten()
+    }
+    let plain_bytes = |v: &Json| v["type"] == "ByteLevel" && v["use_regex"] == false;
     match seq.as_slice() {
         [d, b] if d["type"] == "Digits" && d["individual_digits"] == true && byte_level(b) => {
             Some("smollm")
         }
         [b] if byte_level(b) => Some("gpt-2"),
+        [r, b] if plain_bytes(b) && split(r) == Some(LLAMA3) => Some("llama-bpe"),
+        [r, b] if plain_bytes(b) && split(r) == Some(QWEN2) => Some("qwen2"),
         _ => None,
     }
 }
@@ -328,7 +378,10 @@ struct Mapping {
 
 fn mappings(h: &Hparams) -> Vec<Mapping> {
     let (d, ff, hd) = (h.n_embd, h.n_ff, h.head_dim());
-    let kv = h.n_head_kv * hd;
+    let (kv, qd) = (h.n_head_kv * hd, h.n_head * hd);
+    // Llama's Q/K rows are permuted for its adjacent-pair RoPE; Qwen's NEOX RoPE takes them as
+    // they are.
+    let permute = |heads: u64| (h.arch == "llama").then_some(heads);
     let m = |hf: String, gguf: String, shape: &[u64], p: Option<u64>| Mapping {
         hf,
         gguf,
@@ -354,14 +407,14 @@ fn mappings(h: &Hparams) -> Vec<Mapping> {
         v.push(m(
             p("self_attn.q_proj.weight"),
             b("attn_q.weight"),
-            &[d, d],
-            Some(h.n_head),
+            &[qd, d],
+            permute(h.n_head),
         ));
         v.push(m(
             p("self_attn.k_proj.weight"),
             b("attn_k.weight"),
             &[kv, d],
-            Some(h.n_head_kv),
+            permute(h.n_head_kv),
         ));
         v.push(m(
             p("self_attn.v_proj.weight"),
@@ -372,9 +425,29 @@ fn mappings(h: &Hparams) -> Vec<Mapping> {
         v.push(m(
             p("self_attn.o_proj.weight"),
             b("attn_output.weight"),
-            &[d, d],
+            &[d, qd],
             None,
         ));
+        if h.arch == "qwen2" {
+            for (n, rows) in [("q", qd), ("k", kv), ("v", kv)] {
+                v.push(m(
+                    p(&format!("self_attn.{n}_proj.bias")),
+                    b(&format!("attn_{n}.bias")),
+                    &[rows],
+                    None,
+                ));
+            }
+        }
+        if h.arch == "qwen3" {
+            for n in ["q", "k"] {
+                v.push(m(
+                    p(&format!("self_attn.{n}_norm.weight")),
+                    b(&format!("attn_{n}_norm.weight")),
+                    &[hd],
+                    None,
+                ));
+            }
+        }
         v.push(m(
             p("post_attention_layernorm.weight"),
             b("ffn_norm.weight"),
@@ -502,8 +575,9 @@ pub fn convert_dir(
         plan.push((m, view, to));
     }
 
+    let k = |s: &str| h.key(s);
     let mut meta = vec![
-        MetaKv::str("general.architecture", "llama"),
+        MetaKv::str("general.architecture", h.arch),
         MetaKv::str(
             "general.name",
             dir.file_name()
@@ -511,16 +585,16 @@ pub fn convert_dir(
                 .as_deref()
                 .unwrap_or("model"),
         ),
-        MetaKv::u32("llama.vocab_size", n_vocab as u32),
-        MetaKv::u32("llama.context_length", h.n_ctx as u32),
-        MetaKv::u32("llama.embedding_length", h.n_embd as u32),
-        MetaKv::u32("llama.block_count", h.n_layer as u32),
-        MetaKv::u32("llama.feed_forward_length", h.n_ff as u32),
-        MetaKv::u32("llama.rope.dimension_count", h.head_dim() as u32),
-        MetaKv::u32("llama.attention.head_count", h.n_head as u32),
-        MetaKv::u32("llama.attention.head_count_kv", h.n_head_kv as u32),
-        MetaKv::f32("llama.attention.layer_norm_rms_epsilon", h.eps as f32),
-        MetaKv::f32("llama.rope.freq_base", h.rope_theta as f32),
+        MetaKv::u32(&k("vocab_size"), n_vocab as u32),
+        MetaKv::u32(&k("context_length"), h.n_ctx as u32),
+        MetaKv::u32(&k("embedding_length"), h.n_embd as u32),
+        MetaKv::u32(&k("block_count"), h.n_layer as u32),
+        MetaKv::u32(&k("feed_forward_length"), h.n_ff as u32),
+        MetaKv::u32(&k("rope.dimension_count"), h.head_dim() as u32),
+        MetaKv::u32(&k("attention.head_count"), h.n_head as u32),
+        MetaKv::u32(&k("attention.head_count_kv"), h.n_head_kv as u32),
+        MetaKv::f32(&k("attention.layer_norm_rms_epsilon"), h.eps as f32),
+        MetaKv::f32(&k("rope.freq_base"), h.rope_theta as f32),
         MetaKv::u32("general.file_type", file_type(o.ty)),
         MetaKv::str("tokenizer.ggml.model", "gpt2"),
         MetaKv::str("tokenizer.ggml.pre", &vocab.pre),
@@ -528,6 +602,13 @@ pub fn convert_dir(
         MetaKv::i32_array("tokenizer.ggml.token_type", &vocab.types),
         MetaKv::str_array("tokenizer.ggml.merges", &vocab.merges),
     ];
+    if h.head_dim() * h.n_head != h.n_embd {
+        meta.push(MetaKv::u32(&k("attention.key_length"), h.head_dim() as u32));
+        meta.push(MetaKv::u32(
+            &k("attention.value_length"),
+            h.head_dim() as u32,
+        ));
+    }
     meta.extend(special_meta(dir, &h, &vocab)?);
     if !matches!(o.ty, GgmlType::F32 | GgmlType::F16)
         || !matches!(o.embeddings, GgmlType::F32 | GgmlType::F16)
