@@ -95,3 +95,28 @@ fn tiny_models_match_llama_cpp_on_every_kernel_set() {
         }
     }
 }
+
+#[test]
+fn ember_quantize_writes_llama_quantizes_bytes_for_every_architecture() {
+    use ember_quant::quantize::{quantize_file, Options};
+    use ember_runtime::weights::GgmlType;
+    let dir = std::env::temp_dir().join(format!("ember-tiny-archs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in ["qwen2", "qwen3", "llama3"] {
+        let out = dir.join(format!("{arch}.gguf"));
+        let o = Options {
+            ty: GgmlType::Q8_0,
+            embeddings: GgmlType::Q8_0,
+            threads: 2,
+            measure: false,
+        };
+        let src = fixture(&format!("tiny-archs/tiny-{arch}-f32.gguf"));
+        quantize_file(&src, &out, &o, &mut |_, _, _| {}).expect("quantize");
+        let want = std::fs::read(fixture(&format!("tiny-archs/tiny-{arch}-q8_0.gguf"))).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "{arch}: differs from llama-quantize's file"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -62,9 +62,10 @@ fn shape(t: &TensorInfo<'_>) -> Result<(usize, usize)> {
 /// The output type of each tensor.
 fn plan<'a>(g: &Gguf<'a>, o: &Options) -> Result<Vec<(TensorInfo<'a>, GgmlType)>> {
     let arch = g.get_str("general.architecture")?.unwrap_or("");
-    if arch != "llama" {
+    if ember_runtime::model::Arch::by_name(arch).is_none() {
         return Err(QuantError(format!(
-            "architecture {arch:?} is not supported (ember runs llama)"
+            "architecture {arch:?} is not supported (ember runs {})",
+            ember_runtime::model::arch::ARCH_NAMES
         )));
     }
     let mut tensors: Vec<TensorInfo<'a>> = g.tensors().collect();

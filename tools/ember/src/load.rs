@@ -114,6 +114,24 @@ pub fn with_model<R>(
     f(&model)
 }
 
+/// Runs `f` with only the tokenizer of the file at `path` (a vocabulary-only GGUF will do).
+pub fn with_tokenizer<R>(
+    path: PathBuf,
+    f: impl FnOnce(&ember_runtime::tokenizer::Tokenizer<'_>) -> CliResult<R>,
+) -> CliResult<R> {
+    use ember_runtime::tokenizer::Tokenizer;
+    let file = OpenFile::open(path)?;
+    let g = file.gguf()?;
+    let ctx = |e: ember_runtime::Error| CliError(format!("{}: {e}", file.path.display()));
+    let mut mem = ember_runtime::arena::try_zeroed(
+        Tokenizer::memory_needed(&g).map_err(ctx)?,
+        "tokenizer tables",
+    )?;
+    let mut arena = Arena::new(&mut mem);
+    let t = Tokenizer::from_gguf(&g, &mut arena).map_err(ctx)?;
+    f(&t)
+}
+
 /// Physical cores (distinct (package, core id) pairs in /proc/cpuinfo), else logical CPUs.
 pub fn default_threads() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, |n| n.get());

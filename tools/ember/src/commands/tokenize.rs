@@ -1,4 +1,5 @@
-//! `ember tokenize`: text → token ids, as one JSON array.
+//! `ember tokenize`: text → token ids, as one JSON array. Only the vocabulary is read, so a
+//! vocabulary-only GGUF (llama.cpp's `ggml-vocab-*.gguf`) works.
 
 use super::ModelArgs;
 use crate::load::{self, CliError, CliResult};
@@ -24,11 +25,8 @@ pub fn main(a: Args) -> CliResult {
         (None, Some(t)) => t.as_bytes().to_vec(),
         (None, None) => return Err(CliError("give a TEXT or -f FILE".into())),
     };
-    let kernels = load::kernels(a.model.kernels.as_deref())?;
-    load::with_model(load::model_path(a.model.model), kernels, |m| {
-        let ids = m
-            .tokenizer
-            .encode_to_vec(&text, !a.no_parse_special, true)?;
+    load::with_tokenizer(load::model_path(a.model.model), |t| {
+        let ids = t.encode_to_vec(&text, !a.no_parse_special, true)?;
         outln!(
             "{}",
             serde_json::to_string(&ids).map_err(|e| CliError(e.to_string()))?
