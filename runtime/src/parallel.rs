@@ -10,6 +10,10 @@
 //! (a busy machine, a Pi running other services) delays only the item it holds, the others take
 //! the rest, and a worker that wakes after the last item was taken does not join at all, so the
 //! caller never waits for it. Which thread computes an item never changes its bits.
+//!
+//! A panic in an item, on any thread, ends the call with that panic on the caller's thread,
+//! after every thread has left the job (so nothing runs the closure once the call has
+//! returned); the pool keeps all its workers and stays usable.
 
 /// Something that runs `f(item, slot)` for every item in `0..items` on up to `slots` threads and
 /// returns when all are done. `slot` (`< slots.min(threads())`) is unique to one thread during
@@ -81,6 +85,10 @@ mod pool {
         lock: Mutex<()>,
         wake: Condvar,
         n: usize,
+        /// The first panic a worker caught in the current job, re-raised by `for_each`.
+        panic: Mutex<Option<Box<dyn std::any::Any + Send + 'static>>>,
+        /// Set with `panic` (so a job without one never takes the lock).
+        panicked: AtomicBool,
     }
 
     // SAFETY: every field is Sync except `job`, whose accesses the gate protocol keeps apart
@@ -121,6 +129,8 @@ mod pool {
                 lock: Mutex::new(()),
                 wake: Condvar::new(),
                 n,
+                panic: Mutex::new(None),
+                panicked: AtomicBool::new(false),
             });
             let mut workers = Vec::with_capacity(n - 1);
             for i in 1..n {
@@ -224,7 +234,13 @@ mod pool {
                 // SAFETY: inside the job, `job` is not written (see the field).
                 let job = unsafe { *s.job.get() };
                 if i < job.slots {
-                    take_items(s, &job, i);
+                    // A panicking item is the caller's to re-raise; this worker stays.
+                    let run = std::panic::AssertUnwindSafe(|| take_items(s, &job, i));
+                    if let Err(p) = std::panic::catch_unwind(run) {
+                        let mut slot = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+                        slot.get_or_insert(p);
+                        s.panicked.store(true, Ordering::Release);
+                    }
                 }
             }
         }
@@ -282,14 +298,27 @@ mod pool {
             // is closed), so nothing reads `job` now.
             unsafe { *s.job.get() = job };
             s.next.store(0, Ordering::Relaxed);
-            s.gate.store(OPEN, Ordering::Release);
-            let _close = Close(s);
-            s.generation.fetch_add(1, Ordering::SeqCst);
-            if s.sleepers.load(Ordering::SeqCst) != 0 {
-                let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-                s.wake.notify_all();
+            if s.panicked.swap(false, Ordering::AcqRel) {
+                // Left by a job whose caller panicked itself.
+                *s.panic.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
-            take_items(s, &job, 0);
+            {
+                s.gate.store(OPEN, Ordering::Release);
+                let _close = Close(s);
+                s.generation.fetch_add(1, Ordering::SeqCst);
+                if s.sleepers.load(Ordering::SeqCst) != 0 {
+                    let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    s.wake.notify_all();
+                }
+                take_items(s, &job, 0);
+            }
+            // Every worker has left the job (`Close`): re-raise the first panic one caught.
+            if s.panicked.swap(false, Ordering::AcqRel) {
+                let caught = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(p) = caught {
+                    std::panic::resume_unwind(p);
+                }
+            }
         }
     }
 
@@ -346,19 +375,50 @@ mod pool {
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
 
-        #[test]
-        fn a_panicking_item_leaves_the_pool_usable() {
-            let pool = ThreadPool::new(2).unwrap();
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                pool.for_each(8, 2, &|item, _| assert_ne!(item, 0));
-            }));
-            // The panic is the caller's when item 0 ran there; a worker's panic ends that worker.
-            let _ = r;
-            let count = AtomicUsize::new(0);
-            pool.for_each(100, 2, &|_, _| {
-                count.fetch_add(1, Ordering::Relaxed);
+        /// Runs a job whose items wait (up to 10 s) until every slot has joined, so each
+        /// thread of the pool takes part; `f(slot)` then runs on each.
+        fn on_every_slot(pool: &ThreadPool, f: &(dyn Fn(usize) + Sync)) {
+            let n = pool.threads();
+            let joined: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+            pool.for_each(64 * n, n, &|_, slot| {
+                joined[slot].store(true, Ordering::SeqCst);
+                let t0 = std::time::Instant::now();
+                while !joined.iter().all(|j| j.load(Ordering::SeqCst))
+                    && t0.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::yield_now();
+                }
+                f(slot);
             });
-            assert_eq!(count.load(Ordering::Relaxed), 100);
+            assert!(
+                joined.iter().all(|j| j.load(Ordering::SeqCst)),
+                "a worker never joined"
+            );
+        }
+
+        #[test]
+        fn a_panic_on_any_thread_reaches_the_caller_and_the_pool_stays_whole() {
+            for n in 2..=4 {
+                let pool = ThreadPool::new(n).unwrap();
+                for bad in 0..n {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        on_every_slot(&pool, &|slot| {
+                            if slot == bad {
+                                panic!("item on slot {slot}");
+                            }
+                        });
+                    }));
+                    let p = r.expect_err("the panic must reach the caller");
+                    let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
+                    assert_eq!(msg, format!("item on slot {bad}"), "{n} threads");
+                    // Every worker is still there, and the next job runs normally.
+                    let ran: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                    on_every_slot(&pool, &|slot| {
+                        ran[slot].fetch_add(1, Ordering::Relaxed);
+                    });
+                    assert!(ran.iter().all(|r| r.load(Ordering::Relaxed) > 0));
+                }
+            }
         }
 
         #[test]
