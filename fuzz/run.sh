@@ -19,7 +19,7 @@ export EMBER_MODEL="${EMBER_MODEL:-$("$ROOT/tools/fetch-model.sh")}"
 EMBER="$ROOT/target/release/ember"
 
 C="$FUZZ/corpus"
-mkdir -p "$C"/{gguf_load,gguf_roundtrip,tokenizer,chat_template,serial_console}
+mkdir -p "$C"/{gguf_load,gguf_roundtrip,tokenizer,chat_template,serial_console,grammar}
 # Models: the tiny checkpoint in three encodings, and the real model's first 64 KiB (its header).
 for t in q4_0 q8_0; do
   "$EMBER" convert "$ROOT/tests/fixtures/tiny-llama" "$C/gguf_load/tiny-$t.gguf" --type "$t" 2>/dev/null
@@ -64,10 +64,19 @@ sessions = [b"\x90hello\r\xa5/help\r\xa5/temp 0.5\r", b"\x10ab\x7f\x08c\x1b[A\r\
             b"\x10a\x1b]0;title\x07b\r\xa5x\x9b\x85y\r\x1bPdcs\x1b\\z\r"]
 for i, s in enumerate(sessions):
     open(f"{c}/serial_console/session-{i}", "wb").write(s)
+# Grammars: a few shapes, each with a text after a NUL.
+grammars = [
+    (b'root ::= "a" [b-d]+ ("x" | "yz")? [^0-9]{2,3}', b"abbxqq"),
+    (b'root ::= expr\nexpr ::= term ("+" term)*\nterm ::= [0-9]+ | "(" expr ")"', b"(1+2)+3"),
+    (b'root ::= ( [x]* )*', b"xxx"),
+    (b'root ::= "(" root ")" | "x"', b"(((x)))"),
+]
+for i, (g, t) in enumerate(grammars):
+    open(f"{c}/grammar/seed-{i}", "wb").write(g + b"\0" + t)
 PY
 
 cd "$FUZZ"
-for target in gguf_load gguf_roundtrip tokenizer chat_template serial_console; do
+for target in gguf_load gguf_roundtrip tokenizer chat_template serial_console grammar; do
   echo "fuzz: $target for ${SECS}s" >&2
   cargo +nightly fuzz run -O "$target" "$C/$target" -- \
     -max_total_time="$SECS" -max_len=131072 -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 2>&1 \

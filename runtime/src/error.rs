@@ -180,6 +180,11 @@ pub enum Error {
         reason: &'static str,
         detail: Detail,
     },
+    /// A grammar could not be compiled; `detail` gives the line and column (and the rule).
+    Grammar {
+        reason: &'static str,
+        detail: Detail,
+    },
     /// Generation was stopped on request.
     Cancelled,
     /// An operating-system I/O error (with `std`).
@@ -285,6 +290,7 @@ impl fmt::Display for Error {
                     write!(f, "chat template: {reason}: {detail}")
                 }
             }
+            Grammar { reason, detail } => write!(f, "grammar: {reason} ({detail})"),
             Cancelled => write!(f, "cancelled"),
             Io { kind, context } => match kind {
                 IoKind::NotFound => write!(f, "{context}: no such file"),

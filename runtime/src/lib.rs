@@ -11,6 +11,7 @@
 //! | [`kv`]        | the key/value cache                                                     |
 //! | [`tokenizer`] | byte-level BPE from the GGUF vocabulary, with the model's pre-tokenizer |
 //! | [`sampler`]   | choosing the next token                                                 |
+//! | [`grammar`]   | GBNF grammars compiled into caller memory, and a matcher over them       |
 //! | [`session`]   | prompt in, tokens out: the generation loop                              |
 //! | [`chat`]      | conversations as prompts: the model's chat template                      |
 //! | [`console`]   | the serial chat console over any `embedded-io` byte port                |
@@ -29,6 +30,7 @@ pub mod chat;
 pub mod console;
 pub mod error;
 pub mod gguf;
+pub mod grammar;
 pub mod kernels;
 pub mod kv;
 pub mod model;

@@ -428,6 +428,29 @@ pub fn generate(
     on_prefill_done: &mut dyn FnMut(),
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<(StopReason, GenStats)> {
+    generate_constrained(
+        session,
+        sampler,
+        None,
+        prompt,
+        opts,
+        on_prefill_done,
+        on_text,
+    )
+}
+
+/// [`generate`] with every token kept inside `grammar` (when given): the output is a sentence
+/// of the grammar (or a prefix of one, when the token limit comes first), and generation ends
+/// at end-of-generation only where the grammar may end, or when it allows no further token.
+pub fn generate_constrained(
+    session: &mut Session<'_, '_>,
+    sampler: &mut Sampler<'_>,
+    mut grammar: Option<&mut crate::grammar::Constraint<'_, '_>>,
+    prompt: &[TokenId],
+    opts: &GenOptions<'_>,
+    on_prefill_done: &mut dyn FnMut(),
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<(StopReason, GenStats)> {
     if opts.stop.len() > MAX_STOPS || opts.stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
         return Err(Error::InvalidArgument(
             "at most 8 stop strings of at most 128 bytes each",
@@ -459,10 +482,24 @@ pub fn generate(
                 "nothing to continue from: the prompt is empty",
             ));
         };
-        let next = sampler.sample(logits);
-        if tok.is_eog(next) && !opts.ignore_eos {
+        let next = match grammar.as_deref_mut() {
+            None => sampler.sample(logits),
+            Some(g) => match g.sample(sampler, tok, logits)? {
+                Some(t) => t,
+                // The grammar allows nothing more.
+                None => {
+                    reason = StopReason::EndOfGeneration;
+                    break;
+                }
+            },
+        };
+        // Under a grammar, end-of-generation is chosen only where the grammar may end.
+        if tok.is_eog(next) && (!opts.ignore_eos || grammar.is_some()) {
             reason = StopReason::EndOfGeneration;
             break;
+        }
+        if let Some(g) = grammar.as_deref_mut() {
+            g.accept(tok, next)?;
         }
         stats.generated_tokens += 1;
         sampler.accept(next);

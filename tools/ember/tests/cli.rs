@@ -292,3 +292,72 @@ fn a_chat_longer_than_the_context_goes_on_through_the_ring() {
     assert_eq!(stdout.lines().count(), 5, "five replies: {stdout:?}");
     assert!(!stderr.contains("no longer fits"), "{stderr}");
 }
+
+#[test]
+fn grammars_keep_the_output_inside_them() {
+    let chat = |q: &str| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+    let dir = std::env::temp_dir().join(format!("ember-grammar-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A closed choice: the whole output is one of the alternatives.
+    let yn = dir.join("yn.gbnf");
+    std::fs::write(&yn, "root ::= \"yes\" | \"no\"\n").unwrap();
+    for q in ["Is the sky blue? Answer yes or no.", "Is fire cold?"] {
+        let out = ember()
+            .args(["run", "-n", "16", "--grammar"])
+            .arg(&yn)
+            .args(["-p", &chat(q)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text == "yes" || text == "no", "{q}: {text:?}");
+    }
+    // --json: every output parses as JSON, with sampling too.
+    for (q, extra) in [
+        ("Describe a cat as a JSON object with name and age.", vec![]),
+        ("List three colors.", vec!["--temp", "0.8", "--seed", "7"]),
+        (
+            "Give a JSON object for a light in the kitchen that is on.",
+            vec!["--temp", "1.0", "--seed", "3"],
+        ),
+    ] {
+        let out = ember()
+            .args(["run", "-n", "64", "--json"])
+            .args(&extra)
+            .args(["-p", &chat(q)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Cut short by -n, the text is a prefix of JSON; otherwise it is JSON.
+        let (generated, _) = run_stats(&String::from_utf8_lossy(&out.stderr));
+        if generated < 64 {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{q}: {text:?} is not JSON: {e}"));
+        }
+    }
+    // A broken grammar is one error line that names where.
+    let bad = dir.join("bad.gbnf");
+    std::fs::write(&bad, "root ::= \"a\"\nitem ::= [a-z\n").unwrap();
+    let out = ember()
+        .args(["run", "-p", "x", "--grammar"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unterminated character class") && err.contains("line 2"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -4,6 +4,7 @@ use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
 use ember_runtime::chat::Message;
+use ember_runtime::grammar::{Constraint, Grammar, MatcherLimits};
 use ember_runtime::parallel::Parallel;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
@@ -33,11 +34,34 @@ pub struct Args {
     /// With --chat: a system message first.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// Keep the output inside this GBNF grammar (llama.cpp's syntax; its `root` rule).
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    grammar: Option<std::path::PathBuf>,
+    /// Keep the output a JSON value (the built-in JSON grammar).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
+    let grammar = match (&a.grammar, a.json) {
+        (Some(p), _) => {
+            let src = std::fs::read_to_string(p)
+                .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
+            Some(
+                Grammar::compile_owned(&src)
+                    .map_err(|e| CliError(format!("{}: {e}", p.display())))?,
+            )
+        }
+        (None, true) => Some(Grammar::compile_owned(ember_runtime::grammar::JSON)?),
+        (None, false) => None,
+    };
+    if grammar.is_some() && a.sampling.beam > 0 {
+        return Err(CliError(
+            "--grammar and --json are not available with --beam".into(),
+        ));
+    }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.context.threads()?)?;
     load::with_model(load::model_path(a.model.model), kernels, |model| {
@@ -113,6 +137,23 @@ pub fn main(a: Args) -> CliResult {
         )?;
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
+        let limits = MatcherLimits::default();
+        let mut gmem = match &grammar {
+            Some(_) => ember_runtime::arena::try_zeroed(
+                Constraint::bytes_needed(&limits, model.config.n_vocab),
+                "grammar memory",
+            )?,
+            None => Vec::new(),
+        };
+        let mut constraint = match &grammar {
+            Some(g) => Some(Constraint::new(
+                g.grammar(),
+                &mut Arena::new(&mut gmem),
+                &limits,
+                &model.tokenizer,
+            )?),
+            None => None,
+        };
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
         // Past the context the ring cache keeps generation going (see `ember_runtime::kv`).
         let opts = GenOptions {
@@ -124,9 +165,10 @@ pub fn main(a: Args) -> CliResult {
         let mut io_err = None;
         let t0 = Instant::now();
         let mut t_prefill = None;
-        let (_, stats) = session::generate(
+        let (_, stats) = session::generate_constrained(
             &mut s,
             &mut sampler,
+            constraint.as_mut(),
             &prompt,
             &opts,
             &mut || t_prefill = Some(Instant::now()),
@@ -152,8 +194,11 @@ pub fn main(a: Args) -> CliResult {
         let rss = load::peak_rss().map_or(String::new(), |b| {
             format!(" | peak RSS {:.1} MiB", b as f64 / 1048576.0)
         });
+        let masks = constraint.as_ref().map_or(String::new(), |c| {
+            format!(" | grammar: {} full-vocabulary masks", c.masks)
+        });
         errln!(
-            "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}",
+            "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}{masks}",
             stats.prompt_tokens, stats.generated_tokens, pp, tg, s.threads(), model.kernels.isa,
             sc.n_ctx, sc.kv_type.name()
         );
