@@ -3,9 +3,11 @@
 //!
 //! As llama.cpp does it, the sampler's own choice is checked first (one trial through the
 //! matcher); only when the grammar rejects it is every token of the vocabulary tried, the
-//! rejected ones masked out, and the choice made again among the rest. Each token's first byte
-//! is found once, when the constraint is made: a mask first finds which bytes the grammar takes
-//! next (256 trials) and rejects every token that starts with another without trying it.
+//! rejected ones masked out, and the choice made again among the rest. The tokens' texts are
+//! decoded once, when the constraint is made, and kept sorted: a mask first finds which bytes the
+//! grammar takes next (256 trials), rejects every token that starts with another without trying
+//! it, and rejects without a trial every token that shares a rejected prefix with the one before
+//! it in sorted order.
 
 use super::{Grammar, Matcher, MatcherLimits};
 use crate::arena::Arena;
@@ -13,25 +15,51 @@ use crate::error::Result;
 use crate::sampler::Sampler;
 use crate::tokenizer::{TokenId, TokenKind, Tokenizer};
 
-/// "No first byte" in the token table.
-const NO_BYTE: u16 = u16::MAX;
-
-/// A grammar's matcher and the memory to mask a vocabulary's logits.
+/// A grammar's matcher, the vocabulary's texts, and the memory to mask its logits.
 pub struct Constraint<'g, 'm> {
     matcher: Matcher<'g, 'm>,
     masked: &'m mut [f32],
-    /// Each token's first byte (`NO_BYTE`: no text, or not a text token).
-    first: &'m mut [u16],
+    /// Token `id`'s text is `text[offs[id]..offs[id + 1]]` (empty: end-of-generation or a token
+    /// that is never allowed).
+    offs: &'m mut [u32],
+    text: &'m mut [u8],
+    /// The tokens with text, sorted by it, and each one's common prefix with the one before.
+    order: &'m mut [u32],
+    lcp: &'m mut [u16],
     /// Full-vocabulary masks computed so far (how often the sampler's choice was rejected).
     pub masks: u64,
 }
 
+/// Whether a token may ever be produced under a grammar (as text).
+fn is_text(tok: &Tokenizer<'_>, id: TokenId) -> bool {
+    !tok.is_eog(id)
+        && matches!(
+            tok.kind(id),
+            Some(TokenKind::Normal | TokenKind::Byte | TokenKind::UserDefined)
+        )
+}
+
+/// Bytes of every text token's text.
+fn text_bytes(tok: &Tokenizer<'_>) -> usize {
+    let mut n = 0;
+    for id in 0..tok.vocab_size() as TokenId {
+        if is_text(tok, id) {
+            tok.decode_token(id, false, &mut |b| n += b.len());
+        }
+    }
+    n
+}
+
 impl<'g, 'm> Constraint<'g, 'm> {
-    /// Arena bytes for a vocabulary of `n_vocab` tokens.
-    pub const fn bytes_needed(limits: &MatcherLimits, n_vocab: usize) -> usize {
+    /// Arena bytes for the vocabulary of `tok`.
+    pub fn bytes_needed(limits: &MatcherLimits, tok: &Tokenizer<'_>) -> usize {
+        let n = tok.vocab_size();
         Matcher::bytes_needed(limits)
-            + Arena::size_of::<f32>(n_vocab)
-            + Arena::size_of::<u16>(n_vocab)
+            + Arena::size_of::<f32>(n)
+            + Arena::size_of::<u32>(n + 1)
+            + Arena::size_of::<u8>(text_bytes(tok))
+            + Arena::size_of::<u32>(n)
+            + Arena::size_of::<u16>(n)
     }
 
     /// A constraint at the start of `g`, for the vocabulary of `tok` (its size is the model's).
@@ -41,31 +69,54 @@ impl<'g, 'm> Constraint<'g, 'm> {
         limits: &MatcherLimits,
         tok: &Tokenizer<'_>,
     ) -> Result<Self> {
-        let n_vocab = tok.vocab_size();
-        let first = arena.alloc::<u16>(n_vocab, "grammar token table")?;
-        for (id, f) in first.iter_mut().enumerate() {
-            *f = NO_BYTE;
-            let id = id as TokenId;
-            if tok.is_eog(id)
-                || !matches!(
-                    tok.kind(id),
-                    Some(TokenKind::Normal | TokenKind::Byte | TokenKind::UserDefined)
-                )
-            {
-                continue;
+        let n = tok.vocab_size();
+        let offs = arena.alloc::<u32>(n + 1, "grammar token table")?;
+        let text = arena.alloc::<u8>(text_bytes(tok), "grammar token table")?;
+        let mut at = 0usize;
+        let mut n_text = 0;
+        for (id, off) in offs.iter_mut().enumerate().take(n) {
+            *off = at as u32;
+            if is_text(tok, id as TokenId) {
+                let start = at;
+                tok.decode_token(id as TokenId, false, &mut |b| {
+                    let end = (at + b.len()).min(text.len());
+                    text[at..end].copy_from_slice(&b[..end - at]);
+                    at = end;
+                });
+                n_text += (at > start) as usize;
             }
-            tok.decode_token(id, false, &mut |b| {
-                if *f == NO_BYTE {
-                    if let Some(&c) = b.first() {
-                        *f = c as u16;
-                    }
-                }
-            });
+        }
+        offs[n] = at as u32;
+        let order = arena.alloc::<u32>(n_text, "grammar token order")?;
+        let mut k = 0;
+        for (id, w) in offs.windows(2).enumerate() {
+            if w[1] > w[0] {
+                order[k] = id as u32;
+                k += 1;
+            }
+        }
+        let span = |id: u32| offs[id as usize] as usize..offs[id as usize + 1] as usize;
+        order.sort_unstable_by(|&a, &b| text[span(a)].cmp(&text[span(b)]));
+        let lcp = arena.alloc::<u16>(n_text, "grammar token order")?;
+        for (i, l) in lcp.iter_mut().enumerate() {
+            *l = if i == 0 {
+                0
+            } else {
+                let (a, b) = (&text[span(order[i - 1])], &text[span(order[i])]);
+                a.iter()
+                    .zip(b)
+                    .take_while(|(x, y)| x == y)
+                    .count()
+                    .min(u16::MAX as usize) as u16
+            };
         }
         Ok(Constraint {
             matcher: Matcher::new(g, arena, limits)?,
-            masked: arena.alloc(n_vocab, "grammar logits mask")?,
-            first,
+            masked: arena.alloc(n, "grammar logits mask")?,
+            offs,
+            text,
+            order,
+            lcp,
             masks: 0,
         })
     }
@@ -81,35 +132,48 @@ impl<'g, 'm> Constraint<'g, 'm> {
         self.matcher.reset()
     }
 
+    fn token_text(&self, id: TokenId) -> &[u8] {
+        let i = id as usize;
+        match (self.offs.get(i), self.offs.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.text[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Tries `bytes` from the current state: `None` when all are taken, else the index of the
+    /// first byte refused.
+    fn trial(&mut self, id: TokenId) -> Result<Option<usize>> {
+        let i = id as usize;
+        let (a, b) = (self.offs[i] as usize, self.offs[i + 1] as usize);
+        self.matcher.begin_trial();
+        let mut refused = None;
+        for j in a..b {
+            match self.matcher.accept_bytes(&self.text[j..j + 1]) {
+                Ok(true) => {}
+                Ok(false) => {
+                    refused = Some(j - a);
+                    break;
+                }
+                Err(e) => {
+                    self.matcher.end_trial();
+                    return Err(e);
+                }
+            }
+        }
+        self.matcher.end_trial();
+        Ok(refused)
+    }
+
     /// Whether token `id` may come next.
     pub fn allows(&mut self, tok: &Tokenizer<'_>, id: TokenId) -> Result<bool> {
         if tok.is_eog(id) {
             return Ok(self.matcher.is_complete());
         }
-        match tok.kind(id) {
-            Some(TokenKind::Normal | TokenKind::Byte | TokenKind::UserDefined) => {}
-            _ => return Ok(false),
-        }
-        self.matcher.begin_trial();
-        let (mut ok, mut any) = (true, false);
-        let mut err = None;
-        let m = &mut self.matcher;
-        tok.decode_token(id, false, &mut |b| {
-            if ok && err.is_none() && !b.is_empty() {
-                any = true;
-                match m.accept_bytes(b) {
-                    Ok(true) => {}
-                    Ok(false) => ok = false,
-                    Err(e) => err = Some(e),
-                }
-            }
-        });
-        self.matcher.end_trial();
-        if let Some(e) = err {
-            return Err(e);
-        }
         // A token with no text would leave the grammar where it is: never chosen.
-        Ok(ok && any)
+        if self.token_text(id).is_empty() {
+            return Ok(false);
+        }
+        Ok(self.trial(id)?.is_none())
     }
 
     /// The next token: the sampler's choice when the grammar allows it, else its choice among
@@ -133,16 +197,37 @@ impl<'g, 'm> Constraint<'g, 'm> {
             self.matcher.end_trial();
         }
         let n = logits.len().min(self.masked.len());
+        self.masked[..n].fill(f32::NEG_INFINITY);
+        // End-of-generation tokens, where the grammar may end.
+        let complete = self.matcher.is_complete();
         let mut any = false;
-        for (id, &logit) in logits[..n].iter().enumerate() {
-            let f = self.first[id];
-            let ok = if f != NO_BYTE && !takes[f as usize] {
-                false
+        if complete {
+            for &id in tok.eog_tokens() {
+                if let Some(&l) = logits.get(id as usize) {
+                    self.masked[id as usize] = l;
+                    any = true;
+                }
+            }
+        }
+        // Text tokens in sorted order; `refused`: the previous token's first refused byte.
+        let mut refused: Option<usize> = None;
+        for k in 0..self.order.len() {
+            let id = self.order[k];
+            let shared = self.lcp[k] as usize;
+            if refused.is_some_and(|r| shared > r) {
+                // Same refused prefix as the token before.
+                continue;
+            }
+            let first_byte = self.text[self.offs[id as usize] as usize];
+            refused = if !takes[first_byte as usize] {
+                Some(0)
             } else {
-                self.allows(tok, id as TokenId)?
+                self.trial(id)?
             };
-            any |= ok;
-            self.masked[id] = if ok { logit } else { f32::NEG_INFINITY };
+            if refused.is_none() && (id as usize) < n {
+                self.masked[id as usize] = logits[id as usize];
+                any = true;
+            }
         }
         if !any {
             return Ok(None);
@@ -161,13 +246,12 @@ impl<'g, 'm> Constraint<'g, 'm> {
         if tok.is_eog(id) {
             return Ok(());
         }
-        let m = &mut self.matcher;
-        let mut r = Ok(true);
-        tok.decode_token(id, false, &mut |b| {
-            if matches!(r, Ok(true)) {
-                r = m.accept_bytes(b);
-            }
-        });
-        r.map(|_| ())
+        let i = id as usize;
+        let (a, b) = match (self.offs.get(i), self.offs.get(i + 1)) {
+            (Some(&a), Some(&b)) => (a as usize, b as usize),
+            _ => return Ok(()),
+        };
+        let Constraint { matcher, text, .. } = self;
+        matcher.accept_bytes(&text[a..b]).map(|_| ())
     }
 }

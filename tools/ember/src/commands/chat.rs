@@ -29,6 +29,8 @@ pub struct Args {
     n_predict: usize,
     #[command(flatten)]
     context: ContextArgs,
+    #[command(flatten)]
+    grammar: super::GrammarArgs,
 }
 
 const HELP: &str = "commands: /reset (new conversation), /system TEXT (set the system message and reset), /help, /quit";
@@ -67,6 +69,12 @@ impl Input {
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
+    let grammar = a.grammar.compile()?;
+    if grammar.is_some() && a.sampling.beam > 0 {
+        return Err(CliError(
+            "--grammar and --json are not available with --beam".into(),
+        ));
+    }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.context.threads()?)?;
     let stop_reply = Arc::new(AtomicBool::new(false));
@@ -104,6 +112,23 @@ pub fn main(a: Args) -> CliResult {
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
+        let limits = ember_runtime::grammar::MatcherLimits::default();
+        let mut gmem = match &grammar {
+            Some(_) => try_zeroed(
+                ember_runtime::grammar::Constraint::bytes_needed(&limits, &model.tokenizer),
+                "grammar memory",
+            )?,
+            None => Vec::new(),
+        };
+        let mut constraint = match &grammar {
+            Some(g) => Some(ember_runtime::grammar::Constraint::new(
+                g.grammar(),
+                &mut Arena::new(&mut gmem),
+                &limits,
+                &model.tokenizer,
+            )?),
+            None => None,
+        };
         let mut conv = Conversation::new(model, a.system.as_deref())?;
         if terminal {
             errln!(
@@ -162,6 +187,10 @@ pub fn main(a: Args) -> CliResult {
             // the ring cache keeps the conversation going.
             let ids = conv.user_turn(&mut s, line)?;
             sampler.reset();
+            if let Some(c) = constraint.as_mut() {
+                // Each reply is one sentence of the grammar.
+                c.reset()?;
+            }
             let opts = GenOptions {
                 max_tokens: a.n_predict,
                 ignore_eos: false,
@@ -170,9 +199,10 @@ pub fn main(a: Args) -> CliResult {
             stop_reply.store(false, Ordering::SeqCst);
             let mut reply = String::new();
             let mut write_error = None;
-            let r = session::generate(
+            let r = session::generate_constrained(
                 &mut s,
                 &mut sampler,
+                constraint.as_mut(),
                 &ids,
                 &opts,
                 &mut || {},

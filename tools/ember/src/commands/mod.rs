@@ -67,6 +67,35 @@ pub struct SamplingArgs {
     pub beam: u16,
 }
 
+/// Output grammar flags of the generating commands.
+#[derive(ClapArgs, Clone, Debug)]
+pub struct GrammarArgs {
+    /// Keep the output inside this GBNF grammar (llama.cpp's syntax; its `root` rule).
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub grammar: Option<PathBuf>,
+    /// Keep the output a JSON value (the built-in JSON grammar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl GrammarArgs {
+    /// The compiled grammar, if one is asked for.
+    pub fn compile(&self) -> load::CliResult<Option<ember_runtime::grammar::OwnedGrammar>> {
+        use ember_runtime::grammar::{Grammar, JSON};
+        match (&self.grammar, self.json) {
+            (Some(p), _) => {
+                let src = std::fs::read_to_string(p)
+                    .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
+                Grammar::compile_owned(&src)
+                    .map(Some)
+                    .map_err(|e| load::CliError(format!("{}: {e}", p.display())))
+            }
+            (None, true) => Ok(Some(Grammar::compile_owned(JSON)?)),
+            (None, false) => Ok(None),
+        }
+    }
+}
+
 /// Runs a beam search of `width` beams from `prompt` with sessions shaped `sc`; returns the best
 /// text (cut before the first stop string) and the search result.
 #[allow(clippy::too_many_arguments)]

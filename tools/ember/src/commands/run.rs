@@ -4,7 +4,7 @@ use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
 use ember_runtime::chat::Message;
-use ember_runtime::grammar::{Constraint, Grammar, MatcherLimits};
+use ember_runtime::grammar::{Constraint, MatcherLimits};
 use ember_runtime::parallel::Parallel;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
@@ -34,29 +34,14 @@ pub struct Args {
     /// With --chat: a system message first.
     #[arg(long, requires = "chat")]
     system: Option<String>,
-    /// Keep the output inside this GBNF grammar (llama.cpp's syntax; its `root` rule).
-    #[arg(long, value_name = "FILE", conflicts_with = "json")]
-    grammar: Option<std::path::PathBuf>,
-    /// Keep the output a JSON value (the built-in JSON grammar).
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    grammar: super::GrammarArgs,
 }
 
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
-    let grammar = match (&a.grammar, a.json) {
-        (Some(p), _) => {
-            let src = std::fs::read_to_string(p)
-                .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
-            Some(
-                Grammar::compile_owned(&src)
-                    .map_err(|e| CliError(format!("{}: {e}", p.display())))?,
-            )
-        }
-        (None, true) => Some(Grammar::compile_owned(ember_runtime::grammar::JSON)?),
-        (None, false) => None,
-    };
+    let grammar = a.grammar.compile()?;
     if grammar.is_some() && a.sampling.beam > 0 {
         return Err(CliError(
             "--grammar and --json are not available with --beam".into(),
@@ -140,7 +125,7 @@ pub fn main(a: Args) -> CliResult {
         let limits = MatcherLimits::default();
         let mut gmem = match &grammar {
             Some(_) => ember_runtime::arena::try_zeroed(
-                Constraint::bytes_needed(&limits, model.config.n_vocab),
+                Constraint::bytes_needed(&limits, &model.tokenizer),
                 "grammar memory",
             )?,
             None => Vec::new(),
