@@ -7,9 +7,9 @@
 //! | [`gguf`]      | zero-copy GGUF reader over `&[u8]` (memory map on a host, flash on a board) |
 //! | [`weights`]   | tensor types, quantized block layouts, typed matrix views               |
 //! | [`kernels`]   | scalar reference and SIMD kernels, chosen once per CPU                  |
-//! | [`model`]     | Llama hyperparameters, weight binding, the forward pass                 |
+//! | [`model`]     | the architecture table, hyperparameters, weight binding, the forward pass |
 //! | [`kv`]        | the key/value cache                                                     |
-//! | [`tokenizer`] | byte-level BPE from the GGUF vocabulary, with the model's pre-tokenizer |
+//! | [`tokenizer`] | byte-level BPE and SentencePiece from the GGUF vocabulary               |
 //! | [`sampler`]   | choosing the next token                                                 |
 //! | [`grammar`]   | GBNF grammars compiled into caller memory, and a matcher over them       |
 //! | [`session`]   | prompt in, tokens out: the generation loop                              |
