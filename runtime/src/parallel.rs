@@ -47,6 +47,42 @@ pub fn chunk_rows(rows: usize, threads: usize, align: usize) -> usize {
     (per.min(256) / align * align).max(align)
 }
 
+/// Threads to use when none are asked for: the physical cores (distinct (package, core id) pairs
+/// in /proc/cpuinfo; a second hyper-thread of a core adds little to memory-bound decoding), else
+/// the logical CPUs. Every front end (CLI, C ABI) takes this default.
+#[cfg(feature = "std")]
+pub fn default_threads() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::BTreeSet::new();
+    let (mut pkg, mut core) = (None, None);
+    for line in info.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (pkg.take(), core.take()) {
+                cores.insert((p, c));
+            }
+            continue;
+        }
+        let mut kv = line.splitn(2, ':');
+        let (k, v) = (
+            kv.next().unwrap_or("").trim(),
+            kv.next().unwrap_or("").trim(),
+        );
+        match k {
+            "physical id" => pkg = Some(v.to_string()),
+            "core id" => core = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
 #[cfg(feature = "std")]
 pub use pool::ThreadPool;
 

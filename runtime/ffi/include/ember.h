@@ -74,7 +74,7 @@ typedef struct ember_session ember_session;
 typedef struct ember_params {
   // Context size in tokens (the KV ring's capacity), 1 ..= the model's context length.
   uint32_t n_ctx;
-  // Threads for the forward pass; 0 = one per available CPU.
+  // Threads for the forward pass; 0 = one per physical core (as the ember CLI).
   uint32_t n_threads;
   // Sampling temperature; 0 = greedy.
   float temperature;

@@ -66,7 +66,7 @@ pub enum ember_kv_type {
 pub struct ember_params {
     /// Context size in tokens (the KV ring's capacity), 1 ..= the model's context length.
     pub n_ctx: u32,
-    /// Threads for the forward pass; 0 = one per available CPU.
+    /// Threads for the forward pass; 0 = one per physical core (as the ember CLI).
     pub n_threads: u32,
     /// Sampling temperature; 0 = greedy.
     pub temperature: f32,
@@ -353,7 +353,7 @@ fn configs(m: &Model<'_>, p: &ember_params) -> Result<(SessionConfig, SamplerCon
         return Err(invalid("n_threads must be at most 256"));
     }
     let threads = match p.n_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => ember_runtime::parallel::default_threads(),
         n => n as usize,
     };
     let sc = SessionConfig {

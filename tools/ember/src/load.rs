@@ -132,37 +132,10 @@ pub fn with_tokenizer<R>(
     f(&t)
 }
 
-/// Physical cores (distinct (package, core id) pairs in /proc/cpuinfo), else logical CPUs.
+/// The default thread count: the physical cores (the runtime's one definition, shared with the
+/// C ABI).
 pub fn default_threads() -> usize {
-    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return logical;
-    };
-    let mut cores = std::collections::BTreeSet::new();
-    let (mut pkg, mut core) = (None, None);
-    for line in info.lines().chain(std::iter::once("")) {
-        if line.trim().is_empty() {
-            if let (Some(p), Some(c)) = (pkg.take(), core.take()) {
-                cores.insert((p, c));
-            }
-            continue;
-        }
-        let mut kv = line.splitn(2, ':');
-        let (k, v) = (
-            kv.next().unwrap_or("").trim(),
-            kv.next().unwrap_or("").trim(),
-        );
-        match k {
-            "physical id" => pkg = Some(v.to_string()),
-            "core id" => core = Some(v.to_string()),
-            _ => {}
-        }
-    }
-    if cores.is_empty() {
-        logical
-    } else {
-        cores.len().min(logical)
-    }
+    ember_runtime::parallel::default_threads()
 }
 
 /// A thread pool for `-t N` (`None`: the default), checked for sense.
