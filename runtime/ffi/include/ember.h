@@ -112,7 +112,7 @@ const char *ember_version(void);
 // failing call.
 const char *ember_last_error(void);
 
-// Default parameters: context 2048, all CPUs, greedy (temperature 0), top-k 40, top-p 0.95,
+// Default parameters: context 2048, one thread per physical core, greedy (temperature 0), top-k 40, top-p 0.95,
 // min-p 0.05, no repetition penalty (window 64), seed 0x5eed, 4 sinks, f16 KV cache.
 struct ember_params ember_params_default(void);
 
@@ -159,6 +159,19 @@ void ember_session_free(struct ember_session *s);
 // # Safety
 // `s` is NULL or a live session not in use by another thread.
 void ember_session_reset(struct ember_session *s);
+
+// Keeps every later ember_generate and ember_chat reply of `s` inside the GBNF grammar `gbnf`
+// (llama.cpp's syntax; its `root` rule; each reply is one sentence of it, ending where the
+// grammar may end). NULL removes the grammar. ember_grammar_json() gives the built-in JSON
+// grammar. A grammar that does not compile is EMBER_ERR_INVALID_ARGUMENT, its line and column
+// in ember_last_error(), and the session keeps the grammar it had.
+//
+// # Safety
+// `s` is NULL or a live session used by this thread only; `gbnf` NULL or a C string.
+enum ember_status ember_session_set_grammar(struct ember_session *s, const char *gbnf);
+
+// The built-in grammar of any JSON value, for ember_session_set_grammar (a static string).
+const char *ember_grammar_json(void);
 
 // Asks the call running on `s` (from any thread) to stop: ember_generate or ember_chat returns
 // EMBER_ERR_CANCELLED after the current token, or, while the prompt is being evaluated, after

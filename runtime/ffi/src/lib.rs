@@ -9,6 +9,7 @@
 use ember_runtime::arena::Arena;
 use ember_runtime::chat::Conversation;
 use ember_runtime::gguf::{Gguf, MappedFile};
+use ember_runtime::grammar::{Constraint, Grammar, MatcherLimits, OwnedGrammar};
 use ember_runtime::kernels::Kernels;
 use ember_runtime::kv::KvType;
 use ember_runtime::model::Model;
@@ -110,8 +111,17 @@ pub struct ember_session {
 // `cancel` is atomic.
 unsafe impl Sync for ember_session {}
 
+/// A grammar set on a session (ember_session_set_grammar).
+struct SessionGrammar {
+    // Field order is drop order: the constraint borrows the memory and the compiled grammar.
+    constraint: Constraint<'static, 'static>,
+    _mem: Box<[u8]>,
+    _grammar: Box<OwnedGrammar>,
+}
+
 struct SessionInner {
     // Field order is drop order: the session and sampler borrow their buffers and the pool.
+    grammar: Option<SessionGrammar>,
     conversation: Conversation,
     session: Session<'static, 'static>,
     sampler: Sampler<'static>,
@@ -146,9 +156,10 @@ impl From<Error> for Fail {
             | Error::UnsupportedWeightType { .. }
             | Error::UnsupportedArchitecture(_) => EMBER_ERR_UNSUPPORTED,
             Error::Capacity { .. } | Error::OutOfMemory { .. } => EMBER_ERR_CAPACITY,
-            Error::InvalidArgument(_) | Error::TokenOutOfRange { .. } | Error::Template { .. } => {
-                EMBER_ERR_INVALID_ARGUMENT
-            }
+            Error::InvalidArgument(_)
+            | Error::TokenOutOfRange { .. }
+            | Error::Template { .. }
+            | Error::Grammar { .. } => EMBER_ERR_INVALID_ARGUMENT,
             Error::Cancelled => EMBER_ERR_CANCELLED,
             _ => EMBER_ERR_FORMAT,
         };
@@ -218,7 +229,7 @@ pub extern "C" fn ember_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Default parameters: context 2048, all CPUs, greedy (temperature 0), top-k 40, top-p 0.95,
+/// Default parameters: context 2048, one thread per physical core, greedy (temperature 0), top-k 40, top-p 0.95,
 /// min-p 0.05, no repetition penalty (window 64), seed 0x5eed, 4 sinks, f16 KV cache.
 #[no_mangle]
 pub extern "C" fn ember_params_default() -> ember_params {
@@ -438,6 +449,7 @@ pub unsafe extern "C" fn ember_session_new(
         let s = Box::new(ember_session {
             cancel,
             inner: UnsafeCell::new(SessionInner {
+                grammar: None,
                 conversation,
                 session,
                 sampler,
@@ -479,6 +491,57 @@ pub unsafe extern "C" fn ember_session_reset(s: *mut ember_session) {
         inner.sampler.reset();
         inner.conversation.reset();
     }));
+}
+
+/// Keeps every later ember_generate and ember_chat reply of `s` inside the GBNF grammar `gbnf`
+/// (llama.cpp's syntax; its `root` rule; each reply is one sentence of it, ending where the
+/// grammar may end). NULL removes the grammar. ember_grammar_json() gives the built-in JSON
+/// grammar. A grammar that does not compile is EMBER_ERR_INVALID_ARGUMENT, its line and column
+/// in ember_last_error(), and the session keeps the grammar it had.
+///
+/// # Safety
+/// `s` is NULL or a live session used by this thread only; `gbnf` NULL or a C string.
+#[no_mangle]
+pub unsafe extern "C" fn ember_session_set_grammar(
+    s: *mut ember_session,
+    gbnf: *const c_char,
+) -> ember_status {
+    guard(|| {
+        if s.is_null() {
+            return Err(invalid("session is NULL"));
+        }
+        // SAFETY: a live session used by this thread only.
+        let inner = unsafe { &mut *(*s).inner.get() };
+        if gbnf.is_null() {
+            inner.grammar = None;
+            return Ok(EMBER_OK);
+        }
+        // SAFETY: non-NULL, a C string.
+        let src = unsafe { c_str(gbnf, "gbnf") }?;
+        let grammar = Box::new(Grammar::compile_owned(src)?);
+        // SAFETY: the compiled grammar is boxed and owned by the SessionGrammar next to the
+        // constraint that borrows it, which is declared (and so dropped) first; moving the Box
+        // does not move its vectors.
+        let g: &'static OwnedGrammar = unsafe { &*(grammar.as_ref() as *const OwnedGrammar) };
+        let tok = &inner.session.model().tokenizer;
+        let limits = MatcherLimits::default();
+        let (mem, buf) = buffer(Constraint::bytes_needed(&limits, tok), "grammar memory")?;
+        let constraint = Constraint::new(g.grammar(), &mut Arena::new(buf), &limits, tok)?;
+        inner.grammar = Some(SessionGrammar {
+            constraint,
+            _mem: mem,
+            _grammar: grammar,
+        });
+        Ok(EMBER_OK)
+    })
+}
+
+/// The built-in grammar of any JSON value, for ember_session_set_grammar (a static string).
+#[no_mangle]
+pub extern "C" fn ember_grammar_json() -> *const c_char {
+    static JSON: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+    JSON.get_or_init(|| CString::new(ember_runtime::grammar::JSON).unwrap_or_default())
+        .as_ptr()
 }
 
 /// Asks the call running on `s` (from any thread) to stop: ember_generate or ember_chat returns
@@ -583,9 +646,17 @@ fn run(
         stop: &[],
     };
     let mut cancelled = false;
-    let (reason, _) = session::generate(
+    let constraint = match inner.grammar.as_mut() {
+        Some(g) => {
+            g.constraint.reset()?;
+            Some(&mut g.constraint)
+        }
+        None => None,
+    };
+    let (reason, _) = session::generate_constrained(
         &mut inner.session,
         &mut inner.sampler,
+        constraint,
         prompt,
         &opts,
         &mut || *prompt_done = true,

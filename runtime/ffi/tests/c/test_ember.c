@@ -326,6 +326,21 @@ int main(int argc, char **argv) {
   CHECK(ember_chat(s, "And of Italy?", n_tok, collect, &c2) == EMBER_OK && c2.len > 0, "chat 2");
   CHECK(ember_chat(s, NULL, 16, collect, &c2) == EMBER_ERR_INVALID_ARGUMENT, "NULL message");
 
+  /* a grammar: the reply is one of its sentences; a broken one is refused with where; NULL clears */
+  CHECK(ember_session_set_grammar(NULL, "root ::= \"x\"") == EMBER_ERR_INVALID_ARGUMENT, "NULL session");
+  CHECK(ember_session_set_grammar(s, "root ::= [a-z") == EMBER_ERR_INVALID_ARGUMENT &&
+            strstr(ember_last_error(), "line 1") != NULL,
+        "broken grammar: %s", ember_last_error());
+  CHECK(ember_session_set_grammar(s, "root ::= \"yes\" | \"no\"") == EMBER_OK, "grammar");
+  ember_session_reset(s);
+  sink yn;
+  sink_init(&yn);
+  CHECK(ember_chat(s, "Is the sky blue? Answer yes or no.", 8, collect, &yn) == EMBER_OK &&
+            (strcmp(yn.text, "yes") == 0 || strcmp(yn.text, "no") == 0),
+        "grammar reply: %s", yn.text);
+  CHECK(ember_session_set_grammar(s, ember_grammar_json()) == EMBER_OK, "JSON grammar");
+  CHECK(ember_session_set_grammar(s, NULL) == EMBER_OK, "no grammar");
+
   /* cancel from another thread while generating */
   ember_session_reset(s);
   cancel_ctx cc = {.s = s};
