@@ -75,6 +75,20 @@ impl<const CAP: usize> FixedText<CAP> {
     }
 }
 
+/// Appends, cutting what does not fit on a character boundary (never fails).
+impl<const CAP: usize> fmt::Write for FixedText<CAP> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut n = s.len().min(Self::CAP - self.len as usize);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let at = self.len as usize;
+        self.bytes[at..at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n as u8;
+        Ok(())
+    }
+}
+
 impl<const CAP: usize> fmt::Debug for FixedText<CAP> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)

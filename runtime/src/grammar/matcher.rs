@@ -128,21 +128,12 @@ impl<'g, 'm> Matcher<'g, 'm> {
     pub fn reset(&mut self) -> Result<()> {
         self.partial = (0, 0);
         self.next.n = 0;
-        let root = self.g.root();
-        let mut start = self.g.rule_start(root);
         // One stack per alternative of the root, expanded to terminals.
-        loop {
-            let e = self.g.elem(start);
-            let len = if e.ends_sequence() { 0 } else { 1 };
+        let g = self.g;
+        for start in g.alternatives(g.root() as usize) {
+            let len = if g.elem(start).ends_sequence() { 0 } else { 1 };
             self.work[0] = start;
             self.advance(len)?;
-            while !self.g.elem(start).ends_sequence() {
-                start += 1;
-            }
-            if self.g.elem(start).kind() != Kind::Alt {
-                break;
-            }
-            start += 1;
         }
         core::mem::swap(&mut self.cur, &mut self.next);
         Ok(())
@@ -175,8 +166,7 @@ impl<'g, 'm> Matcher<'g, 'm> {
                 self.next.add(stack, d)?;
                 continue;
             }
-            let mut sub = g.rule_start(e.value);
-            loop {
+            for sub in g.alternatives(e.value as usize) {
                 // The child: this stack without its top, the position after the reference, and
                 // the alternative's first element.
                 let mut n = len - 1;
@@ -194,13 +184,6 @@ impl<'g, 'm> Matcher<'g, 'm> {
                 self.todo.push(&self.work[..n], d)?;
                 // Restore the popped stack's top (the child overwrote the row past len - 1).
                 self.work[len - 1] = pos;
-                while !g.elem(sub).ends_sequence() {
-                    sub += 1;
-                }
-                if g.elem(sub).kind() != Kind::Alt {
-                    break;
-                }
-                sub += 1;
             }
         }
         Ok(())

@@ -148,7 +148,7 @@ impl<'a> Grammar<'a> {
     pub const fn bytes_needed(limits: &GrammarLimits) -> usize {
         // Output elements, a build stack as large, rule starts, rule names and flags.
         Arena::size_of::<Elem>(limits.elems) * 2
-            + Arena::size_of::<u32>(limits.rules) * 4
+            + Arena::size_of::<u32>(limits.rules) * 3
             + Arena::size_of::<u8>(limits.rules) * 2
     }
 
@@ -159,7 +159,6 @@ impl<'a> Grammar<'a> {
         let build = arena.alloc::<Elem>(limits.elems, "grammar build stack")?;
         let starts = arena.alloc::<u32>(limits.rules, "grammar rule table")?;
         let names = arena.alloc::<u32>(limits.rules * 2, "grammar rule names")?;
-        let lens = arena.alloc::<u32>(limits.rules, "grammar rule names")?;
         let flags = arena.alloc::<u8>(limits.rules * 2, "grammar rule flags")?;
         starts.fill(u32::MAX);
         let mut p = Parser {
@@ -171,7 +170,6 @@ impl<'a> Grammar<'a> {
             top: 0,
             starts,
             names,
-            lens,
             n_rules: 0,
             depth: 0,
         };
@@ -182,7 +180,7 @@ impl<'a> Grammar<'a> {
         // Every referenced rule is defined.
         for id in 0..p.n_rules {
             if p.starts[id] == u32::MAX {
-                let (off, len) = (p.names[2 * id] as usize, p.lens[id] as usize);
+                let (off, len) = (p.names[2 * id] as usize, p.names[2 * id + 1] as usize);
                 let name = src.get(off..off + len).unwrap_or("");
                 return Err(grammar_error(
                     src,
@@ -198,19 +196,14 @@ impl<'a> Grammar<'a> {
             starts,
             n_rules,
             names,
-            lens,
             ..
         } = p;
-        // Rule name lengths next to their offsets, for the error below.
-        for id in 0..n_rules {
-            names[2 * id + 1] = lens[id];
-        }
         let elems: &'a [Elem] = &elems[..n_elems];
         let rules: &'a [u32] = &starts[..n_rules];
         let g = Grammar { elems, rules, root };
         let (nullable, visiting) = flags.split_at_mut(limits.rules);
         if let Some(id) = g.left_recursive(&mut nullable[..n_rules], &mut visiting[..n_rules]) {
-            let (off, len) = (names[2 * id], lens_of(names, id));
+            let (off, len) = (names[2 * id], names[2 * id + 1] as usize);
             let (off, name) = if off == NO_NAME {
                 (0, "")
             } else {
@@ -282,71 +275,57 @@ impl<'a> Grammar<'a> {
         self.rules.get(id as usize).copied().unwrap_or(0)
     }
 
-    /// Whether `cp` matches the character class at `pos`; returns the position after the class.
-    pub fn match_char(&self, mut pos: u32, cp: u32) -> (bool, u32) {
-        let first = self.elem(pos);
-        let positive = matches!(first.kind(), Kind::Char | Kind::CharAny);
-        let mut found = false;
+    /// The ranges of the character class at `pos` (a single character is a range of one;
+    /// `.` is every codepoint), and the position after the class.
+    fn class(&self, start: u32) -> (impl Iterator<Item = (u32, u32)> + '_, u32) {
+        let mut end = start;
         loop {
-            let e = self.elem(pos);
-            if self.elem(pos + 1).kind() == Kind::CharRngUpper {
-                found |= e.value <= cp && cp <= self.elem(pos + 1).value;
-                pos += 2;
-            } else if e.kind() == Kind::CharAny {
-                found = true;
-                pos += 1;
+            end += if self.elem(end + 1).kind() == Kind::CharRngUpper {
+                2
             } else {
-                found |= e.value == cp;
-                pos += 1;
-            }
-            if self.elem(pos).kind() != Kind::CharAlt {
+                1
+            };
+            if self.elem(end).kind() != Kind::CharAlt {
                 break;
             }
         }
-        (found == positive, pos)
-    }
-
-    /// Whether some codepoint in `lo..=hi` (the characters a begun UTF-8 sequence may still
-    /// become) could match the character class at `pos`.
-    pub fn match_range(&self, mut pos: u32, lo: u32, hi: u32) -> bool {
-        let first = self.elem(pos);
-        match first.kind() {
-            Kind::CharAny => true,
-            Kind::CharNot => {
-                // Refused only when one excluded range covers the whole span.
-                loop {
-                    let e = self.elem(pos);
-                    let (a, b) = if self.elem(pos + 1).kind() == Kind::CharRngUpper {
-                        pos += 2;
-                        (e.value, self.elem(pos - 1).value)
-                    } else {
-                        pos += 1;
-                        (e.value, e.value)
-                    };
-                    if a <= lo && hi <= b {
-                        return false;
-                    }
-                    if self.elem(pos).kind() != Kind::CharAlt {
-                        return true;
-                    }
-                }
-            }
-            _ => loop {
+        let mut pos = start;
+        let ranges = core::iter::from_fn(move || {
+            (pos < end).then(|| {
                 let e = self.elem(pos);
-                let (a, b) = if self.elem(pos + 1).kind() == Kind::CharRngUpper {
+                if e.kind() == Kind::CharAny {
+                    pos += 1;
+                    (0, u32::MAX)
+                } else if self.elem(pos + 1).kind() == Kind::CharRngUpper {
                     pos += 2;
                     (e.value, self.elem(pos - 1).value)
                 } else {
                     pos += 1;
                     (e.value, e.value)
-                };
-                if a <= hi && lo <= b {
-                    return true;
                 }
-                if self.elem(pos).kind() != Kind::CharAlt {
-                    return false;
-                }
-            },
+            })
+        });
+        (ranges, end)
+    }
+
+    /// Whether `cp` matches the character class at `pos`; returns the position after the class.
+    pub fn match_char(&self, pos: u32, cp: u32) -> (bool, u32) {
+        let negated = self.elem(pos).kind() == Kind::CharNot;
+        let (mut ranges, end) = self.class(pos);
+        let found = ranges.any(|(a, b)| a <= cp && cp <= b);
+        (found != negated, end)
+    }
+
+    /// Whether some codepoint in `lo..=hi` (the characters a begun UTF-8 sequence may still
+    /// become) could match the character class at `pos`. A negated class refuses the span only
+    /// when one excluded range covers all of it.
+    pub fn match_range(&self, pos: u32, lo: u32, hi: u32) -> bool {
+        let negated = self.elem(pos).kind() == Kind::CharNot;
+        let (mut ranges, _) = self.class(pos);
+        if negated {
+            !ranges.any(|(a, b)| a <= lo && hi <= b)
+        } else {
+            ranges.any(|(a, b)| a <= hi && lo <= b)
         }
     }
 
@@ -411,7 +390,7 @@ impl<'a> Grammar<'a> {
     }
 
     /// The start of each alternative of rule `id`.
-    fn alternatives(&self, id: usize) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn alternatives(&self, id: usize) -> impl Iterator<Item = u32> + '_ {
         let mut next = Some(self.rules[id]);
         core::iter::from_fn(move || {
             let start = next?;
@@ -448,10 +427,6 @@ impl OwnedGrammar {
 /// "No name" in the rule-name table (a generated rule).
 const NO_NAME: u32 = u32::MAX;
 
-fn lens_of(names: &[u32], id: usize) -> usize {
-    names[2 * id + 1] as usize
-}
-
 /// An error at byte `off` of `src`: the reason, then line and column (1-based, columns in
 /// characters) and the rule's name when there is one.
 fn grammar_error(src: &str, off: usize, reason: &'static str, name: &str) -> Error {
@@ -468,42 +443,12 @@ fn grammar_error(src: &str, off: usize, reason: &'static str, name: &str) -> Err
         .count()
         + 1;
     use core::fmt::Write;
-    let mut s = FmtBuf::<96>::new();
-    let _ = write!(s, "line {line}, column {col}");
+    let mut detail = Detail::new("");
+    let _ = write!(detail, "line {line}, column {col}");
     if !name.is_empty() {
-        let _ = write!(s, ": {name}");
+        let _ = write!(detail, ": {name}");
     }
-    Error::Grammar {
-        reason,
-        detail: Detail::new(s.as_str()),
-    }
-}
-
-/// A small fixed text buffer for formatting without allocation.
-struct FmtBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> FmtBuf<N> {
-    fn new() -> Self {
-        FmtBuf {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl<const N: usize> core::fmt::Write for FmtBuf<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(N - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
+    Error::Grammar { reason, detail }
 }
 
 struct Parser<'s, 'a> {
@@ -516,9 +461,8 @@ struct Parser<'s, 'a> {
     build: &'a mut [Elem],
     top: usize,
     starts: &'a mut [u32],
-    /// (offset, unused) of each rule's name in the source ([`NO_NAME`]: generated).
+    /// (offset, length) of each rule's name in the source (offset [`NO_NAME`]: generated).
     names: &'a mut [u32],
-    lens: &'a mut [u32],
     n_rules: usize,
     depth: usize,
 }
@@ -573,7 +517,8 @@ impl Parser<'_, '_> {
             .find(|&id| {
                 let off = self.names[2 * id];
                 off != NO_NAME
-                    && &self.src[off as usize..(off + self.lens[id]) as usize] == name.as_bytes()
+                    && &self.src[off as usize..(off + self.names[2 * id + 1]) as usize]
+                        == name.as_bytes()
             })
             .map(|id| id as u32)
     }
@@ -585,7 +530,7 @@ impl Parser<'_, '_> {
         let id = self.n_rules;
         let (off, len) = name.map_or((NO_NAME, 0), |(o, l)| (o as u32, l as u32));
         self.names[2 * id] = off;
-        self.lens[id] = len;
+        self.names[2 * id + 1] = len;
         self.n_rules += 1;
         Ok(id as u32)
     }

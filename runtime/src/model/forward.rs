@@ -790,22 +790,25 @@ fn f32_gemm<W>(
 /// [`rms_norm`] of each `width` values of `x`, in place (per-head Q/K norms, post-norms).
 pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32, width: usize) {
     for row in x.chunks_exact_mut(width) {
-        let ss = row.iter().fold(0.0f64, |acc, &v| acc + (v * v) as f64);
-        let mean = (ss / width as f64) as f32;
-        let scale = 1.0 / libm::sqrtf(mean + eps);
+        let scale = rms_scale(row, eps);
         for (v, &g) in row.iter_mut().zip(weight) {
             *v = *v * scale * g;
         }
     }
 }
 
-/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight`. Each square is rounded to f32
-/// and the squares are summed in f64, in order: exactly llama.cpp's arithmetic.
+/// 1 / sqrt(mean(x²) + eps), each square rounded to f32 and the squares summed in f64, in order:
+/// exactly llama.cpp's arithmetic.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let ss = x.iter().fold(0.0f64, |acc, &v| acc + (v * v) as f64);
+    let mean = (ss / x.len() as f64) as f32;
+    1.0 / libm::sqrtf(mean + eps)
+}
+
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` ([`rms_scale`]).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
     for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        let ss = xr.iter().fold(0.0f64, |acc, &v| acc + (v * v) as f64);
-        let mean = (ss / width as f64) as f32;
-        let scale = 1.0 / libm::sqrtf(mean + eps);
+        let scale = rms_scale(xr, eps);
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(weight) {
             *o = v * scale * g;
         }

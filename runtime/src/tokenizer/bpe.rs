@@ -27,67 +27,14 @@ pub struct Bigram {
     right_id: u32,
 }
 
-impl Bigram {
+impl super::heap::Before for Bigram {
     /// Heap order: lower rank first, then leftmost.
-    fn before(&self, o: &Bigram) -> bool {
+    fn before(&self, o: &Self) -> bool {
         (self.rank, self.left) < (o.rank, o.left)
     }
 }
 
 const END: u32 = u32::MAX;
-
-/// A binary min-heap over a caller-provided slice.
-struct Heap<'s> {
-    items: &'s mut [Bigram],
-    len: usize,
-}
-
-impl Heap<'_> {
-    fn push(&mut self, b: Bigram) -> bool {
-        if self.len == self.items.len() {
-            return false;
-        }
-        let mut i = self.len;
-        self.items[i] = b;
-        self.len += 1;
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if self.items[i].before(&self.items[parent]) {
-                self.items.swap(i, parent);
-                i = parent;
-            } else {
-                break;
-            }
-        }
-        true
-    }
-
-    fn pop(&mut self) -> Option<Bigram> {
-        if self.len == 0 {
-            return None;
-        }
-        let top = self.items[0];
-        self.len -= 1;
-        self.items[0] = self.items[self.len];
-        let mut i = 0;
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut m = i;
-            if l < self.len && self.items[l].before(&self.items[m]) {
-                m = l;
-            }
-            if r < self.len && self.items[r].before(&self.items[m]) {
-                m = r;
-            }
-            if m == i {
-                break;
-            }
-            self.items.swap(i, m);
-            i = m;
-        }
-        Some(top)
-    }
-}
 
 /// Heap entries needed for a word of `n` bytes: n - 1 initial pairs plus at most two per merge.
 pub fn heap_capacity(n: usize) -> usize {
@@ -121,10 +68,7 @@ pub fn merge_word(
             alive: 1,
         };
     }
-    let mut heap = Heap {
-        items: heap,
-        len: 0,
-    };
+    let mut heap = super::heap::Heap::new(heap);
     let candidate = |syms: &[Symbol], left: u32| -> Option<Bigram> {
         if left == END {
             return None;

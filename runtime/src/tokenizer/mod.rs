@@ -14,6 +14,7 @@
 //! tokenizer works without an allocator; token strings stay in the model file.
 
 pub mod bpe;
+mod heap;
 pub mod pretokenize;
 pub mod spm;
 pub mod stream;

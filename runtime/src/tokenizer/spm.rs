@@ -27,9 +27,9 @@ pub struct Pair {
     size: u32,
 }
 
-impl Pair {
+impl super::heap::Before for Pair {
     /// Heap order: higher score first, then leftmost.
-    fn before(&self, o: &Pair) -> bool {
+    fn before(&self, o: &Self) -> bool {
         self.score > o.score || (self.score == o.score && self.left < o.left)
     }
 }
@@ -88,10 +88,7 @@ pub fn merge(
         off += len;
     }
     let syms = &mut syms[..n];
-    let mut h = Heap {
-        items: heap,
-        len: 0,
-    };
+    let mut h = super::heap::Heap::new(heap);
     let candidate = |syms: &[Sym], left: u32, right: u32| -> Option<Pair> {
         if left == END || right == END {
             return None;
@@ -145,59 +142,6 @@ pub fn merge(
         i = s.next;
     }
     true
-}
-
-/// A binary max-heap (by [`Pair::before`]) over a caller-provided slice.
-struct Heap<'s> {
-    items: &'s mut [Pair],
-    len: usize,
-}
-
-impl Heap<'_> {
-    fn push(&mut self, b: Pair) {
-        if self.len == self.items.len() {
-            // Cannot happen within heap_capacity; dropping a candidate only loses a merge.
-            return;
-        }
-        let mut i = self.len;
-        self.items[i] = b;
-        self.len += 1;
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if self.items[i].before(&self.items[parent]) {
-                self.items.swap(i, parent);
-                i = parent;
-            } else {
-                break;
-            }
-        }
-    }
-
-    fn pop(&mut self) -> Option<Pair> {
-        if self.len == 0 {
-            return None;
-        }
-        let top = self.items[0];
-        self.len -= 1;
-        self.items[0] = self.items[self.len];
-        let mut i = 0;
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut m = i;
-            if l < self.len && self.items[l].before(&self.items[m]) {
-                m = l;
-            }
-            if r < self.len && self.items[r].before(&self.items[m]) {
-                m = r;
-            }
-            if m == i {
-                break;
-            }
-            self.items.swap(i, m);
-            i = m;
-        }
-        Some(top)
-    }
 }
 
 #[cfg(test)]

@@ -112,23 +112,8 @@ pub fn main(a: Args) -> CliResult {
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
-        let limits = ember_runtime::grammar::MatcherLimits::default();
-        let mut gmem = match &grammar {
-            Some(_) => try_zeroed(
-                ember_runtime::grammar::Constraint::bytes_needed(&limits, &model.tokenizer),
-                "grammar memory",
-            )?,
-            None => Vec::new(),
-        };
-        let mut constraint = match &grammar {
-            Some(g) => Some(ember_runtime::grammar::Constraint::new(
-                g.grammar(),
-                &mut Arena::new(&mut gmem),
-                &limits,
-                &model.tokenizer,
-            )?),
-            None => None,
-        };
+        let mut gmem = super::grammar_memory(&grammar, &model.tokenizer)?;
+        let mut constraint = super::constraint(&grammar, &mut gmem, &model.tokenizer)?;
         let mut conv = Conversation::new(model, a.system.as_deref())?;
         if terminal {
             errln!(

@@ -96,6 +96,38 @@ impl GrammarArgs {
     }
 }
 
+/// Memory for the sampling constraint of `grammar` over `tok`'s vocabulary (empty without one).
+pub fn grammar_memory(
+    grammar: &Option<ember_runtime::grammar::OwnedGrammar>,
+    tok: &ember_runtime::tokenizer::Tokenizer<'_>,
+) -> load::CliResult<Vec<u8>> {
+    use ember_runtime::grammar::{Constraint, MatcherLimits};
+    Ok(match grammar {
+        Some(_) => ember_runtime::arena::try_zeroed(
+            Constraint::bytes_needed(&MatcherLimits::default(), tok),
+            "grammar memory",
+        )?,
+        None => Vec::new(),
+    })
+}
+
+/// The sampling constraint of `grammar` in `mem` (from [`grammar_memory`]).
+pub fn constraint<'a>(
+    grammar: &'a Option<ember_runtime::grammar::OwnedGrammar>,
+    mem: &'a mut [u8],
+    tok: &ember_runtime::tokenizer::Tokenizer<'_>,
+) -> load::CliResult<Option<ember_runtime::grammar::Constraint<'a, 'a>>> {
+    use ember_runtime::grammar::{Constraint, MatcherLimits};
+    let Some(g) = grammar else { return Ok(None) };
+    let mut arena = ember_runtime::arena::Arena::new(mem);
+    Ok(Some(Constraint::new(
+        g.grammar(),
+        &mut arena,
+        &MatcherLimits::default(),
+        tok,
+    )?))
+}
+
 /// Runs a beam search of `width` beams from `prompt` with sessions shaped `sc`; returns the best
 /// text (cut before the first stop string) and the search result.
 #[allow(clippy::too_many_arguments)]

@@ -4,7 +4,6 @@ use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::arena::Arena;
 use ember_runtime::chat::Message;
-use ember_runtime::grammar::{Constraint, MatcherLimits};
 use ember_runtime::parallel::Parallel;
 use ember_runtime::sampler::Sampler;
 use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
@@ -122,23 +121,8 @@ pub fn main(a: Args) -> CliResult {
         )?;
         let mut sarena = Arena::new(&mut smem);
         let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
-        let limits = MatcherLimits::default();
-        let mut gmem = match &grammar {
-            Some(_) => ember_runtime::arena::try_zeroed(
-                Constraint::bytes_needed(&limits, &model.tokenizer),
-                "grammar memory",
-            )?,
-            None => Vec::new(),
-        };
-        let mut constraint = match &grammar {
-            Some(g) => Some(Constraint::new(
-                g.grammar(),
-                &mut Arena::new(&mut gmem),
-                &limits,
-                &model.tokenizer,
-            )?),
-            None => None,
-        };
+        let mut gmem = super::grammar_memory(&grammar, &model.tokenizer)?;
+        let mut constraint = super::constraint(&grammar, &mut gmem, &model.tokenizer)?;
         let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
         // Past the context the ring cache keeps generation going (see `ember_runtime::kv`).
         let opts = GenOptions {
