@@ -188,6 +188,13 @@ pub enum Error {
     OutOfMemory { what: &'static str, bytes: u64 },
     /// An argument out of its valid range.
     InvalidArgument(&'static str),
+    /// A setting outside `min..=max`.
+    Setting {
+        what: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     /// The chat template could not be compiled or rendered; `detail` says which construct and
     /// why (truncated).
     Template {
@@ -297,6 +304,12 @@ impl fmt::Display for Error {
                 write!(f, "{what}: could not allocate {bytes} bytes (out of memory)")
             }
             InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            Setting {
+                what,
+                value,
+                min,
+                max,
+            } => write!(f, "{what} must be between {min} and {max}, not {value}"),
             Template { reason, detail } => {
                 if detail.as_str().is_empty() {
                     write!(f, "chat template: {reason}")

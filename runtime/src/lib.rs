@@ -15,6 +15,7 @@
 //! | [`session`]   | prompt in, tokens out: the generation loop                              |
 //! | [`chat`]      | conversations as prompts: the model's chat template                      |
 //! | [`console`]   | the serial chat console over any `embedded-io` byte port                |
+//! | [`engine`]    | (std) owned models and sessions: the API every host front end uses       |
 //!
 //! The core is `no_std` without `alloc`: every buffer comes from caller-provided memory
 //! ([`arena`]). The `std` feature (default) adds memory-mapped files and CPU detection.
@@ -28,6 +29,8 @@ extern crate alloc;
 pub mod arena;
 pub mod chat;
 pub mod console;
+#[cfg(feature = "std")]
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod grammar;

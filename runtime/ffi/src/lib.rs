@@ -6,21 +6,17 @@
 
 #![allow(non_camel_case_types)]
 
-use ember_runtime::arena::Arena;
-use ember_runtime::chat::Conversation;
-use ember_runtime::gguf::{Gguf, MappedFile};
-use ember_runtime::grammar::{Constraint, Grammar, MatcherLimits, OwnedGrammar};
+use ember_runtime::engine::{Engine, LoadedModel, Settings};
 use ember_runtime::kernels::Kernels;
 use ember_runtime::kv::KvType;
-use ember_runtime::model::Model;
-use ember_runtime::parallel::ThreadPool;
-use ember_runtime::sampler::{Sampler, SamplerConfig};
-use ember_runtime::session::{self, GenOptions, Session, SessionConfig, StopReason};
+use ember_runtime::sampler::SamplerConfig;
+use ember_runtime::session::{self, GenOptions, StopReason};
 use ember_runtime::Error;
 use std::cell::{RefCell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Alignment, in bytes, that ember_model_open_memory needs of its buffer (malloc's and mmap's
 /// buffers have it).
@@ -92,43 +88,20 @@ pub struct ember_params {
 
 /// A model: the mapped (or borrowed) file and its tables. Read-only once open.
 pub struct ember_model {
-    // Field order is drop order: the model borrows the tables and the file.
-    model: Model<'static>,
-    _tables: Box<[u8]>,
-    _file: Option<MappedFile>,
+    model: Arc<LoadedModel>,
 }
 
 /// One conversation over a model: KV cache, sampler, threads, chat state.
 pub struct ember_session {
-    // Field order is drop order: the session in `inner` watches `cancel`.
-    inner: UnsafeCell<SessionInner>,
-    /// Set by ember_session_cancel (from any thread); the only field touched concurrently. Boxed
-    /// so that its address, which the session keeps, does not move with this struct.
-    cancel: Box<AtomicBool>,
+    /// The engine, used by the one thread the C contract allows per session at a time.
+    inner: UnsafeCell<Engine>,
+    /// The engine's cancel flag, set by ember_session_cancel (from any thread).
+    cancel: Arc<AtomicBool>,
 }
 
 // SAFETY: `inner` is only reached by the one thread the C contract allows per session at a time;
 // `cancel` is atomic.
 unsafe impl Sync for ember_session {}
-
-/// A grammar set on a session (ember_session_set_grammar).
-struct SessionGrammar {
-    // Field order is drop order: the constraint borrows the memory and the compiled grammar.
-    constraint: Constraint<'static, 'static>,
-    _mem: Box<[u8]>,
-    _grammar: Box<OwnedGrammar>,
-}
-
-struct SessionInner {
-    // Field order is drop order: the session and sampler borrow their buffers and the pool.
-    grammar: Option<SessionGrammar>,
-    conversation: Conversation,
-    session: Session<'static, 'static>,
-    sampler: Sampler<'static>,
-    _pool: Box<ThreadPool>,
-    _session_mem: Box<[u8]>,
-    _sampler_mem: Box<[u8]>,
-}
 
 /// Called for each piece of generated text: whole UTF-8 characters, `len` bytes, also
 /// NUL-terminated. Return non-zero to stop the generation (no further call follows).
@@ -157,6 +130,7 @@ impl From<Error> for Fail {
             | Error::UnsupportedArchitecture(_) => EMBER_ERR_UNSUPPORTED,
             Error::Capacity { .. } | Error::OutOfMemory { .. } => EMBER_ERR_CAPACITY,
             Error::InvalidArgument(_)
+            | Error::Setting { .. }
             | Error::TokenOutOfRange { .. }
             | Error::Template { .. }
             | Error::Grammar { .. } => EMBER_ERR_INVALID_ARGUMENT,
@@ -249,22 +223,6 @@ pub extern "C" fn ember_params_default() -> ember_params {
     }
 }
 
-fn load(bytes: &'static [u8], file: Option<MappedFile>) -> Result<Box<ember_model>, Fail> {
-    let g = Gguf::parse(bytes)?;
-    let mut tables = ember_runtime::arena::try_zeroed(Model::memory_needed(&g)?, "model tables")?
-        .into_boxed_slice();
-    // SAFETY: the tables live in a heap allocation owned by the returned ember_model, which
-    // drops the model (the only borrower) before them; moving the Box does not move the bytes.
-    let tables_ref: &'static mut [u8] =
-        unsafe { core::slice::from_raw_parts_mut(tables.as_mut_ptr(), tables.len()) };
-    let model = Model::load(g, &mut Arena::new(tables_ref), Kernels::best())?;
-    Ok(Box::new(ember_model {
-        model,
-        _tables: tables,
-        _file: file,
-    }))
-}
-
 /// Opens the GGUF model at `path` (memory-mapped, read-only). On failure `*out` is NULL.
 /// The file must not change while the model is open.
 ///
@@ -280,13 +238,11 @@ pub unsafe extern "C" fn ember_model_open(
         let out = unsafe { out_slot(out) }?;
         // SAFETY: the caller passes NULL or a C string.
         let path = unsafe { c_str(path, "path") }?;
-        let file = MappedFile::open(path).map_err(|e| Fail::from(e).with_context(path))?;
-        // SAFETY: the mapping lives in the ember_model with the model that borrows it, and is
-        // dropped after it; its address does not move with the MappedFile value.
-        let bytes: &'static [u8] =
-            unsafe { core::slice::from_raw_parts(file.bytes().as_ptr(), file.bytes().len()) };
-        let m = load(bytes, Some(file)).map_err(|f| f.with_context(path))?;
-        *out = Box::into_raw(m);
+        let model = LoadedModel::open(path, Kernels::best())
+            .map_err(|e| Fail::from(e).with_context(path))?;
+        *out = Box::into_raw(Box::new(ember_model {
+            model: Arc::new(model),
+        }));
         Ok(EMBER_OK)
     })
 }
@@ -325,8 +281,10 @@ pub unsafe extern "C" fn ember_model_open_memory(
         }
         // SAFETY: the caller guarantees `len` readable bytes that outlive the model.
         let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(data as *const u8, len) };
-        let m = load(bytes, None)?;
-        *out = Box::into_raw(m);
+        let model = LoadedModel::from_static(bytes, Kernels::best())?;
+        *out = Box::into_raw(Box::new(ember_model {
+            model: Arc::new(model),
+        }));
         Ok(EMBER_OK)
     })
 }
@@ -343,60 +301,31 @@ pub unsafe extern "C" fn ember_model_free(m: *mut ember_model) {
     }
 }
 
-fn configs(m: &Model<'_>, p: &ember_params) -> Result<(SessionConfig, SamplerConfig, usize), Fail> {
+/// The engine settings of `p` (checked by the engine against the model).
+fn settings(p: &ember_params) -> Result<Settings, Fail> {
     let kv_type = match p.kv_type {
         0 => KvType::F16,
         1 => KvType::F32,
         2 => KvType::Q8_0,
         _ => return Err(invalid("kv_type is not one of EMBER_KV_*")),
     };
-    let n_ctx_train = m.config.n_ctx_train;
-    if p.n_ctx == 0 || p.n_ctx as usize > n_ctx_train {
-        return Err(invalid(&format!(
-            "n_ctx must be between 1 and the model's context length {n_ctx_train}, not {}",
-            p.n_ctx
-        )));
-    }
-    if p.n_sinks >= p.n_ctx {
-        return Err(invalid("n_sinks must be smaller than n_ctx"));
-    }
-    if p.n_threads > 256 {
-        return Err(invalid("n_threads must be at most 256"));
-    }
-    let threads = match p.n_threads {
-        0 => ember_runtime::parallel::default_threads(),
-        n => n as usize,
-    };
-    let sc = SessionConfig {
+    Ok(Settings {
         n_ctx: p.n_ctx as usize,
         sinks: p.n_sinks as usize,
         kv_type,
-        ..SessionConfig::default()
-    };
-    let sampler = SamplerConfig {
-        temperature: p.temperature,
-        top_k: p.top_k as usize,
-        top_p: p.top_p,
-        min_p: p.min_p,
-        repeat_penalty: p.repeat_penalty,
-        repeat_last_n: p.repeat_last_n as usize,
-        seed: p.seed,
-        ..SamplerConfig::default()
-    };
-    sampler.validate()?;
-    Ok((sc, sampler, threads))
-}
-
-/// A heap buffer and a 'static view of it, for structures that borrow it and are dropped first.
-/// Fails with EMBER_ERR_CAPACITY when the system refuses the memory. (The view borrows the new
-/// buffer, not `what`.)
-#[allow(clippy::mut_from_ref)]
-fn buffer(n: usize, what: &'static str) -> Result<(Box<[u8]>, &'static mut [u8]), Fail> {
-    let mut b = ember_runtime::arena::try_zeroed(n, what)?.into_boxed_slice();
-    // SAFETY: the buffer is owned by the same struct as its only borrower, which is declared
-    // (and so dropped) before it; moving the Box does not move the bytes.
-    let r = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) };
-    Ok((b, r))
+        threads: p.n_threads as usize,
+        sampler: SamplerConfig {
+            temperature: p.temperature,
+            top_k: p.top_k as usize,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            repeat_penalty: p.repeat_penalty,
+            repeat_last_n: p.repeat_last_n as usize,
+            seed: p.seed,
+            ..SamplerConfig::default()
+        },
+        ..Settings::default()
+    })
 }
 
 /// Makes a session over model `m` with parameters `p` (NULL: the defaults). Every buffer is
@@ -416,47 +345,18 @@ pub unsafe extern "C" fn ember_session_new(
         if m.is_null() {
             return Err(invalid("model is NULL"));
         }
-        // SAFETY: an open model, which the caller keeps alive longer than the session.
-        let model: &'static Model<'static> = unsafe { &(*m).model };
+        // SAFETY: an open model (the session keeps its own reference to it).
+        let model = Arc::clone(unsafe { &(*m).model });
         let params = if p.is_null() {
             ember_params_default()
         } else {
             // SAFETY: non-NULL and readable.
             unsafe { *p }
         };
-        let (sc, scfg, threads) = configs(model, &params)?;
-        let pool = Box::new(
-            ThreadPool::new(threads)
-                .map_err(|e| Fail(EMBER_ERR_INTERNAL, format!("starting threads: {e}")))?,
-        );
-        // SAFETY: the pool is owned by SessionInner next to the session, declared after it.
-        let pool_ref: &'static ThreadPool = unsafe { &*(pool.as_ref() as *const ThreadPool) };
-        let plan = Session::plan(model, &sc)?;
-        let (session_mem, smem) = buffer(plan.total, "session memory")?;
-        let mut session = Session::new(model, &mut Arena::new(smem), &sc)?;
-        session.set_parallel(pool_ref);
-        let cancel = Box::new(AtomicBool::new(false));
-        // SAFETY: the flag is boxed and owned by the same ember_session as the session, which is
-        // dropped first (field order); moving the Box does not move the flag.
-        let cancel_ref: &'static AtomicBool = unsafe { &*(cancel.as_ref() as *const AtomicBool) };
-        session.set_cancel(cancel_ref);
-        let (sampler_mem, sbuf) = buffer(
-            Sampler::bytes_needed(model.config.n_vocab, &scfg),
-            "sampler memory",
-        )?;
-        let sampler = Sampler::new(&mut Arena::new(sbuf), model.config.n_vocab, scfg)?;
-        let conversation = Conversation::new(model, None)?;
+        let engine = Engine::new(model, &settings(&params)?, None)?;
         let s = Box::new(ember_session {
-            cancel,
-            inner: UnsafeCell::new(SessionInner {
-                grammar: None,
-                conversation,
-                session,
-                sampler,
-                _pool: pool,
-                _session_mem: session_mem,
-                _sampler_mem: sampler_mem,
-            }),
+            cancel: engine.cancel_flag(),
+            inner: UnsafeCell::new(engine),
         });
         *out = Box::into_raw(s);
         Ok(EMBER_OK)
@@ -486,10 +386,8 @@ pub unsafe extern "C" fn ember_session_reset(s: *mut ember_session) {
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: a live session used by this thread only.
-        let inner = unsafe { &mut *(*s).inner.get() };
-        inner.session.reset();
-        inner.sampler.reset();
-        inner.conversation.reset();
+        let engine = unsafe { &mut *(*s).inner.get() };
+        engine.reset();
     }));
 }
 
@@ -511,27 +409,14 @@ pub unsafe extern "C" fn ember_session_set_grammar(
             return Err(invalid("session is NULL"));
         }
         // SAFETY: a live session used by this thread only.
-        let inner = unsafe { &mut *(*s).inner.get() };
-        if gbnf.is_null() {
-            inner.grammar = None;
-            return Ok(EMBER_OK);
-        }
-        // SAFETY: non-NULL, a C string.
-        let src = unsafe { c_str(gbnf, "gbnf") }?;
-        let grammar = Box::new(Grammar::compile_owned(src)?);
-        // SAFETY: the compiled grammar is boxed and owned by the SessionGrammar next to the
-        // constraint that borrows it, which is declared (and so dropped) first; moving the Box
-        // does not move its vectors.
-        let g: &'static OwnedGrammar = unsafe { &*(grammar.as_ref() as *const OwnedGrammar) };
-        let tok = &inner.session.model().tokenizer;
-        let limits = MatcherLimits::default();
-        let (mem, buf) = buffer(Constraint::bytes_needed(&limits, tok), "grammar memory")?;
-        let constraint = Constraint::new(g.grammar(), &mut Arena::new(buf), &limits, tok)?;
-        inner.grammar = Some(SessionGrammar {
-            constraint,
-            _mem: mem,
-            _grammar: grammar,
-        });
+        let engine = unsafe { &mut *(*s).inner.get() };
+        let src = if gbnf.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL, a C string.
+            Some(unsafe { c_str(gbnf, "gbnf") }?)
+        };
+        engine.set_grammar(src)?;
         Ok(EMBER_OK)
     })
 }
@@ -588,7 +473,7 @@ pub unsafe extern "C" fn ember_tokenize(
         // SAFETY: a C string or NULL (checked).
         let text = unsafe { c_str(text, "text") }?;
         // SAFETY: an open model.
-        let model = unsafe { &(*m).model };
+        let model = unsafe { (*m).model.model() };
         let toks = model.tokenizer.encode_to_vec(text.as_bytes(), true, true)?;
         // SAFETY: checked non-NULL.
         unsafe { *n_out = toks.len() };
@@ -627,49 +512,39 @@ fn emit(cb: ember_piece_fn, user: *mut c_void, text: &str) -> bool {
     true
 }
 
-/// Generation shared by ember_generate and ember_chat; `prompt_done` is set once the prompt is
-/// in the cache.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    s: &ember_session,
-    inner: &mut SessionInner,
-    prompt: &[u32],
-    max_tokens: u32,
-    cb: ember_piece_fn,
-    user: *mut c_void,
-    reply: &mut String,
-    prompt_done: &mut bool,
-) -> Result<ember_status, Fail> {
-    let opts = GenOptions {
+/// The options of a C generation call.
+fn options(max_tokens: u32) -> GenOptions<'static> {
+    GenOptions {
         max_tokens: max_tokens as usize,
         ignore_eos: false,
         stop: &[],
-    };
-    let mut cancelled = false;
-    let constraint = match inner.grammar.as_mut() {
-        Some(g) => {
-            g.constraint.reset()?;
-            Some(&mut g.constraint)
+    }
+}
+
+/// The piece callback of a C generation call: stops once the session is cancelled.
+fn pieces<'a>(
+    s: &'a ember_session,
+    cb: ember_piece_fn,
+    user: *mut c_void,
+    cancelled: &'a mut bool,
+) -> impl FnMut(&str) -> bool + 'a {
+    move |piece| {
+        if s.cancel.load(Ordering::SeqCst) {
+            *cancelled = true;
+            return false;
         }
-        None => None,
-    };
-    let (reason, _) = session::generate_constrained(
-        &mut inner.session,
-        &mut inner.sampler,
-        constraint,
-        prompt,
-        &opts,
-        &mut || *prompt_done = true,
-        &mut |piece| {
-            if s.cancel.load(Ordering::SeqCst) {
-                cancelled = true;
-                return false;
-            }
-            reply.push_str(piece);
-            emit(cb, user, piece)
-        },
-    )?;
-    if cancelled || (reason == StopReason::Stopped && s.cancel.load(Ordering::SeqCst)) {
+        emit(cb, user, piece)
+    }
+}
+
+/// The status of a finished C generation call.
+fn finished(
+    s: &ember_session,
+    r: Result<ember_runtime::engine::Outcome, Error>,
+    cancelled: bool,
+) -> Result<ember_status, Fail> {
+    let o = r?;
+    if cancelled || (o.reason == StopReason::Stopped && s.cancel.load(Ordering::SeqCst)) {
         return Err(Fail(EMBER_ERR_CANCELLED, "generation cancelled".into()));
     }
     Ok(EMBER_OK)
@@ -699,30 +574,15 @@ pub unsafe extern "C" fn ember_generate(
         // SAFETY: a C string or NULL (checked).
         let prompt = unsafe { c_str(prompt, "prompt") }?;
         // SAFETY: a live session; `inner` is used by this thread only (the C contract).
-        let (s, inner) = unsafe { (&*s, &mut *(*s).inner.get()) };
-        // A cancel from here on (tokenizing included) stops this call.
-        s.cancel.store(false, Ordering::SeqCst);
-        let first = inner.session.n_past() == 0;
-        let ids = inner
-            .session
-            .model()
-            .tokenizer
-            .encode_to_vec(prompt.as_bytes(), true, first)?;
-        if ids.is_empty() && inner.session.logits().is_none() {
-            return Err(invalid("the prompt is empty"));
-        }
-        // Raw text breaks the conversation's record of the cache.
-        inner.conversation.reset_cache();
-        run(
-            s,
-            inner,
-            &ids,
-            max_tokens,
-            cb,
-            user,
-            &mut String::new(),
-            &mut false,
-        )
+        let (s, engine) = unsafe { (&*s, &mut *(*s).inner.get()) };
+        let mut cancelled = false;
+        let r = engine.generate(
+            prompt,
+            &options(max_tokens),
+            &mut || {},
+            &mut pieces(s, cb, user, &mut cancelled),
+        );
+        finished(s, r, cancelled)
     })
 }
 
@@ -747,30 +607,15 @@ pub unsafe extern "C" fn ember_chat(
         // SAFETY: a C string or NULL (checked).
         let msg = unsafe { c_str(user_message, "user_message") }?;
         // SAFETY: a live session used by this thread only.
-        let (s, inner) = unsafe { (&*s, &mut *(*s).inner.get()) };
-        // A cancel from here on (the template and tokenizing included) stops this call.
-        s.cancel.store(false, Ordering::SeqCst);
-        let ids = inner.conversation.user_turn(&mut inner.session, msg)?;
-        inner.sampler.reset();
-        let mut reply = String::new();
-        let mut prompt_done = false;
-        let status = run(
-            s,
-            inner,
-            &ids,
-            max_tokens,
-            cb,
-            user,
-            &mut reply,
-            &mut prompt_done,
+        let (s, engine) = unsafe { (&*s, &mut *(*s).inner.get()) };
+        let mut cancelled = false;
+        let r = engine.chat(
+            msg,
+            &options(max_tokens),
+            &mut || {},
+            &mut pieces(s, cb, user, &mut cancelled),
         );
-        if prompt_done {
-            inner.conversation.assistant_reply(&inner.session, &reply);
-        } else {
-            // Stopped (or failed) before the message was in the cache: as if it was never sent.
-            inner.conversation.cancel_turn();
-        }
-        status
+        finished(s, r, cancelled)
     })
 }
 

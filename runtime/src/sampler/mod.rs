@@ -207,6 +207,22 @@ impl<'a> Sampler<'a> {
         Ok(())
     }
 
+    /// Takes new settings (and resets): the penalty window must fit the one this sampler was
+    /// made for.
+    pub fn reconfigure(&mut self, cfg: SamplerConfig) -> Result<()> {
+        cfg.validate()?;
+        if cfg.repeat_last_n > self.history.len() {
+            return Err(Error::Capacity {
+                what: "sampler penalty window",
+                needed: cfg.repeat_last_n as u64,
+                available: self.history.len() as u64,
+            });
+        }
+        self.cfg = cfg;
+        self.reset();
+        Ok(())
+    }
+
     /// Forgets the penalty history and restarts the random sequence.
     pub fn reset(&mut self) {
         self.hist_len = 0;

@@ -350,16 +350,28 @@ pub struct GenOptions<'a> {
 }
 
 /// Text held back while it could still be the start of a stop string.
-struct StopFilter<'a> {
-    stops: &'a [&'a str],
+struct StopFilter {
     held: [u8; 2 * MAX_STOP_LEN + 64],
     len: usize,
 }
 
-impl<'a> StopFilter<'a> {
-    /// Adds `text`; emits what can no longer belong to a stop string. Returns true when a stop
-    /// string was found (the text before it has been emitted, the rest dropped).
-    fn push(&mut self, mut text: &str, emit: &mut dyn FnMut(&str) -> bool) -> (bool, bool) {
+impl StopFilter {
+    const fn new() -> Self {
+        StopFilter {
+            held: [0; 2 * MAX_STOP_LEN + 64],
+            len: 0,
+        }
+    }
+
+    /// Adds `text`; emits what can no longer belong to one of `stops`. Returns (a stop string
+    /// was found, `emit` never asked to stop); after a hit, the text before the stop string has
+    /// been emitted and the rest dropped.
+    fn push(
+        &mut self,
+        stops: &[&str],
+        mut text: &str,
+        emit: &mut dyn FnMut(&str) -> bool,
+    ) -> (bool, bool) {
         let mut keep_going = true;
         while !text.is_empty() {
             // Take as much as fits, on a character boundary.
@@ -379,8 +391,7 @@ impl<'a> StopFilter<'a> {
             text = &text[take..];
             let held = &self.held[..self.len];
             // A complete stop string: emit what precedes the earliest one, drop the rest.
-            let hit = self
-                .stops
+            let hit = stops
                 .iter()
                 .filter(|s| !s.is_empty())
                 .filter_map(|s| held.windows(s.len()).position(|w| w == s.as_bytes()))
@@ -395,7 +406,7 @@ impl<'a> StopFilter<'a> {
             // Keep the shortest tail that is still a prefix of some stop string.
             let cut = (0..=held.len())
                 .find(|&i| {
-                    self.stops
+                    stops
                         .iter()
                         .any(|s| !s.is_empty() && s.as_bytes().starts_with(&held[i..]))
                         || i == held.len()
@@ -451,96 +462,189 @@ pub fn generate_constrained(
     on_prefill_done: &mut dyn FnMut(),
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<(StopReason, GenStats)> {
-    if opts.stop.len() > MAX_STOPS || opts.stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
-        return Err(Error::InvalidArgument(
-            "at most 8 stop strings of at most 128 bytes each",
-        ));
-    }
-    let mut stats = GenStats {
-        prompt_tokens: prompt.len(),
-        generated_tokens: 0,
-        unfed: None,
-    };
-    session.eval(prompt)?;
-    for &t in prompt {
-        sampler.accept(t);
+    let mut g = Generation::new(prompt.len(), opts)?;
+    while g.prompt_left() > 0 {
+        g.feed_prompt(session, sampler, prompt, usize::MAX)?;
     }
     on_prefill_done();
-    let tok = &session.model().tokenizer;
-    let mut stream = Utf8Stream::new();
-    let mut filter = StopFilter {
-        stops: opts.stop,
-        held: [0; 2 * MAX_STOP_LEN + 64],
-        len: 0,
-    };
-    let mut keep_going = true;
-    let mut stopped_by_string = false;
-    let mut reason = StopReason::MaxTokens;
-    while stats.generated_tokens < opts.max_tokens {
+    loop {
+        if let Some(reason) = g.step(session, sampler, grammar.as_deref_mut(), opts, on_text)? {
+            return Ok((reason, g.stats()));
+        }
+    }
+}
+
+/// One generation, a step at a time: the loop of [`generate_constrained`] for callers that
+/// interleave several sessions (a server's slots) or do other work between tokens. Make it
+/// with [`Generation::new`], feed the prompt with [`Generation::feed_prompt`] until
+/// [`Generation::prompt_left`] is 0, then call [`Generation::step`] until it returns the reason
+/// generation ended. The same session, sampler, grammar and options go to every call.
+pub struct Generation {
+    stats: GenStats,
+    prompt_fed: usize,
+    stream: Utf8Stream,
+    filter: StopFilter,
+    keep_going: bool,
+    stopped_by_string: bool,
+    done: Option<StopReason>,
+}
+
+impl Generation {
+    /// A generation from a prompt of `prompt_len` tokens (checks `opts`).
+    pub fn new(prompt_len: usize, opts: &GenOptions<'_>) -> Result<Self> {
+        if opts.stop.len() > MAX_STOPS || opts.stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
+            return Err(Error::InvalidArgument(
+                "at most 8 stop strings of at most 128 bytes each",
+            ));
+        }
+        Ok(Generation {
+            stats: GenStats {
+                prompt_tokens: prompt_len,
+                generated_tokens: 0,
+                unfed: None,
+            },
+            prompt_fed: 0,
+            stream: Utf8Stream::new(),
+            filter: StopFilter::new(),
+            keep_going: true,
+            stopped_by_string: false,
+            done: None,
+        })
+    }
+
+    /// Prompt tokens not yet evaluated.
+    pub fn prompt_left(&self) -> usize {
+        self.stats.prompt_tokens - self.prompt_fed
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> GenStats {
+        self.stats
+    }
+
+    /// Evaluates up to `max` more tokens of `prompt` (the whole prompt, the same slice every
+    /// call), recording them for the sampler's penalties.
+    pub fn feed_prompt(
+        &mut self,
+        session: &mut Session<'_, '_>,
+        sampler: &mut Sampler<'_>,
+        prompt: &[TokenId],
+        max: usize,
+    ) -> Result<()> {
+        if prompt.len() != self.stats.prompt_tokens {
+            return Err(Error::InvalidArgument(
+                "the prompt changed during a generation",
+            ));
+        }
+        let end = self.prompt_fed.saturating_add(max).min(prompt.len());
+        let part = &prompt[self.prompt_fed..end];
+        session.eval(part)?;
+        for &t in part {
+            sampler.accept(t);
+        }
+        self.prompt_fed = end;
+        Ok(())
+    }
+
+    /// Chooses the next token and calls `on_text` with the text it completes. Returns why
+    /// generation ended, once it has (then again on every later call); `None` while it goes on.
+    pub fn step(
+        &mut self,
+        session: &mut Session<'_, '_>,
+        sampler: &mut Sampler<'_>,
+        grammar: Option<&mut crate::grammar::Constraint<'_, '_>>,
+        opts: &GenOptions<'_>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<StopReason>> {
+        if self.done.is_some() {
+            return Ok(self.done);
+        }
+        if self.prompt_left() > 0 {
+            return Err(Error::InvalidArgument(
+                "the prompt is not yet evaluated (feed_prompt)",
+            ));
+        }
+        let reason = match self.token(session, sampler, grammar, opts, on_text)? {
+            None => return Ok(None),
+            Some(r) => r,
+        };
+        if !self.stopped_by_string && self.keep_going {
+            let (filter, stopped) = (&mut self.filter, &mut self.stopped_by_string);
+            self.stream.finish(&mut |s| {
+                let (hit, _) = filter.push(opts.stop, s, on_text);
+                *stopped |= hit;
+            });
+            if !self.stopped_by_string {
+                self.filter.flush(on_text);
+            }
+        }
+        self.done = Some(reason);
+        Ok(self.done)
+    }
+
+    /// One token of the loop: `Some(reason)` when generation ends with it.
+    fn token(
+        &mut self,
+        session: &mut Session<'_, '_>,
+        sampler: &mut Sampler<'_>,
+        mut grammar: Option<&mut crate::grammar::Constraint<'_, '_>>,
+        opts: &GenOptions<'_>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<StopReason>> {
+        if self.stats.generated_tokens >= opts.max_tokens {
+            return Ok(Some(StopReason::MaxTokens));
+        }
         let Some(logits) = session.logits() else {
             return Err(Error::InvalidArgument(
                 "nothing to continue from: the prompt is empty",
             ));
         };
+        let tok = &session.model().tokenizer;
         let next = match grammar.as_deref_mut() {
             None => sampler.sample(logits),
             Some(g) => match g.sample(sampler, tok, logits)? {
                 Some(t) => t,
                 // The grammar allows nothing more.
-                None => {
-                    reason = StopReason::EndOfGeneration;
-                    break;
-                }
+                None => return Ok(Some(StopReason::EndOfGeneration)),
             },
         };
         // Under a grammar, end-of-generation is chosen only where the grammar may end.
         if tok.is_eog(next) && (!opts.ignore_eos || grammar.is_some()) {
-            reason = StopReason::EndOfGeneration;
-            break;
+            return Ok(Some(StopReason::EndOfGeneration));
         }
-        if let Some(g) = grammar.as_deref_mut() {
+        if let Some(g) = grammar {
             g.accept(tok, next)?;
         }
-        stats.generated_tokens += 1;
+        self.stats.generated_tokens += 1;
         sampler.accept(next);
+        let (filter, stream) = (&mut self.filter, &mut self.stream);
+        let (keep_going, stopped) = (&mut self.keep_going, &mut self.stopped_by_string);
         tok.decode_token(next, true, &mut |bytes| {
             stream.push(bytes, &mut |s| {
-                if keep_going && !stopped_by_string {
-                    let (hit, ok) = filter.push(s, on_text);
-                    stopped_by_string |= hit;
-                    keep_going &= ok;
+                if *keep_going && !*stopped {
+                    let (hit, ok) = filter.push(opts.stop, s, on_text);
+                    *stopped |= hit;
+                    *keep_going &= ok;
                 }
             })
         });
-        if stopped_by_string {
-            reason = StopReason::StopString;
-            break;
+        if self.stopped_by_string {
+            return Ok(Some(StopReason::StopString));
         }
-        stats.unfed = Some(next);
-        if !keep_going {
-            reason = StopReason::Stopped;
-            break;
+        self.stats.unfed = Some(next);
+        if !self.keep_going {
+            return Ok(Some(StopReason::Stopped));
         }
-        if stats.generated_tokens == opts.max_tokens {
-            break;
+        if self.stats.generated_tokens == opts.max_tokens {
+            return Ok(Some(StopReason::MaxTokens));
         }
         if session.cancelled() {
-            reason = StopReason::Stopped;
-            break;
+            return Ok(Some(StopReason::Stopped));
         }
         session.eval(&[next])?;
-        stats.unfed = None;
+        self.stats.unfed = None;
+        Ok(None)
     }
-    if !stopped_by_string && keep_going {
-        stream.finish(&mut |s| {
-            let (hit, _) = filter.push(s, on_text);
-            stopped_by_string |= hit;
-        });
-        if !stopped_by_string {
-            filter.flush(on_text);
-        }
-    }
-    Ok((reason, stats))
 }
 
 mod beam;
@@ -551,18 +655,14 @@ mod tests {
     use super::*;
 
     fn run(stops: &[&str], pieces: &[&str]) -> (std::string::String, bool) {
-        let mut f = StopFilter {
-            stops,
-            held: [0; 2 * MAX_STOP_LEN + 64],
-            len: 0,
-        };
+        let mut f = StopFilter::new();
         let mut out = std::string::String::new();
         let mut emit = |s: &str| {
             out.push_str(s);
             true
         };
         for p in pieces {
-            let (hit, _) = f.push(p, &mut emit);
+            let (hit, _) = f.push(stops, p, &mut emit);
             if hit {
                 return (out, true);
             }
@@ -598,18 +698,14 @@ mod tests {
 
     #[test]
     fn held_text_is_emitted_as_soon_as_it_cannot_start_a_stop() {
-        let mut f = StopFilter {
-            stops: &["STOP"],
-            held: [0; 2 * MAX_STOP_LEN + 64],
-            len: 0,
-        };
+        let mut f = StopFilter::new();
         let mut out = std::string::String::new();
-        f.push("abc ST", &mut |s: &str| {
+        f.push(&["STOP"], "abc ST", &mut |s: &str| {
             out.push_str(s);
             true
         });
         assert_eq!(out, "abc ");
-        f.push("AR", &mut |s: &str| {
+        f.push(&["STOP"], "AR", &mut |s: &str| {
             out.push_str(s);
             true
         });

@@ -114,6 +114,16 @@ pub fn with_model<R>(
     f(&model)
 }
 
+/// Opens the model at `path` as an owned, shareable model (for the engine API).
+pub fn open_model(
+    path: PathBuf,
+    kernels: Kernels,
+) -> CliResult<std::sync::Arc<ember_runtime::engine::LoadedModel>> {
+    ember_runtime::engine::LoadedModel::open(&path, kernels)
+        .map(std::sync::Arc::new)
+        .map_err(|e| CliError(format!("{}: {e}", path.display())))
+}
+
 /// Runs `f` with only the tokenizer of the file at `path` (a vocabulary-only GGUF will do).
 pub fn with_tokenizer<R>(
     path: PathBuf,

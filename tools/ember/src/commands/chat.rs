@@ -7,12 +7,10 @@
 
 use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
-use ember_runtime::arena::{try_zeroed, Arena};
-use ember_runtime::chat::Conversation;
-use ember_runtime::sampler::Sampler;
-use ember_runtime::session::{self, GenOptions, Session, SessionConfig, StopReason};
+use ember_runtime::engine::Engine;
+use ember_runtime::session::{GenOptions, SessionConfig, StopReason};
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -69,20 +67,14 @@ impl Input {
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
-    let grammar = a.grammar.compile()?;
+    let grammar = a.grammar.source()?;
     if grammar.is_some() && a.sampling.beam > 0 {
         return Err(CliError(
             "--grammar and --json are not available with --beam".into(),
         ));
     }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = load::thread_pool(a.context.threads()?)?;
-    let stop_reply = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&stop_reply);
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-            .map_err(|e| CliError(format!("installing the Ctrl-C handler: {e}")))?;
-    }
+    let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
     let terminal = std::io::stdin().is_terminal();
     let mut input = if terminal {
         Input::Terminal(
@@ -91,134 +83,114 @@ pub fn main(a: Args) -> CliResult {
     } else {
         Input::Piped(std::io::stdin().lock())
     };
-
-    load::with_model(load::model_path(a.model.model), kernels, |model| {
-        let sc = a.context.session_config(
-            model,
-            2048,
-            SessionConfig::default().n_batch,
-            Some((a.sampling.beam as usize, a.n_predict)),
-        )?;
-        let mut mem = try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
-        let mut arena = Arena::new(&mut mem);
-        let mut s = Session::new(model, &mut arena, &sc)?;
-        s.set_parallel(&pool);
-        // Ctrl-C also stops a long prompt, between layers.
-        s.set_cancel(&stop_reply);
-        let mut smem = try_zeroed(
-            Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg),
-            "sampler memory",
-        )?;
-        let mut sarena = Arena::new(&mut smem);
-        let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
-        let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
-        let mut gmem = super::grammar_memory(&grammar, &model.tokenizer)?;
-        let mut constraint = super::constraint(&grammar, &mut gmem, &model.tokenizer)?;
-        let mut conv = Conversation::new(model, a.system.as_deref())?;
-        if terminal {
-            errln!(
-                "ember chat: {} ({HELP})",
-                if conv.template().is_model_template() {
-                    "the model's chat template"
-                } else {
-                    "ChatML"
-                }
-            );
+    let loaded = load::open_model(load::model_path(a.model.model.clone()), kernels)?;
+    let model = loaded.model();
+    let sc = a.context.session_config(
+        model,
+        2048,
+        SessionConfig::default().n_batch,
+        Some((a.sampling.beam as usize, a.n_predict)),
+    )?;
+    let settings = super::engine_settings(&sc, &pool, sampler_cfg);
+    let mut engine = Engine::new(Arc::clone(&loaded), &settings, Some(Arc::clone(&pool)))?;
+    engine.set_grammar(grammar.as_deref())?;
+    engine.conversation().set_system(a.system.as_deref());
+    // Ctrl-C stops the reply (also a long prompt, between layers), not the program.
+    let stop_reply = engine.cancel_flag();
+    {
+        let flag = Arc::clone(&stop_reply);
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .map_err(|e| CliError(format!("installing the Ctrl-C handler: {e}")))?;
+    }
+    let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
+    if terminal {
+        errln!(
+            "ember chat: {} ({HELP})",
+            if engine.conversation().template().is_model_template() {
+                "the model's chat template"
+            } else {
+                "ChatML"
+            }
+        );
+    }
+    let mut out = std::io::stdout();
+    while let Some(line) = input.line()? {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
         }
-        let mut out = std::io::stdout();
-        while let Some(line) = input.line()? {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(cmd) = line.strip_prefix('/') {
-                let (name, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
-                match name {
-                    "quit" | "exit" => break,
-                    "help" => errln!("{HELP}"),
-                    "reset" => {
-                        conv.reset();
-                        s.reset();
-                        errln!("(new conversation)");
-                    }
-                    "system" => {
-                        let sys = arg.trim();
-                        conv.set_system((!sys.is_empty()).then_some(sys));
-                        s.reset();
-                        errln!("(system message set; new conversation)");
-                    }
-                    _ => errln!("unknown command /{name}; {HELP}"),
+        if let Some(cmd) = line.strip_prefix('/') {
+            let (name, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
+            match name {
+                "quit" | "exit" => break,
+                "help" => errln!("{HELP}"),
+                "reset" => {
+                    engine.reset();
+                    errln!("(new conversation)");
                 }
-                continue;
+                "system" => {
+                    let sys = arg.trim();
+                    engine
+                        .conversation()
+                        .set_system((!sys.is_empty()).then_some(sys));
+                    engine.reset();
+                    errln!("(system message set; new conversation)");
+                }
+                _ => errln!("unknown command /{name}; {HELP}"),
             }
-            if a.sampling.beam > 0 {
-                // Beam search reads the whole conversation into its own sessions.
-                let ids = conv.user_turn_full(&model.tokenizer, line)?;
-                let (reply, _) = super::beam_text(
-                    model,
-                    &pool,
-                    &sc,
-                    a.sampling.beam as usize,
-                    &ids,
-                    a.n_predict,
-                    false,
-                    &a.sampling.stop,
-                )?;
-                outln!("{reply}")?;
-                conv.push_reply(&reply);
-                continue;
-            }
-            // Only the part of the conversation the cache does not hold is fed; past the context
-            // the ring cache keeps the conversation going.
-            let ids = conv.user_turn(&mut s, line)?;
-            sampler.reset();
-            if let Some(c) = constraint.as_mut() {
-                // Each reply is one sentence of the grammar.
-                c.reset()?;
-            }
-            let opts = GenOptions {
-                max_tokens: a.n_predict,
-                ignore_eos: false,
-                stop: &stops,
-            };
-            stop_reply.store(false, Ordering::SeqCst);
-            let mut reply = String::new();
-            let mut write_error = None;
-            let r = session::generate_constrained(
-                &mut s,
-                &mut sampler,
-                constraint.as_mut(),
+            continue;
+        }
+        if a.sampling.beam > 0 {
+            // Beam search reads the whole conversation into its own sessions.
+            let ids = engine
+                .conversation()
+                .user_turn_full(&model.tokenizer, line)?;
+            let (reply, _) = super::beam_text(
+                model,
+                &pool,
+                &sc,
+                a.sampling.beam as usize,
                 &ids,
-                &opts,
-                &mut || {},
-                &mut |piece| {
-                    reply.push_str(piece);
-                    if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                        write_error = Some(e);
-                        return false;
-                    }
-                    !stop_reply.load(Ordering::SeqCst)
-                },
-            );
-            if let Some(e) = write_error {
-                return Err(CliError(format!("writing to stdout: {e}")));
-            }
-            match r {
-                Ok((reason, _)) => {
-                    if reason == StopReason::Stopped {
-                        err!(" (stopped)");
-                    }
-                    outln!()?;
-                    conv.assistant_reply(&s, &reply);
-                }
-                Err(ember_runtime::Error::Cancelled) => {
-                    // Stopped while reading the message: it is dropped, the conversation goes on.
-                    errln!("(stopped before the reply; the message was dropped)");
-                    conv.cancel_turn();
-                }
-                Err(e) => return Err(e.into()),
-            }
+                a.n_predict,
+                false,
+                &a.sampling.stop,
+            )?;
+            outln!("{reply}")?;
+            engine.conversation().push_reply(&reply);
+            continue;
         }
-        Ok(())
-    })
+        // Only the part of the conversation the cache does not hold is fed; past the context
+        // the ring cache keeps the conversation going. Each reply is one sentence of the
+        // grammar, if there is one.
+        let opts = GenOptions {
+            max_tokens: a.n_predict,
+            ignore_eos: false,
+            stop: &stops,
+        };
+        let mut write_error = None;
+        let r = engine.chat(line, &opts, &mut || {}, &mut |piece| {
+            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                write_error = Some(e);
+                return false;
+            }
+            !stop_reply.load(Ordering::SeqCst)
+        });
+        if let Some(e) = write_error {
+            return Err(CliError(format!("writing to stdout: {e}")));
+        }
+        match r {
+            Ok(o) => {
+                if o.reason == StopReason::Stopped {
+                    err!(" (stopped)");
+                }
+                outln!()?;
+            }
+            Err(ember_runtime::Error::Cancelled) => {
+                // Stopped while reading the message: it is dropped, the conversation goes on.
+                errln!("(stopped before the reply; the message was dropped)");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

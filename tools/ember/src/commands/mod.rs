@@ -79,53 +79,21 @@ pub struct GrammarArgs {
 }
 
 impl GrammarArgs {
-    /// The compiled grammar, if one is asked for.
-    pub fn compile(&self) -> load::CliResult<Option<ember_runtime::grammar::OwnedGrammar>> {
+    /// The grammar's source, if one is asked for (checked: it compiles).
+    pub fn source(&self) -> load::CliResult<Option<String>> {
         use ember_runtime::grammar::{Grammar, JSON};
         match (&self.grammar, self.json) {
             (Some(p), _) => {
                 let src = std::fs::read_to_string(p)
                     .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
                 Grammar::compile_owned(&src)
-                    .map(Some)
-                    .map_err(|e| load::CliError(format!("{}: {e}", p.display())))
+                    .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
+                Ok(Some(src))
             }
-            (None, true) => Ok(Some(Grammar::compile_owned(JSON)?)),
+            (None, true) => Ok(Some(JSON.to_string())),
             (None, false) => Ok(None),
         }
     }
-}
-
-/// Memory for the sampling constraint of `grammar` over `tok`'s vocabulary (empty without one).
-pub fn grammar_memory(
-    grammar: &Option<ember_runtime::grammar::OwnedGrammar>,
-    tok: &ember_runtime::tokenizer::Tokenizer<'_>,
-) -> load::CliResult<Vec<u8>> {
-    use ember_runtime::grammar::{Constraint, MatcherLimits};
-    Ok(match grammar {
-        Some(_) => ember_runtime::arena::try_zeroed(
-            Constraint::bytes_needed(&MatcherLimits::default(), tok),
-            "grammar memory",
-        )?,
-        None => Vec::new(),
-    })
-}
-
-/// The sampling constraint of `grammar` in `mem` (from [`grammar_memory`]).
-pub fn constraint<'a>(
-    grammar: &'a Option<ember_runtime::grammar::OwnedGrammar>,
-    mem: &'a mut [u8],
-    tok: &ember_runtime::tokenizer::Tokenizer<'_>,
-) -> load::CliResult<Option<ember_runtime::grammar::Constraint<'a, 'a>>> {
-    use ember_runtime::grammar::{Constraint, MatcherLimits};
-    let Some(g) = grammar else { return Ok(None) };
-    let mut arena = ember_runtime::arena::Arena::new(mem);
-    Ok(Some(Constraint::new(
-        g.grammar(),
-        &mut arena,
-        &MatcherLimits::default(),
-        tok,
-    )?))
 }
 
 /// Runs a beam search of `width` beams from `prompt` with sessions shaped `sc`; returns the best
@@ -259,14 +227,7 @@ impl ContextArgs {
         let board = self.board()?;
         let n_train = model.config.n_ctx_train;
         let n_ctx = match (self.ctx, board) {
-            (Some(c), _) => {
-                if c == 0 || c > n_train {
-                    return Err(load::CliError(format!(
-                        "the context (-c) must be between 1 and the model's context length {n_train}, not {c}"
-                    )));
-                }
-                c
-            }
+            (Some(c), _) => c,
             (None, Some(b)) => b.n_ctx.min(n_train),
             (None, None) => default_ctx.min(n_train),
         };
@@ -279,24 +240,15 @@ impl ContextArgs {
             (None, Some(b)) => b.kv_type,
             (None, None) => KvType::F16,
         };
-        if self.sinks >= n_ctx {
-            return Err(load::CliError(format!(
-                "the attention sinks (--sinks {}) must be fewer than the context ({n_ctx} tokens)",
-                self.sinks
-            )));
-        }
-        let n_batch = self.batch.unwrap_or(n_batch);
-        if n_batch == 0 {
-            return Err(load::CliError(
-                "the prompt batch (-b) must be at least 1".to_string(),
-            ));
-        }
-        let sc = SessionConfig {
+        // The engine's checks and messages (context, sinks, batch).
+        let sc = ember_runtime::engine::Settings {
             n_ctx,
-            n_batch,
+            n_batch: self.batch.unwrap_or(n_batch),
             sinks: self.sinks,
             kv_type,
-        };
+            ..Default::default()
+        }
+        .check(model)?;
         let plan = Session::plan(model, &sc)?;
         // A beam search runs `width` sessions plus its scratch.
         let (copies, beam_scratch) = match beam {
@@ -343,5 +295,23 @@ impl ContextArgs {
             }
         }
         Ok(sc)
+    }
+}
+
+/// The engine settings of a session configuration `sc` (from
+/// [`ContextArgs::session_config`]), with `pool`'s threads and `sampler`.
+pub fn engine_settings(
+    sc: &ember_runtime::session::SessionConfig,
+    pool: &ember_runtime::parallel::ThreadPool,
+    sampler: ember_runtime::sampler::SamplerConfig,
+) -> ember_runtime::engine::Settings {
+    use ember_runtime::parallel::Parallel;
+    ember_runtime::engine::Settings {
+        n_ctx: sc.n_ctx,
+        n_batch: sc.n_batch,
+        sinks: sc.sinks,
+        kv_type: sc.kv_type,
+        threads: pool.threads(),
+        sampler,
     }
 }

@@ -2,12 +2,12 @@
 
 use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
-use ember_runtime::arena::Arena;
 use ember_runtime::chat::Message;
+use ember_runtime::engine::Engine;
 use ember_runtime::parallel::Parallel;
-use ember_runtime::sampler::Sampler;
-use ember_runtime::session::{self, GenOptions, Session, SessionConfig};
+use ember_runtime::session::{GenOptions, SessionConfig};
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -40,137 +40,145 @@ pub struct Args {
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
-    let grammar = a.grammar.compile()?;
+    let grammar = a.grammar.source()?;
     if grammar.is_some() && a.sampling.beam > 0 {
         return Err(CliError(
             "--grammar and --json are not available with --beam".into(),
         ));
     }
     let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = load::thread_pool(a.context.threads()?)?;
-    load::with_model(load::model_path(a.model.model), kernels, |model| {
-        let text = if a.chat {
-            let t = super::template::chat_template(model)?;
-            let mut msgs = Vec::new();
-            if let Some(sys) = &a.system {
-                msgs.push(Message {
-                    role: "system",
-                    content: sys,
-                });
-            }
-            msgs.push(Message {
-                role: "user",
-                content: &a.prompt,
-            });
-            t.render(&msgs, true)?
-        } else {
-            a.prompt.clone()
-        };
-        // The template writes special tokens as text; add_special is off for a chat prompt
-        // (the template adds BOS itself where the model wants it).
-        let prompt = model
-            .tokenizer
-            .encode_to_vec(text.as_bytes(), true, !a.chat)?;
-        if prompt.is_empty() {
-            return Err(CliError("the prompt is empty".into()));
+    let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
+    let loaded = load::open_model(load::model_path(a.model.model.clone()), kernels)?;
+    let model = loaded.model();
+    let sc = a.context.session_config(
+        model,
+        2048,
+        SessionConfig::default().n_batch,
+        Some((a.sampling.beam as usize, a.n_predict)),
+    )?;
+    if a.sampling.beam > 0 {
+        return beam(&a, model, &pool, &sc);
+    }
+    let settings = super::engine_settings(&sc, &pool, sampler_cfg);
+    let mut engine = Engine::new(Arc::clone(&loaded), &settings, Some(Arc::clone(&pool)))?;
+    engine.set_grammar(grammar.as_deref())?;
+    let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
+    // Past the context the ring cache keeps generation going (see `ember_runtime::kv`).
+    let opts = GenOptions {
+        max_tokens: a.n_predict,
+        ignore_eos: a.ignore_eos,
+        stop: &stops,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut io_err = None;
+    let mut on_text = |text: &str| match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => true,
+        Err(e) => {
+            io_err = Some(e);
+            false
         }
-        let sc = a.context.session_config(
-            model,
-            2048,
-            SessionConfig::default().n_batch,
-            Some((a.sampling.beam as usize, a.n_predict)),
-        )?;
-        if a.sampling.beam > 0 {
-            let t0 = Instant::now();
-            let (text, r) = super::beam_text(
-                model,
-                &pool,
-                &sc,
-                a.sampling.beam as usize,
-                &prompt,
-                a.n_predict,
-                a.ignore_eos,
-                &a.sampling.stop,
-            )?;
-            let mut out = std::io::stdout().lock();
-            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-                _ => {}
-            }
-            errln!(
-                "\nember: prompt {} tokens, beam search of {} kept {} tokens (score {:.4}, {}) in {:.2} s | threads={} kernels={}",
-                prompt.len(),
-                a.sampling.beam,
-                r.len,
-                r.score,
-                if r.finished { "ended" } else { "token limit" },
-                t0.elapsed().as_secs_f64(),
-                pool.threads(),
-                model.kernels.isa
-            );
-            return Ok(());
-        }
-        let mut mem =
-            ember_runtime::arena::try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
-        let mut arena = Arena::new(&mut mem);
-        let mut s = Session::new(model, &mut arena, &sc)?;
-        s.set_parallel(&pool);
-        let mut smem = ember_runtime::arena::try_zeroed(
-            Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg),
-            "sampler memory",
-        )?;
-        let mut sarena = Arena::new(&mut smem);
-        let mut sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
-        let mut gmem = super::grammar_memory(&grammar, &model.tokenizer)?;
-        let mut constraint = super::constraint(&grammar, &mut gmem, &model.tokenizer)?;
-        let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
-        // Past the context the ring cache keeps generation going (see `ember_runtime::kv`).
-        let opts = GenOptions {
-            max_tokens: a.n_predict,
-            ignore_eos: a.ignore_eos,
-            stop: &stops,
-        };
-        let mut out = std::io::stdout().lock();
-        let mut io_err = None;
-        let t0 = Instant::now();
-        let mut t_prefill = None;
-        let (_, stats) = session::generate_constrained(
-            &mut s,
-            &mut sampler,
-            constraint.as_mut(),
-            &prompt,
+    };
+    let t0 = Instant::now();
+    let mut t_prefill = None;
+    let outcome = if a.chat {
+        // The template writes special tokens as text (and BOS where the model wants it).
+        engine.conversation().set_system(a.system.as_deref());
+        engine.chat(
+            &a.prompt,
             &opts,
             &mut || t_prefill = Some(Instant::now()),
-            &mut |text| match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
-                }
-            },
-        )?;
-        let t_end = Instant::now();
-        if let Some(e) = io_err {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e.into());
-            }
+            &mut on_text,
+        )?
+    } else {
+        engine.generate(
+            &a.prompt,
+            &opts,
+            &mut || t_prefill = Some(Instant::now()),
+            &mut on_text,
+        )?
+    };
+    let t_end = Instant::now();
+    if let Some(e) = io_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
         }
-        let t_prefill = t_prefill.unwrap_or(t_end);
-        let pp = stats.prompt_tokens as f64 / (t_prefill - t0).as_secs_f64().max(1e-9);
-        // Decode steps: every generated token but the first comes from one single-token forward.
-        let steps = stats.generated_tokens.saturating_sub(1);
-        let tg = steps as f64 / (t_end - t_prefill).as_secs_f64().max(1e-9);
-        let rss = load::peak_rss().map_or(String::new(), |b| {
-            format!(" | peak RSS {:.1} MiB", b as f64 / 1048576.0)
+    }
+    let stats = outcome.stats;
+    let t_prefill = t_prefill.unwrap_or(t_end);
+    let pp = stats.prompt_tokens as f64 / (t_prefill - t0).as_secs_f64().max(1e-9);
+    // Decode steps: every generated token but the first comes from one single-token forward.
+    let steps = stats.generated_tokens.saturating_sub(1);
+    let tg = steps as f64 / (t_end - t_prefill).as_secs_f64().max(1e-9);
+    let rss = load::peak_rss().map_or(String::new(), |b| {
+        format!(" | peak RSS {:.1} MiB", b as f64 / 1048576.0)
+    });
+    let masks = engine.grammar_masks().map_or(String::new(), |m| {
+        format!(" | grammar: {m} full-vocabulary masks")
+    });
+    errln!(
+        "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}{masks}",
+        stats.prompt_tokens, stats.generated_tokens, pp, tg, engine.threads(), model.kernels.isa,
+        sc.n_ctx, sc.kv_type.name()
+    );
+    Ok(())
+}
+
+/// `--beam B`: the best of B beams from the prompt.
+fn beam(
+    a: &Args,
+    model: &ember_runtime::model::Model<'_>,
+    pool: &ember_runtime::parallel::ThreadPool,
+    sc: &SessionConfig,
+) -> CliResult {
+    let text = if a.chat {
+        let t = super::template::chat_template(model)?;
+        let mut msgs = Vec::new();
+        if let Some(sys) = &a.system {
+            msgs.push(Message {
+                role: "system",
+                content: sys,
+            });
+        }
+        msgs.push(Message {
+            role: "user",
+            content: &a.prompt,
         });
-        let masks = constraint.as_ref().map_or(String::new(), |c| {
-            format!(" | grammar: {} full-vocabulary masks", c.masks)
-        });
-        errln!(
-            "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}{masks}",
-            stats.prompt_tokens, stats.generated_tokens, pp, tg, s.threads(), model.kernels.isa,
-            sc.n_ctx, sc.kv_type.name()
-        );
-        Ok(())
-    })
+        t.render(&msgs, true)?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = model
+        .tokenizer
+        .encode_to_vec(text.as_bytes(), true, !a.chat)?;
+    if prompt.is_empty() {
+        return Err(CliError("the prompt is empty".into()));
+    }
+    let t0 = Instant::now();
+    let (text, r) = super::beam_text(
+        model,
+        pool,
+        sc,
+        a.sampling.beam as usize,
+        &prompt,
+        a.n_predict,
+        a.ignore_eos,
+        &a.sampling.stop,
+    )?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    errln!(
+        "\nember: prompt {} tokens, beam search of {} kept {} tokens (score {:.4}, {}) in {:.2} s | threads={} kernels={}",
+        prompt.len(),
+        a.sampling.beam,
+        r.len,
+        r.score,
+        if r.finished { "ended" } else { "token limit" },
+        t0.elapsed().as_secs_f64(),
+        pool.threads(),
+        model.kernels.isa
+    );
+    Ok(())
 }
