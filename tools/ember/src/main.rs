@@ -67,6 +67,8 @@ enum Command {
     Convert(commands::quantize::ConvertArgs),
     /// Print the prompt the model's chat template makes of a conversation.
     Template(commands::template::Args),
+    /// Serve the model over HTTP: OpenAI-compatible API and a chat page.
+    Serve(commands::serve::Args),
     /// Chat over a serial line (or stdin/stdout): the on-device console.
     #[cfg(target_os = "linux")]
     Serial(commands::serial::Args),
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Template(a) => commands::template::main(a),
         Command::Quantize(a) => commands::quantize::quantize(a),
         Command::Convert(a) => commands::quantize::convert(a),
+        Command::Serve(a) => commands::serve::main(a),
         #[cfg(target_os = "linux")]
         Command::Serial(a) => commands::serial::main(a),
     };

@@ -9,6 +9,7 @@ pub mod quantize;
 pub mod run;
 #[cfg(target_os = "linux")]
 pub mod serial;
+pub mod serve;
 pub mod template;
 pub mod tokenize;
 

@@ -1,0 +1,391 @@
+//! The OpenAI-style request and response shapes of `ember serve`: requests read from JSON
+//! values with every field checked (unknown fields ignored), responses written as JSON values.
+
+use ember_runtime::sampler::SamplerConfig;
+use ember_runtime::session::{StopReason, MAX_STOPS, MAX_STOP_LEN};
+use serde_json::{json, Map, Value};
+
+/// A request the server refuses: HTTP status, OpenAI error type, message, and the parameter.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn bad(param: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// The body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": Value::Null,
+        }})
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON object body.
+pub fn object(body: &[u8]) -> ApiResult<Map<String, Value>> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad("body", "the request body is not UTF-8"))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad(
+            "body",
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad(
+            "body",
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// Field readers: absent and `null` are "not given"; a wrong type is a 400 naming the field.
+pub struct Fields<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, k: &str) -> Option<&'a Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    pub fn f32(&self, k: &'static str, lo: f32, hi: f32) -> ApiResult<Option<f32>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => {
+                let x = v
+                    .as_f64()
+                    .ok_or_else(|| ApiError::bad(k, format!("'{k}' must be a number")))?;
+                if !(lo as f64..=hi as f64).contains(&x) {
+                    return Err(ApiError::bad(
+                        k,
+                        format!("'{k}' must be between {lo} and {hi}, not {x}"),
+                    ));
+                }
+                Ok(Some(x as f32))
+            }
+        }
+    }
+
+    pub fn uint(&self, k: &'static str, max: u64) -> ApiResult<Option<u64>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => {
+                let x = v.as_u64().ok_or_else(|| {
+                    ApiError::bad(k, format!("'{k}' must be a non-negative integer"))
+                })?;
+                if x > max {
+                    return Err(ApiError::bad(
+                        k,
+                        format!("'{k}' must be at most {max}, not {x}"),
+                    ));
+                }
+                Ok(Some(x))
+            }
+        }
+    }
+
+    pub fn bool(&self, k: &'static str) -> ApiResult<Option<bool>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::bad(k, format!("'{k}' must be true or false"))),
+        }
+    }
+
+    pub fn str(&self, k: &'static str) -> ApiResult<Option<&'a str>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::bad(k, format!("'{k}' must be a string"))),
+        }
+    }
+
+    pub fn value(&self, k: &str) -> Option<&'a Value> {
+        self.get(k)
+    }
+}
+
+/// What every generating request shares.
+#[derive(Clone, Debug)]
+pub struct Generate {
+    pub max_tokens: Option<usize>,
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// A GBNF grammar the output must follow (`response_format` JSON, or `grammar`).
+    pub grammar: Option<String>,
+}
+
+/// Reads the sampling and limit fields, over the server's defaults `base`. `fresh_seed` is
+/// used when the request samples (temperature above 0) without a seed of its own.
+pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiResult<Generate> {
+    if let Some(n) = f.uint("n", u64::MAX)? {
+        if n != 1 {
+            return Err(ApiError::bad("n", "only n = 1 is supported"));
+        }
+    }
+    let max_tokens = match f.uint("max_completion_tokens", u32::MAX as u64)? {
+        Some(n) => Some(n),
+        None => f.uint("max_tokens", u32::MAX as u64)?,
+    }
+    .map(|n| n as usize);
+    let mut s = *base;
+    if let Some(t) = f.f32("temperature", 0.0, 2.0)? {
+        s.temperature = t;
+    }
+    if let Some(p) = f.f32("top_p", 0.0, 1.0)? {
+        if p == 0.0 {
+            return Err(ApiError::bad("top_p", "'top_p' must be above 0"));
+        }
+        s.top_p = p;
+    }
+    if let Some(k) = f.uint("top_k", 1 << 20)? {
+        s.top_k = k as usize;
+    }
+    if let Some(p) = f.f32("min_p", 0.0, 1.0)? {
+        s.min_p = p;
+    }
+    if let Some(p) = f.f32("presence_penalty", -2.0, 2.0)? {
+        s.presence_penalty = p;
+    }
+    if let Some(p) = f.f32("frequency_penalty", -2.0, 2.0)? {
+        s.frequency_penalty = p;
+    }
+    if let Some(p) = f.f32("repeat_penalty", 0.0, 10.0)? {
+        if p == 0.0 {
+            return Err(ApiError::bad(
+                "repeat_penalty",
+                "'repeat_penalty' must be above 0",
+            ));
+        }
+        s.repeat_penalty = p;
+    }
+    match f.value("seed") {
+        None => {
+            if s.temperature > 0.0 {
+                s.seed = fresh_seed;
+            }
+        }
+        Some(v) => {
+            s.seed = v
+                .as_i64()
+                .map(|x| x as u64)
+                .or_else(|| v.as_u64())
+                .ok_or_else(|| ApiError::bad("seed", "'seed' must be an integer"))?;
+        }
+    }
+    let stop = match f.value("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(String::from).ok_or_else(|| {
+                    ApiError::bad("stop", "'stop' must be a string or a list of strings")
+                })
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "stop",
+                "'stop' must be a string or a list of strings",
+            ))
+        }
+    };
+    if stop.len() > MAX_STOPS || stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
+        return Err(ApiError::bad(
+            "stop",
+            format!("at most {MAX_STOPS} stop strings of at most {MAX_STOP_LEN} bytes each"),
+        ));
+    }
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.value("stream_options") {
+        None => false,
+        Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "stream_options",
+                "'stream_options' must be an object",
+            ))
+        }
+    };
+    let mut grammar = f.str("grammar")?.map(String::from);
+    match f.value("response_format") {
+        None => {}
+        Some(Value::Object(o)) => match Fields(o).str("type")? {
+            None | Some("text") => {}
+            Some("json_object") => {
+                if grammar.is_some() {
+                    return Err(ApiError::bad(
+                        "response_format",
+                        "give either 'grammar' or a JSON 'response_format', not both",
+                    ));
+                }
+                grammar = Some(ember_runtime::grammar::JSON.to_string());
+            }
+            Some(t) => {
+                return Err(ApiError::bad(
+                    "response_format",
+                    format!("response_format type '{t}' is not supported (text, json_object)"),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::bad(
+                "response_format",
+                "'response_format' must be an object",
+            ))
+        }
+    }
+    if let Some(src) = &grammar {
+        ember_runtime::grammar::Grammar::compile_owned(src)
+            .map_err(|e| ApiError::bad("grammar", e.to_string()))?;
+    }
+    s.validate()
+        .map_err(|e| ApiError::bad("temperature", format!("sampling settings: {e}")))?;
+    Ok(Generate {
+        max_tokens,
+        sampler: s,
+        stop,
+        stream,
+        include_usage,
+        grammar,
+    })
+}
+
+/// Chat messages as (role, content) pairs. `content` is a string or a list of text parts.
+pub fn messages(f: &Fields<'_>) -> ApiResult<Vec<(String, String)>> {
+    let list = match f.value("messages") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::bad("messages", "'messages' must be a list")),
+        None => return Err(ApiError::bad("messages", "'messages' is required")),
+    };
+    if list.is_empty() {
+        return Err(ApiError::bad("messages", "'messages' must not be empty"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let Value::Object(o) = m else {
+            return Err(ApiError::bad(
+                "messages",
+                format!("messages[{i}] must be an object"),
+            ));
+        };
+        let f = Fields(o);
+        let role = f
+            .str("role")?
+            .ok_or_else(|| ApiError::bad("messages", format!("messages[{i}] has no 'role'")))?;
+        if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
+            return Err(ApiError::bad(
+                "messages",
+                format!("messages[{i}]: unknown role '{role}'"),
+            ));
+        }
+        let role = if role == "developer" { "system" } else { role };
+        let content = match f.value("content") {
+            None => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    let kind = p.get("type").and_then(Value::as_str);
+                    match (kind, p.get("text").and_then(Value::as_str)) {
+                        (Some("text"), Some(t)) => text.push_str(t),
+                        _ => {
+                            return Err(ApiError::bad(
+                                "messages",
+                                format!("messages[{i}]: only text content parts are supported"),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "messages",
+                    format!("messages[{i}].content must be a string or a list of parts"),
+                ))
+            }
+        };
+        out.push((role.to_string(), content));
+    }
+    Ok(out)
+}
+
+/// The prompt of `/v1/completions`: a string, a one-string list, or a list of token ids.
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+pub fn prompt(f: &Fields<'_>, n_vocab: usize) -> ApiResult<Prompt> {
+    let bad = || {
+        ApiError::bad(
+            "prompt",
+            "'prompt' must be a string, a list of one string, or a list of token ids",
+        )
+    };
+    match f.value("prompt") {
+        None => Err(ApiError::bad("prompt", "'prompt' is required")),
+        Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(Prompt::Text(a[0].as_str().unwrap_or_default().to_string()))
+        }
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => {
+            let ids: Vec<u32> = a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x.min(u32::MAX as u64) as u32)
+                .collect();
+            if let Some(&t) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(ApiError::bad(
+                    "prompt",
+                    format!("token {t} is outside the vocabulary of {n_vocab}"),
+                ));
+            }
+            Ok(Prompt::Tokens(ids))
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+/// OpenAI's `finish_reason`.
+pub fn finish_reason(r: StopReason) -> &'static str {
+    match r {
+        StopReason::MaxTokens => "length",
+        _ => "stop",
+    }
+}
+
+pub fn usage(prompt: usize, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}

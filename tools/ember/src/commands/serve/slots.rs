@@ -1,0 +1,221 @@
+//! The slots of `ember serve`: N engines made at start (their memory reserved then), and the
+//! one thread that runs them. Requests wait in a bounded queue; a free slot takes the next one,
+//! preferring the slot whose cache already holds the longest part of its prompt (a chat's next
+//! turn then evaluates only the new tokens). The slots that are busy advance in turn, one
+//! prompt batch or one token each, so concurrent streams share the machine fairly. A request
+//! whose client has gone (its event receiver dropped) is stopped at its next step and its slot
+//! freed.
+
+use ember_runtime::engine::{Engine, Progress, Request};
+use ember_runtime::sampler::SamplerConfig;
+use ember_runtime::session::StopReason;
+use ember_runtime::tokenizer::TokenId;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What a slot reports about a request.
+pub enum Event {
+    /// Text of the reply (whole characters).
+    Piece(String),
+    /// The reply ended.
+    Done {
+        reason: StopReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        /// Prompt tokens the slot's cache already held.
+        cached_tokens: usize,
+        /// From taking the request to its first token.
+        first_token: Duration,
+    },
+    /// The request failed in the engine.
+    Failed(String),
+}
+
+/// One request for a slot.
+pub struct Job {
+    pub prompt: Vec<TokenId>,
+    pub request: Request,
+    pub sampler: SamplerConfig,
+    pub grammar: Option<String>,
+    pub events: UnboundedSender<Event>,
+}
+
+/// The way in: a bounded queue in front of the slots.
+#[derive(Clone)]
+pub struct Queue {
+    tx: SyncSender<Job>,
+    /// Requests queued or running.
+    pub load: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queues `job`; false when the queue is full (or the slot thread is gone).
+    pub fn submit(&self, job: Job) -> bool {
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.load.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// A slot: an engine and what it runs.
+struct Slot {
+    engine: Engine,
+    job: Option<Running>,
+    last_used: Instant,
+}
+
+struct Running {
+    events: UnboundedSender<Event>,
+    started: Instant,
+    first_token: Option<Duration>,
+    cached: usize,
+}
+
+/// Starts the slot thread over `engines`, with a queue of `queue` waiting requests.
+pub fn start(engines: Vec<Engine>, queue: usize) -> std::io::Result<Queue> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+    let load = Arc::new(AtomicUsize::new(0));
+    let slots = engines
+        .into_iter()
+        .map(|engine| Slot {
+            engine,
+            job: None,
+            last_used: Instant::now(),
+        })
+        .collect();
+    let l = Arc::clone(&load);
+    std::thread::Builder::new()
+        .name("ember-slots".into())
+        .spawn(move || run(slots, rx, &l))?;
+    Ok(Queue { tx, load })
+}
+
+fn run(mut slots: Vec<Slot>, rx: Receiver<Job>, load: &AtomicUsize) {
+    loop {
+        // Take queued requests while a slot is free; wait for one when all are idle.
+        while slots.iter().any(|s| s.job.is_none()) {
+            let idle = slots.iter().all(|s| s.job.is_none());
+            let job = if idle {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(j) => j,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                }
+            };
+            if job.events.is_closed() {
+                load.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let i = best_slot(&slots, &job.prompt);
+            if assign(&mut slots[i], job).is_err() {
+                load.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        for slot in slots.iter_mut().filter(|s| s.job.is_some()) {
+            if step(slot) {
+                slot.job = None;
+                slot.last_used = Instant::now();
+                load.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The free slot whose cache holds the longest prefix of `prompt` (the least recently used
+/// among equals).
+fn best_slot(slots: &[Slot], prompt: &[TokenId]) -> usize {
+    let mut best = (0usize, None::<Instant>, usize::MAX);
+    for (i, s) in slots.iter().enumerate() {
+        if s.job.is_some() {
+            continue;
+        }
+        let shared = s.engine.cached_prefix(prompt);
+        let better = best.2 == usize::MAX
+            || shared > best.0
+            || (shared == best.0 && Some(s.last_used) < best.1);
+        if better {
+            best = (shared, Some(s.last_used), i);
+        }
+    }
+    best.2
+}
+
+/// Starts `job` on `slot`; on failure the client is told and the slot stays free.
+fn assign(slot: &mut Slot, job: Job) -> Result<(), ()> {
+    let e = &mut slot.engine;
+    let started = Instant::now();
+    let r = e
+        .set_sampling(job.sampler)
+        .and_then(|()| e.set_grammar(job.grammar.as_deref()))
+        .and_then(|()| e.begin(job.prompt, job.request));
+    match r {
+        Ok(cached) => {
+            slot.job = Some(Running {
+                events: job.events,
+                started,
+                first_token: None,
+                cached,
+            });
+            Ok(())
+        }
+        Err(err) => {
+            let _ = job.events.send(Event::Failed(err.to_string()));
+            Err(())
+        }
+    }
+}
+
+/// One step of the slot's request; true when it is over.
+fn step(slot: &mut Slot) -> bool {
+    let Some(run) = slot.job.as_mut() else {
+        return true;
+    };
+    if run.events.is_closed() {
+        // The client went away.
+        slot.engine.abort();
+        return true;
+    }
+    let events = &run.events;
+    let mut gone = false;
+    let r = slot.engine.advance(&mut |piece| {
+        gone = events.send(Event::Piece(piece.to_string())).is_err();
+        !gone
+    });
+    match r {
+        Ok(Progress::Prompt(_)) => false,
+        Ok(Progress::Token) => {
+            run.first_token.get_or_insert_with(|| run.started.elapsed());
+            if gone {
+                slot.engine.abort();
+                return true;
+            }
+            false
+        }
+        Ok(Progress::Done(o)) => {
+            let _ = run.events.send(Event::Done {
+                reason: o.reason,
+                prompt_tokens: o.stats.prompt_tokens + run.cached,
+                completion_tokens: o.stats.generated_tokens,
+                cached_tokens: run.cached,
+                first_token: run.first_token.unwrap_or_else(|| run.started.elapsed()),
+            });
+            true
+        }
+        Err(e) => {
+            let _ = run.events.send(Event::Failed(e.to_string()));
+            true
+        }
+    }
+}
