@@ -86,3 +86,71 @@ fn a_session_refuses_sinks_not_smaller_than_the_context_and_a_short_buffer() {
         assert!(Session::plan(m, &too_long).is_err());
     });
 }
+
+/// Greedy steps of several sessions decoded together (`Session::eval_each`) give each session
+/// the logits it gets decoded alone, bit for bit: for every KV precision, with prompts of
+/// different lengths (so the sessions sit at different positions), and past the context of the
+/// shortest ring (one session wraps while the others do not).
+#[test]
+fn sessions_decoded_together_equal_each_decoded_alone() {
+    with_model(Kernels::best(), |m| {
+        let prompts = [
+            "The capital of France is",
+            "Once upon a time, in a small village by the sea, there lived",
+            "def fibonacci(n):",
+        ];
+        for ty in KvType::ALL {
+            let configs: Vec<SessionConfig> = [40usize, 512, 96]
+                .iter()
+                .map(|&n_ctx| SessionConfig {
+                    n_ctx,
+                    n_batch: 64,
+                    sinks: 4,
+                    kv_type: ty,
+                })
+                .collect();
+            let mut mems: Vec<Vec<u8>> = configs
+                .iter()
+                .flat_map(|sc| {
+                    let n = Session::bytes_needed(m, sc);
+                    [vec![0u8; n], vec![0u8; n]]
+                })
+                .collect();
+            let (mut alone, mut together): (Vec<Session>, Vec<Session>) = (Vec::new(), Vec::new());
+            for (i, mem) in mems.iter_mut().enumerate() {
+                let s = Session::new(m, &mut Arena::new(mem), &configs[i / 2]).expect("session");
+                if i % 2 == 0 {
+                    alone.push(s);
+                } else {
+                    together.push(s);
+                }
+            }
+            for (i, p) in prompts.iter().enumerate() {
+                let ids = m.tokenizer.encode_to_vec(p.as_bytes(), true, true).unwrap();
+                alone[i].eval(&ids).unwrap();
+                together[i].eval(&ids).unwrap();
+            }
+            for step in 0..48 {
+                let next: Vec<u32> = alone
+                    .iter()
+                    .map(|s| ember_runtime::sampler::argmax(s.logits().unwrap()))
+                    .collect();
+                for (s, &t) in alone.iter_mut().zip(&next) {
+                    s.eval(&[t]).unwrap();
+                }
+                let mut refs: Vec<&mut Session> = together.iter_mut().collect();
+                Session::eval_each(&mut refs, &next).unwrap();
+                for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+                    assert_eq!(a.n_past(), b.n_past());
+                    let (la, lb) = (a.logits().unwrap(), b.logits().unwrap());
+                    assert!(
+                        la.iter().zip(lb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{} KV, step {step}, session {i}: logits differ",
+                        ty.name()
+                    );
+                }
+            }
+            assert!(alone[0].kv().has_wrapped(), "the short ring never wrapped");
+        }
+    });
+}

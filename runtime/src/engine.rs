@@ -29,7 +29,7 @@ use crate::model::Model;
 use crate::parallel::ThreadPool;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::session::{
-    self, GenOptions, GenStats, Generation, Session, SessionConfig, StopReason, MAX_STOPS,
+    self, GenOptions, GenStats, Generation, Session, SessionConfig, Step, StopReason, MAX_STOPS,
 };
 use crate::tokenizer::TokenId;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -623,6 +623,83 @@ impl Engine {
     pub fn chat_prompt(&self, messages: &[Message<'_>]) -> Result<Vec<TokenId>> {
         chat_prompt(self.conversation.template(), self.model(), messages)
     }
+}
+
+/// One step of each engine's step-wise generation, with the tokens of every engine that is
+/// decoding evaluated together ([`Session::eval_each`]: one pass over the weights for all of
+/// them, each engine's numbers bit for bit those of [`Engine::advance`]); an engine still in
+/// its prompt evaluates a batch of it on its own. `on_text(i, piece)` gets engine `i`'s text
+/// (returning false stops that engine). The engines share one model (and should share a thread
+/// pool: the first decoding engine's runs the batch). Returns each engine's progress; an error
+/// ends that engine's generation.
+pub fn advance_together(
+    engines: &mut [&mut Engine],
+    on_text: &mut dyn FnMut(usize, &str) -> bool,
+) -> Vec<Result<Progress>> {
+    let mut out: Vec<Result<Progress>> = Vec::with_capacity(engines.len());
+    let mut feed: Vec<(usize, TokenId)> = Vec::new();
+    for (i, e) in engines.iter_mut().enumerate() {
+        let Some(a) = e.active.as_mut() else {
+            out.push(Err(Error::InvalidArgument(
+                "no generation is running (begin)",
+            )));
+            continue;
+        };
+        if a.generation.prompt_left() > 0 {
+            let r = e.advance(&mut |p| on_text(i, p));
+            out.push(r);
+            continue;
+        }
+        let (session, sampler) = (&mut e.session, &mut e.sampler);
+        let constraint = e.grammar.as_mut().map(|g| &mut g.constraint);
+        let (g, request) = (&mut a.generation, &a.request);
+        let r = with_stops(request, |opts| {
+            g.choose(session, sampler, constraint, opts, &mut |p| on_text(i, p))
+        });
+        match r {
+            Ok(Step::Feed(t)) => {
+                feed.push((i, t));
+                out.push(Ok(Progress::Token));
+            }
+            Ok(Step::Done(reason)) => {
+                out.push(Ok(Progress::Done(Outcome {
+                    reason,
+                    stats: g.stats(),
+                })));
+                e.active = None;
+            }
+            Err(err) => {
+                out.push(Err(err));
+                e.active = None;
+            }
+        }
+    }
+    if feed.is_empty() {
+        return out;
+    }
+    let tokens: Vec<TokenId> = feed.iter().map(|&(_, t)| t).collect();
+    let mut sessions: Vec<&mut Session<'static, 'static>> = engines
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| feed.iter().any(|&(j, _)| j == *i))
+        .map(|(_, e)| &mut e.session)
+        .collect();
+    let r = Session::eval_each(&mut sessions, &tokens);
+    for &(i, _) in &feed {
+        let e = &mut engines[i];
+        match &r {
+            Ok(()) => {
+                if let Some(a) = e.active.as_mut() {
+                    a.generation.fed();
+                }
+            }
+            Err(err) => {
+                out[i] = Err(err.clone());
+                e.active = None;
+            }
+        }
+    }
+    out
 }
 
 /// `messages` rendered with `template` (ending with the assistant's turn) and tokenized as a

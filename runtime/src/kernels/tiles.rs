@@ -105,9 +105,21 @@ pub unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRo
             }
             t += TOKENS;
         }
+        // Tokens left over (fewer than a prefill tile, e.g. a few sequences decoded together):
+        // decode tiles down the chunk, one token at a time.
         for t in t..toks {
-            for r in c0..c1 {
-                single(tiles, row(r), tok(t), nb, out, t, r);
+            let (q, d, s) = tok(t);
+            let mut r = c0;
+            while r + ROWS_DECODE <= c1 {
+                let mut o = [[0.0f32; 1]; ROWS_DECODE];
+                (tiles.decode)(row(r), q, d, s, nb, &mut o);
+                for (i, v) in o.iter().enumerate() {
+                    out.set(t, r + i, v[0]);
+                }
+                r += ROWS_DECODE;
+            }
+            for r in r..c1 {
+                single(tiles, row(r), (q, d, s), nb, out, t, r);
             }
         }
         c0 = c1;

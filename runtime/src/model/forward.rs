@@ -167,6 +167,163 @@ pub fn forward(
     cancel: Option<&AtomicBool>,
     on_logits: &mut dyn FnMut(usize, &[f32]),
 ) -> Result<()> {
+    if tokens.len() > kv.max_batch() {
+        return Err(Error::Capacity {
+            what: "forward batch (at most the context size minus the sinks)",
+            needed: tokens.len() as u64,
+            available: kv.max_batch() as u64,
+        });
+    }
+    run(
+        model,
+        par,
+        state,
+        &mut Seqs::One(kv),
+        tokens,
+        want,
+        cancel,
+        on_logits,
+    )
+}
+
+/// Runs one token of each of several sequences together: `tokens[i]` at the next position of
+/// `kvs[i]` (appending its key and value there), so every weight matrix is read once for all of
+/// them. Each token's logits go to `on_logits(i, logits)`. Every row is computed as
+/// [`forward`] computes a single token, so the results are bit for bit those of one call per
+/// sequence. `kvs` are caches of this model; at most `state.batch()` tokens.
+pub fn forward_each<'k>(
+    model: &Model<'_>,
+    par: &dyn Parallel,
+    state: &mut State<'_>,
+    kvs: &mut dyn KvSet<'k>,
+    tokens: &[TokenId],
+    on_logits: &mut dyn FnMut(usize, &[f32]),
+) -> Result<()> {
+    if kvs.count() != tokens.len() {
+        return Err(Error::InvalidArgument(
+            "one token per sequence (as many caches as tokens)",
+        ));
+    }
+    run(
+        model,
+        par,
+        state,
+        &mut Seqs::Each(kvs),
+        tokens,
+        Logits::All,
+        None,
+        on_logits,
+    )
+}
+
+/// The caches of the sequences a [`forward_each`] batch runs, by index.
+pub trait KvSet<'k>: Sync {
+    /// How many sequences.
+    fn count(&self) -> usize;
+    /// Sequence `i`'s cache.
+    fn kv(&self, i: usize) -> &KvCache<'k>;
+    /// Sequence `i`'s cache, to write.
+    fn kv_mut(&mut self, i: usize) -> &mut KvCache<'k>;
+}
+
+/// The caches of a batch as optional slots filled from 0 up (the sequences are the filled
+/// ones): a set built without allocation.
+impl<'k, const N: usize> KvSet<'k> for [Option<&mut KvCache<'k>>; N] {
+    fn count(&self) -> usize {
+        self.iter().take_while(|k| k.is_some()).count()
+    }
+    fn kv(&self, i: usize) -> &KvCache<'k> {
+        match &self[i] {
+            Some(kv) => kv,
+            None => unreachable!("a cache set is filled from 0 up"),
+        }
+    }
+    fn kv_mut(&mut self, i: usize) -> &mut KvCache<'k> {
+        match &mut self[i] {
+            Some(kv) => kv,
+            None => unreachable!("a cache set is filled from 0 up"),
+        }
+    }
+}
+
+/// The caches of a batch's tokens: one sequence at consecutive positions, or one token for
+/// each of several sequences.
+enum Seqs<'a, 'k> {
+    One(&'a mut KvCache<'k>),
+    Each(&'a mut dyn KvSet<'k>),
+}
+
+impl<'k> Seqs<'_, 'k> {
+    /// The cache of batch token `i`, and the token's index in that cache's batch.
+    fn at(&self, i: usize) -> (&KvCache<'k>, usize) {
+        match self {
+            Seqs::One(kv) => (kv, i),
+            Seqs::Each(kvs) => (kvs.kv(i), 0),
+        }
+    }
+
+    /// RoPE cos/sin rows of the `n` tokens at their positions.
+    fn rope_table(&self, c: &Config, base: f32, freqs: Option<&[f32]>, n: usize, out: &mut [f32]) {
+        match self {
+            Seqs::One(kv) => rope_table(c, base, freqs, kv.n_pos(), n, out),
+            Seqs::Each(kvs) => {
+                for i in 0..n {
+                    let row = &mut out[i * c.rope_dim..(i + 1) * c.rope_dim];
+                    rope_table(c, base, freqs, kvs.kv(i).n_pos(), 1, row);
+                }
+            }
+        }
+    }
+
+    /// Whether committing the batch overwrites cells that hold earlier tokens.
+    fn overwrites(&self, n: usize) -> bool {
+        match self {
+            Seqs::One(kv) => kv.n_pos() + n > kv.capacity(),
+            Seqs::Each(kvs) => (0..n).any(|i| kvs.kv(i).n_pos() + 1 > kvs.kv(i).capacity()),
+        }
+    }
+
+    fn clear(&mut self, n: usize) {
+        match self {
+            Seqs::One(kv) => kv.clear(),
+            Seqs::Each(kvs) => (0..n).for_each(|i| kvs.kv_mut(i).clear()),
+        }
+    }
+
+    fn stage(&mut self, i: usize, k: &[f32], v: &[f32]) {
+        match self {
+            Seqs::One(kv) => kv.stage(i, k, v),
+            Seqs::Each(kvs) => kvs.kv_mut(i).stage(0, k, v),
+        }
+    }
+
+    fn commit(&mut self, l: usize, n: usize) {
+        match self {
+            Seqs::One(kv) => kv.commit(l, n),
+            Seqs::Each(kvs) => (0..n).for_each(|i| kvs.kv_mut(i).commit(l, 1)),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Seqs::One(kv) => kv.advance(n),
+            Seqs::Each(kvs) => (0..n).for_each(|i| kvs.kv_mut(i).advance(1)),
+        }
+    }
+}
+
+/// The forward pass over a batch whose tokens belong to `seqs`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    model: &Model<'_>,
+    par: &dyn Parallel,
+    state: &mut State<'_>,
+    seqs: &mut Seqs<'_, '_>,
+    tokens: &[TokenId],
+    want: Logits,
+    cancel: Option<&AtomicBool>,
+    on_logits: &mut dyn FnMut(usize, &[f32]),
+) -> Result<()> {
     let c = &model.config;
     let w = &model.weights;
     let k = &model.kernels;
@@ -181,14 +338,6 @@ pub fn forward(
             available: state.batch as u64,
         });
     }
-    if n > kv.max_batch() {
-        return Err(Error::Capacity {
-            what: "forward batch (at most the context size minus the sinks)",
-            needed: n as u64,
-            available: kv.max_batch() as u64,
-        });
-    }
-    let pos0 = kv.n_pos();
     let (e, ff) = (c.n_embd, c.n_ff);
     trace::next_call();
 
@@ -206,33 +355,26 @@ pub fn forward(
         let scale = libm::sqrtf(e as f32);
         state.x[..n * e].iter_mut().for_each(|x| *x *= scale);
     }
-    rope_table(c, c.rope_base, w.rope_freqs, pos0, n, state.rope);
+    seqs.rope_table(c, c.rope_base, w.rope_freqs, n, state.rope);
     if !state.rope_local.is_empty() {
-        rope_table(
-            c,
-            c.rope_base_local,
-            w.rope_freqs,
-            pos0,
-            n,
-            state.rope_local,
-        );
+        seqs.rope_table(c, c.rope_base_local, w.rope_freqs, n, state.rope_local);
     }
     trace::tensor("embd", None, &state.x[..n * e]);
 
     // Whether committing this batch overwrites cells that hold earlier tokens (the ring is full):
     // a batch stopped half-way would then leave those cells new in some layers and old in others.
-    let overwrites = pos0 + n > kv.capacity();
+    let overwrites = seqs.overwrites(n);
     for (l, layer) in w.layers.iter().enumerate() {
         // A stop request is honoured between layers: nothing of this batch is kept, and the cache
         // is as before it unless the batch had begun to overwrite held cells, in which case the
         // context is dropped (the session stays usable, empty).
         if l > 0 && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             if overwrites {
-                kv.clear();
+                seqs.clear(n);
             }
             return Err(Error::Cancelled);
         }
-        attention_block(model, par, layer, l, state, kv, n);
+        attention_block(model, par, layer, l, state, seqs, n);
         // Feed-forward block.
         let s = &mut *state;
         rms_norm(
@@ -286,7 +428,7 @@ pub fn forward(
         add(&mut s.x[..n * e], &s.att[..n * e]);
         trace::tensor("l_out", Some(l), &s.x[..n * e]);
     }
-    kv.advance(n);
+    seqs.advance(n);
 
     // Output head for the wanted tokens, LOGIT_ROWS at a time.
     let first = match want {
@@ -338,7 +480,7 @@ fn attention_block(
     layer: &Layer<'_>,
     l: usize,
     s: &mut State<'_>,
-    kv: &mut KvCache<'_>,
+    seqs: &mut Seqs<'_, '_>,
     n: usize,
 ) {
     let c = &model.config;
@@ -401,7 +543,7 @@ fn attention_block(
         for h in 0..c.n_head_kv {
             rot(&mut s.k[i * kvd + h * hd..i * kvd + (h + 1) * hd], cs);
         }
-        kv.stage(
+        seqs.stage(
             i,
             &s.k[i * kvd..(i + 1) * kvd],
             &s.v[i * kvd..(i + 1) * kvd],
@@ -417,8 +559,12 @@ fn attention_block(
     } else {
         c.attn_scale
     };
-    if !attend_batch_tiled(model, par, l, s, kv, n, scale) {
-        let (q, kvr) = (&*s.q, &*kv);
+    let tiled = match seqs {
+        Seqs::One(kv) => attend_batch_tiled(model, par, l, s, kv, n, scale),
+        Seqs::Each(_) => false,
+    };
+    if !tiled {
+        let (q, seqs_r) = (&*s.q, &*seqs);
         let att = OutRows::new(&mut s.att[..n * qd], qd, qd, n);
         let att = &att;
         par.for_each(n * c.n_head, usize::MAX, &|item, _| {
@@ -427,12 +573,13 @@ fn attention_block(
             let mut out = unsafe { att.rows(0, qd) };
             let (i, h) = (item / c.n_head, item % c.n_head);
             let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-            attend_head(k, kvr, l, h / group, i, window, qh, scale, &mut |d, v| {
+            let (kvr, ki) = seqs_r.at(i);
+            attend_head(k, kvr, l, h / group, ki, window, qh, scale, &mut |d, v| {
                 out.set(i, h * hd + d, v)
             });
         });
     }
-    kv.commit(l, n);
+    seqs.commit(l, n);
     trace::tensor("kqv_out", Some(l), &s.att[..n * qd]);
     let act = quantize(k, &s.att[..n * qd], qd, s.act_qs, s.act_d, s.act_s);
     gemm_fused(

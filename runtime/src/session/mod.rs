@@ -26,6 +26,9 @@ pub struct SessionConfig {
     pub kv_type: KvType,
 }
 
+/// Most sessions [`Session::eval_each`] evaluates together.
+pub const MAX_EACH: usize = 64;
+
 /// Attention sinks kept by default.
 pub const DEFAULT_SINKS: usize = 4;
 
@@ -272,6 +275,50 @@ impl<'m, 's> Session<'m, 's> {
         Ok(())
     }
 
+    /// Evaluates one token for each session at once (`tokens[i]` appended to `sessions[i]`),
+    /// reading every weight matrix once for all of them: a server's slots decoding together.
+    /// Each session then holds its token's logits, bit for bit those `eval(&[tokens[i]])` would
+    /// give. The sessions share one model; the first one's scratch and threads are used. At most
+    /// [`MAX_EACH`] sessions.
+    pub fn eval_each(sessions: &mut [&mut Session<'m, 's>], tokens: &[TokenId]) -> Result<()> {
+        let n = sessions.len();
+        if n != tokens.len() || n > MAX_EACH {
+            return Err(Error::InvalidArgument(
+                "one token per session, for at most 64 sessions",
+            ));
+        }
+        let Some((first, rest)) = sessions.split_first_mut() else {
+            return Ok(());
+        };
+        if rest.iter().any(|s| !core::ptr::eq(s.model, first.model)) {
+            return Err(Error::InvalidArgument(
+                "sessions evaluated together must share a model",
+            ));
+        }
+        let (model, par) = (first.model, first.par);
+        let state = &mut first.state;
+        let mut kvs: [Option<&mut KvCache<'s>>; MAX_EACH] = core::array::from_fn(|_| None);
+        let mut outs: [Option<&mut [f32]>; MAX_EACH] = core::array::from_fn(|_| None);
+        kvs[0] = Some(&mut first.kv);
+        outs[0] = Some(&mut *first.logits);
+        for (i, s) in rest.iter_mut().enumerate() {
+            kvs[i + 1] = Some(&mut s.kv);
+            outs[i + 1] = Some(&mut *s.logits);
+        }
+        let r = forward::forward_each(model, par, state, &mut kvs, tokens, &mut |i, l| {
+            if let Some(o) = outs[i].as_deref_mut() {
+                o.copy_from_slice(l)
+            }
+        });
+        for (i, s) in sessions.iter_mut().enumerate() {
+            s.has_logits = r.is_ok();
+            if r.is_ok() {
+                s.log(&tokens[i..i + 1]);
+            }
+        }
+        r
+    }
+
     /// Appends `tokens` and calls `on_logits(i, logits)` for every one of them (scoring).
     pub fn eval_all(
         &mut self,
@@ -487,6 +534,17 @@ pub struct Generation {
     keep_going: bool,
     stopped_by_string: bool,
     done: Option<StopReason>,
+    /// A chosen token waits to be evaluated ([`Generation::choose`]).
+    pending: bool,
+}
+
+/// What [`Generation::choose`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Generation ended.
+    Done(StopReason),
+    /// Evaluate this token, then call [`Generation::fed`].
+    Feed(TokenId),
 }
 
 impl Generation {
@@ -509,6 +567,7 @@ impl Generation {
             keep_going: true,
             stopped_by_string: false,
             done: None,
+            pending: false,
         })
     }
 
@@ -556,17 +615,46 @@ impl Generation {
         opts: &GenOptions<'_>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Option<StopReason>> {
-        if self.done.is_some() {
-            return Ok(self.done);
+        match self.choose(session, sampler, grammar, opts, on_text)? {
+            Step::Done(r) => Ok(Some(r)),
+            Step::Feed(t) => {
+                session.eval(&[t])?;
+                self.fed();
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Generation::step`] without evaluating the chosen token: [`Step::Feed`] asks the caller
+    /// to evaluate it (alone, or with other sessions' tokens through [`Session::eval_each`]) and
+    /// then call [`Generation::fed`] before the next step.
+    pub fn choose(
+        &mut self,
+        session: &mut Session<'_, '_>,
+        sampler: &mut Sampler<'_>,
+        grammar: Option<&mut crate::grammar::Constraint<'_, '_>>,
+        opts: &GenOptions<'_>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Step> {
+        if let Some(r) = self.done {
+            return Ok(Step::Done(r));
         }
         if self.prompt_left() > 0 {
             return Err(Error::InvalidArgument(
                 "the prompt is not yet evaluated (feed_prompt)",
             ));
         }
+        if self.pending {
+            return Err(Error::InvalidArgument(
+                "the last token is not yet evaluated (fed)",
+            ));
+        }
         let reason = match self.token(session, sampler, grammar, opts, on_text)? {
-            None => return Ok(None),
-            Some(r) => r,
+            Step::Feed(t) => {
+                self.pending = true;
+                return Ok(Step::Feed(t));
+            }
+            Step::Done(r) => r,
         };
         if !self.stopped_by_string && self.keep_going {
             let (filter, stopped) = (&mut self.filter, &mut self.stopped_by_string);
@@ -579,10 +667,19 @@ impl Generation {
             }
         }
         self.done = Some(reason);
-        Ok(self.done)
+        Ok(Step::Done(reason))
     }
 
-    /// One token of the loop: `Some(reason)` when generation ends with it.
+    /// The token [`Generation::choose`] asked for has been evaluated.
+    pub fn fed(&mut self) {
+        if self.pending {
+            self.pending = false;
+            self.stats.unfed = None;
+        }
+    }
+
+    /// One token of the loop: [`Step::Done`] when generation ends with it, else the token to
+    /// evaluate.
     fn token(
         &mut self,
         session: &mut Session<'_, '_>,
@@ -590,9 +687,9 @@ impl Generation {
         mut grammar: Option<&mut crate::grammar::Constraint<'_, '_>>,
         opts: &GenOptions<'_>,
         on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<Option<StopReason>> {
+    ) -> Result<Step> {
         if self.stats.generated_tokens >= opts.max_tokens {
-            return Ok(Some(StopReason::MaxTokens));
+            return Ok(Step::Done(StopReason::MaxTokens));
         }
         let Some(logits) = session.logits() else {
             return Err(Error::InvalidArgument(
@@ -605,12 +702,12 @@ impl Generation {
             Some(g) => match g.sample(sampler, tok, logits)? {
                 Some(t) => t,
                 // The grammar allows nothing more.
-                None => return Ok(Some(StopReason::EndOfGeneration)),
+                None => return Ok(Step::Done(StopReason::EndOfGeneration)),
             },
         };
         // Under a grammar, end-of-generation is chosen only where the grammar may end.
         if tok.is_eog(next) && (!opts.ignore_eos || grammar.is_some()) {
-            return Ok(Some(StopReason::EndOfGeneration));
+            return Ok(Step::Done(StopReason::EndOfGeneration));
         }
         if let Some(g) = grammar {
             g.accept(tok, next)?;
@@ -629,21 +726,19 @@ impl Generation {
             })
         });
         if self.stopped_by_string {
-            return Ok(Some(StopReason::StopString));
+            return Ok(Step::Done(StopReason::StopString));
         }
         self.stats.unfed = Some(next);
         if !self.keep_going {
-            return Ok(Some(StopReason::Stopped));
+            return Ok(Step::Done(StopReason::Stopped));
         }
         if self.stats.generated_tokens == opts.max_tokens {
-            return Ok(Some(StopReason::MaxTokens));
+            return Ok(Step::Done(StopReason::MaxTokens));
         }
         if session.cancelled() {
-            return Ok(Some(StopReason::Stopped));
+            return Ok(Step::Done(StopReason::Stopped));
         }
-        session.eval(&[next])?;
-        self.stats.unfed = None;
-        Ok(None)
+        Ok(Step::Feed(next))
     }
 }
 

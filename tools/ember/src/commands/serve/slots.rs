@@ -1,12 +1,14 @@
 //! The slots of `ember serve`: N engines made at start (their memory reserved then), and the
 //! one thread that runs them. Requests wait in a bounded queue; a free slot takes the next one,
 //! preferring the slot whose cache already holds the longest part of its prompt (a chat's next
-//! turn then evaluates only the new tokens). The slots that are busy advance in turn, one
-//! prompt batch or one token each, so concurrent streams share the machine fairly. A request
+//! turn then evaluates only the new tokens). Every busy slot advances once per round: a slot
+//! in its prompt evaluates one batch of it, and the slots that are decoding evaluate their next
+//! tokens together (one pass over the weights for all of them: the aggregate speed grows with
+//! the streams). A request
 //! whose client has gone (its event receiver dropped) is stopped at its next step and its slot
 //! freed.
 
-use ember_runtime::engine::{Engine, Progress, Request};
+use ember_runtime::engine::{advance_together, Engine, Progress, Request};
 use ember_runtime::sampler::SamplerConfig;
 use ember_runtime::session::StopReason;
 use ember_runtime::tokenizer::TokenId;
@@ -123,14 +125,82 @@ fn run(mut slots: Vec<Slot>, rx: Receiver<Job>, load: &AtomicUsize) {
                 load.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        for slot in slots.iter_mut().filter(|s| s.job.is_some()) {
-            if step(slot) {
-                slot.job = None;
-                slot.last_used = Instant::now();
-                load.fetch_sub(1, Ordering::SeqCst);
-            }
+        step_all(&mut slots, load);
+    }
+}
+
+/// One step of every busy slot: the slots that are decoding evaluate their tokens together.
+fn step_all(slots: &mut [Slot], load: &AtomicUsize) {
+    // Clients that went away free their slots first.
+    for slot in slots.iter_mut() {
+        if slot.job.as_ref().is_some_and(|r| r.events.is_closed()) {
+            slot.engine.abort();
+            finish(slot, load);
         }
     }
+    let busy: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].job.is_some())
+        .collect();
+    if busy.is_empty() {
+        return;
+    }
+    let senders: Vec<UnboundedSender<Event>> = busy
+        .iter()
+        .filter_map(|&i| slots[i].job.as_ref().map(|r| r.events.clone()))
+        .collect();
+    let mut gone = vec![false; busy.len()];
+    let results = {
+        let mut engines: Vec<&mut Engine> = slots
+            .iter_mut()
+            .filter(|s| s.job.is_some())
+            .map(|s| &mut s.engine)
+            .collect();
+        advance_together(&mut engines, &mut |k, piece| {
+            let ok = senders[k].send(Event::Piece(piece.to_string())).is_ok();
+            gone[k] |= !ok;
+            ok
+        })
+    };
+    for ((&i, r), gone) in busy.iter().zip(results).zip(gone) {
+        let slot = &mut slots[i];
+        let Some(run) = slot.job.as_mut() else {
+            continue;
+        };
+        let over = match r {
+            Ok(Progress::Prompt(_)) => false,
+            Ok(Progress::Token) => {
+                run.first_token.get_or_insert_with(|| run.started.elapsed());
+                if gone {
+                    slot.engine.abort();
+                }
+                gone
+            }
+            Ok(Progress::Done(o)) => {
+                let _ = run.events.send(Event::Done {
+                    reason: o.reason,
+                    prompt_tokens: o.stats.prompt_tokens + run.cached,
+                    completion_tokens: o.stats.generated_tokens,
+                    cached_tokens: run.cached,
+                    first_token: run.first_token.unwrap_or_else(|| run.started.elapsed()),
+                });
+                true
+            }
+            Err(e) => {
+                let _ = run.events.send(Event::Failed(e.to_string()));
+                true
+            }
+        };
+        if over {
+            finish(slot, load);
+        }
+    }
+}
+
+/// Frees a slot whose request is over.
+fn finish(slot: &mut Slot, load: &AtomicUsize) {
+    slot.job = None;
+    slot.last_used = Instant::now();
+    load.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// The free slot whose cache holds the longest prefix of `prompt` (the least recently used
@@ -173,49 +243,6 @@ fn assign(slot: &mut Slot, job: Job) -> Result<(), ()> {
         Err(err) => {
             let _ = job.events.send(Event::Failed(err.to_string()));
             Err(())
-        }
-    }
-}
-
-/// One step of the slot's request; true when it is over.
-fn step(slot: &mut Slot) -> bool {
-    let Some(run) = slot.job.as_mut() else {
-        return true;
-    };
-    if run.events.is_closed() {
-        // The client went away.
-        slot.engine.abort();
-        return true;
-    }
-    let events = &run.events;
-    let mut gone = false;
-    let r = slot.engine.advance(&mut |piece| {
-        gone = events.send(Event::Piece(piece.to_string())).is_err();
-        !gone
-    });
-    match r {
-        Ok(Progress::Prompt(_)) => false,
-        Ok(Progress::Token) => {
-            run.first_token.get_or_insert_with(|| run.started.elapsed());
-            if gone {
-                slot.engine.abort();
-                return true;
-            }
-            false
-        }
-        Ok(Progress::Done(o)) => {
-            let _ = run.events.send(Event::Done {
-                reason: o.reason,
-                prompt_tokens: o.stats.prompt_tokens + run.cached,
-                completion_tokens: o.stats.generated_tokens,
-                cached_tokens: run.cached,
-                first_token: run.first_token.unwrap_or_else(|| run.started.elapsed()),
-            });
-            true
-        }
-        Err(e) => {
-            let _ = run.events.send(Event::Failed(e.to_string()));
-            true
         }
     }
 }
