@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the reference peer, llama.cpp, from the Python package index sdist of llama-cpp-python
 # (which vendors llama.cpp), for this CPU, into $LLAMA_CPP_CACHE (default ~/.cache/ember-llama-cpp-ref).
-# Prints the folder holding llama-bench, llama-tokenize, llama-simple, llama-perplexity and
-# llama-quantize. About 10 minutes on 2 cores; does nothing when already built.
+# Prints the folder holding llama-bench, llama-tokenize, llama-simple, llama-perplexity,
+# llama-quantize and llama-server (to compare `ember serve` with). About 10 minutes on 2 cores; does nothing when already built.
 #
 # Not part of ember: a tool to make test fixtures and to benchmark against. No llama.cpp code is
 # kept in this repository.
@@ -22,7 +22,7 @@ case "$ISA" in
   *) echo "build-llama-cpp: LLAMA_CPP_ISA must be native or avx2, not $ISA" >&2; exit 2 ;;
 esac
 BIN="$C/llama.cpp/$BUILD/bin"
-TARGETS="llama-bench llama-tokenize llama-simple llama-perplexity llama-quantize"
+TARGETS="llama-bench llama-tokenize llama-simple llama-perplexity llama-quantize llama-server"
 done_all() { for t in $TARGETS; do [ -x "$BIN/$t" ] || return 1; done; }
 if done_all; then echo "$BIN"; exit 0; fi
 
@@ -44,7 +44,7 @@ else
 fi
 [ "$ISA" = avx2 ] && flags+=(-DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF)
 cmake -S "$C/llama.cpp" -B "$C/llama.cpp/$BUILD" -DCMAKE_BUILD_TYPE=Release "${flags[@]}" \
-  -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF >&2
+  -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF >&2
 cmake --build "$C/llama.cpp/$BUILD" -j"$(nproc)" --target $TARGETS >&2
 done_all || { echo "build-llama-cpp: build finished without every tool" >&2; exit 1; }
 echo "$BIN"

@@ -14,6 +14,6 @@ BIN="$ROOT/target/aarch64/aarch64-unknown-linux-gnu/release/ember"
 OUT="$ROOT/target/rpi"
 rm -rf "$OUT/ember-rpi" && mkdir -p "$OUT/ember-rpi/bin"
 cp "$BIN" "$OUT/ember-rpi/bin/ember"
-cp "$HERE/ember-serial.service" "$HERE/README.md" "$OUT/ember-rpi/"
+cp "$HERE/ember-serial.service" "$HERE/ember-serve.service" "$HERE/README.md" "$OUT/ember-rpi/"
 tar -C "$OUT" -czf "$OUT/ember-rpi-aarch64.tar.gz" ember-rpi
 echo "build: $OUT/ember-rpi-aarch64.tar.gz" >&2

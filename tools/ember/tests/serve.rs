@@ -501,3 +501,89 @@ fn a_full_queue_refuses_with_503_and_load_leaves_the_server_whole() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 2);
 }
+
+#[test]
+fn the_openai_python_client_gets_what_ember_run_prints() {
+    let lib = common::python_package("openai", "openai>=1.40");
+    let srv = Server::start(&["-c", "512"]);
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/openai/client.py"
+        ))
+        .arg(srv.port.to_string())
+        .env("PYTHONPATH", &lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chat = run_text(&[
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "-n",
+        "24",
+        "-c",
+        "512",
+    ]);
+    let plain = run_text(&[
+        "-p",
+        "The three primary colours are",
+        "-n",
+        "16",
+        "-c",
+        "512",
+    ]);
+    assert_eq!(got["models"][0], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(got["chat"], chat.as_str());
+    assert_eq!(got["chat_stream"], chat.as_str());
+    assert_eq!(got["chat_finish"], "length");
+    assert_eq!(got["chat_usage"][1], 24);
+    assert_eq!(got["completion"], plain.as_str());
+    assert_eq!(got["completion_stream"], plain.as_str());
+    assert_eq!(got["too_long"], 400);
+}
+
+/// The chat page in a real headless browser (Chromium driven by selenium): a message typed and
+/// sent streams back the reply `ember run --chat` prints. Needs Debian's `chromium` and
+/// `chromium-driver`; runs when `EMBER_BROWSER=1` (CI installs them and sets it), and says it
+/// was skipped otherwise.
+#[test]
+fn the_chat_page_streams_a_reply_in_a_headless_browser() {
+    if std::env::var_os("EMBER_BROWSER").is_none() {
+        eprintln!("skipped: set EMBER_BROWSER=1 (needs chromium and chromium-driver)");
+        return;
+    }
+    let lib = common::python_package("selenium", "selenium>=4.10");
+    let srv = Server::start(&["-c", "256"]);
+    let msg = "Hello! Who are you?";
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/page.py"
+        ))
+        .arg(format!("http://127.0.0.1:{}/", srv.port))
+        .arg(msg)
+        .env("PYTHONPATH", &lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = run_text(&["--chat", "-p", msg, "-n", "256", "-c", "256"]);
+    assert_eq!(got["errors"], json!([]));
+    assert_eq!(got["user"], json!([msg]));
+    // The page shows text as HTML renders it (trailing white space dropped).
+    assert_eq!(got["reply"].as_str().unwrap(), want.trim_end());
+    assert!(
+        got["changes"].as_u64().unwrap() > 2,
+        "the reply did not stream: {got}"
+    );
+}

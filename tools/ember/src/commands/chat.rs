@@ -89,7 +89,7 @@ pub fn main(a: Args) -> CliResult {
         model,
         2048,
         SessionConfig::default().n_batch,
-        Some((a.sampling.beam as usize, a.n_predict)),
+        super::Sessions::Beam(a.sampling.beam as usize, a.n_predict),
     )?;
     let settings = super::engine_settings(&sc, &pool, sampler_cfg);
     let mut engine = Engine::new(Arc::clone(&loaded), &settings, Some(Arc::clone(&pool)))?;

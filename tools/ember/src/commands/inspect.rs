@@ -26,7 +26,12 @@ pub struct Args {
 /// Prints every buffer a session with these settings needs, before allocating any of it.
 fn memory_plan(m: &ember_runtime::model::Model<'_>, ctx: &ContextArgs) -> CliResult {
     let mib = |x: usize| format!("{:>8.2} MiB", x as f64 / 1048576.0);
-    let sc = ctx.session_config(m, 2048, SessionConfig::default().n_batch, None)?;
+    let sc = ctx.session_config(
+        m,
+        2048,
+        SessionConfig::default().n_batch,
+        super::Sessions::One,
+    )?;
     let plan = Session::plan(m, &sc)?;
     let weights = m.gguf.bytes().len();
     let tables = ember_runtime::model::Model::memory_needed(&m.gguf)?;

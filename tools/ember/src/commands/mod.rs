@@ -97,6 +97,17 @@ impl GrammarArgs {
     }
 }
 
+/// The sessions a command runs at once, for the memory budget.
+#[derive(Clone, Copy, Debug)]
+pub enum Sessions {
+    /// One session.
+    One,
+    /// A beam search: `(width, max_tokens)`.
+    Beam(usize, usize),
+    /// A server's slots.
+    Slots(usize),
+}
+
 /// Runs a beam search of `width` beams from `prompt` with sessions shaped `sc`; returns the best
 /// text (cut before the first stop string) and the search result.
 #[allow(clippy::too_many_arguments)]
@@ -213,15 +224,14 @@ impl ContextArgs {
         Ok(self.threads.or(self.board()?.map(|b| b.threads)))
     }
 
-    /// The session configuration for `model`, checked (and checked against the board's budget).
-    /// `beam` is `(width, max_tokens)` of a beam search, whose `width` sessions and scratch the
-    /// budget then counts.
+    /// The session configuration for `model`, checked (and checked against the board's budget
+    /// for every session `sessions` says will run).
     pub fn session_config(
         &self,
         model: &ember_runtime::model::Model<'_>,
         default_ctx: usize,
         n_batch: usize,
-        beam: Option<(usize, usize)>,
+        sessions: Sessions,
     ) -> load::CliResult<ember_runtime::session::SessionConfig> {
         use ember_runtime::kv::KvType;
         use ember_runtime::session::{Session, SessionConfig};
@@ -251,10 +261,16 @@ impl ContextArgs {
         }
         .check(model)?;
         let plan = Session::plan(model, &sc)?;
-        // A beam search runs `width` sessions plus its scratch.
-        let (copies, beam_scratch) = match beam {
-            Some((w, n)) if w > 0 => (w, ember_runtime::session::BeamScratch::bytes_needed(w, n)),
-            _ => (1, 0),
+        // A beam search runs `width` sessions plus its scratch; a server one per slot.
+        let (copies, beam_scratch, what, flag) = match sessions {
+            Sessions::Beam(w, n) if w > 0 => (
+                w,
+                ember_runtime::session::BeamScratch::bytes_needed(w, n),
+                "beams",
+                "--beam",
+            ),
+            Sessions::Slots(n) if n > 1 => (n, 0, "slots", "--slots"),
+            _ => (1, 0, "", ""),
         };
         if let Some(b) = board {
             let fp = ember_boards::Footprint {
@@ -274,13 +290,13 @@ impl ContextArgs {
                         Some(c) => format!(
                         "a context of at most {c} tokens (-c {c}) would fit with --kv-type {}{}",
                         kv_type.name(),
-                        if copies > 1 { format!(" and --beam {copies}") } else { String::new() }
+                        if copies > 1 { format!(" and {flag} {copies}") } else { String::new() }
                     ),
-                        None if copies > 1 => format!("no context fits {copies} beams; use fewer"),
+                        None if copies > 1 => format!("no context fits {copies} {what}; use fewer"),
                         None => "the model alone does not fit".to_string(),
                     };
                 let beams = if copies > 1 {
-                    format!(" for {copies} beams")
+                    format!(" for {copies} {what}")
                 } else {
                     String::new()
                 };

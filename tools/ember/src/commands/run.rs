@@ -54,7 +54,7 @@ pub fn main(a: Args) -> CliResult {
         model,
         2048,
         SessionConfig::default().n_batch,
-        Some((a.sampling.beam as usize, a.n_predict)),
+        super::Sessions::Beam(a.sampling.beam as usize, a.n_predict),
     )?;
     if a.sampling.beam > 0 {
         return beam(&a, model, &pool, &sc);

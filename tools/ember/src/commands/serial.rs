@@ -312,9 +312,12 @@ pub fn main(a: Args) -> CliResult {
     };
 
     load::with_model(load::model_path(a.model.model), kernels, |model| {
-        let sc = a
-            .context
-            .session_config(model, 2048, SessionConfig::default().n_batch, None)?;
+        let sc = a.context.session_config(
+            model,
+            2048,
+            SessionConfig::default().n_batch,
+            super::Sessions::One,
+        )?;
         let mut mem =
             ember_runtime::arena::try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
         let mut arena = Arena::new(&mut mem);

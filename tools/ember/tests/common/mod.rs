@@ -34,3 +34,37 @@ pub fn wait_or_kill(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A directory from which the Python package `module` imports, installed there with pip
+/// (`spec`) on first use (under this build's temporary directory, not the system's packages).
+pub fn python_package(module: &str, spec: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{module}"));
+    let importable = |d: &std::path::Path| {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .env("PYTHONPATH", d)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable(&dir) {
+        let st = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-warn-conflicts",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(spec)
+            .status()
+            .expect("running pip");
+        assert!(
+            st.success() && importable(&dir),
+            "pip could not install {spec}"
+        );
+    }
+    dir
+}

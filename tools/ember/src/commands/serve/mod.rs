@@ -175,9 +175,12 @@ fn prepare(
     let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
     let model = load::open_model(path, kernels)?;
     let m = model.model();
-    let sc = a
-        .context
-        .session_config(m, 2048, SessionConfig::default().n_batch, None)?;
+    let sc = a.context.session_config(
+        m,
+        2048,
+        SessionConfig::default().n_batch,
+        super::Sessions::Slots(a.slots as usize),
+    )?;
     let settings = super::engine_settings(&sc, &pool, sampler);
     let mut engines = Vec::with_capacity(a.slots as usize);
     for _ in 0..a.slots {
