@@ -2,7 +2,8 @@
 # Builds the reference peer, llama.cpp, from the Python package index sdist of llama-cpp-python
 # (which vendors llama.cpp), for this CPU, into $LLAMA_CPP_CACHE (default ~/.cache/ember-llama-cpp-ref).
 # Prints the folder holding llama-bench, llama-tokenize, llama-simple, llama-perplexity,
-# llama-quantize and llama-server (to compare `ember serve` with). About 10 minutes on 2 cores; does nothing when already built.
+# llama-quantize and llama-server (to compare `ember serve` with). About 10 minutes on 2
+# cores; does nothing when already built.
 #
 # Not part of ember: a tool to make test fixtures and to benchmark against. No llama.cpp code is
 # kept in this repository.

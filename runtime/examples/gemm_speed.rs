@@ -1,4 +1,5 @@
-//! Quick throughput probe of the GEMM kernels (for development; the benches are in benches/).
+//! Quick throughput probe of the GEMM kernels (for development; the benches are in benches/):
+//! `ROWS=1536 TOKS=4 cargo run --release -p ember-runtime --example gemm_speed`.
 use ember_runtime::kernels::{Kernels, OutRows, QActs};
 use ember_runtime::weights::{BlockQ4_1, QK};
 use std::time::Instant;
@@ -8,7 +9,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1536);
-    let (cols, toks) = (576usize, 1usize);
+    let toks: usize = std::env::var("TOKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let cols = 576usize;
     let nb = cols / QK;
     let w: Vec<BlockQ4_1> = (0..rows * nb)
         .map(|i| BlockQ4_1 {
@@ -42,7 +47,7 @@ fn main() {
         let iters = if k.isa.name() == "scalar" {
             2
         } else {
-            (3_000_000_000 / (rows * cols)).max(3)
+            (3_000_000_000 / (rows * cols * toks)).max(3)
         };
         let t0 = Instant::now();
         for _ in 0..iters {
@@ -50,11 +55,12 @@ fn main() {
         }
         let dt = t0.elapsed().as_secs_f64() / iters as f64;
         println!(
-            "{}: {:.1} us per {}x{} matvec, {:.2} GMAC/s",
+            "{}: {:.1} us per {}x{} product with {} tokens, {:.2} GMAC/s",
             k.isa,
             dt * 1e6,
             rows,
             cols,
+            toks,
             (rows * cols * toks) as f64 / dt / 1e9
         );
     }

@@ -30,22 +30,26 @@ PROMPTS = [
 
 def one(i, out):
     body = json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens,
-                       "temperature": 0, "stream": True, "ignore_eos": True}).encode()
+                       "temperature": 0, "stream": True, "ignore_eos": True,
+                       "stream_options": {"include_usage": True}}).encode()
     req = urllib.request.Request(url + "/v1/completions", data=body,
                                  headers={"content-type": "application/json"})
     t0 = time.perf_counter()
-    first, pieces = None, 0
+    first, pieces, used = None, 0, None
     with urllib.request.urlopen(req, timeout=600) as r:
         for line in r:
             line = line.strip()
             if not line.startswith(b"data: ") or line == b"data: [DONE]":
                 continue
             ev = json.loads(line[6:])
+            if ev.get("usage"):
+                used = ev["usage"].get("completion_tokens")
             if ev.get("choices") and ev["choices"][0].get("text"):
                 pieces += 1
                 if first is None:
                     first = time.perf_counter() - t0
-    out[i] = (pieces, first or 0.0)
+    # Generated tokens as the server counts them (its usage chunk), else the text chunks.
+    out[i] = (used if used is not None else pieces, first or 0.0)
 
 
 best = None

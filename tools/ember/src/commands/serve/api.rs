@@ -136,6 +136,8 @@ pub struct Generate {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Keep going past end-of-generation tokens (llama-server's `ignore_eos`).
+    pub ignore_eos: bool,
     /// A GBNF grammar the output must follow (`response_format` JSON, or `grammar`).
     pub grammar: Option<String>,
 }
@@ -223,6 +225,7 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
         ));
     }
     let stream = f.bool("stream")?.unwrap_or(false);
+    let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
     let include_usage = match f.value("stream_options") {
         None => false,
         Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
@@ -273,6 +276,7 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
         stop,
         stream,
         include_usage,
+        ignore_eos,
         grammar,
     })
 }

@@ -602,7 +602,7 @@ async fn complete(
         request: Request {
             max_tokens,
             stop: g.stop.clone(),
-            ignore_eos: false,
+            ignore_eos: g.ignore_eos,
         },
         sampler: g.sampler,
         grammar: g.grammar.clone(),
