@@ -207,7 +207,7 @@ impl Settings {
                 })
             }
         };
-        range("the context", self.n_ctx, 1, n_train)?;
+        range("the context (n_ctx)", self.n_ctx, 1, n_train)?;
         range(
             "the attention sinks",
             self.sinks,

@@ -587,3 +587,34 @@ fn the_chat_page_streams_a_reply_in_a_headless_browser() {
         "the reply did not stream: {got}"
     );
 }
+
+/// Idle connections (a slow or stuck client holding sockets open) do not stop the server
+/// answering others, and bytes trickled slowly still make a request.
+#[test]
+fn idle_and_slow_clients_do_not_block_the_others() {
+    let srv = Server::start(&["-c", "256", "--max-connections", "32"]);
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", srv.port)).unwrap())
+        .collect();
+    let t0 = Instant::now();
+    let (st, _) = srv.post("/tokenize", &json!({"content": "hi"}));
+    assert_eq!(st, 200);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // A request sent a few bytes at a time.
+    let body = json!({"content": "Hello world"}).to_string();
+    let req = format!(
+        "POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    for chunk in req.as_bytes().chunks(7) {
+        s.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let (st, body) = parse_response(&raw);
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    drop(idle);
+}

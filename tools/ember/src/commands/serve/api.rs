@@ -393,3 +393,142 @@ pub fn usage(prompt: usize, completion: usize) -> Value {
         "total_tokens": prompt + completion,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator of hostile request bodies.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            let keys = [
+                "messages",
+                "role",
+                "content",
+                "prompt",
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "top_k",
+                "min_p",
+                "seed",
+                "stop",
+                "stream",
+                "stream_options",
+                "include_usage",
+                "response_format",
+                "type",
+                "grammar",
+                "n",
+                "presence_penalty",
+                "text",
+                "x",
+            ];
+            match self.next() % if depth > 3 { 6 } else { 8 } {
+                0 => Value::Null,
+                1 => Value::Bool(self.next() % 2 == 0),
+                2 => json!(self.next() as i64 >> (self.next() % 64)),
+                3 => json!(f64::from_bits(self.next()).clamp(-1e30, 1e30)),
+                4 => json!((self.next() % 7) as f64 / 3.0 - 1.0),
+                5 => {
+                    let words = [
+                        "user",
+                        "system",
+                        "json_object",
+                        "text",
+                        "root ::= \"a\"",
+                        "",
+                        "\u{0}",
+                        "é",
+                    ];
+                    json!(words[(self.next() % words.len() as u64) as usize])
+                }
+                6 => Value::Array(
+                    (0..self.next() % 4)
+                        .map(|_| self.value(depth + 1))
+                        .collect(),
+                ),
+                _ => {
+                    let mut m = Map::new();
+                    for _ in 0..self.next() % 6 {
+                        let k = keys[(self.next() % keys.len() as u64) as usize];
+                        m.insert(k.to_string(), self.value(depth + 1));
+                    }
+                    Value::Object(m)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_bodies_get_a_4xx_or_a_request_never_a_panic() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let base = SamplerConfig::default();
+        for i in 0..20_000 {
+            let body: Vec<u8> = if i % 5 == 0 {
+                (0..g.next() % 64).map(|_| g.next() as u8).collect()
+            } else {
+                g.value(0).to_string().into_bytes()
+            };
+            match object(&body) {
+                Err(e) => assert_eq!(e.status, 400),
+                Ok(o) => {
+                    let f = Fields(&o);
+                    for r in [
+                        generate(&f, &base, 1).map(|_| ()),
+                        messages(&f).map(|_| ()),
+                        prompt(&f, 1000).map(|_| ()),
+                    ] {
+                        if let Err(e) = r {
+                            assert_eq!(e.status, 400, "{}", e.message);
+                            assert!(e.body()["error"]["message"].is_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fields_are_read_as_openai_defines_them() {
+        let o = object(br#"{"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}, {"role": "user", "content": "hi"}],
+            "max_completion_tokens": 7, "max_tokens": 99, "stop": "x", "temperature": 0.5, "seed": -1,
+            "response_format": {"type": "json_object"}, "unknown": {"deep": [1, 2]}}"#).unwrap();
+        let f = Fields(&o);
+        let g = generate(&f, &SamplerConfig::default(), 42).unwrap();
+        assert_eq!(g.max_tokens, Some(7));
+        assert_eq!(g.stop, vec!["x".to_string()]);
+        assert_eq!(g.sampler.temperature, 0.5);
+        assert_eq!(g.sampler.seed, u64::MAX);
+        assert_eq!(g.grammar.as_deref(), Some(ember_runtime::grammar::JSON));
+        let m = messages(&f).unwrap();
+        assert_eq!(m[0], ("system".to_string(), "ab".to_string()));
+        assert_eq!(m[1], ("user".to_string(), "hi".to_string()));
+        // Sampling without a seed takes the fresh one; greedy keeps the default.
+        let o = object(br#"{"temperature": 1}"#).unwrap();
+        assert_eq!(
+            generate(&Fields(&o), &SamplerConfig::default(), 42)
+                .unwrap()
+                .sampler
+                .seed,
+            42
+        );
+        let o = object(br#"{"temperature": 0}"#).unwrap();
+        assert_eq!(
+            generate(&Fields(&o), &SamplerConfig::default(), 42)
+                .unwrap()
+                .sampler
+                .seed,
+            SamplerConfig::default().seed
+        );
+    }
+}
