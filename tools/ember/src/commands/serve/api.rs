@@ -435,7 +435,7 @@ mod tests {
             ];
             match self.next() % if depth > 3 { 6 } else { 8 } {
                 0 => Value::Null,
-                1 => Value::Bool(self.next() % 2 == 0),
+                1 => Value::Bool(self.next().is_multiple_of(2)),
                 2 => json!(self.next() as i64 >> (self.next() % 64)),
                 3 => json!(f64::from_bits(self.next()).clamp(-1e30, 1e30)),
                 4 => json!((self.next() % 7) as f64 / 3.0 - 1.0),
