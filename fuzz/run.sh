@@ -19,7 +19,7 @@ export EMBER_MODEL="${EMBER_MODEL:-$("$ROOT/tools/fetch-model.sh")}"
 EMBER="$ROOT/target/release/ember"
 
 C="$FUZZ/corpus"
-mkdir -p "$C"/{gguf_load,gguf_roundtrip,tokenizer,chat_template,serial_console,grammar}
+mkdir -p "$C"/{gguf_load,gguf_roundtrip,tokenizer,chat_template,serial_console,grammar,json_schema}
 # Models: the tiny checkpoint in three encodings, and the real model's first 64 KiB (its header).
 for t in q4_0 q8_0; do
   "$EMBER" convert "$ROOT/tests/fixtures/tiny-llama" "$C/gguf_load/tiny-$t.gguf" --type "$t" 2>/dev/null
@@ -73,10 +73,20 @@ grammars = [
 ]
 for i, (g, t) in enumerate(grammars):
     open(f"{c}/grammar/seed-{i}", "wb").write(g + b"\0" + t)
+# JSON Schemas: the shapes the converter knows.
+schemas = [
+    '{"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"enum": [1, "x", null]}}, "required": ["a"]}',
+    '{"$ref": "#/$defs/n", "$defs": {"n": {"type": "object", "properties": {"k": {"type": "array", "items": {"$ref": "#/$defs/n"}}}}}}',
+    '{"anyOf": [{"type": "integer"}, {"type": ["string", "null"], "format": "date"}], "minItems": 1}',
+    '{"allOf": [{"properties": {"x": true}}, {"anyOf": [{"properties": {"y": {"const": [1]}}}]}], "additionalProperties": {"type": "number"}}',
+    '{"prefixItems": [{"type": "boolean"}, {}], "items": {"format": "uuid"}, "maxItems": 2}',
+]
+for i, sc in enumerate(schemas):
+    open(f"{c}/json_schema/seed-{i}", "w").write(sc)
 PY
 
 cd "$FUZZ"
-for target in gguf_load gguf_roundtrip tokenizer chat_template serial_console grammar; do
+for target in gguf_load gguf_roundtrip tokenizer chat_template serial_console grammar json_schema; do
   echo "fuzz: $target for ${SECS}s" >&2
   cargo +nightly fuzz run -O "$target" "$C/$target" -- \
     -max_total_time="$SECS" -max_len=131072 -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 2>&1 \

@@ -170,6 +170,17 @@ void ember_session_reset(struct ember_session *s);
 // `s` is NULL or a live session used by this thread only; `gbnf` NULL or a C string.
 enum ember_status ember_session_set_grammar(struct ember_session *s, const char *gbnf);
 
+// Keeps every later ember_generate and ember_chat reply of `s` JSON text that the JSON Schema
+// `schema` accepts (the schema is JSON text; it becomes a grammar as `ember run --json-schema`
+// makes it: see the README for the keywords). NULL removes the grammar. A schema that is not
+// JSON, or that uses a keyword ember cannot turn into a grammar (`pattern`, `minimum`, ...),
+// is EMBER_ERR_INVALID_ARGUMENT with the keyword and where it is in ember_last_error(), and
+// the session keeps the grammar it had.
+//
+// # Safety
+// `s` is NULL or a live session used by this thread only; `schema` NULL or a C string.
+enum ember_status ember_session_set_json_schema(struct ember_session *s, const char *schema);
+
 // The built-in grammar of any JSON value, for ember_session_set_grammar (a static string).
 const char *ember_grammar_json(void);
 

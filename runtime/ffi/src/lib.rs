@@ -421,6 +421,38 @@ pub unsafe extern "C" fn ember_session_set_grammar(
     })
 }
 
+/// Keeps every later ember_generate and ember_chat reply of `s` JSON text that the JSON Schema
+/// `schema` accepts (the schema is JSON text; it becomes a grammar as `ember run --json-schema`
+/// makes it: see the README for the keywords). NULL removes the grammar. A schema that is not
+/// JSON, or that uses a keyword ember cannot turn into a grammar (`pattern`, `minimum`, ...),
+/// is EMBER_ERR_INVALID_ARGUMENT with the keyword and where it is in ember_last_error(), and
+/// the session keeps the grammar it had.
+///
+/// # Safety
+/// `s` is NULL or a live session used by this thread only; `schema` NULL or a C string.
+#[no_mangle]
+pub unsafe extern "C" fn ember_session_set_json_schema(
+    s: *mut ember_session,
+    schema: *const c_char,
+) -> ember_status {
+    guard(|| {
+        if s.is_null() {
+            return Err(invalid("session is NULL"));
+        }
+        // SAFETY: a live session used by this thread only.
+        let engine = unsafe { &mut *(*s).inner.get() };
+        if schema.is_null() {
+            engine.set_grammar(None)?;
+            return Ok(EMBER_OK);
+        }
+        // SAFETY: non-NULL, a C string.
+        let src = unsafe { c_str(schema, "schema") }?;
+        let gbnf = ember_runtime::grammar::gbnf_from_schema(src)?;
+        engine.set_grammar(Some(&gbnf))?;
+        Ok(EMBER_OK)
+    })
+}
+
 /// The built-in grammar of any JSON value, for ember_session_set_grammar (a static string).
 #[no_mangle]
 pub extern "C" fn ember_grammar_json() -> *const c_char {

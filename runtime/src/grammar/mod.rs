@@ -23,8 +23,12 @@
 
 mod constrain;
 mod matcher;
+#[cfg(feature = "std")]
+mod schema;
 pub use constrain::Constraint;
 pub use matcher::{Matcher, MatcherLimits};
+#[cfg(feature = "std")]
+pub use schema::gbnf_from_schema;
 
 use crate::arena::Arena;
 use crate::error::{Detail, Error, Result};

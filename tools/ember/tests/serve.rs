@@ -213,6 +213,35 @@ fn the_api_answers_as_ember_run_does_and_refuses_bad_requests() {
         assert!(serde_json::from_str::<Value>(reply).is_ok(), "{reply:?}");
     }
 
+    // A JSON Schema (OpenAI's response_format shape): the reply is an object with the required
+    // members of the required types; a schema ember cannot follow is a 400 naming the keyword.
+    let schema = json!({"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 16}, "age": {"type": "integer"}},
+        "required": ["name", "age"]});
+    let (st, v) = srv.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Ana is 31. Reply in JSON."}], "max_tokens": 40,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let reply: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+    assert!(
+        reply["name"].is_string() && reply["age"].is_i64(),
+        "{reply}"
+    );
+    let (st, v) = srv.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}],
+                "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "pattern": "a+"}}}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("pattern"),
+        "{v}"
+    );
+
     // Tokenize and back.
     let (st, v) = srv.post("/tokenize", &json!({"content": "Hello world"}));
     assert_eq!(st, 200);

@@ -340,6 +340,24 @@ int main(int argc, char **argv) {
         "grammar reply: %s", yn.text);
   CHECK(ember_session_set_grammar(s, ember_grammar_json()) == EMBER_OK, "JSON grammar");
   CHECK(ember_session_set_grammar(s, NULL) == EMBER_OK, "no grammar");
+  /* a JSON Schema: the reply is an object with the required member */
+  CHECK(ember_session_set_json_schema(s, "{\"type\": \"string\", \"pattern\": \"^a$\"}") ==
+                EMBER_ERR_INVALID_ARGUMENT &&
+            strstr(ember_last_error(), "pattern") != NULL,
+        "refused schema: %s", ember_last_error());
+  CHECK(ember_session_set_json_schema(s, "{not json") == EMBER_ERR_INVALID_ARGUMENT, "schema not JSON");
+  CHECK(ember_session_set_json_schema(
+            s, "{\"type\": \"object\", \"properties\": {\"answer\": {\"enum\": [\"yes\", \"no\"]}},"
+               " \"required\": [\"answer\"]}") == EMBER_OK,
+        "schema: %s", ember_last_error());
+  ember_session_reset(s);
+  sink js;
+  sink_init(&js);
+  CHECK(ember_chat(s, "Is the sky blue? Reply in JSON.", 24, collect, &js) == EMBER_OK &&
+            strstr(js.text, "\"answer\"") != NULL &&
+            (strstr(js.text, "\"yes\"") != NULL || strstr(js.text, "\"no\"") != NULL) && js.text[0] == '{',
+        "schema reply: %s", js.text);
+  CHECK(ember_session_set_json_schema(s, NULL) == EMBER_OK, "no schema");
 
   /* cancel from another thread while generating */
   ember_session_reset(s);

@@ -72,28 +72,36 @@ pub struct SamplingArgs {
 #[derive(ClapArgs, Clone, Debug)]
 pub struct GrammarArgs {
     /// Keep the output inside this GBNF grammar (llama.cpp's syntax; its `root` rule).
-    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "json_schema"])]
     pub grammar: Option<PathBuf>,
     /// Keep the output a JSON value (the built-in JSON grammar).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json_schema")]
     pub json: bool,
+    /// Keep the output JSON that this JSON Schema accepts (see the README for the keywords).
+    #[arg(long = "json-schema", value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
 }
 
 impl GrammarArgs {
     /// The grammar's source, if one is asked for (checked: it compiles).
     pub fn source(&self) -> load::CliResult<Option<String>> {
-        use ember_runtime::grammar::{Grammar, JSON};
-        match (&self.grammar, self.json) {
-            (Some(p), _) => {
-                let src = std::fs::read_to_string(p)
+        use ember_runtime::grammar::{gbnf_from_schema, Grammar, JSON};
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| load::CliError(format!("{}: {e}", p.display())))
+        };
+        let (src, path) = match (&self.grammar, self.json, &self.json_schema) {
+            (Some(p), _, _) => (read(p)?, p),
+            (None, _, Some(p)) => {
+                let g = gbnf_from_schema(&read(p)?)
                     .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
-                Grammar::compile_owned(&src)
-                    .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
-                Ok(Some(src))
+                (g, p)
             }
-            (None, true) => Ok(Some(JSON.to_string())),
-            (None, false) => Ok(None),
-        }
+            (None, true, None) => return Ok(Some(JSON.to_string())),
+            (None, false, None) => return Ok(None),
+        };
+        Grammar::compile_owned(&src)
+            .map_err(|e| load::CliError(format!("{}: {e}", path.display())))?;
+        Ok(Some(src))
     }
 }
 

@@ -241,19 +241,36 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
         None => {}
         Some(Value::Object(o)) => match Fields(o).str("type")? {
             None | Some("text") => {}
-            Some("json_object") => {
+            Some(t @ ("json_object" | "json_schema")) => {
                 if grammar.is_some() {
                     return Err(ApiError::bad(
                         "response_format",
                         "give either 'grammar' or a JSON 'response_format', not both",
                     ));
                 }
-                grammar = Some(ember_runtime::grammar::JSON.to_string());
+                // OpenAI's {"json_schema": {"schema": …}} (llama-server also takes "schema").
+                let schema = match (t, o.get("json_schema"), o.get("schema")) {
+                    ("json_object", _, s) => s,
+                    (_, Some(Value::Object(js)), _) => js.get("schema"),
+                    (_, _, s) => s,
+                };
+                grammar = Some(match schema {
+                    None if t == "json_object" => ember_runtime::grammar::JSON.to_string(),
+                    None => {
+                        return Err(ApiError::bad(
+                            "response_format",
+                            "a json_schema response_format needs json_schema.schema",
+                        ))
+                    }
+                    Some(s) => schema_grammar(s, "response_format")?,
+                });
             }
             Some(t) => {
                 return Err(ApiError::bad(
                     "response_format",
-                    format!("response_format type '{t}' is not supported (text, json_object)"),
+                    format!(
+                    "response_format type '{t}' is not supported (text, json_object, json_schema)"
+                ),
                 ))
             }
         },
@@ -263,6 +280,15 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
                 "'response_format' must be an object",
             ))
         }
+    }
+    if let Some(schema) = f.value("json_schema") {
+        if grammar.is_some() {
+            return Err(ApiError::bad(
+                "json_schema",
+                "give one of 'grammar', 'json_schema' and a JSON 'response_format'",
+            ));
+        }
+        grammar = Some(schema_grammar(schema, "json_schema")?);
     }
     if let Some(src) = &grammar {
         ember_runtime::grammar::Grammar::compile_owned(src)
@@ -279,6 +305,12 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
         ignore_eos,
         grammar,
     })
+}
+
+/// The grammar of a JSON Schema given in a request.
+fn schema_grammar(schema: &Value, param: &'static str) -> ApiResult<String> {
+    ember_runtime::grammar::gbnf_from_schema(&schema.to_string())
+        .map_err(|e| ApiError::bad(param, format!("the JSON schema: {e}")))
 }
 
 /// Chat messages as (role, content) pairs. `content` is a string or a list of text parts.
