@@ -496,11 +496,11 @@ impl<'s> Conv<'s> {
             .map(|(k, _)| *k)
             .filter(|k| !required.contains(k))
             .collect();
-        // Without `additionalProperties`, an object with named members gets only those (as
-        // llama.cpp's converter decides: the output stays valid, and the model does not invent
-        // members); one without any is any object.
+        // Without `additionalProperties`, an object with `properties` (even none) gets only
+        // its named members (as llama.cpp's converter decides: the output stays valid, and the
+        // model does not invent members); one without is any object.
         let additional = match m.get("additionalProperties") {
-            None if !members.is_empty() => None,
+            None if !members.is_empty() || m.contains_key("properties") => None,
             None | Some(Value::Bool(true)) => Some(None),
             Some(Value::Bool(false)) => None,
             Some(v @ Value::Object(_)) => Some(Some(v)),

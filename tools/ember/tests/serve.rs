@@ -647,3 +647,97 @@ fn idle_and_slow_clients_do_not_block_the_others() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     drop(idle);
 }
+
+/// Tool calls: the tools go into the system message, the reply is constrained to a call of one
+/// of them (with arguments its parameters' schema accepts) or an answer; a call comes back as
+/// OpenAI's `tool_calls` (streamed too), and a tool's result can be sent back as a `tool`
+/// message.
+#[test]
+fn tool_calls_come_back_as_openai_tool_calls() {
+    let srv = Server::start(&["-c", "2048"]);
+    let tools = json!([
+        {"type": "function", "function": {"name": "set_light", "description": "Turn a room light on or off",
+            "parameters": {"type": "object", "properties": {"room": {"enum": ["kitchen", "bedroom"]}, "on": {"type": "boolean"}},
+                           "required": ["room", "on"]}}},
+        {"type": "function", "function": {"name": "get_time", "description": "The current time",
+            "parameters": {"type": "object", "properties": {}}}}
+    ]);
+    let user = json!([{"role": "user", "content": "Turn on the kitchen light."}]);
+    for choice in [
+        json!("auto"),
+        json!("required"),
+        json!({"type": "function", "function": {"name": "set_light"}}),
+    ] {
+        let (st, v) = srv.post(
+            "/v1/chat/completions",
+            &json!({"messages": user, "tools": tools, "tool_choice": choice, "max_tokens": 120}),
+        );
+        assert_eq!(st, 200, "{v}");
+        let c = &v["choices"][0];
+        if c["finish_reason"] == "tool_calls" {
+            let call = &c["message"]["tool_calls"][0];
+            assert_eq!(call["type"], "function");
+            let name = call["function"]["name"].as_str().unwrap();
+            let args: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            match name {
+                "set_light" => {
+                    assert!(
+                        ["kitchen", "bedroom"].contains(&args["room"].as_str().unwrap()),
+                        "{args}"
+                    );
+                    assert!(args["on"].is_boolean(), "{args}");
+                }
+                "get_time" => assert_eq!(args, json!({}), "get_time takes no arguments"),
+                other => panic!("a tool that was not offered: {other}"),
+            }
+            if choice.is_object() {
+                assert_eq!(name, "set_light");
+            }
+        } else {
+            assert_eq!(choice, "auto", "{v}");
+            assert!(c["message"]["content"].is_string(), "{v}");
+        }
+    }
+    // Streamed: one delta with the call, then the finish and [DONE].
+    let body = json!({"messages": user, "tools": tools, "tool_choice": "required", "stream": true, "max_tokens": 120});
+    let (st, raw) = srv.request(
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(st, 200);
+    let evs = events(&raw);
+    assert_eq!(evs.last().map(String::as_str), Some("[DONE]"));
+    let first: Value = serde_json::from_str(&evs[0]).unwrap();
+    assert!(
+        first["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].is_string(),
+        "{first}"
+    );
+    // The result of the call goes back as a tool message; the conversation goes on.
+    let history = json!([
+        {"role": "user", "content": "Turn on the kitchen light."},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call-1", "type": "function",
+            "function": {"name": "set_light", "arguments": "{\"room\": \"kitchen\", \"on\": true}"}}]},
+        {"role": "tool", "tool_call_id": "call-1", "content": "{\"ok\": true}"}
+    ]);
+    let (st, v) = srv.post(
+        "/v1/chat/completions",
+        &json!({"messages": history, "tools": tools, "max_tokens": 120}),
+    );
+    assert_eq!(st, 200, "{v}");
+    // Bad tools: a 400 naming the field.
+    for bad in [
+        json!({"tools": "x"}),
+        json!({"tools": [{"type": "function"}]}),
+        json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+        json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string", "pattern": "a"}}}]}),
+        json!({"tools": tools, "response_format": {"type": "json_object"}}),
+    ] {
+        let mut r = bad.clone();
+        r["messages"] = user.clone();
+        let (st, v) = srv.post("/v1/chat/completions", &r);
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+}

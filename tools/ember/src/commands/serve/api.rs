@@ -368,6 +368,24 @@ pub fn messages(f: &Fields<'_>) -> ApiResult<Vec<(String, String)>> {
                 ))
             }
         };
+        // An assistant's earlier tool call, as the JSON the model wrote for it.
+        let content = match f
+            .value("tool_calls")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        {
+            Some(call) if role == "assistant" => {
+                let func = call.get("function").cloned().unwrap_or(Value::Null);
+                let args = match func.get("arguments") {
+                    Some(Value::String(a)) => serde_json::from_str(a).unwrap_or(Value::Null),
+                    Some(v) => v.clone(),
+                    None => json!({}),
+                };
+                json!({"tool_call": {"name": func.get("name").cloned().unwrap_or(Value::Null), "arguments": args}})
+                    .to_string()
+            }
+            _ => content,
+        };
         out.push((role.to_string(), content));
     }
     Ok(out)
@@ -424,6 +442,148 @@ pub fn usage(prompt: usize, completion: usize) -> Value {
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     })
+}
+
+/// Tools a chat request offers, as llama.cpp's generic tool format uses them: described in the
+/// system message, and the reply constrained to `{"tool_call": {"name", "arguments"}}` (or, when
+/// the model may also answer, `{"response": "..."}`).
+pub struct Tools {
+    /// The text added to the system message.
+    pub system: String,
+    /// The grammar of the reply.
+    pub grammar: String,
+}
+
+/// The tools of a request (`None` without tools, or with `tool_choice: "none"`).
+pub fn tools(f: &Fields<'_>) -> ApiResult<Option<Tools>> {
+    let list = match f.value("tools") {
+        None => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::bad("tools", "'tools' must be a list")),
+    };
+    let mut fns = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let f = t
+            .get("function")
+            .and_then(Value::as_object)
+            .filter(|_| t.get("type").and_then(Value::as_str).unwrap_or("function") == "function")
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "tools",
+                    format!("tools[{i}] must be {{\"type\": \"function\", \"function\": {{…}}}}"),
+                )
+            })?;
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::bad("tools", format!("tools[{i}].function has no name")))?;
+        let params = f
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        fns.push((name.to_string(), f.get("description").cloned(), params));
+    }
+    let choice = match f.value("tool_choice") {
+        None => "auto".to_string(),
+        Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => s.clone(),
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::bad("tool_choice", "tool_choice.function.name is required")
+                })?;
+            if !fns.iter().any(|(n, _, _)| n == name) {
+                return Err(ApiError::bad(
+                    "tool_choice",
+                    format!("no tool named '{name}'"),
+                ));
+            }
+            fns.retain(|(n, _, _)| n == name);
+            "required".into()
+        }
+        Some(_) => {
+            return Err(ApiError::bad(
+                "tool_choice",
+                "'tool_choice' must be auto, none, required or {\"type\": \"function\", …}",
+            ))
+        }
+    };
+    if choice == "none" {
+        return Ok(None);
+    }
+    let calls: Vec<Value> = fns
+        .iter()
+        .map(|(name, _, params)| {
+            json!({"type": "object", "properties": {"name": {"const": name}, "arguments": params},
+                   "required": ["name", "arguments"]})
+        })
+        .collect();
+    let call = json!({"type": "object", "properties": {"tool_call": {"anyOf": calls}}, "required": ["tool_call"]});
+    let schema = if choice == "required" {
+        call
+    } else {
+        json!({"anyOf": [call, {"type": "object", "properties": {"response": {"type": "string"}}, "required": ["response"]}]})
+    };
+    let grammar = ember_runtime::grammar::gbnf_from_schema(&schema.to_string())
+        .map_err(|e| ApiError::bad("tools", format!("a tool's parameters: {e}")))?;
+    let described: Vec<Value> = fns
+        .iter()
+        .map(
+            |(name, desc, params)| json!({"name": name, "description": desc, "parameters": params}),
+        )
+        .collect();
+    let mut system = format!(
+        "You can call these tools:\n{}\n\nTo call a tool, reply with JSON: {{\"tool_call\": {{\"name\": <tool name>, \"arguments\": <its arguments>}}}}.",
+        serde_json::to_string_pretty(&described).unwrap_or_default()
+    );
+    if choice != "required" {
+        system
+            .push_str(" To answer without a tool, reply with JSON: {\"response\": <your answer>}.");
+    }
+    Ok(Some(Tools { system, grammar }))
+}
+
+/// The messages of a chat with tools: the tools' description joined to the system message
+/// (or made the first message), assistant tool calls as the JSON the model writes, and tool
+/// results as `tool` messages.
+pub fn with_tools(mut msgs: Vec<(String, String)>, t: &Tools) -> Vec<(String, String)> {
+    match msgs.first_mut() {
+        Some((role, content)) if role == "system" => {
+            *content = format!("{content}\n\n{}", t.system);
+        }
+        _ => msgs.insert(0, ("system".into(), t.system.clone())),
+    }
+    msgs
+}
+
+/// A reply generated under [`tools`]: the tool call (name, arguments as JSON text), or the
+/// answer's text.
+pub enum ToolReply {
+    Call { name: String, arguments: String },
+    Text(String),
+}
+
+pub fn tool_reply(text: &str) -> ToolReply {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return ToolReply::Text(text.to_string()),
+    };
+    if let Some(call) = v.get("tool_call") {
+        let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
+        let args = call.get("arguments").cloned().unwrap_or(json!({}));
+        return ToolReply::Call {
+            name: name.to_string(),
+            arguments: args.to_string(),
+        };
+    }
+    match v.get("response") {
+        Some(Value::String(s)) => ToolReply::Text(s.clone()),
+        _ => ToolReply::Text(text.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -549,8 +549,22 @@ async fn complete(
     let f = Fields(&o);
     let g = api::generate(&f, &ready.sampler, fresh_seed(state))?;
     let model = ready.model.model();
+    let tools = if chat { api::tools(&f)? } else { None };
+    if tools.is_some() && g.grammar.is_some() {
+        return Err(ApiError::bad(
+            "tools",
+            "tools cannot be combined with a grammar or a JSON response_format",
+        ));
+    }
+    let grammar = match &tools {
+        Some(t) => Some(t.grammar.clone()),
+        None => g.grammar.clone(),
+    };
     let prompt = if chat {
-        let msgs = api::messages(&f)?;
+        let mut msgs = api::messages(&f)?;
+        if let Some(t) = &tools {
+            msgs = api::with_tools(msgs, t);
+        }
         let view: Vec<Message<'_>> = msgs
             .iter()
             .map(|(r, c)| Message {
@@ -605,7 +619,7 @@ async fn complete(
             ignore_eos: g.ignore_eos,
         },
         sampler: g.sampler,
-        grammar: g.grammar.clone(),
+        grammar,
         events: tx,
     };
     if !ready.queue.submit(job) {
@@ -625,7 +639,14 @@ async fn complete(
         created,
         model: state.name.clone(),
         chat,
+        tools: tools.is_some(),
     };
+    if g.stream && meta.tools {
+        // A tool call is known only once its JSON is complete: the reply is collected, then
+        // sent as one stream of chunks.
+        let (resp, what) = collect(rx, &meta).await?;
+        return Ok((resp_as_stream(resp, &meta, g.include_usage).await, what));
+    }
     if g.stream {
         let body = Sse {
             rx,
@@ -650,6 +671,8 @@ struct Meta {
     created: u64,
     model: String,
     chat: bool,
+    /// The reply is a tool call or an answer in the tools' JSON (sent whole, parsed).
+    tools: bool,
 }
 
 impl Meta {
@@ -687,8 +710,20 @@ async fn collect(mut rx: UnboundedReceiver<Event>, meta: &Meta) -> ApiResult<(Re
                 cached_tokens,
                 first_token,
             } => {
-                let finish = api::finish_reason(reason);
-                let choice = if meta.chat {
+                let mut finish = api::finish_reason(reason);
+                let choice = if meta.tools && finish == "stop" {
+                    match api::tool_reply(&text) {
+                        api::ToolReply::Call { name, arguments } => {
+                            finish = "tool_calls";
+                            json!({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [{
+                                "id": format!("call-{}", meta.id), "type": "function",
+                                "function": {"name": name, "arguments": arguments}}]}, "finish_reason": finish})
+                        }
+                        api::ToolReply::Text(t) => {
+                            json!({"index": 0, "message": {"role": "assistant", "content": t}, "finish_reason": finish})
+                        }
+                    }
+                } else if meta.chat {
                     json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
                 } else {
                     json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
@@ -714,6 +749,49 @@ async fn collect(mut rx: UnboundedReceiver<Event>, meta: &Meta) -> ApiResult<(Re
         "server_error",
         "the slot ended the request without a reply",
     ))
+}
+
+/// A whole reply (a JSON response from [`collect`]) sent as a stream: the role, the message's
+/// content or tool calls as one delta, the finish, the usage if asked, then `[DONE]`.
+async fn resp_as_stream(resp: Response, meta: &Meta, include_usage: bool) -> Response {
+    let body = match resp.into_body() {
+        Either::Left(full) => full
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default(),
+        Either::Right(_) => Bytes::new(),
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let msg = &v["choices"][0]["message"];
+    let mut delta = json!({"role": "assistant"});
+    if msg["tool_calls"].is_array() {
+        let mut calls = msg["tool_calls"].clone();
+        if let Some(a) = calls.as_array_mut() {
+            for (i, c) in a.iter_mut().enumerate() {
+                c["index"] = json!(i);
+            }
+        }
+        delta["tool_calls"] = calls;
+    } else {
+        delta["content"] = msg["content"].clone();
+    }
+    let mut out = sse(&meta.chunk(json!({"index": 0, "delta": delta, "finish_reason": null})));
+    out.push_str(&sse(&meta.chunk(
+        json!({"index": 0, "delta": {}, "finish_reason": v["choices"][0]["finish_reason"]}),
+    )));
+    if include_usage {
+        let mut u = meta.chunk(Value::Null);
+        u["choices"] = json!([]);
+        u["usage"] = v["usage"].clone();
+        out.push_str(&sse(&u));
+    }
+    out.push_str("data: [DONE]\n\n");
+    hyper::Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Either::Left(Full::new(Bytes::from(out))))
+        .unwrap_or_else(|_| hyper::Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
 /// A streamed reply: server-sent events, `data: {chunk}` per piece, then `data: [DONE]`.
