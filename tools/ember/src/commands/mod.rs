@@ -83,6 +83,18 @@ pub struct GrammarArgs {
 }
 
 impl GrammarArgs {
+    /// [`GrammarArgs::source`], refused with a beam search (`beam` > 0), which cannot follow
+    /// a grammar.
+    pub fn source_without_beam(&self, beam: u16) -> load::CliResult<Option<String>> {
+        let src = self.source()?;
+        if src.is_some() && beam > 0 {
+            return Err(load::CliError(
+                "--grammar, --json and --json-schema are not available with --beam".into(),
+            ));
+        }
+        Ok(src)
+    }
+
     /// The grammar's source, if one is asked for (checked: it compiles).
     pub fn source(&self) -> load::CliResult<Option<String>> {
         use ember_runtime::grammar::{gbnf_from_schema, Grammar, JSON};

@@ -40,12 +40,7 @@ pub struct Args {
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
-    let grammar = a.grammar.source()?;
-    if grammar.is_some() && a.sampling.beam > 0 {
-        return Err(CliError(
-            "--grammar and --json are not available with --beam".into(),
-        ));
-    }
+    let grammar = a.grammar.source_without_beam(a.sampling.beam)?;
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
     let loaded = load::open_model(load::model_path(a.model.model.clone()), kernels)?;
