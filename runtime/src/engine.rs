@@ -103,11 +103,11 @@ pub struct LoadedModel {
     _backing: Backing,
 }
 
-// SAFETY: the model is read-only after loading (plain tables and borrowed weight bytes, no
-// interior mutability), and its borrows point into the tables and the file owned here.
-unsafe impl Send for LoadedModel {}
-// SAFETY: as above: shared references only read.
-unsafe impl Sync for LoadedModel {}
+// Shared between threads as it is (its parts are Send and Sync): checked here.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<LoadedModel>();
+};
 
 impl LoadedModel {
     /// Opens the GGUF model at `path` (memory-mapped; the file must not change while open).
@@ -239,6 +239,8 @@ struct EngineGrammar {
     constraint: Constraint<'static, 'static>,
     _mem: Buffer,
     _grammar: Box<OwnedGrammar>,
+    /// The source it was compiled from.
+    source: String,
 }
 
 /// Limits of one step-wise generation ([`Engine::begin`]).
@@ -350,11 +352,6 @@ impl Engine {
         self.model.model()
     }
 
-    /// The shared model.
-    pub fn loaded_model(&self) -> &Arc<LoadedModel> {
-        &self.model
-    }
-
     /// The session (its cache, position and last logits).
     pub fn session(&self) -> &Session<'static, 'static> {
         &self.session
@@ -400,18 +397,17 @@ impl Engine {
         self.grammar.as_ref().map(|g| g.constraint.masks)
     }
 
-    /// Sampling settings in use.
-    pub fn sampling(&self) -> &SamplerConfig {
-        self.sampler.config()
-    }
-
     /// Keeps every later reply inside the GBNF grammar `gbnf` (`None` removes it). A grammar
-    /// that does not compile is an error, and the engine keeps the grammar it had.
+    /// that does not compile is an error, and the engine keeps the grammar it had. The same
+    /// source again keeps the compiled grammar (a server's requests often repeat one).
     pub fn set_grammar(&mut self, gbnf: Option<&str>) -> Result<()> {
         let Some(src) = gbnf else {
             self.grammar = None;
             return Ok(());
         };
+        if self.grammar.as_ref().is_some_and(|g| g.source == src) {
+            return Ok(());
+        }
         self.grammar = Some(self.compile_grammar(src)?);
         Ok(())
     }
@@ -435,6 +431,7 @@ impl Engine {
             constraint,
             _mem: mem,
             _grammar: grammar,
+            source: src.to_string(),
         })
     }
 
@@ -449,8 +446,7 @@ impl Engine {
         on_prefill_done: &mut dyn FnMut(),
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Outcome> {
-        self.cancel.store(false, Ordering::SeqCst);
-        self.active = None;
+        self.start_call();
         let first = self.session.n_past() == 0;
         let ids = self
             .session
@@ -477,8 +473,7 @@ impl Engine {
         on_prefill_done: &mut dyn FnMut(),
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Outcome> {
-        self.cancel.store(false, Ordering::SeqCst);
-        self.active = None;
+        self.start_call();
         let ids = self.conversation.user_turn(&mut self.session, user)?;
         self.sampler.reset();
         let mut reply = String::new();
@@ -497,6 +492,12 @@ impl Engine {
             self.conversation.cancel_turn();
         }
         r
+    }
+
+    /// A call begins: the cancel flag is cleared and any step-wise generation dropped.
+    fn start_call(&mut self) {
+        self.cancel.store(false, Ordering::SeqCst);
+        self.active = None;
     }
 
     fn run(
@@ -539,8 +540,7 @@ impl Engine {
     /// Returns the number of prompt tokens reused. Then call [`Engine::advance`] until it
     /// returns [`Progress::Done`]. The sampler and grammar restart.
     pub fn begin(&mut self, ids: Vec<TokenId>, request: Request) -> Result<usize> {
-        self.active = None;
-        self.cancel.store(false, Ordering::SeqCst);
+        self.start_call();
         if ids.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty"));
         }
@@ -573,11 +573,6 @@ impl Engine {
             request,
         });
         Ok(keep)
-    }
-
-    /// True while a step-wise generation runs.
-    pub fn is_busy(&self) -> bool {
-        self.active.is_some()
     }
 
     /// Stops the step-wise generation (the cache keeps what was evaluated).
@@ -616,12 +611,6 @@ impl Engine {
             self.active = None;
         }
         r
-    }
-
-    /// Renders `messages` with the model's chat template (ending with the assistant's turn) and
-    /// tokenizes the result as a chat prompt.
-    pub fn chat_prompt(&self, messages: &[Message<'_>]) -> Result<Vec<TokenId>> {
-        chat_prompt(self.conversation.template(), self.model(), messages)
     }
 }
 

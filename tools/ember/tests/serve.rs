@@ -73,6 +73,12 @@ impl Server {
         parse_response(&raw)
     }
 
+    /// A streamed request: status and the `data:` events.
+    fn stream(&self, path: &str, v: &Value) -> (u16, Vec<String>) {
+        let (st, body) = self.request("POST", path, &[], v.to_string().as_bytes());
+        (st, events(&body))
+    }
+
     fn post(&self, path: &str, v: &Value) -> (u16, Value) {
         let (st, body) = self.request("POST", path, &[], v.to_string().as_bytes());
         (st, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -159,14 +165,8 @@ fn the_api_answers_as_ember_run_does_and_refuses_bad_requests() {
     let mut sreq = req.clone();
     sreq["stream"] = json!(true);
     sreq["stream_options"] = json!({"include_usage": true});
-    let (st, body) = srv.request(
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        sreq.to_string().as_bytes(),
-    );
+    let (st, evs) = srv.stream("/v1/chat/completions", &sreq);
     assert_eq!(st, 200);
-    let evs = events(&body);
     assert_eq!(evs.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<Value> = evs[..evs.len() - 1]
         .iter()
@@ -701,14 +701,8 @@ fn tool_calls_come_back_as_openai_tool_calls() {
     }
     // Streamed: one delta with the call, then the finish and [DONE].
     let body = json!({"messages": user, "tools": tools, "tool_choice": "required", "stream": true, "max_tokens": 120});
-    let (st, raw) = srv.request(
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    );
+    let (st, evs) = srv.stream("/v1/chat/completions", &body);
     assert_eq!(st, 200);
-    let evs = events(&raw);
     assert_eq!(evs.last().map(String::as_str), Some("[DONE]"));
     let first: Value = serde_json::from_str(&evs[0]).unwrap();
     assert!(

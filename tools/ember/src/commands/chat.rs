@@ -6,9 +6,8 @@
 //! the REPL can be scripted. Ctrl-C stops the reply, not the program.
 
 use super::{ContextArgs, ModelArgs, SamplingArgs};
-use crate::load::{self, CliError, CliResult};
-use ember_runtime::engine::Engine;
-use ember_runtime::session::{GenOptions, SessionConfig, StopReason};
+use crate::load::{CliError, CliResult};
+use ember_runtime::session::{GenOptions, StopReason};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,8 +67,6 @@ pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
     let grammar = a.grammar.source_without_beam(a.sampling.beam)?;
-    let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
     let terminal = std::io::stdin().is_terminal();
     let mut input = if terminal {
         Input::Terminal(
@@ -78,17 +75,10 @@ pub fn main(a: Args) -> CliResult {
     } else {
         Input::Piped(std::io::stdin().lock())
     };
-    let loaded = load::open_model(load::model_path(a.model.model.clone()), kernels)?;
-    let model = loaded.model();
-    let sc = a.context.session_config(
-        model,
-        2048,
-        SessionConfig::default().n_batch,
-        super::Sessions::Beam(a.sampling.beam as usize, a.n_predict),
-    )?;
-    let settings = super::engine_settings(&sc, &pool, sampler_cfg);
-    let mut engine = Engine::new(Arc::clone(&loaded), &settings, Some(Arc::clone(&pool)))?;
-    engine.set_grammar(grammar.as_deref())?;
+    let sessions = super::Sessions::Beam(a.sampling.beam as usize, a.n_predict);
+    let opened = super::Opened::open(&a.model, &a.context, sessions)?;
+    let (model, sc, pool) = (opened.loaded.model(), opened.sc, &opened.pool);
+    let mut engine = opened.engine(sampler_cfg, grammar.as_deref())?;
     engine.conversation().set_system(a.system.as_deref());
     // Ctrl-C stops the reply (also a long prompt, between layers), not the program.
     let stop_reply = engine.cancel_flag();
@@ -142,7 +132,7 @@ pub fn main(a: Args) -> CliResult {
                 .user_turn_full(&model.tokenizer, line)?;
             let (reply, _) = super::beam_text(
                 model,
-                &pool,
+                pool,
                 &sc,
                 a.sampling.beam as usize,
                 &ids,

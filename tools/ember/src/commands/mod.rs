@@ -101,19 +101,20 @@ impl GrammarArgs {
         let read = |p: &PathBuf| {
             std::fs::read_to_string(p).map_err(|e| load::CliError(format!("{}: {e}", p.display())))
         };
-        let (src, path) = match (&self.grammar, self.json, &self.json_schema) {
-            (Some(p), _, _) => (read(p)?, p),
-            (None, _, Some(p)) => {
-                let g = gbnf_from_schema(&read(p)?)
+        match (&self.grammar, self.json, &self.json_schema) {
+            (Some(p), _, _) => {
+                let src = read(p)?;
+                Grammar::compile_owned(&src)
                     .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
-                (g, p)
+                Ok(Some(src))
             }
-            (None, true, None) => return Ok(Some(JSON.to_string())),
-            (None, false, None) => return Ok(None),
-        };
-        Grammar::compile_owned(&src)
-            .map_err(|e| load::CliError(format!("{}: {e}", path.display())))?;
-        Ok(Some(src))
+            // The converter's grammars compile by construction.
+            (None, _, Some(p)) => gbnf_from_schema(&read(p)?)
+                .map(Some)
+                .map_err(|e| load::CliError(format!("{}: {e}", p.display()))),
+            (None, true, None) => Ok(Some(JSON.to_string())),
+            (None, false, None) => Ok(None),
+        }
     }
 }
 
@@ -335,20 +336,56 @@ impl ContextArgs {
     }
 }
 
-/// The engine settings of a session configuration `sc` (from
-/// [`ContextArgs::session_config`]), with `pool`'s threads and `sampler`.
-pub fn engine_settings(
-    sc: &ember_runtime::session::SessionConfig,
-    pool: &ember_runtime::parallel::ThreadPool,
-    sampler: ember_runtime::sampler::SamplerConfig,
-) -> ember_runtime::engine::Settings {
-    use ember_runtime::parallel::Parallel;
-    ember_runtime::engine::Settings {
-        n_ctx: sc.n_ctx,
-        n_batch: sc.n_batch,
-        sinks: sc.sinks,
-        kv_type: sc.kv_type,
-        threads: pool.threads(),
-        sampler,
+/// What a command that runs engines opens: the model, the thread pool and the checked session
+/// configuration (against the board's budget for `sessions`).
+pub struct Opened {
+    pub loaded: std::sync::Arc<ember_runtime::engine::LoadedModel>,
+    pub pool: std::sync::Arc<ember_runtime::parallel::ThreadPool>,
+    pub sc: ember_runtime::session::SessionConfig,
+}
+
+impl Opened {
+    /// Opens `-m`'s model with `--kernels`, `-t`'s pool and the context flags' configuration.
+    pub fn open(
+        model: &ModelArgs,
+        context: &ContextArgs,
+        sessions: Sessions,
+    ) -> load::CliResult<Self> {
+        let kernels = load::kernels(model.kernels.as_deref())?;
+        let pool = std::sync::Arc::new(load::thread_pool(context.threads()?)?);
+        let loaded = load::open_model(load::model_path(model.model.clone()), kernels)?;
+        let sc = context.session_config(
+            loaded.model(),
+            2048,
+            ember_runtime::session::SessionConfig::default().n_batch,
+            sessions,
+        )?;
+        Ok(Opened { loaded, pool, sc })
+    }
+
+    /// An engine with this configuration on the shared pool, sampling with `sampler`, inside
+    /// `grammar` (GBNF) when given.
+    pub fn engine(
+        &self,
+        sampler: ember_runtime::sampler::SamplerConfig,
+        grammar: Option<&str>,
+    ) -> load::CliResult<ember_runtime::engine::Engine> {
+        use ember_runtime::parallel::Parallel;
+        let sc = &self.sc;
+        let settings = ember_runtime::engine::Settings {
+            n_ctx: sc.n_ctx,
+            n_batch: sc.n_batch,
+            sinks: sc.sinks,
+            kv_type: sc.kv_type,
+            threads: self.pool.threads(),
+            sampler,
+        };
+        let mut e = ember_runtime::engine::Engine::new(
+            std::sync::Arc::clone(&self.loaded),
+            &settings,
+            Some(std::sync::Arc::clone(&self.pool)),
+        )?;
+        e.set_grammar(grammar)?;
+        Ok(e)
     }
 }

@@ -3,11 +3,9 @@
 use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use ember_runtime::chat::Message;
-use ember_runtime::engine::Engine;
 use ember_runtime::parallel::Parallel;
 use ember_runtime::session::{GenOptions, SessionConfig};
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -41,22 +39,13 @@ pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
     let grammar = a.grammar.source_without_beam(a.sampling.beam)?;
-    let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
-    let loaded = load::open_model(load::model_path(a.model.model.clone()), kernels)?;
-    let model = loaded.model();
-    let sc = a.context.session_config(
-        model,
-        2048,
-        SessionConfig::default().n_batch,
-        super::Sessions::Beam(a.sampling.beam as usize, a.n_predict),
-    )?;
+    let sessions = super::Sessions::Beam(a.sampling.beam as usize, a.n_predict);
+    let opened = super::Opened::open(&a.model, &a.context, sessions)?;
+    let (model, sc) = (opened.loaded.model(), opened.sc);
     if a.sampling.beam > 0 {
-        return beam(&a, model, &pool, &sc);
+        return beam(&a, model, &opened.pool, &sc);
     }
-    let settings = super::engine_settings(&sc, &pool, sampler_cfg);
-    let mut engine = Engine::new(Arc::clone(&loaded), &settings, Some(Arc::clone(&pool)))?;
-    engine.set_grammar(grammar.as_deref())?;
+    let mut engine = opened.engine(sampler_cfg, grammar.as_deref())?;
     let stops: Vec<&str> = a.sampling.stop.iter().map(String::as_str).collect();
     // Past the context the ring cache keeps generation going (see `ember_runtime::kv`).
     let opts = GenOptions {

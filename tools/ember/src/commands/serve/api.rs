@@ -236,7 +236,13 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
             ))
         }
     };
+    // A GBNF grammar is checked here; the converter's grammars (JSON Schemas) compile by
+    // construction.
     let mut grammar = f.str("grammar")?.map(String::from);
+    if let Some(src) = &grammar {
+        ember_runtime::grammar::Grammar::compile_owned(src)
+            .map_err(|e| ApiError::bad("grammar", e.to_string()))?;
+    }
     match f.value("response_format") {
         None => {}
         Some(Value::Object(o)) => match Fields(o).str("type")? {
@@ -289,10 +295,6 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
             ));
         }
         grammar = Some(schema_grammar(schema, "json_schema")?);
-    }
-    if let Some(src) = &grammar {
-        ember_runtime::grammar::Grammar::compile_owned(src)
-            .map_err(|e| ApiError::bad("grammar", e.to_string()))?;
     }
     s.validate()
         .map_err(|e| ApiError::bad("temperature", format!("sampling settings: {e}")))?;

@@ -15,8 +15,7 @@ use crate::load::{self, CliError, CliResult};
 use api::{ApiError, ApiResult, Fields};
 use bytes::Bytes;
 use ember_runtime::chat::{ChatTemplate, Message};
-use ember_runtime::engine::{Engine, LoadedModel, Request};
-use ember_runtime::session::SessionConfig;
+use ember_runtime::engine::{LoadedModel, Request};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, StatusCode};
@@ -78,7 +77,7 @@ struct Ready {
 
 struct State {
     ready: OnceLock<Ready>,
-    /// Set when loading failed (the server then exits).
+    /// The model's name in responses.
     name: String,
     api_key: Option<String>,
     max_body: usize,
@@ -95,7 +94,8 @@ pub fn main(a: Args) -> CliResult {
     if a.sampling.beam > 0 {
         return Err(CliError("ember serve does not do beam search".into()));
     }
-    let kernels = load::kernels(a.model.kernels.as_deref())?;
+    // A bad --kernels is refused before the port is bound (the model opens after).
+    load::kernels(a.model.kernels.as_deref())?;
     let path = load::model_path(a.model.model.clone());
     let name = a.alias.clone().unwrap_or_else(|| {
         path.file_name()
@@ -141,7 +141,7 @@ pub fn main(a: Args) -> CliResult {
     let st = Arc::clone(&state);
     rt.spawn(accept(listener, st, limit));
     // Load in this thread while the server already answers /health with 503.
-    let ready = prepare(&a, path, kernels, sampler)?;
+    let ready = prepare(&a, sampler)?;
     let (slots, n_ctx, threads) = (a.slots, ready.n_ctx, ready.threads);
     if state.ready.set(ready.ready).is_err() {
         return Err(CliError("the server was made ready twice".into()));
@@ -166,40 +166,28 @@ struct Prepared {
 }
 
 /// Loads the model and makes every slot's engine (all memory reserved here).
-fn prepare(
-    a: &Args,
-    path: std::path::PathBuf,
-    kernels: ember_runtime::kernels::Kernels,
-    sampler: ember_runtime::sampler::SamplerConfig,
-) -> CliResult<Prepared> {
-    let pool = Arc::new(load::thread_pool(a.context.threads()?)?);
-    let model = load::open_model(path, kernels)?;
-    let m = model.model();
-    let sc = a.context.session_config(
-        m,
-        2048,
-        SessionConfig::default().n_batch,
+fn prepare(a: &Args, sampler: ember_runtime::sampler::SamplerConfig) -> CliResult<Prepared> {
+    use ember_runtime::parallel::Parallel;
+    let opened = super::Opened::open(
+        &a.model,
+        &a.context,
         super::Sessions::Slots(a.slots as usize),
     )?;
-    let settings = super::engine_settings(&sc, &pool, sampler);
+    let (m, sc) = (opened.loaded.model(), opened.sc);
     let mut engines = Vec::with_capacity(a.slots as usize);
     for _ in 0..a.slots {
-        engines.push(Engine::new(
-            Arc::clone(&model),
-            &settings,
-            Some(Arc::clone(&pool)),
-        )?);
+        engines.push(opened.engine(sampler, None)?);
     }
     let session_bytes = ember_runtime::session::Session::plan(m, &sc)?.total * a.slots as usize;
     let template = ChatTemplate::for_model(m)?;
     let queue = slots::start(engines, a.queue)
         .map_err(|e| CliError(format!("starting the slot thread: {e}")))?;
     Ok(Prepared {
-        threads: settings.threads(),
+        threads: opened.pool.threads(),
         n_ctx: sc.n_ctx,
         session_bytes,
         ready: Ready {
-            model,
+            model: Arc::clone(&opened.loaded),
             template,
             queue,
             n_ctx: sc.n_ctx,

@@ -12,9 +12,7 @@ use ember_runtime::engine::{advance_together, Engine, Progress, Request};
 use ember_runtime::sampler::SamplerConfig;
 use ember_runtime::session::StopReason;
 use ember_runtime::tokenizer::TokenId;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -49,18 +47,13 @@ pub struct Job {
 #[derive(Clone)]
 pub struct Queue {
     tx: SyncSender<Job>,
-    /// Requests queued or running.
-    pub load: Arc<AtomicUsize>,
 }
 
 impl Queue {
     /// Queues `job`; false when the queue is full (or the slot thread is gone).
     pub fn submit(&self, job: Job) -> bool {
         match self.tx.try_send(job) {
-            Ok(()) => {
-                self.load.fetch_add(1, Ordering::SeqCst);
-                true
-            }
+            Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
     }
@@ -83,7 +76,6 @@ struct Running {
 /// Starts the slot thread over `engines`, with a queue of `queue` waiting requests.
 pub fn start(engines: Vec<Engine>, queue: usize) -> std::io::Result<Queue> {
     let (tx, rx) = std::sync::mpsc::sync_channel(queue);
-    let load = Arc::new(AtomicUsize::new(0));
     let slots = engines
         .into_iter()
         .map(|engine| Slot {
@@ -92,14 +84,13 @@ pub fn start(engines: Vec<Engine>, queue: usize) -> std::io::Result<Queue> {
             last_used: Instant::now(),
         })
         .collect();
-    let l = Arc::clone(&load);
     std::thread::Builder::new()
         .name("ember-slots".into())
-        .spawn(move || run(slots, rx, &l))?;
-    Ok(Queue { tx, load })
+        .spawn(move || run(slots, rx))?;
+    Ok(Queue { tx })
 }
 
-fn run(mut slots: Vec<Slot>, rx: Receiver<Job>, load: &AtomicUsize) {
+fn run(mut slots: Vec<Slot>, rx: Receiver<Job>) {
     loop {
         // Take queued requests while a slot is free; wait for one when all are idle.
         while slots.iter().any(|s| s.job.is_none()) {
@@ -117,25 +108,22 @@ fn run(mut slots: Vec<Slot>, rx: Receiver<Job>, load: &AtomicUsize) {
                 }
             };
             if job.events.is_closed() {
-                load.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             let i = best_slot(&slots, &job.prompt);
-            if assign(&mut slots[i], job).is_err() {
-                load.fetch_sub(1, Ordering::SeqCst);
-            }
+            assign(&mut slots[i], job);
         }
-        step_all(&mut slots, load);
+        step_all(&mut slots);
     }
 }
 
 /// One step of every busy slot: the slots that are decoding evaluate their tokens together.
-fn step_all(slots: &mut [Slot], load: &AtomicUsize) {
+fn step_all(slots: &mut [Slot]) {
     // Clients that went away free their slots first.
     for slot in slots.iter_mut() {
         if slot.job.as_ref().is_some_and(|r| r.events.is_closed()) {
             slot.engine.abort();
-            finish(slot, load);
+            finish(slot);
         }
     }
     let busy: Vec<usize> = (0..slots.len())
@@ -191,16 +179,15 @@ fn step_all(slots: &mut [Slot], load: &AtomicUsize) {
             }
         };
         if over {
-            finish(slot, load);
+            finish(slot);
         }
     }
 }
 
 /// Frees a slot whose request is over.
-fn finish(slot: &mut Slot, load: &AtomicUsize) {
+fn finish(slot: &mut Slot) {
     slot.job = None;
     slot.last_used = Instant::now();
-    load.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// The free slot whose cache holds the longest prefix of `prompt` (the least recently used
@@ -223,7 +210,7 @@ fn best_slot(slots: &[Slot], prompt: &[TokenId]) -> usize {
 }
 
 /// Starts `job` on `slot`; on failure the client is told and the slot stays free.
-fn assign(slot: &mut Slot, job: Job) -> Result<(), ()> {
+fn assign(slot: &mut Slot, job: Job) {
     let e = &mut slot.engine;
     let started = Instant::now();
     let r = e
@@ -238,11 +225,9 @@ fn assign(slot: &mut Slot, job: Job) -> Result<(), ()> {
                 first_token: None,
                 cached,
             });
-            Ok(())
         }
         Err(err) => {
             let _ = job.events.send(Event::Failed(err.to_string()));
-            Err(())
         }
     }
 }
