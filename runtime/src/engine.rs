@@ -413,11 +413,15 @@ impl Engine {
     }
 
     fn compile_grammar(&self, src: &str) -> Result<EngineGrammar> {
-        let grammar = Box::new(Grammar::compile_owned(src)?);
+        let tok = &self.session.model().tokenizer;
+        let lookup = |text: &str| {
+            tok.find(text.as_bytes())
+                .ok_or("no token of the model's vocabulary has this text")
+        };
+        let grammar = Box::new(Grammar::compile_owned_with_tokens(src, &lookup)?);
         // SAFETY: the compiled grammar is boxed in the EngineGrammar next to the constraint
         // that borrows it, which is declared (and so dropped) first; its vectors do not move.
         let g: &'static OwnedGrammar = unsafe { &*(grammar.as_ref() as *const OwnedGrammar) };
-        let tok = &self.session.model().tokenizer;
         let limits = MatcherLimits::default();
         let mut mem = Buffer::new(Constraint::bytes_needed(&limits, tok), "grammar memory")?;
         // SAFETY: the one view of the grammar memory, held by the constraint, dropped first.

@@ -7,7 +7,9 @@
 //! decoded once, when the constraint is made, and kept sorted: a mask first finds which bytes the
 //! grammar takes next (256 trials), rejects every token that starts with another without trying
 //! it, and rejects without a trial every token that shares a rejected prefix with the one before
-//! it in sorted order.
+//! it in sorted order. Token references (`<[id]>`, `!<[id]>`) on the grammar's stacks allow
+//! their tokens by id, text or not (a control token such as `<|im_start|>` has no text and is
+//! reachable only so).
 
 use super::{Grammar, Matcher, MatcherLimits};
 use crate::arena::Arena;
@@ -70,6 +72,15 @@ impl<'g, 'm> Constraint<'g, 'm> {
         tok: &Tokenizer<'_>,
     ) -> Result<Self> {
         let n = tok.vocab_size();
+        if let Some(id) = g.max_token_ref().filter(|&id| id as usize >= n) {
+            use core::fmt::Write;
+            let mut detail = crate::error::Detail::new("");
+            let _ = write!(detail, "<[{id}]>, in a vocabulary of {n} tokens");
+            return Err(crate::error::Error::Grammar {
+                reason: "a token reference beyond the vocabulary",
+                detail,
+            });
+        }
         let offs = arena.alloc::<u32>(n + 1, "grammar token table")?;
         let text = arena.alloc::<u8>(text_bytes(tok), "grammar token table")?;
         let mut at = 0usize;
@@ -169,6 +180,9 @@ impl<'g, 'm> Constraint<'g, 'm> {
         if tok.is_eog(id) {
             return Ok(self.matcher.is_complete());
         }
+        if self.matcher.token_allowed(id) {
+            return Ok(true);
+        }
         // A token with no text would leave the grammar where it is: never chosen.
         if self.token_text(id).is_empty() {
             return Ok(false);
@@ -229,6 +243,25 @@ impl<'g, 'm> Constraint<'g, 'm> {
                 any = true;
             }
         }
+        // Tokens the references on the stacks' tops take by id.
+        let Constraint {
+            matcher, masked, ..
+        } = self;
+        for (not, v) in matcher.token_tops() {
+            if !not {
+                if (v as usize) < n && !tok.is_eog(v) {
+                    masked[v as usize] = logits[v as usize];
+                    any = true;
+                }
+                continue;
+            }
+            for id in 0..n as TokenId {
+                if id != v && !tok.is_eog(id) && tok.kind(id) != Some(TokenKind::Unused) {
+                    masked[id as usize] = logits[id as usize];
+                    any = true;
+                }
+            }
+        }
         if !any {
             return Ok(None);
         }
@@ -252,6 +285,6 @@ impl<'g, 'm> Constraint<'g, 'm> {
             _ => return Ok(()),
         };
         let Constraint { matcher, text, .. } = self;
-        matcher.accept_bytes(&text[a..b]).map(|_| ())
+        matcher.accept_token(id, &text[a..b]).map(|_| ())
     }
 }

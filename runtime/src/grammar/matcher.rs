@@ -77,6 +77,8 @@ pub struct Matcher<'g, 'm> {
     seen: Set<'m>,
     /// The state a trial ([`Matcher::begin_trial`]) started from.
     saved: Set<'m>,
+    /// Stacks a token reference took (before their expansion).
+    taken: Set<'m>,
     saved_partial: (u32, u8),
     saved_min: u32,
     /// One stack being built.
@@ -91,7 +93,7 @@ impl<'g, 'm> Matcher<'g, 'm> {
     /// Arena bytes of a matcher with `limits`.
     pub const fn bytes_needed(limits: &MatcherLimits) -> usize {
         let (s, d) = (limits.stacks, limits.depth);
-        (Arena::size_of::<u32>(s * d) + Arena::size_of::<u32>(s)) * 5 + Arena::size_of::<u32>(d + 1)
+        (Arena::size_of::<u32>(s * d) + Arena::size_of::<u32>(s)) * 6 + Arena::size_of::<u32>(d + 1)
     }
 
     /// A matcher at the start of `g`'s root rule, its state in `arena`.
@@ -105,7 +107,7 @@ impl<'g, 'm> Matcher<'g, 'm> {
             })
         };
         let (cur, next, todo, seen) = (set(arena)?, set(arena)?, set(arena)?, set(arena)?);
-        let saved = set(arena)?;
+        let (saved, taken) = (set(arena)?, set(arena)?);
         let mut m = Matcher {
             g,
             depth: d,
@@ -114,6 +116,7 @@ impl<'g, 'm> Matcher<'g, 'm> {
             todo,
             seen,
             saved,
+            taken,
             saved_partial: (0, 0),
             saved_min: 0,
             work: arena.alloc(d + 1, "grammar matcher")?,
@@ -265,6 +268,89 @@ impl<'g, 'm> Matcher<'g, 'm> {
                 return Ok(false);
             }
         }
+        Ok(true)
+    }
+
+    /// Whether token `id` may come next as a token (a token reference on some stack's top takes
+    /// it; its text is not looked at). Never between the bytes of one character.
+    pub fn token_allowed(&self, id: u32) -> bool {
+        self.token_tops().any(|(not, v)| (v == id) != not)
+    }
+
+    /// The token references on the stacks' tops: (negated, token id).
+    pub fn token_tops(&self) -> impl Iterator<Item = (bool, u32)> + '_ {
+        let d = self.depth;
+        let whole = self.partial.1 == 0;
+        (0..self.cur.n).filter_map(move |i| {
+            let len = self.cur.lens[i] as usize;
+            if !whole || len == 0 {
+                return None;
+            }
+            let e = self.g.elem(self.cur.data[i * d + len - 1]);
+            match e.kind() {
+                Kind::Token => Some((false, e.value)),
+                Kind::TokenNot => Some((true, e.value)),
+                _ => None,
+            }
+        })
+    }
+
+    /// Takes token `id` whose text is `bytes`, as llama.cpp does: stacks topped by a token
+    /// reference take it by its id, the others take its text character by character; the state
+    /// goes on with both. True when either took it; on false the state is where the text's
+    /// first rejected character found it. A token with no text (a control token) is taken only
+    /// by a reference.
+    pub fn accept_token(&mut self, id: u32, bytes: &[u8]) -> Result<bool> {
+        let d = self.depth;
+        // The stacks a reference takes, popped (and the element after it pushed).
+        self.taken.n = 0;
+        if self.partial.1 == 0 {
+            for i in 0..self.cur.n {
+                let len = self.cur.lens[i] as usize;
+                if len == 0 {
+                    continue;
+                }
+                let top = self.cur.data[i * d + len - 1];
+                let e = self.g.elem(top);
+                let hit = match e.kind() {
+                    Kind::Token => e.value == id,
+                    Kind::TokenNot => e.value != id,
+                    _ => false,
+                };
+                if !hit {
+                    continue;
+                }
+                self.work[..len - 1].copy_from_slice(&self.cur.data[i * d..i * d + len - 1]);
+                let mut n = len - 1;
+                if !self.g.elem(top + 1).ends_sequence() {
+                    self.work[n] = top + 1;
+                    n += 1;
+                }
+                let Matcher { taken, work, .. } = self;
+                taken.push(&work[..n], d)?;
+            }
+        }
+        let by_text = !bytes.is_empty() && self.accept_bytes(bytes)?;
+        if self.taken.n == 0 {
+            return Ok(by_text);
+        }
+        if !by_text {
+            self.cur.n = 0;
+            self.partial = (0, 0);
+        }
+        // The union: the taken stacks expanded, then the text's stacks.
+        self.next.n = 0;
+        for k in 0..self.taken.n {
+            let len = self.taken.lens[k] as usize;
+            self.work[..len].copy_from_slice(&self.taken.data[k * d..k * d + len]);
+            self.advance(len)?;
+        }
+        for i in 0..self.cur.n {
+            let len = self.cur.lens[i] as usize;
+            let Matcher { cur, next, .. } = self;
+            next.add(&cur.data[i * d..i * d + len], d)?;
+        }
+        core::mem::swap(&mut self.cur, &mut self.next);
         Ok(true)
     }
 

@@ -5,8 +5,11 @@
 //! inside parentheses or after `|`), sequences of `"literals"`, `[character classes]` with
 //! ranges and `^` negation, `.` (any character), rule references, `( groups )`, the repetitions
 //! `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}`, escapes `\n \t \r \\ \" \[ \] \- \xHH \uHHHH
-//! \UHHHHHHHH`, and `#` comments. A grammar needs a `root` rule. Token references (`<[id]>`)
-//! are not supported yet and are refused by name.
+//! \UHHHHHHHH`, and `#` comments. A grammar needs a `root` rule. Token references match one
+//! whole token by its id, as llama.cpp has them: `<[id]>` that token, `!<[id]>` any token but
+//! that one (never end-of-generation, which only comes where the grammar may end), and
+//! `<text>` / `!<text>` the token whose text that is (`<|im_end|>`, `<think>`), looked up in
+//! the model's vocabulary ([`Grammar::compile_with_tokens`]).
 //!
 //! **Compiled form** (as llama.cpp compiles it): every rule is a run of [`Elem`]s, its
 //! alternatives separated by [`Kind::Alt`] and closed by [`Kind::End`]; groups and repetitions
@@ -54,6 +57,10 @@ pub enum Kind {
     CharAlt = 6,
     /// Any character.
     CharAny = 7,
+    /// The one token whose id is `value`.
+    Token = 8,
+    /// Any one token but `value` (and but end-of-generation).
+    TokenNot = 9,
 }
 
 /// One element of a compiled grammar.
@@ -83,6 +90,8 @@ impl Elem {
             5 => Kind::CharRngUpper,
             6 => Kind::CharAlt,
             7 => Kind::CharAny,
+            8 => Kind::Token,
+            9 => Kind::TokenNot,
             _ => Kind::End,
         }
     }
@@ -157,8 +166,21 @@ impl<'a> Grammar<'a> {
     }
 
     /// Compiles GBNF `src` into `arena` (which should hold [`Grammar::bytes_needed`] bytes).
-    /// Errors name the line and column.
+    /// Errors name the line and column. Token references by text (`<|im_end|>`) need a
+    /// vocabulary ([`Grammar::compile_with_tokens`]) and are refused here; by id they are not.
     pub fn compile(src: &str, arena: &mut Arena<'a>, limits: &GrammarLimits) -> Result<Self> {
+        Self::compile_with_tokens(src, arena, limits, &|_| Err(NO_VOCABULARY))
+    }
+
+    /// Like [`Grammar::compile`], with `token` finding the id of a token by its text (for
+    /// `<text>`: it gets the text with its angle brackets, as the vocabulary spells special
+    /// tokens, and says why when there is no such token).
+    pub fn compile_with_tokens(
+        src: &str,
+        arena: &mut Arena<'a>,
+        limits: &GrammarLimits,
+        token: TokenLookup<'_>,
+    ) -> Result<Self> {
         let elems = arena.alloc::<Elem>(limits.elems, "grammar elements")?;
         let build = arena.alloc::<Elem>(limits.elems, "grammar build stack")?;
         let starts = arena.alloc::<u32>(limits.rules, "grammar rule table")?;
@@ -176,6 +198,7 @@ impl<'a> Grammar<'a> {
             names,
             n_rules: 0,
             depth: 0,
+            token,
         };
         p.parse()?;
         let root = p
@@ -228,11 +251,17 @@ impl<'a> Grammar<'a> {
     /// (repetitions copy their item), up to [`MAX_OWNED_BYTES`].
     #[cfg(feature = "alloc")]
     pub fn compile_owned(src: &str) -> Result<OwnedGrammar> {
+        Self::compile_owned_with_tokens(src, &|_| Err(NO_VOCABULARY))
+    }
+
+    /// [`Grammar::compile_owned`] with a token lookup ([`Grammar::compile_with_tokens`]).
+    #[cfg(feature = "alloc")]
+    pub fn compile_owned_with_tokens(src: &str, token: TokenLookup<'_>) -> Result<OwnedGrammar> {
         let mut limits = GrammarLimits::for_source(src.len());
         loop {
             let mut mem = alloc::vec![0u8; Self::bytes_needed(&limits)];
             let mut arena = Arena::new(&mut mem);
-            match Grammar::compile(src, &mut arena, &limits) {
+            match Grammar::compile_with_tokens(src, &mut arena, &limits, token) {
                 Ok(g) => {
                     return Ok(OwnedGrammar {
                         elems: g.elems.to_vec(),
@@ -267,6 +296,15 @@ impl<'a> Grammar<'a> {
     /// Number of elements.
     pub fn elem_count(&self) -> usize {
         self.elems.len()
+    }
+
+    /// The largest token id a token reference names, if there is one.
+    pub fn max_token_ref(&self) -> Option<u32> {
+        self.elems
+            .iter()
+            .filter(|e| matches!(e.kind(), Kind::Token | Kind::TokenNot))
+            .map(|e| e.value)
+            .max()
     }
 
     /// The element at `pos`.
@@ -428,6 +466,11 @@ impl OwnedGrammar {
     }
 }
 
+/// Finds a token's id by its text (`Err`: why there is none).
+pub type TokenLookup<'t> = &'t dyn Fn(&str) -> core::result::Result<u32, &'static str>;
+
+const NO_VOCABULARY: &str = "a token named by its text (<...>) needs the model's vocabulary";
+
 /// "No name" in the rule-name table (a generated rule).
 const NO_NAME: u32 = u32::MAX;
 
@@ -456,6 +499,7 @@ fn grammar_error(src: &str, off: usize, reason: &'static str, name: &str) -> Err
 }
 
 struct Parser<'s, 'a> {
+    token: TokenLookup<'s>,
     src: &'s [u8],
     pos: usize,
     /// Finished rules, appended whole.
@@ -715,7 +759,17 @@ impl Parser<'_, '_> {
                 self.pos += 1;
                 self.space(nested);
             } else if c == b'<' || c == b'!' {
-                return Err(self.err("token references (<[id]>) are not supported"));
+                let kind = if c == b'!' {
+                    self.pos += 1;
+                    Kind::TokenNot
+                } else {
+                    Kind::Token
+                };
+                let id = self.token_ref()?;
+                last_start = self.top;
+                n_prev = 1;
+                self.push(Elem::new(kind, id))?;
+                self.space(nested);
             } else if Self::word_char(c) {
                 let (off, len) = self.name()?;
                 let id = self.symbol(off, len)?;
@@ -797,6 +851,41 @@ impl Parser<'_, '_> {
                 )?;
             } else {
                 return Ok(());
+            }
+        }
+    }
+
+    /// `<[id]>` or `<text>`: the token's id.
+    fn token_ref(&mut self) -> Result<u32> {
+        if self.peek() != b'<' {
+            return Err(self.err("expecting '<' after '!'"));
+        }
+        let open = self.pos;
+        if self.at(1) == b'[' {
+            self.pos += 2;
+            let id = self.int()?;
+            if self.peek() != b']' || self.at(1) != b'>' {
+                return Err(self.err("expecting ']>'"));
+            }
+            if id > u32::MAX as u64 {
+                self.pos = open;
+                return Err(self.err("a token id above 4294967295"));
+            }
+            self.pos += 2;
+            return Ok(id as u32);
+        }
+        let Some(len) = self.src[open..].iter().position(|&b| b == b'>') else {
+            return Err(self.err("expecting '>' to close the token"));
+        };
+        let text = core::str::from_utf8(&self.src[open..open + len + 1]).unwrap_or("");
+        match (self.token)(text) {
+            Ok(id) => {
+                self.pos = open + len + 1;
+                Ok(id)
+            }
+            Err(why) => {
+                let src = core::str::from_utf8(self.src).unwrap_or("");
+                Err(grammar_error(src, open, why, text))
             }
         }
     }

@@ -72,10 +72,93 @@ fn errors_name_the_line_and_column() {
     assert!(e.contains("2000"), "{e}");
     let e = error("root ::= *");
     assert!(e.contains("expecting an item"), "{e}");
-    let e = error("root ::= <[12]>");
-    assert!(e.contains("token references"), "{e}");
+    let e = error("root ::= \"a\" <|im_end|>");
+    assert!(
+        e.contains("needs the model's vocabulary") && e.contains("column 14: <|im_end|>"),
+        "{e}"
+    );
+    for (g, want) in [
+        ("root ::= <[12", "expecting ']>'"),
+        ("root ::= <[]>", "expecting an integer"),
+        ("root ::= <[4294967296]>", "above 4294967295"),
+        ("root ::= !\"a\"", "expecting '<'"),
+        ("root ::= <abc", "expecting '>'"),
+    ] {
+        let e = error(g);
+        assert!(e.contains(want), "{g}: {e}");
+    }
     let e = error("root ::= \"a\"\nroot ::= \"b\"");
     assert!(e.contains("defined twice"), "{e}");
+}
+
+/// Feeds (token id, text) pairs; true when every one is taken and the grammar is complete.
+fn takes_tokens(g: &Grammar<'_>, toks: &[(u32, &str)]) -> bool {
+    let limits = MatcherLimits::default();
+    let mut mem = vec![0u8; Matcher::bytes_needed(&limits)];
+    let mut arena = Arena::new(&mut mem);
+    let mut m = Matcher::new(*g, &mut arena, &limits).unwrap();
+    toks.iter()
+        .all(|&(id, t)| m.accept_token(id, t.as_bytes()).unwrap())
+        && m.is_complete()
+}
+
+#[test]
+fn token_references_take_whole_tokens_by_id() {
+    // As llama.cpp compiles `<[1000]> !<[1001]> <[1001]>`.
+    let g = Grammar::compile_owned("root ::= <[1000]> !<[1001]> <[1001]>").unwrap();
+    let g = g.grammar();
+    let kinds: std::vec::Vec<_> = (0..g.elem_count() as u32)
+        .map(|p| (g.elem(p).kind(), g.elem(p).value))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Kind::Token, 1000),
+            (Kind::TokenNot, 1001),
+            (Kind::Token, 1001),
+            (Kind::End, 0)
+        ]
+    );
+    assert_eq!(g.max_token_ref(), Some(1001));
+    assert!(takes_tokens(&g, &[(1000, ""), (7, "x"), (1001, "")]));
+    assert!(!takes_tokens(&g, &[(1000, ""), (1001, ""), (1001, "")]));
+    assert!(!takes_tokens(&g, &[(1000, ""), (7, "x")]));
+    // A reference does not look at the text, and text does not stand for a reference.
+    assert!(!takes_tokens(&g, &[(1000, ""), (7, "x"), (5, "<[1001]>")]));
+    // Text and references mixed; a control token with no text passes only a reference.
+    let g = Grammar::compile_owned("root ::= \"a\" <[3]> [0-9]+ | \"ab\"").unwrap();
+    let g = g.grammar();
+    assert!(takes_tokens(&g, &[(9, "a"), (3, ""), (4, "12")]));
+    assert!(takes_tokens(&g, &[(9, "a"), (4, "b")]));
+    assert!(!takes_tokens(&g, &[(9, "a"), (2, ""), (4, "12")]));
+    assert!(!takes_tokens(&g, &[(3, ""), (4, "12")]));
+    // Both ways at once: token 3 is also the text "b".
+    assert!(takes_tokens(&g, &[(9, "a"), (3, "b")]));
+    assert!(takes_tokens(&g, &[(9, "a"), (3, "b"), (4, "1")]));
+    // Never in the middle of a character.
+    let g = Grammar::compile_owned("root ::= [é] | [\\xC3] <[5]>").unwrap();
+    let limits = MatcherLimits::default();
+    let mut mem = vec![0u8; Matcher::bytes_needed(&limits)];
+    let mut arena = Arena::new(&mut mem);
+    let mut m = Matcher::new(g.grammar(), &mut arena, &limits).unwrap();
+    assert!(m.accept_token(1, &[0xC3]).unwrap());
+    assert!(!m.token_allowed(5));
+    // Names are looked up, with the angle brackets.
+    let look = |t: &str| match t {
+        "<|im_end|>" => Ok(2),
+        "<think>" => Ok(40),
+        _ => Err("unknown"),
+    };
+    let g = Grammar::compile_owned_with_tokens("root ::= <think> !<|im_end|>* <|im_end|>", &look)
+        .unwrap();
+    let g = g.grammar();
+    assert!(takes_tokens(&g, &[(40, "<think>"), (8, "hm"), (9, "."), (2, "")]));
+    assert!(!takes_tokens(&g, &[(41, "<think>"), (2, "")]));
+    let e = Grammar::compile_owned_with_tokens("root ::= <nope>", &look)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("unknown") && e.contains("<nope>"), "{e}");
 }
 
 #[test]

@@ -344,6 +344,37 @@ fn grammars_keep_the_output_inside_them() {
                 .unwrap_or_else(|e| panic!("{q}: {text:?} is not JSON: {e}"));
         }
     }
+    // Token references: a control token (no text: only a reference reaches it), then text,
+    // then any three tokens but <|endoftext|> (id 0) and end-of-generation.
+    let toks = dir.join("tokens.gbnf");
+    std::fs::write(&toks, "root ::= \"a\" <|im_start|> \"b\" (!<[0]>){3}\n").unwrap();
+    let out = ember()
+        .args(["run", "-n", "16", "--grammar"])
+        .arg(&toks)
+        .args(["-p", &chat("Hi")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("a<|im_start|>b"), "{text:?}");
+    assert_eq!(run_stats(&stderr).0, 6, "{stderr}");
+    // A token the vocabulary lacks, or an id past it: one error line naming it.
+    for (g, want) in [
+        ("root ::= \"x\" <|nope|>\n", "column 14: <|nope|>"),
+        ("root ::= <[99999]>\n", "<[99999]>, in a vocabulary of 49152 tokens"),
+    ] {
+        std::fs::write(&toks, g).unwrap();
+        let out = ember()
+            .args(["run", "-p", "x", "--grammar"])
+            .arg(&toks)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
     // A broken grammar is one error line that names where.
     let bad = dir.join("bad.gbnf");
     std::fs::write(&bad, "root ::= \"a\"\nitem ::= [a-z\n").unwrap();

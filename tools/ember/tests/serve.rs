@@ -324,6 +324,13 @@ fn the_api_answers_as_ember_run_does_and_refuses_bad_requests() {
             msg(json!({"grammar": "root ::= ("})),
             400,
         ),
+        // Token names are looked up in the model's vocabulary when a slot takes the request.
+        (
+            "POST",
+            "/v1/chat/completions",
+            msg(json!({"grammar": "root ::= <|no-such-token|>"})),
+            400,
+        ),
         ("POST", "/v1/chat/completions", big, 413),
         (
             "POST",

@@ -104,7 +104,9 @@ impl GrammarArgs {
         match (&self.grammar, self.json, &self.json_schema) {
             (Some(p), _, _) => {
                 let src = read(p)?;
-                Grammar::compile_owned(&src)
+                // A syntax check before the model loads: token names are looked up in the
+                // vocabulary when the engine compiles the grammar.
+                Grammar::compile_owned_with_tokens(&src, &|_| Ok(0))
                     .map_err(|e| load::CliError(format!("{}: {e}", p.display())))?;
                 Ok(Some(src))
             }

@@ -240,7 +240,8 @@ pub fn generate(f: &Fields<'_>, base: &SamplerConfig, fresh_seed: u64) -> ApiRes
     // construction.
     let mut grammar = f.str("grammar")?.map(String::from);
     if let Some(src) = &grammar {
-        ember_runtime::grammar::Grammar::compile_owned(src)
+        // Token names are looked up when a slot compiles it with the model's vocabulary.
+        ember_runtime::grammar::Grammar::compile_owned_with_tokens(src, &|_| Ok(0))
             .map_err(|e| ApiError::bad("grammar", e.to_string()))?;
     }
     match f.value("response_format") {

@@ -690,7 +690,7 @@ async fn collect(mut rx: UnboundedReceiver<Event>, meta: &Meta) -> ApiResult<(Re
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Piece(p) => text.push_str(&p),
-            Event::Failed(msg) => return Err(ApiError::new(500, "server_error", msg)),
+            Event::Failed(e) => return Err(e),
             Event::Done {
                 reason,
                 prompt_tokens,
@@ -824,8 +824,7 @@ impl Body for Sse {
                     break;
                 }
                 Poll::Ready(Some(Event::Piece(p))) => out.push_str(&sse(&self.meta.piece(&p))),
-                Poll::Ready(Some(Event::Failed(msg))) => {
-                    let e = ApiError::new(500, "server_error", msg);
+                Poll::Ready(Some(Event::Failed(e))) => {
                     out.push_str(&sse(&e.body()));
                     out.push_str("data: [DONE]\n\n");
                     self.ended = true;

@@ -8,6 +8,7 @@
 //! whose client has gone (its event receiver dropped) is stopped at its next step and its slot
 //! freed.
 
+use super::api::ApiError;
 use ember_runtime::engine::{advance_together, Engine, Progress, Request};
 use ember_runtime::sampler::SamplerConfig;
 use ember_runtime::session::StopReason;
@@ -30,8 +31,8 @@ pub enum Event {
         /// From taking the request to its first token.
         first_token: Duration,
     },
-    /// The request failed in the engine.
-    Failed(String),
+    /// The request failed in the engine (the error, as the API reports it).
+    Failed(ApiError),
 }
 
 /// One request for a slot.
@@ -174,7 +175,7 @@ fn step_all(slots: &mut [Slot]) {
                 true
             }
             Err(e) => {
-                let _ = run.events.send(Event::Failed(e.to_string()));
+                let _ = run.events.send(Event::Failed(failure(&e)));
                 true
             }
         };
@@ -227,7 +228,16 @@ fn assign(slot: &mut Slot, job: Job) {
             });
         }
         Err(err) => {
-            let _ = job.events.send(Event::Failed(err.to_string()));
+            let _ = job.events.send(Event::Failed(failure(&err)));
         }
+    }
+}
+
+/// How the API reports an engine error: a grammar the vocabulary cannot serve (a token it
+/// does not have) is the request's fault, anything else the server's.
+fn failure(e: &ember_runtime::Error) -> ApiError {
+    match e {
+        ember_runtime::Error::Grammar { .. } => ApiError::bad("grammar", e.to_string()),
+        _ => ApiError::new(500, "server_error", e.to_string()),
     }
 }
