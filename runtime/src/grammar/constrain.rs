@@ -2,8 +2,11 @@
 //! grammar, and end-of-generation comes only where the grammar may end.
 //!
 //! As llama.cpp does it, the sampler's own choice is checked first (one trial through the
-//! matcher); only when the grammar rejects it is every token of the vocabulary tried, the
-//! rejected ones masked out, and the choice made again among the rest. The tokens' texts are
+//! matcher). When the grammar rejects it and the draw reaches only the `k` most likely tokens
+//! (greedy: 1, top-k: k), those are tried best first until `k` are allowed, and the draw is made
+//! again among them: the same token a full mask gives, for a few trials. Otherwise (no top-k,
+//! or too few of the best allowed) every token of the vocabulary is tried, the rejected ones
+//! masked out, and the choice made again among the rest. The tokens' texts are
 //! decoded once, when the constraint is made, and kept sorted: a mask first finds which bytes the
 //! grammar takes next (256 trials), rejects every token that starts with another without trying
 //! it, and rejects without a trial every token that shares a rejected prefix with the one before
@@ -28,9 +31,16 @@ pub struct Constraint<'g, 'm> {
     /// The tokens with text, sorted by it, and each one's common prefix with the one before.
     order: &'m mut [u32],
     lcp: &'m mut [u16],
-    /// Full-vocabulary masks computed so far (how often the sampler's choice was rejected).
+    /// The most likely tokens, tried in order when the sampler's choice is rejected.
+    cands: &'m mut [u32],
+    /// Full-vocabulary masks computed so far (the sampler's choice was rejected, and so were
+    /// more of the most likely tokens than its draw reaches).
     pub masks: u64,
 }
+
+/// Most candidates tried, best first, before the whole vocabulary is masked (a quarter of it
+/// is the largest top-k served so).
+const MAX_CANDIDATES: usize = 256;
 
 /// Whether a token may ever be produced under a grammar (as text).
 fn is_text(tok: &Tokenizer<'_>, id: TokenId) -> bool {
@@ -62,6 +72,7 @@ impl<'g, 'm> Constraint<'g, 'm> {
             + Arena::size_of::<u8>(text_bytes(tok))
             + Arena::size_of::<u32>(n)
             + Arena::size_of::<u16>(n)
+            + Arena::size_of::<u32>(MAX_CANDIDATES)
     }
 
     /// A constraint at the start of `g`, for the vocabulary of `tok` (its size is the model's).
@@ -128,6 +139,7 @@ impl<'g, 'm> Constraint<'g, 'm> {
             text,
             order,
             lcp,
+            cands: arena.alloc(MAX_CANDIDATES, "grammar candidates")?,
             masks: 0,
         })
     }
@@ -202,6 +214,9 @@ impl<'g, 'm> Constraint<'g, 'm> {
         if self.allows(tok, first)? {
             return Ok(Some(first));
         }
+        if let Some(id) = self.sample_among_best(sampler, tok, logits)? {
+            return Ok(Some(id));
+        }
         self.masks += 1;
         // The bytes the grammar takes next.
         let mut takes = [false; 256];
@@ -267,6 +282,64 @@ impl<'g, 'm> Constraint<'g, 'm> {
         }
         let id = sampler.sample(&self.masked[..n]);
         // The sampler keeps to finite logits while there are any.
+        Ok(self
+            .masked
+            .get(id as usize)
+            .is_some_and(|l| l.is_finite())
+            .then_some(id))
+    }
+
+    /// When the sampler's draw reaches only its `k` most likely tokens (greedy, top-k up to 64):
+    /// the draw among the tokens the grammar allows, found by trying the 256 most likely in
+    /// order until `k` are allowed; `None` when more would have to be tried (the caller masks
+    /// the whole vocabulary). Same token as the full mask: the draw sees the same `k` tokens with
+    /// the same logits, every other one masked.
+    fn sample_among_best(
+        &mut self,
+        sampler: &mut Sampler<'_>,
+        tok: &Tokenizer<'_>,
+        logits: &[f32],
+    ) -> Result<Option<TokenId>> {
+        let Some(k) = sampler.reach() else {
+            return Ok(None);
+        };
+        let m = self.cands.len();
+        if k == 0 || k > m / 4 {
+            return Ok(None);
+        }
+        // The m most likely tokens after the penalties, best first (ties: lower id first, as
+        // the sampler ranks them).
+        let pen = sampler.penalized(logits);
+        let cands = &mut self.cands[..m];
+        let mut len = 0;
+        for (id, &v) in pen.iter().enumerate() {
+            if v.is_nan() || (len == m && v <= pen[cands[m - 1] as usize]) {
+                continue;
+            }
+            let at = cands[..len].partition_point(|&c| pen[c as usize] >= v);
+            let end = len.min(m - 1);
+            cands.copy_within(at..end, at + 1);
+            cands[at] = id as u32;
+            len = (len + 1).min(m);
+        }
+        let n = logits.len().min(self.masked.len());
+        self.masked[..n].fill(f32::NEG_INFINITY);
+        let mut found = 0;
+        for i in 0..len {
+            let id = self.cands[i];
+            if (id as usize) < n && self.allows(tok, id)? {
+                self.masked[id as usize] = logits[id as usize];
+                found += 1;
+                if found == k {
+                    break;
+                }
+            }
+        }
+        // Fewer than k allowed among the m: the draw could reach tokens not tried.
+        if found < k {
+            return Ok(None);
+        }
+        let id = sampler.sample(&self.masked[..n]);
         Ok(self
             .masked
             .get(id as usize)

@@ -240,6 +240,28 @@ impl<'a> Sampler<'a> {
         self.hist_len = (self.hist_len + 1).min(self.cfg.repeat_last_n);
     }
 
+    /// How many of the most likely tokens (after the penalties) a draw can reach: 1 when
+    /// greedy, `top_k` when set, `None` when every token can be drawn.
+    pub fn reach(&self) -> Option<usize> {
+        let c = &self.cfg;
+        if c.temperature <= 0.0 || c.top_k == 1 {
+            Some(1)
+        } else if c.top_k > 0 {
+            Some(c.top_k)
+        } else {
+            None
+        }
+    }
+
+    /// `logits` after the penalties: the values [`Sampler::sample`] ranks (in its own buffer;
+    /// nothing is drawn or remembered).
+    pub fn penalized(&mut self, logits: &[f32]) -> &[f32] {
+        let n = logits.len().min(self.work.len());
+        self.work[..n].copy_from_slice(&logits[..n]);
+        self.apply_penalties(n);
+        &self.work[..n]
+    }
+
     /// Chooses the next token from `logits` (length = the vocabulary).
     pub fn sample(&mut self, logits: &[f32]) -> TokenId {
         let n = logits.len().min(self.work.len());
