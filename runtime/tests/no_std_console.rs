@@ -101,6 +101,7 @@ fn console_replies_like_llama_cpp_without_std() {
     let mut a =
         ChatAssistant::chatml(session, sampler, &mut arena, max_line, REPLY_TOKENS).unwrap();
     a.set_system(SYSTEM).unwrap();
+    a.enable_json(&mut arena).unwrap();
 
     let mut port = ArrayPort {
         input: [0; 512],
@@ -109,7 +110,7 @@ fn console_replies_like_llama_cpp_without_std() {
         output: [0; 8192],
         out_len: 0,
     };
-    let script = format!("{question}\rAnd why?\r/stats\r");
+    let script = format!("{question}\rAnd why?\r/stats\r/json on\rList two colors.\r");
     port.input[..script.len()].copy_from_slice(script.as_bytes());
     port.in_len = script.len();
     let mut line = [0u8; 128];
@@ -138,4 +139,16 @@ fn console_replies_like_llama_cpp_without_std() {
     assert!(!second.is_empty());
     assert!(out.contains("turns 2 |"), "{out}");
     assert!(a.session().n_past() > 2 * REPLY_TOKENS);
+    // /json on: the reply is JSON (whole, or cut short by the reply limit: a prefix of it).
+    let json = out
+        .split("List two colors.\r\n")
+        .nth(1)
+        .and_then(|s| s.split("\r\n> ").next())
+        .unwrap()
+        .replace("\r\n", "\n");
+    assert!(out.contains("(replies are JSON)"), "{out}");
+    assert!(!json.trim().is_empty(), "{out}");
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
+        assert!(e.is_eof(), "{json:?}: {e}");
+    }
 }

@@ -3,9 +3,10 @@
 use super::{Assistant, ReplyEnd};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::grammar::{Constraint, Grammar, GrammarLimits, MatcherLimits, JSON};
 use crate::sampler::Sampler;
 use crate::session::{self, GenOptions, Session, StopReason};
-use crate::tokenizer::{EncodeScratch, TokenId};
+use crate::tokenizer::{EncodeScratch, TokenId, Tokenizer};
 use core::fmt;
 
 /// A clock for `/stats` speeds: microseconds from any fixed origin.
@@ -48,6 +49,10 @@ pub struct ChatAssistant<'m, 's> {
     last_tokens: usize,
     last_micros: u64,
     clock: Option<Clock>,
+    /// The built-in JSON grammar's constraint, when `/json` was made available
+    /// ([`ChatAssistant::enable_json`]), and whether replies use it.
+    json: Option<Constraint<'s, 's>>,
+    json_on: bool,
 }
 
 /// Markup around a user message in ChatML, and the longest text one turn adds around it.
@@ -124,7 +129,25 @@ impl<'m, 's> ChatAssistant<'m, 's> {
             last_tokens: 0,
             last_micros: 0,
             clock: None,
+            json: None,
+            json_on: false,
         }
+    }
+
+    /// Arena bytes [`ChatAssistant::enable_json`] needs for the vocabulary of `tok`.
+    pub fn json_bytes_needed(tok: &Tokenizer<'_>) -> usize {
+        Grammar::bytes_needed(&GrammarLimits::for_source(JSON.len()))
+            + Constraint::bytes_needed(&MatcherLimits::default(), tok)
+    }
+
+    /// Makes `/json on` available: the built-in JSON grammar ([`crate::grammar::JSON`]) and its
+    /// constraint, compiled once into `arena` ([`ChatAssistant::json_bytes_needed`] bytes).
+    /// Replies stay free text until it is turned on.
+    pub fn enable_json(&mut self, arena: &mut Arena<'s>) -> Result<()> {
+        let g = Grammar::compile(JSON, arena, &GrammarLimits::for_source(JSON.len()))?;
+        let tok = &self.session.model().tokenizer;
+        self.json = Some(Constraint::new(g, arena, &MatcherLimits::default(), tok)?);
+        Ok(())
     }
 
     /// Measures reply speed for `/stats` with `clock`.
@@ -279,10 +302,18 @@ impl Assistant for ChatAssistant<'_, '_> {
             ignore_eos: false,
             stop: &[],
         };
+        let grammar = match (self.json_on, self.json.as_mut()) {
+            (true, Some(c)) => {
+                c.reset()?;
+                Some(c)
+            }
+            _ => None,
+        };
         let mut t_start = 0;
-        let result = session::generate(
+        let result = session::generate_constrained(
             session,
             sampler,
+            grammar,
             ids,
             &opts,
             &mut || t_start = clock.map_or(0, |c| c()),
@@ -355,6 +386,16 @@ impl Assistant for ChatAssistant<'_, '_> {
         self.sampler.set_temperature(t)
     }
 
+    fn set_json(&mut self, on: bool) -> Result<()> {
+        if on && self.json.is_none() {
+            return Err(Error::InvalidArgument(
+                "JSON replies were not given memory in this console",
+            ));
+        }
+        self.json_on = on;
+        Ok(())
+    }
+
     fn write_stats(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let s = &self.session;
         write!(
@@ -375,6 +416,10 @@ impl Assistant for ChatAssistant<'_, '_> {
             " | temperature {} | kernels {}",
             self.sampler.config().temperature,
             s.model().kernels.isa
-        )
+        )?;
+        if self.json_on {
+            write!(out, " | JSON replies")?;
+        }
+        Ok(())
     }
 }

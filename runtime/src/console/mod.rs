@@ -10,7 +10,8 @@
 //!   anything else typed during a reply is dropped, and a line after the reply says so (`busy`);
 //! - a line longer than the buffer is discarded with an error line saying it is `too long`;
 //!   invalid UTF-8 gets an error line; NUL, escape sequences and other control bytes are ignored;
-//! - commands: `/help`, `/reset`, `/system TEXT`, `/temp X`, `/stats`.
+//! - commands: `/help`, `/reset`, `/system TEXT`, `/temp X`, `/json on|off` (replies kept
+//!   inside the built-in JSON grammar), `/stats`.
 //!
 //! The console is `no_std` and allocates nothing: the line lives in a caller buffer and the
 //! conversation in an [`Assistant`] (normally [`ChatAssistant`]: a session with its KV cache
@@ -30,7 +31,7 @@ use line::{Edit, LineEditor, CTRL_C};
 /// The help text of `/help`.
 pub const HELP: &str = "commands: /help, /reset (new conversation), /system TEXT (set the system \
                         message; new conversation), /temp X (sampling temperature, 0 = greedy), \
-                        /stats; Ctrl-C stops a reply";
+                        /json on|off (replies as JSON), /stats; Ctrl-C stops a reply";
 
 /// Default longest line, in bytes.
 pub const DEFAULT_MAX_LINE: usize = 1024;
@@ -56,6 +57,11 @@ pub trait Assistant {
     fn set_system(&mut self, text: &str) -> Result<(), Error>;
     /// Sets the sampling temperature (0 = greedy).
     fn set_temperature(&mut self, t: f32) -> Result<(), Error>;
+    /// Keeps replies inside the built-in JSON grammar (or not).
+    fn set_json(&mut self, on: bool) -> Result<(), Error> {
+        let _ = on;
+        Err(Error::InvalidArgument("this console has no JSON replies"))
+    }
     /// One line of statistics for `/stats` (no line end).
     fn write_stats(&self, out: &mut dyn fmt::Write) -> fmt::Result;
 }
@@ -208,6 +214,14 @@ fn command<P: Write>(cmd: &str, assistant: &mut (impl Assistant + ?Sized), out: 
                 out,
                 "error: /temp needs a number of at least 0, e.g. /temp 0.7"
             ),
+        },
+        "json" => match arg {
+            "on" | "off" => match assistant.set_json(arg == "on") {
+                Ok(()) if arg == "on" => writeln!(out, "(replies are JSON)"),
+                Ok(()) => writeln!(out, "(replies are free text)"),
+                Err(e) => writeln!(out, "error: {e}"),
+            },
+            _ => writeln!(out, "error: /json needs on or off"),
         },
         "stats" => assistant.write_stats(out).and_then(|_| out.write_str("\n")),
         _ => {

@@ -249,6 +249,22 @@ fn a_serial_session_through_a_pty() {
         .unwrap_or_else(|| panic!("{stats:?}"));
     assert!(last < 200, "the reply was not stopped: {stats:?}");
 
+    // /json on: the next reply is one JSON value; /json off: free text again.
+    assert!(pty.turn("/json on").contains("(replies are JSON)"));
+    let q = "Describe a cat as a JSON object with a name and an age.";
+    let t = pty.turn(q);
+    let reply = t
+        .split(&format!("{q}\r\n"))
+        .nth(1)
+        .and_then(|r| r.strip_suffix("\r\n> "))
+        .unwrap_or_else(|| panic!("{t:?}"))
+        .replace("\r\n", "\n");
+    // Any JSON value (the built-in grammar's), whole: it parses.
+    serde_json::from_str::<serde_json::Value>(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"));
+    assert!(pty.turn("/stats").contains("| JSON replies"));
+    assert!(pty.turn("/json maybe").contains("error: /json needs on or off"));
+    assert!(pty.turn("/json off").contains("(replies are free text)"));
+    assert!(!pty.turn("/stats").contains("JSON"));
     // Unknown command, then hangup: ember exits 0 with a message.
     assert!(pty.turn("/nope").contains("error: unknown command /nope"));
     drop(pty.slave.take());

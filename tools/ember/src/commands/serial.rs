@@ -329,8 +329,13 @@ pub fn main(a: Args) -> CliResult {
         )?;
         let mut sarena = Arena::new(&mut smem);
         let sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
+        let mut jmem = ember_runtime::arena::try_zeroed(
+            ChatAssistant::json_bytes_needed(&model.tokenizer),
+            "JSON grammar memory",
+        )?;
         let mut assistant =
             ChatAssistant::with_template(session, sampler, a.system.as_deref(), a.n_predict)?;
+        assistant.enable_json(&mut Arena::new(&mut jmem))?;
         assistant.set_clock(clock);
         let name = model
             .gguf
