@@ -19,6 +19,8 @@ use super::{render_chatml, Message};
 use crate::error::{Detail, Error, Result};
 use std::string::String;
 use std::sync::Arc;
+use core::fmt::Write as _;
+use std::vec::Vec;
 
 /// Work allowed to one rendering: one unit per instruction, plus one per 64 bytes of data made
 /// (so at most about 12 MiB of data). SmolLM2's template renders 6,000 messages of 120 bytes
@@ -294,6 +296,19 @@ impl ChatTemplate {
 
     /// Renders the conversation as the prompt text.
     pub fn render(&self, messages: &[Message<'_>], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// Renders the conversation with `tools` (OpenAI's list of `{"type": "function",
+    /// "function": {name, description, parameters}}`) as the template's `tools` variable, as
+    /// transformers passes it (templates that take tools describe them in their own words).
+    /// Built-in ChatML ignores them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message<'_>],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String> {
         let Some(env) = &self.env else {
             let mut s = String::new();
             render_chatml(messages, add_generation_prompt, &mut s)
@@ -318,13 +333,19 @@ impl ChatTemplate {
             let tmpl = env
                 .get_template("chat")
                 .map_err(|e| template_error("the compiled template is missing", &e))?;
-            tmpl.render(minijinja::context! {
+            let base = minijinja::context! {
                 messages => msgs,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos,
                 eos_token => eos,
                 strftime_now => strftime_now,
-            })
+            };
+            // Without tools the variable stays undefined (as the suite's fixtures render it).
+            let ctx = match tools {
+                Some(t) => minijinja::context! { tools => jinja_value(t), ..base },
+                None => base,
+            };
+            tmpl.render(ctx)
             .map_err(|e| match e.kind() {
                 minijinja::ErrorKind::OutOfFuel => Error::Capacity {
                     what: "chat template work and data (fuel)",
@@ -345,6 +366,251 @@ impl ChatTemplate {
             });
         }
         Ok(out)
+    }
+}
+
+/// transformers' `tojson` filter: Python's `json.dumps(value, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False)`, its keyword arguments and its text (`", "` and `": "`
+/// between items, floats as Python writes them, no HTML escaping), a plain string. Values
+/// json.dumps cannot write (undefined, a lazy iterator, a function) are refused as it refuses
+/// them; the text is bounded by [`MAX_OUTPUT`].
+fn tojson(
+    value: minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> core::result::Result<String, minijinja::Error> {
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let indent: Option<minijinja::Value> = kwargs.get("indent")?;
+    let separators: Option<minijinja::Value> = kwargs.get("separators")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let bad = |m: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, m);
+    let indent = match indent {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => Some(match v.as_str() {
+            Some(s) => s.to_string(),
+            None => " ".repeat(
+                i64::try_from(v.clone())
+                    .map_err(|_| bad(std::format!("tojson: indent must be a number, not {v}")))?
+                    .clamp(0, 64) as usize,
+            ),
+        }),
+    };
+    let (item_sep, key_sep) = match separators {
+        Some(v) if !v.is_none() => {
+            let part = |i: usize| {
+                v.get_item_by_index(i)
+                    .ok()
+                    .and_then(|x| x.as_str().map(String::from))
+                    .ok_or_else(|| bad("tojson: separators must be two strings".into()))
+            };
+            (part(0)?, part(1)?)
+        }
+        _ if indent.is_some() => (",".to_string(), ": ".to_string()),
+        _ => (", ".to_string(), ": ".to_string()),
+    };
+    let mut w = JsonWriter {
+        out: String::new(),
+        ascii: ensure_ascii.unwrap_or(false),
+        indent,
+        item_sep,
+        key_sep,
+        sort_keys: sort_keys.unwrap_or(false),
+    };
+    w.value(&value, 0).map_err(bad)?;
+    Ok(w.out)
+}
+
+struct JsonWriter {
+    out: String,
+    ascii: bool,
+    indent: Option<String>,
+    item_sep: String,
+    key_sep: String,
+    sort_keys: bool,
+}
+
+impl JsonWriter {
+    fn newline(&mut self, level: usize) {
+        if let Some(ind) = &self.indent {
+            self.out.push('\n');
+            for _ in 0..level {
+                self.out.push_str(ind);
+            }
+        }
+    }
+
+    fn value(&mut self, v: &minijinja::Value, level: usize) -> core::result::Result<(), String> {
+        use minijinja::value::ValueKind as K;
+        if self.out.len() > MAX_OUTPUT {
+            return Err(std::format!("tojson: more than {MAX_OUTPUT} bytes"));
+        }
+        match v.kind() {
+            K::None => self.out.push_str("null"),
+            K::Bool => self.out.push_str(if v.is_true() { "true" } else { "false" }),
+            K::Number => match (i64::try_from(v.clone()), f64::try_from(v.clone())) {
+                (Ok(i), _) if v.is_integer() => {
+                    let _ = write!(self.out, "{i}");
+                }
+                (_, Ok(f)) => python_float(f, &mut self.out),
+                _ => {
+                    let _ = write!(self.out, "{v}");
+                }
+            },
+            K::String => self.string(v.as_str().unwrap_or_default()),
+            K::Seq => {
+                let items: Vec<minijinja::Value> = v.try_iter().map_err(|e| e.to_string())?.collect();
+                if items.is_empty() {
+                    self.out.push_str("[]");
+                    return Ok(());
+                }
+                self.out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        let sep = core::mem::take(&mut self.item_sep);
+                        self.out.push_str(&sep);
+                        self.item_sep = sep;
+                    }
+                    self.newline(level + 1);
+                    self.value(item, level + 1)?;
+                }
+                self.newline(level);
+                self.out.push(']');
+            }
+            K::Map => {
+                let mut keys: Vec<minijinja::Value> =
+                    v.try_iter().map_err(|e| e.to_string())?.collect();
+                if self.sort_keys {
+                    keys.sort();
+                }
+                if keys.is_empty() {
+                    self.out.push_str("{}");
+                    return Ok(());
+                }
+                self.out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        let sep = core::mem::take(&mut self.item_sep);
+                        self.out.push_str(&sep);
+                        self.item_sep = sep;
+                    }
+                    self.newline(level + 1);
+                    // Python writes non-string keys as their JSON text, in quotes.
+                    match k.as_str() {
+                        Some(s) => self.string(s),
+                        None if k.is_none() => self.string("null"),
+                        None if k.kind() == K::Bool => {
+                            self.string(if k.is_true() { "true" } else { "false" })
+                        }
+                        None => self.string(&k.to_string()),
+                    }
+                    let sep = core::mem::take(&mut self.key_sep);
+                    self.out.push_str(&sep);
+                    self.key_sep = sep;
+                    let item = v.get_item(k).map_err(|e| e.to_string())?;
+                    self.value(&item, level + 1)?;
+                }
+                self.newline(level);
+                self.out.push('}');
+            }
+            K::Undefined => return Err("Object of type Undefined is not JSON serializable".into()),
+            K::Iterable => return Err("Object of type generator is not JSON serializable".into()),
+            _ => return Err(std::format!("Object {v} is not JSON serializable")),
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, s: &str) {
+        self.out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => self.out.push_str("\\\""),
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                '\r' => self.out.push_str("\\r"),
+                '\t' => self.out.push_str("\\t"),
+                '\u{8}' => self.out.push_str("\\b"),
+                '\u{c}' => self.out.push_str("\\f"),
+                c if (c as u32) < 0x20 || (self.ascii && !c.is_ascii()) => {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        let _ = write!(self.out, "\\u{u:04x}");
+                    }
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+    }
+}
+
+/// `f` as Python's `repr(float)` writes it: the shortest digits that read back, in positional
+/// notation for exponents from -4 to 15, else as `1e+16` / `1.5e-07`.
+fn python_float(f: f64, out: &mut String) {
+    if f.is_nan() {
+        out.push_str("NaN");
+        return;
+    }
+    if f.is_infinite() {
+        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: d.ddd e exp.
+    let e = std::format!("{f:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    out.push_str(sign);
+    if (-4..16).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exp - 1) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else {
+            let point = exp as usize + 1;
+            if digits.len() > point {
+                out.push_str(&digits[..point]);
+                out.push('.');
+                out.push_str(&digits[point..]);
+            } else {
+                out.push_str(&digits);
+                for _ in digits.len()..point {
+                    out.push('0');
+                }
+                out.push_str(".0");
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+}
+
+/// A JSON value as a template value (objects keep their key order). serde_json parses no
+/// deeper than 128 levels, which bounds the recursion.
+fn jinja_value(v: &serde_json::Value) -> minijinja::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => minijinja::Value::from(()),
+        J::Bool(b) => minijinja::Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(u)) => minijinja::Value::from(u),
+            _ => minijinja::Value::from(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => minijinja::Value::from(s.as_str()),
+        J::Array(a) => minijinja::Value::from(a.iter().map(jinja_value).collect::<Vec<_>>()),
+        J::Object(o) => minijinja::Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), jinja_value(v)))),
     }
 }
 
@@ -369,6 +635,7 @@ fn compile(src: String) -> Result<minijinja::Environment<'static>> {
             ))
         },
     );
+    env.add_filter("tojson", tojson);
     env.add_template_owned("chat", src)
         .map_err(|e| template_error("it is not valid Jinja", &e))?;
     Ok(env)
@@ -561,6 +828,37 @@ mod tests {
             }],
             true,
         )
+    }
+
+    #[test]
+    fn tojson_writes_what_pythons_json_dumps_writes() {
+        // The expected texts are Python 3's json.dumps of the same values.
+        let cases = [
+            (
+                r#"{{ [1, 2.5, 1e20, 0.0001, 1e-05, 123456789.125, -0.0, none, true, "é\n\"\x01", {"b": 1, "a": []}] | tojson }}"#,
+                r#"[1, 2.5, 1e+20, 0.0001, 1e-05, 123456789.125, -0.0, null, true, "é\n\"\u0001", {"b": 1, "a": []}]"#,
+            ),
+            (
+                r#"{{ {"é": ["x", {}], "a": 1} | tojson(ensure_ascii=true, indent=2, sort_keys=true) }}"#,
+                "{\n  \"a\": 1,\n  \"\\u00e9\": [\n    \"x\",\n    {}\n  ]\n}",
+            ),
+            (
+                r#"{{ [1, [2]] | tojson(separators=[",", ":"]) }}"#,
+                "[1,[2]]",
+            ),
+            // No HTML escaping (jinja2's own tojson would write \u003c).
+            (r#"{{ "<a href='x'>&" | tojson }}"#, r#""<a href='x'>&""#),
+        ];
+        for (src, want) in cases {
+            assert_eq!(render(src).unwrap(), want, "{src}");
+        }
+        for (src, why) in [
+            ("{{ nothing | tojson }}", "Undefined"),
+            ("{{ [1] | tojson(bogus=1) }}", "bogus"),
+        ] {
+            let e = render(src).unwrap_err().to_string();
+            assert!(e.contains(why), "{src}: {e}");
+        }
     }
 
     /// Runs `f` on a thread with a 256 KiB stack, as a C host might.
