@@ -20,6 +20,7 @@
 
 use crate::arena::{try_zeroed, Arena};
 use crate::chat::{ChatTemplate, Conversation, Message};
+use crate::chat::tools::ToolSet;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, MappedFile};
 use crate::grammar::{Constraint, Grammar, MatcherLimits, OwnedGrammar};
@@ -286,6 +287,7 @@ pub struct Engine {
     // Field order is drop order: everything above `model` may borrow what follows it.
     active: Option<Active>,
     grammar: Option<EngineGrammar>,
+    tools: Option<ToolSet>,
     conversation: Conversation,
     session: Session<'static, 'static>,
     sampler: Sampler<'static>,
@@ -335,6 +337,7 @@ impl Engine {
         Ok(Engine {
             active: None,
             grammar: None,
+            tools: None,
             conversation: Conversation::new(m, None)?,
             session,
             sampler,
@@ -395,6 +398,25 @@ impl Engine {
     /// Full-vocabulary masks the grammar has computed so far (`None` without a grammar).
     pub fn grammar_masks(&self) -> Option<u64> {
         self.grammar.as_ref().map(|g| g.constraint.masks)
+    }
+
+    /// Offers `tools` to the model in every later chat turn (`None`: no tools), in the format
+    /// its template asks for, and keeps each reply to a call of one of them (or, with
+    /// [`ToolChoice::Auto`](crate::chat::tools::ToolChoice), an answer): the tool set's grammar
+    /// replaces any other. Starts a new conversation. Read a reply with
+    /// [`ToolSet::parse_reply`] ([`Engine::tools`]) and send a call's result back with
+    /// [`Engine::chat_as`] `("tool", …)`.
+    pub fn set_tools(&mut self, tools: Option<ToolSet>) -> Result<()> {
+        self.set_grammar(tools.as_ref().map(ToolSet::grammar))?;
+        self.conversation.set_tools(tools.as_ref());
+        self.tools = tools;
+        self.reset();
+        Ok(())
+    }
+
+    /// The tools offered ([`Engine::set_tools`]).
+    pub fn tools(&self) -> Option<&ToolSet> {
+        self.tools.as_ref()
     }
 
     /// Keeps every later reply inside the GBNF grammar `gbnf` (`None` removes it). A grammar
@@ -477,8 +499,21 @@ impl Engine {
         on_prefill_done: &mut dyn FnMut(),
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Outcome> {
+        self.chat_as("user", user, opts, on_prefill_done, on_text)
+    }
+
+    /// [`Engine::chat`] with a message of another role the template knows (`tool`: the result
+    /// of a call the last reply made).
+    pub fn chat_as(
+        &mut self,
+        role: &str,
+        text: &str,
+        opts: &GenOptions<'_>,
+        on_prefill_done: &mut dyn FnMut(),
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Outcome> {
         self.start_call();
-        let ids = self.conversation.user_turn(&mut self.session, user)?;
+        let ids = self.conversation.turn(&mut self.session, role, text)?;
         self.sampler.reset();
         let mut reply = String::new();
         let mut prompt_done = false;
@@ -695,14 +730,38 @@ pub fn advance_together(
     out
 }
 
-/// `messages` rendered with `template` (ending with the assistant's turn) and tokenized as a
-/// chat prompt (special tokens recognised, no BOS added: the template writes it).
+/// The tokens of `messages` (system first, if any) through `template`, with the generation
+/// prompt, for generating outside an [`Engine`]'s conversation (a server request carries its
+/// whole history). With `tools`, they are offered as the tool set's format says: through the
+/// template, or joined to the system message.
 pub fn chat_prompt(
     template: &ChatTemplate,
     model: &Model<'_>,
     messages: &[Message<'_>],
+    tools: Option<&ToolSet>,
 ) -> Result<Vec<TokenId>> {
-    let text = template.render(messages, true)?;
+    let text = match tools.and_then(ToolSet::system_text) {
+        Some(extra) => {
+            let mut msgs = messages.to_vec();
+            let joined = match msgs.first() {
+                Some(m) if m.role == "system" => std::format!("{}\n\n{extra}", m.content),
+                _ => extra,
+            };
+            let sys = Message {
+                role: "system",
+                content: &joined,
+            };
+            match msgs.first_mut() {
+                Some(m) if m.role == "system" => *m = sys,
+                _ => msgs.insert(0, sys),
+            }
+            template.render(&msgs, true)?
+        }
+        None => {
+            let t = tools.and_then(ToolSet::template_tools);
+            template.render_with_tools(messages, true, t.as_ref())?
+        }
+    };
     model.tokenizer.encode_to_vec(text.as_bytes(), true, false)
 }
 

@@ -20,6 +20,11 @@ use std::vec::Vec;
 pub struct Conversation {
     template: ChatTemplate,
     system: Option<String>,
+    /// Tools: the template's `tools` variable, the generic format's text for the system
+    /// message, and that message with it.
+    tools: Option<serde_json::Value>,
+    tools_text: Option<String>,
+    tools_system: Option<String>,
     /// (role, content) of every message after the system one.
     turns: Vec<(String, String)>,
     /// The text the cache holds, when known.
@@ -34,6 +39,9 @@ impl Conversation {
         Ok(Conversation {
             template: ChatTemplate::for_model(model)?,
             system: system.map(String::from),
+            tools: None,
+            tools_text: None,
+            tools_system: None,
             turns: Vec::new(),
             cached: None,
             reply_start: 0,
@@ -54,13 +62,32 @@ impl Conversation {
     /// Sets (or clears) the system message and starts a new conversation.
     pub fn set_system(&mut self, system: Option<&str>) {
         self.system = system.map(String::from);
+        self.join_system();
+        self.reset();
+    }
+
+    fn join_system(&mut self) {
+        self.tools_system = match (&self.system, &self.tools_text) {
+            (Some(s), Some(t)) => Some(std::format!("{s}\n\n{t}")),
+            (None, Some(t)) => Some(t.clone()),
+            (_, None) => None,
+        };
+    }
+
+    /// Offers `tools` (or none) to the model from now on: through the template's `tools`
+    /// variable or the system message, as the tool set's format says. Starts a new
+    /// conversation.
+    pub fn set_tools(&mut self, tools: Option<&super::tools::ToolSet>) {
+        self.tools = tools.and_then(|t| t.template_tools());
+        self.tools_text = tools.and_then(|t| t.system_text());
+        self.join_system();
         self.reset();
     }
 
     /// Messages so far, system first.
     pub fn messages(&self) -> Vec<Message<'_>> {
         let mut msgs = Vec::with_capacity(self.turns.len() + 1);
-        if let Some(s) = &self.system {
+        if let Some(s) = self.tools_system.as_ref().or(self.system.as_ref()) {
             msgs.push(Message {
                 role: "system",
                 content: s,
@@ -77,8 +104,19 @@ impl Conversation {
     /// rendered conversation when `session` already holds the rest, else all of it (after
     /// resetting `session`). On error the message is not added.
     pub fn user_turn(&mut self, session: &mut Session<'_, '_>, text: &str) -> Result<Vec<TokenId>> {
-        self.turns.push(("user".into(), text.into()));
-        let rendered = match self.template.render(&self.messages(), true) {
+        self.turn(session, "user", text)
+    }
+
+    /// [`Conversation::user_turn`] for a message of any role the template knows (`tool`: a
+    /// tool's result).
+    pub fn turn(
+        &mut self,
+        session: &mut Session<'_, '_>,
+        role: &str,
+        text: &str,
+    ) -> Result<Vec<TokenId>> {
+        self.turns.push((role.into(), text.into()));
+        let rendered = match self.render() {
             Ok(r) => r,
             Err(e) => {
                 self.turns.pop();
@@ -118,14 +156,19 @@ impl Conversation {
     ) -> Result<Vec<TokenId>> {
         self.turns.push(("user".into(), text.into()));
         let ids = self
-            .template
-            .render(&self.messages(), true)
+            .render()
             .and_then(|r| tokenizer.encode_to_vec(r.as_bytes(), true, false));
         if ids.is_err() {
             self.turns.pop();
         }
         self.cached = None;
         ids
+    }
+
+    /// The conversation rendered, with the generation prompt (and the tools).
+    fn render(&self) -> Result<String> {
+        self.template
+            .render_with_tools(&self.messages(), true, self.tools.as_ref())
     }
 
     /// Forgets what the session's cache holds (after feeding it text outside the conversation):
@@ -138,7 +181,7 @@ impl Conversation {
     /// made it into the cache (the prompt was cancelled or failed): the conversation is as before
     /// it, and the next turn feeds the whole conversation again.
     pub fn cancel_turn(&mut self) {
-        if self.turns.last().is_some_and(|(r, _)| r == "user") {
+        if self.turns.last().is_some_and(|(r, _)| r != "assistant") {
             self.turns.pop();
         }
         self.cached = None;

@@ -16,6 +16,8 @@ pub use template::ChatTemplate;
 #[cfg(feature = "std")]
 mod conversation;
 #[cfg(feature = "std")]
+pub mod tools;
+#[cfg(feature = "std")]
 pub use conversation::Conversation;
 
 use core::fmt::{self, Write};

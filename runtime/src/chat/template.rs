@@ -50,6 +50,8 @@ pub const STACK: usize = 1 << 30;
 /// A compiled chat template (or the built-in ChatML when the model has none).
 pub struct ChatTemplate {
     env: Option<Arc<minijinja::Environment<'static>>>,
+    /// The Jinja source (`None`: ChatML).
+    source: Option<Arc<str>>,
     bos: String,
     eos: String,
     /// The date `strftime_now` formats (`None`: today, UTC).
@@ -274,6 +276,7 @@ impl ChatTemplate {
         };
         Ok(ChatTemplate {
             env,
+            source: source.map(Arc::from),
             bos: bos.into(),
             eos: eos.into(),
             date: None,
@@ -287,6 +290,11 @@ impl ChatTemplate {
             "the template date must be YYYY-MM-DD",
         ))?);
         Ok(self)
+    }
+
+    /// The template's Jinja source (`None`: built-in ChatML).
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// Whether the model's own template is used (false: built-in ChatML).

@@ -31,7 +31,7 @@ mod schema;
 pub use constrain::Constraint;
 pub use matcher::{Matcher, MatcherLimits};
 #[cfg(feature = "std")]
-pub use schema::gbnf_from_schema;
+pub use schema::{gbnf_from_schema, gbnf_rules_from_schema};
 
 use crate::arena::Arena;
 use crate::error::{Detail, Error, Result};

@@ -74,23 +74,39 @@ fn refuse(what: &'static str, detail: &str) -> Error {
 
 /// The GBNF grammar (llama.cpp's syntax, rule `root`) of the JSON texts `schema` accepts.
 pub fn gbnf_from_schema(schema: &str) -> Result<String> {
+    gbnf_rules_from_schema(schema, "root")
+}
+
+/// The rules of [`gbnf_from_schema`] with the schema's own rule named `top` (a lowercase name
+/// of letters, digits and `-`) instead of `root`, to use inside a grammar of one's own: with
+/// `top` other than `root`, the text has no `root` rule.
+pub fn gbnf_rules_from_schema(schema: &str, top: &str) -> Result<String> {
+    if top.is_empty() || !top.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(refuse("a grammar rule name must be letters, digits and -", top));
+    }
     let root: Value = serde_json::from_str(schema)
         .map_err(|e| refuse("the JSON schema is not valid JSON", &e.to_string()))?;
     let mut c = Conv {
         root: &root,
+        top,
         rules: BTreeMap::new(),
         refs: BTreeMap::new(),
         visits: 0,
         text: 0,
     };
-    let body = c.visit(&root, "root", "#", 0)?;
-    c.set("root", body)?;
+    let body = c.visit(&root, top, "#", 0)?;
+    c.set(top, body)?;
     let mut out = String::new();
     for (name, body) in &c.rules {
         let _ = writeln!(out, "{name} ::= {body}");
     }
+    let check = if top == "root" {
+        out.clone()
+    } else {
+        format!("root ::= {top}\n{out}")
+    };
     // What the rules cannot show alone: `$ref`s that reach themselves before any text.
-    crate::grammar::Grammar::compile_owned(&out).map_err(|e| {
+    crate::grammar::Grammar::compile_owned(&check).map_err(|e| {
         refuse(
             "the JSON schema refers to itself before any text (a $ref loop)",
             &e.to_string(),
@@ -101,6 +117,8 @@ pub fn gbnf_from_schema(schema: &str) -> Result<String> {
 
 struct Conv<'s> {
     root: &'s Value,
+    /// The top rule's name (reserved, as `root` is).
+    top: &'s str,
     /// Rule name → body.
     rules: BTreeMap<String, String>,
     /// `$ref` target → the rule made for it.
@@ -177,7 +195,7 @@ impl<'s> Conv<'s> {
         loop {
             match self.rules.get(&name) {
                 Some(b) if *b == body => return Ok(name),
-                None if name != "root" => {
+                None if name != "root" && name != self.top => {
                     self.set(&name, body)?;
                     return Ok(name);
                 }

@@ -1,6 +1,8 @@
 //! The OpenAI-style request and response shapes of `ember serve`: requests read from JSON
 //! values with every field checked (unknown fields ignored), responses written as JSON values.
 
+use ember_runtime::chat::tools::{tools_from_openai, ToolChoice, ToolSet};
+use ember_runtime::chat::ChatTemplate;
 use ember_runtime::sampler::SamplerConfig;
 use ember_runtime::session::{StopReason, MAX_STOPS, MAX_STOP_LEN};
 use serde_json::{json, Map, Value};
@@ -316,8 +318,9 @@ fn schema_grammar(schema: &Value, param: &'static str) -> ApiResult<String> {
         .map_err(|e| ApiError::bad(param, format!("the JSON schema: {e}")))
 }
 
-/// Chat messages as (role, content) pairs. `content` is a string or a list of text parts.
-pub fn messages(f: &Fields<'_>) -> ApiResult<Vec<(String, String)>> {
+/// Chat messages as (role, content) pairs. `content` is a string or a list of text parts; an
+/// assistant's earlier tool call becomes the text the model wrote for it (in `tools`' format).
+pub fn messages(f: &Fields<'_>, tools: Option<&ToolSet>) -> ApiResult<Vec<(String, String)>> {
     let list = match f.value("messages") {
         Some(Value::Array(a)) => a,
         Some(_) => return Err(ApiError::bad("messages", "'messages' must be a list")),
@@ -384,8 +387,11 @@ pub fn messages(f: &Fields<'_>) -> ApiResult<Vec<(String, String)>> {
                     Some(v) => v.clone(),
                     None => json!({}),
                 };
-                json!({"tool_call": {"name": func.get("name").cloned().unwrap_or(Value::Null), "arguments": args}})
-                    .to_string()
+                let name = func.get("name").and_then(Value::as_str).unwrap_or_default();
+                match tools {
+                    Some(t) => t.call_text(name, &args),
+                    None => json!({"tool_call": {"name": name, "arguments": args}}).to_string(),
+                }
             }
             _ => content,
         };
@@ -447,50 +453,21 @@ pub fn usage(prompt: usize, completion: usize) -> Value {
     })
 }
 
-/// Tools a chat request offers, as llama.cpp's generic tool format uses them: described in the
-/// system message, and the reply constrained to `{"tool_call": {"name", "arguments"}}` (or, when
-/// the model may also answer, `{"response": "..."}`).
-pub struct Tools {
-    /// The text added to the system message.
-    pub system: String,
-    /// The grammar of the reply.
-    pub grammar: String,
-}
-
-/// The tools of a request (`None` without tools, or with `tool_choice: "none"`).
-pub fn tools(f: &Fields<'_>) -> ApiResult<Option<Tools>> {
+/// The tools of a chat request, in the format the model's template asks for (`None` without
+/// tools, or with `tool_choice: "none"`).
+pub fn tools(f: &Fields<'_>, template: &ChatTemplate) -> ApiResult<Option<ToolSet>> {
     let list = match f.value("tools") {
         None => return Ok(None),
         Some(Value::Array(a)) if a.is_empty() => return Ok(None),
-        Some(Value::Array(a)) => a,
+        Some(v @ Value::Array(_)) => v,
         Some(_) => return Err(ApiError::bad("tools", "'tools' must be a list")),
     };
-    let mut fns = Vec::new();
-    for (i, t) in list.iter().enumerate() {
-        let f = t
-            .get("function")
-            .and_then(Value::as_object)
-            .filter(|_| t.get("type").and_then(Value::as_str).unwrap_or("function") == "function")
-            .ok_or_else(|| {
-                ApiError::bad(
-                    "tools",
-                    format!("tools[{i}] must be {{\"type\": \"function\", \"function\": {{…}}}}"),
-                )
-            })?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| ApiError::bad("tools", format!("tools[{i}].function has no name")))?;
-        let params = f
-            .get("parameters")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        fns.push((name.to_string(), f.get("description").cloned(), params));
-    }
+    let mut fns = tools_from_openai(list).map_err(|e| ApiError::bad("tools", e))?;
     let choice = match f.value("tool_choice") {
-        None => "auto".to_string(),
-        Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => s.clone(),
+        None => ToolChoice::Auto,
+        Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
+        Some(Value::String(s)) if s == "required" => ToolChoice::Required,
+        Some(Value::String(s)) if s == "none" => return Ok(None),
         Some(Value::Object(o)) => {
             let name = o
                 .get("function")
@@ -499,14 +476,14 @@ pub fn tools(f: &Fields<'_>) -> ApiResult<Option<Tools>> {
                 .ok_or_else(|| {
                     ApiError::bad("tool_choice", "tool_choice.function.name is required")
                 })?;
-            if !fns.iter().any(|(n, _, _)| n == name) {
+            if !fns.iter().any(|t| t.name == name) {
                 return Err(ApiError::bad(
                     "tool_choice",
                     format!("no tool named '{name}'"),
                 ));
             }
-            fns.retain(|(n, _, _)| n == name);
-            "required".into()
+            fns.retain(|t| t.name == name);
+            ToolChoice::Required
         }
         Some(_) => {
             return Err(ApiError::bad(
@@ -515,78 +492,9 @@ pub fn tools(f: &Fields<'_>) -> ApiResult<Option<Tools>> {
             ))
         }
     };
-    if choice == "none" {
-        return Ok(None);
-    }
-    let calls: Vec<Value> = fns
-        .iter()
-        .map(|(name, _, params)| {
-            json!({"type": "object", "properties": {"name": {"const": name}, "arguments": params},
-                   "required": ["name", "arguments"]})
-        })
-        .collect();
-    let call = json!({"type": "object", "properties": {"tool_call": {"anyOf": calls}}, "required": ["tool_call"]});
-    let schema = if choice == "required" {
-        call
-    } else {
-        json!({"anyOf": [call, {"type": "object", "properties": {"response": {"type": "string"}}, "required": ["response"]}]})
-    };
-    let grammar = ember_runtime::grammar::gbnf_from_schema(&schema.to_string())
-        .map_err(|e| ApiError::bad("tools", format!("a tool's parameters: {e}")))?;
-    let described: Vec<Value> = fns
-        .iter()
-        .map(
-            |(name, desc, params)| json!({"name": name, "description": desc, "parameters": params}),
-        )
-        .collect();
-    let mut system = format!(
-        "You can call these tools:\n{}\n\nTo call a tool, reply with JSON: {{\"tool_call\": {{\"name\": <tool name>, \"arguments\": <its arguments>}}}}.",
-        serde_json::to_string_pretty(&described).unwrap_or_default()
-    );
-    if choice != "required" {
-        system
-            .push_str(" To answer without a tool, reply with JSON: {\"response\": <your answer>}.");
-    }
-    Ok(Some(Tools { system, grammar }))
-}
-
-/// The messages of a chat with tools: the tools' description joined to the system message
-/// (or made the first message), assistant tool calls as the JSON the model writes, and tool
-/// results as `tool` messages.
-pub fn with_tools(mut msgs: Vec<(String, String)>, t: &Tools) -> Vec<(String, String)> {
-    match msgs.first_mut() {
-        Some((role, content)) if role == "system" => {
-            *content = format!("{content}\n\n{}", t.system);
-        }
-        _ => msgs.insert(0, ("system".into(), t.system.clone())),
-    }
-    msgs
-}
-
-/// A reply generated under [`tools`]: the tool call (name, arguments as JSON text), or the
-/// answer's text.
-pub enum ToolReply {
-    Call { name: String, arguments: String },
-    Text(String),
-}
-
-pub fn tool_reply(text: &str) -> ToolReply {
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => return ToolReply::Text(text.to_string()),
-    };
-    if let Some(call) = v.get("tool_call") {
-        let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
-        let args = call.get("arguments").cloned().unwrap_or(json!({}));
-        return ToolReply::Call {
-            name: name.to_string(),
-            arguments: args.to_string(),
-        };
-    }
-    match v.get("response") {
-        Some(Value::String(s)) => ToolReply::Text(s.clone()),
-        _ => ToolReply::Text(text.to_string()),
-    }
+    ToolSet::for_template(fns, choice, template)
+        .map(Some)
+        .map_err(|e| ApiError::bad("tools", format!("a tool's parameters: {e}")))
 }
 
 #[cfg(test)]
@@ -680,7 +588,7 @@ mod tests {
                     let f = Fields(&o);
                     for r in [
                         generate(&f, &base, 1).map(|_| ()),
-                        messages(&f).map(|_| ()),
+                        messages(&f, None).map(|_| ()),
                         prompt(&f, 1000).map(|_| ()),
                     ] {
                         if let Err(e) = r {
@@ -705,7 +613,7 @@ mod tests {
         assert_eq!(g.sampler.temperature, 0.5);
         assert_eq!(g.sampler.seed, u64::MAX);
         assert_eq!(g.grammar.as_deref(), Some(ember_runtime::grammar::JSON));
-        let m = messages(&f).unwrap();
+        let m = messages(&f, None).unwrap();
         assert_eq!(m[0], ("system".to_string(), "ab".to_string()));
         assert_eq!(m[1], ("user".to_string(), "hi".to_string()));
         // Sampling without a seed takes the fresh one; greedy keeps the default.

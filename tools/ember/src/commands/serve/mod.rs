@@ -14,6 +14,7 @@ use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{self, CliError, CliResult};
 use api::{ApiError, ApiResult, Fields};
 use bytes::Bytes;
+use ember_runtime::chat::tools::{ToolReply, ToolSet};
 use ember_runtime::chat::{ChatTemplate, Message};
 use ember_runtime::engine::{LoadedModel, Request};
 use http_body_util::{BodyExt, Either, Full, Limited};
@@ -537,7 +538,11 @@ async fn complete(
     let f = Fields(&o);
     let g = api::generate(&f, &ready.sampler, fresh_seed(state))?;
     let model = ready.model.model();
-    let tools = if chat { api::tools(&f)? } else { None };
+    let tools = if chat {
+        api::tools(&f, &ready.template)?
+    } else {
+        None
+    };
     if tools.is_some() && g.grammar.is_some() {
         return Err(ApiError::bad(
             "tools",
@@ -545,14 +550,11 @@ async fn complete(
         ));
     }
     let grammar = match &tools {
-        Some(t) => Some(t.grammar.clone()),
+        Some(t) => Some(t.grammar().to_string()),
         None => g.grammar.clone(),
     };
     let prompt = if chat {
-        let mut msgs = api::messages(&f)?;
-        if let Some(t) = &tools {
-            msgs = api::with_tools(msgs, t);
-        }
+        let msgs = api::messages(&f, tools.as_ref())?;
         let view: Vec<Message<'_>> = msgs
             .iter()
             .map(|(r, c)| Message {
@@ -560,7 +562,7 @@ async fn complete(
                 content: c,
             })
             .collect();
-        ember_runtime::engine::chat_prompt(&ready.template, model, &view)
+        ember_runtime::engine::chat_prompt(&ready.template, model, &view, tools.as_ref())
             .map_err(|e| ApiError::bad("messages", e.to_string()))?
     } else {
         match api::prompt(&f, model.config.n_vocab)? {
@@ -627,9 +629,9 @@ async fn complete(
         created,
         model: state.name.clone(),
         chat,
-        tools: tools.is_some(),
+        tools,
     };
-    if g.stream && meta.tools {
+    if g.stream && meta.tools.is_some() {
         // A tool call is known only once its JSON is complete: the reply is collected, then
         // sent as one stream of chunks.
         let (resp, what) = collect(rx, &meta).await?;
@@ -660,7 +662,7 @@ struct Meta {
     model: String,
     chat: bool,
     /// The reply is a tool call or an answer in the tools' JSON (sent whole, parsed).
-    tools: bool,
+    tools: Option<ToolSet>,
 }
 
 impl Meta {
@@ -699,15 +701,16 @@ async fn collect(mut rx: UnboundedReceiver<Event>, meta: &Meta) -> ApiResult<(Re
                 first_token,
             } => {
                 let mut finish = api::finish_reason(reason);
-                let choice = if meta.tools && finish == "stop" {
-                    match api::tool_reply(&text) {
-                        api::ToolReply::Call { name, arguments } => {
+                let reply = meta.tools.as_ref().filter(|_| finish == "stop");
+                let choice = if let Some(tools) = reply {
+                    match tools.parse_reply(&text) {
+                        ToolReply::Call { name, arguments } => {
                             finish = "tool_calls";
                             json!({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [{
                                 "id": format!("call-{}", meta.id), "type": "function",
                                 "function": {"name": name, "arguments": arguments}}]}, "finish_reason": finish})
                         }
-                        api::ToolReply::Text(t) => {
+                        ToolReply::Text(t) => {
                             json!({"index": 0, "message": {"role": "assistant", "content": t}, "finish_reason": finish})
                         }
                     }
