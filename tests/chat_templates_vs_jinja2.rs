@@ -25,6 +25,36 @@ const KNOWN: [(&str, &str); 2] = [
 ];
 
 #[test]
+fn tool_formats_are_read_from_the_templates() {
+    use ember_runtime::chat::tools::ToolFormat;
+    let dir = llama_cpp_source().join("models").join("templates");
+    let format = |name: &str| {
+        let src = std::fs::read_to_string(dir.join(name)).expect("template");
+        ToolFormat::of_template(Some(&src))
+    };
+    for (name, want) in [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", ToolFormat::Hermes),
+        ("Qwen-Qwen3-0.6B.jinja", ToolFormat::Hermes),
+        (
+            "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+            ToolFormat::Hermes,
+        ),
+        ("meta-llama-Llama-3.1-8B-Instruct.jinja", ToolFormat::Llama3),
+        ("meta-llama-Llama-3.2-3B-Instruct.jinja", ToolFormat::Llama3),
+        (
+            "meta-llama-Llama-3.3-70B-Instruct.jinja",
+            ToolFormat::Llama3,
+        ),
+        // Calls in their own markup (XML-like arguments): the generic format.
+        ("Qwen3-Coder.jinja", ToolFormat::Generic),
+        ("GLM-4.6.jinja", ToolFormat::Generic),
+        ("google-gemma-2-2b-it.jinja", ToolFormat::Generic),
+    ] {
+        assert_eq!(format(name), want, "{name}");
+    }
+}
+
+#[test]
 fn every_llama_cpp_template_renders_as_jinja2() {
     let fx = fixture_json("chat-templates/expected.json");
     let dir = llama_cpp_source().join("models").join("templates");

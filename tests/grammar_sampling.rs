@@ -72,8 +72,9 @@ fn constrained_draws_equal_a_full_mask() {
                 let mut recent: Vec<u32> = Vec::new();
                 for _step in 0..40 {
                     // The reference: every token tried.
-                    let allowed: Vec<usize> =
-                        (0..n).filter(|&id| c.allows(tok, id as u32).unwrap()).collect();
+                    let allowed: Vec<usize> = (0..n)
+                        .filter(|&id| c.allows(tok, id as u32).unwrap())
+                        .collect();
                     // Peaked random logits: a few likely tokens over a flat tail, and (as a
                     // model mostly does) often some allowed ones among or just below them.
                     for l in logits.iter_mut() {
@@ -83,14 +84,14 @@ fn constrained_draws_equal_a_full_mask() {
                         let id = (rng.next_u64() % n as u64) as usize;
                         logits[id] = 6.0 + rng.next_f32() * 6.0;
                     }
-                    if !allowed.is_empty() && rng.next_u64() % 4 != 0 {
+                    if !allowed.is_empty() && !rng.next_u64().is_multiple_of(4) {
                         for _ in 0..1 + rng.next_u64() % 6 {
                             let id = allowed[(rng.next_u64() % allowed.len() as u64) as usize];
                             logits[id] = 3.0 + rng.next_f32() * 7.0;
                         }
                     }
                     // Tokens just taken, likely again: the penalties reorder them.
-                    if !recent.is_empty() && rng.next_u64() % 2 == 0 {
+                    if !recent.is_empty() && rng.next_u64().is_multiple_of(2) {
                         for &id in recent.iter().rev().take(3) {
                             logits[id as usize] = 5.0 + rng.next_f32() * 6.0;
                         }
@@ -137,6 +138,9 @@ fn constrained_draws_equal_a_full_mask() {
             "{draws} constrained draws equal the full mask's: {rejected} rejected the sampler's \
              choice, {full} of them needed the whole vocabulary masked"
         );
-        assert!(draws > 400 && rejected > 100, "{draws} draws, {rejected} rejected");
+        assert!(
+            draws > 400 && rejected > 100,
+            "{draws} draws, {rejected} rejected"
+        );
     });
 }

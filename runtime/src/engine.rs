@@ -19,8 +19,8 @@
 //! Memory is allocated when a model or an engine is made, never while generating.
 
 use crate::arena::{try_zeroed, Arena};
-use crate::chat::{ChatTemplate, Conversation, Message};
 use crate::chat::tools::ToolSet;
+use crate::chat::{ChatTemplate, Conversation, Message};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, MappedFile};
 use crate::grammar::{Constraint, Grammar, MatcherLimits, OwnedGrammar};

@@ -17,9 +17,9 @@
 
 use super::{render_chatml, Message};
 use crate::error::{Detail, Error, Result};
+use core::fmt::Write as _;
 use std::string::String;
 use std::sync::Arc;
-use core::fmt::Write as _;
 use std::vec::Vec;
 
 /// Work allowed to one rendering: one unit per instruction, plus one per 64 bytes of data made
@@ -353,8 +353,7 @@ impl ChatTemplate {
                 Some(t) => minijinja::context! { tools => jinja_value(t), ..base },
                 None => base,
             };
-            tmpl.render(ctx)
-            .map_err(|e| match e.kind() {
+            tmpl.render(ctx).map_err(|e| match e.kind() {
                 minijinja::ErrorKind::OutOfFuel => Error::Capacity {
                     what: "chat template work and data (fuel)",
                     needed: FUEL + 1,
@@ -455,7 +454,9 @@ impl JsonWriter {
         }
         match v.kind() {
             K::None => self.out.push_str("null"),
-            K::Bool => self.out.push_str(if v.is_true() { "true" } else { "false" }),
+            K::Bool => self
+                .out
+                .push_str(if v.is_true() { "true" } else { "false" }),
             K::Number => match (i64::try_from(v.clone()), f64::try_from(v.clone())) {
                 (Ok(i), _) if v.is_integer() => {
                     let _ = write!(self.out, "{i}");
@@ -467,7 +468,8 @@ impl JsonWriter {
             },
             K::String => self.string(v.as_str().unwrap_or_default()),
             K::Seq => {
-                let items: Vec<minijinja::Value> = v.try_iter().map_err(|e| e.to_string())?.collect();
+                let items: Vec<minijinja::Value> =
+                    v.try_iter().map_err(|e| e.to_string())?.collect();
                 if items.is_empty() {
                     self.out.push_str("[]");
                     return Ok(());
@@ -618,7 +620,9 @@ fn jinja_value(v: &serde_json::Value) -> minijinja::Value {
         },
         J::String(s) => minijinja::Value::from(s.as_str()),
         J::Array(a) => minijinja::Value::from(a.iter().map(jinja_value).collect::<Vec<_>>()),
-        J::Object(o) => minijinja::Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), jinja_value(v)))),
+        J::Object(o) => {
+            minijinja::Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), jinja_value(v))))
+        }
     }
 }
 

@@ -126,13 +126,17 @@ pub fn tools_from_openai(list: &Value) -> core::result::Result<Vec<Tool>, String
     let mut out: Vec<Tool> = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         let f = match t.get("function") {
-            Some(f) if t.get("type").and_then(Value::as_str).unwrap_or("function") == "function" => f,
+            Some(f)
+                if t.get("type").and_then(Value::as_str).unwrap_or("function") == "function" =>
+            {
+                f
+            }
             Some(_) => return Err(format!("tools[{i}] is not a function")),
             None => t,
         };
-        let f = f
-            .as_object()
-            .ok_or_else(|| format!("tools[{i}] must be {{\"type\": \"function\", \"function\": {{…}}}}"))?;
+        let f = f.as_object().ok_or_else(|| {
+            format!("tools[{i}] must be {{\"type\": \"function\", \"function\": {{…}}}}")
+        })?;
         let name = f
             .get("name")
             .and_then(Value::as_str)
@@ -149,7 +153,11 @@ pub fn tools_from_openai(list: &Value) -> core::result::Result<Vec<Tool>, String
         let parameters = match f.get("parameters") {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
             Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => return Err(format!("tools[{i}].parameters must be a JSON Schema object")),
+            Some(_) => {
+                return Err(format!(
+                    "tools[{i}].parameters must be a JSON Schema object"
+                ))
+            }
         };
         out.push(Tool {
             name: name.to_string(),
@@ -161,7 +169,8 @@ pub fn tools_from_openai(list: &Value) -> core::result::Result<Vec<Tool>, String
 }
 
 /// Free text that does not begin like a call, and a `<think>` block.
-const TEXT_RULES: &str = "tool-think ::= \"<think>\" ( [^<] | \"<\" [^/] )* \"</think>\" [\\n]{0,2}\n";
+const TEXT_RULES: &str =
+    "tool-think ::= \"<think>\" ( [^<] | \"<\" [^/] )* \"</think>\" [\\n]{0,2}\n";
 
 impl ToolSet {
     /// The tools in `format` (from [`ToolFormat::of_template`]); `template_src` tells whether
@@ -185,7 +194,8 @@ impl ToolSet {
             })
             .collect();
         let call = json!({"anyOf": calls});
-        let thinks = format != ToolFormat::Generic && template_src.is_some_and(|s| s.contains("<think>"));
+        let thinks =
+            format != ToolFormat::Generic && template_src.is_some_and(|s| s.contains("<think>"));
         let grammar = match format {
             ToolFormat::Generic => {
                 let envelope = json!({"type": "object", "properties": {"tool_call": call}, "required": ["tool_call"]});
@@ -199,7 +209,10 @@ impl ToolSet {
             ToolFormat::Hermes | ToolFormat::Llama3 => {
                 let rules = gbnf_rules_from_schema(&call.to_string(), "tool-call")?;
                 let (call, text) = if format == ToolFormat::Hermes {
-                    ("\"<tool_call>\\n\" tool-call \"\\n</tool_call>\"", "[^<] .*")
+                    (
+                        "\"<tool_call>\\n\" tool-call \"\\n</tool_call>\"",
+                        "[^<] .*",
+                    )
                 } else {
                     ("tool-call", "[^{] .*")
                 };
@@ -276,7 +289,9 @@ impl ToolSet {
             serde_json::to_string_pretty(&described).unwrap_or_default()
         );
         if self.choice == ToolChoice::Auto {
-            s.push_str(" To answer without a tool, reply with JSON: {\"response\": <your answer>}.");
+            s.push_str(
+                " To answer without a tool, reply with JSON: {\"response\": <your answer>}.",
+            );
         }
         Some(s)
     }
@@ -335,14 +350,16 @@ impl ToolSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grammar::{Grammar, Matcher, MatcherLimits};
     use crate::arena::Arena;
+    use crate::grammar::{Grammar, Matcher, MatcherLimits};
 
     fn light() -> Vec<Tool> {
-        tools_from_openai(&json!([{"type": "function", "function": {"name": "set_light",
+        tools_from_openai(
+            &json!([{"type": "function", "function": {"name": "set_light",
             "description": "Turn a light on or off", "parameters": {"type": "object",
             "properties": {"room": {"enum": ["kitchen", "hall"]}, "on": {"type": "boolean"}},
-            "required": ["room", "on"]}}}, {"name": "get_time"}]))
+            "required": ["room", "on"]}}}, {"name": "get_time"}]),
+        )
         .unwrap()
     }
 
@@ -360,7 +377,10 @@ mod tests {
         let llama = "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.";
         assert_eq!(ToolFormat::of_template(Some(qwen)), ToolFormat::Hermes);
         assert_eq!(ToolFormat::of_template(Some(llama)), ToolFormat::Llama3);
-        assert_eq!(ToolFormat::of_template(Some("{{ messages }}")), ToolFormat::Generic);
+        assert_eq!(
+            ToolFormat::of_template(Some("{{ messages }}")),
+            ToolFormat::Generic
+        );
         assert_eq!(ToolFormat::of_template(None), ToolFormat::Generic);
         let call = json!({"room": "kitchen", "on": true});
         for (format, src) in [
@@ -391,7 +411,11 @@ mod tests {
                     ToolFormat::Generic => json!({"response": "Hello."}).to_string(),
                     _ => "Hello.".to_string(),
                 };
-                assert_eq!(accepts(t.grammar(), &answer), choice == ToolChoice::Auto, "{format:?}");
+                assert_eq!(
+                    accepts(t.grammar(), &answer),
+                    choice == ToolChoice::Auto,
+                    "{format:?}"
+                );
                 if choice == ToolChoice::Auto {
                     assert_eq!(t.parse_reply(&answer), ToolReply::Text("Hello.".into()));
                 }
@@ -400,8 +424,17 @@ mod tests {
             }
         }
         // A <think> block first, where the template has them.
-        let t = ToolSet::new(light(), ToolChoice::Required, ToolFormat::Hermes, Some(qwen)).unwrap();
-        let text = format!("<think>\nThe user wants light.\n</think>\n\n{}", t.call_text("get_time", &json!({})));
+        let t = ToolSet::new(
+            light(),
+            ToolChoice::Required,
+            ToolFormat::Hermes,
+            Some(qwen),
+        )
+        .unwrap();
+        let text = format!(
+            "<think>\nThe user wants light.\n</think>\n\n{}",
+            t.call_text("get_time", &json!({}))
+        );
         assert!(accepts(t.grammar(), &text));
         assert!(matches!(t.parse_reply(&text), ToolReply::Call { name, .. } if name == "get_time"));
     }
@@ -410,15 +443,30 @@ mod tests {
     fn bad_tool_lists_are_refused_by_entry() {
         for (list, want) in [
             (json!({"a": 1}), "must be a list"),
-            (json!([{"type": "function", "function": {"description": "x"}}]), "tools[0] has no name"),
-            (json!([{"name": "a"}, {"name": "a"}]), "tools[1]: a second tool"),
-            (json!([{"name": "a", "parameters": 3}]), "tools[0].parameters"),
-            (json!([{"type": "retrieval", "function": {"name": "a"}}]), "not a function"),
+            (
+                json!([{"type": "function", "function": {"description": "x"}}]),
+                "tools[0] has no name",
+            ),
+            (
+                json!([{"name": "a"}, {"name": "a"}]),
+                "tools[1]: a second tool",
+            ),
+            (
+                json!([{"name": "a", "parameters": 3}]),
+                "tools[0].parameters",
+            ),
+            (
+                json!([{"type": "retrieval", "function": {"name": "a"}}]),
+                "not a function",
+            ),
         ] {
             let e = tools_from_openai(&list).unwrap_err();
             assert!(e.contains(want), "{list}: {e}");
         }
-        let t = tools_from_openai(&json!([{"name": "a", "parameters": {"type": "string", "pattern": "x+"}}])).unwrap();
+        let t = tools_from_openai(
+            &json!([{"name": "a", "parameters": {"type": "string", "pattern": "x+"}}]),
+        )
+        .unwrap();
         let e = ToolSet::new(t, ToolChoice::Auto, ToolFormat::Generic, None).unwrap_err();
         assert!(e.to_string().contains("pattern"), "{e}");
     }

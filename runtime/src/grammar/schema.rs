@@ -82,7 +82,10 @@ pub fn gbnf_from_schema(schema: &str) -> Result<String> {
 /// `top` other than `root`, the text has no `root` rule.
 pub fn gbnf_rules_from_schema(schema: &str, top: &str) -> Result<String> {
     if top.is_empty() || !top.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(refuse("a grammar rule name must be letters, digits and -", top));
+        return Err(refuse(
+            "a grammar rule name must be letters, digits and -",
+            top,
+        ));
     }
     let root: Value = serde_json::from_str(schema)
         .map_err(|e| refuse("the JSON schema is not valid JSON", &e.to_string()))?;

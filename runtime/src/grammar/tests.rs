@@ -152,7 +152,10 @@ fn token_references_take_whole_tokens_by_id() {
     let g = Grammar::compile_owned_with_tokens("root ::= <think> !<|im_end|>* <|im_end|>", &look)
         .unwrap();
     let g = g.grammar();
-    assert!(takes_tokens(&g, &[(40, "<think>"), (8, "hm"), (9, "."), (2, "")]));
+    assert!(takes_tokens(
+        &g,
+        &[(40, "<think>"), (8, "hm"), (9, "."), (2, "")]
+    ));
     assert!(!takes_tokens(&g, &[(41, "<think>"), (2, "")]));
     let e = Grammar::compile_owned_with_tokens("root ::= <nope>", &look)
         .err()

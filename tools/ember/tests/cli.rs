@@ -362,7 +362,10 @@ fn grammars_keep_the_output_inside_them() {
     // A token the vocabulary lacks, or an id past it: one error line naming it.
     for (g, want) in [
         ("root ::= \"x\" <|nope|>\n", "column 14: <|nope|>"),
-        ("root ::= <[99999]>\n", "<[99999]>, in a vocabulary of 49152 tokens"),
+        (
+            "root ::= <[99999]>\n",
+            "<[99999]>, in a vocabulary of 49152 tokens",
+        ),
     ] {
         std::fs::write(&toks, g).unwrap();
         let out = ember()
@@ -387,6 +390,84 @@ fn grammars_keep_the_output_inside_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("unterminated character class") && err.contains("line 2"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn chat_with_tools_prints_calls_and_sends_results_back() {
+    let dir = std::env::temp_dir().join(format!("ember-tools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tools = dir.join("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "set_light", "description": "Turn a room light on or off",
+              "parameters": {"type": "object", "properties": {"room": {"enum": ["kitchen", "bedroom"]},
+                             "on": {"type": "boolean"}}, "required": ["room", "on"]}}},
+            {"type": "function", "function": {"name": "get_time", "description": "The current time"}}]"#,
+    )
+    .unwrap();
+    // SmolLM2's own template (the generic format), then Qwen2.5's (<tool_call> JSON) on the
+    // same weights.
+    let qwen = std::fs::read_to_string(
+        ember_tests::llama_cpp_source().join("models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"),
+    )
+    .unwrap();
+    let qwen_model = ember_tests::model_with_template("cli-tools-qwen.gguf", &qwen);
+    for model in [None, Some(qwen_model)] {
+        let mut cmd = ember();
+        cmd.args(["chat", "--tools"]).arg(&tools);
+        cmd.args(["--tool-choice", "required", "-n", "96"]);
+        if let Some(m) = &model {
+            cmd.arg("-m").arg(m);
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"Turn on the kitchen light.\n{\"ok\": true}\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let first = stdout.lines().next().unwrap_or_default();
+        let call = first
+            .strip_prefix("[tool call] ")
+            .unwrap_or_else(|| panic!("{model:?}: {stdout:?}"));
+        let (name, args) = call.split_once(' ').unwrap();
+        let args: serde_json::Value = serde_json::from_str(args).unwrap();
+        match name {
+            "set_light" => {
+                assert!(["kitchen", "bedroom"].contains(&args["room"].as_str().unwrap()));
+                assert!(args["on"].is_boolean(), "{args}");
+            }
+            "get_time" => assert_eq!(args, serde_json::json!({})),
+            other => panic!("{other} was not offered"),
+        }
+        // The result went back and the model replied to it (a call or an answer).
+        assert!(stdout.lines().count() >= 2, "{stdout:?}");
+    }
+    // A bad tool list: one error line naming the file and the entry.
+    std::fs::write(&tools, r#"[{"type": "function", "function": {}}]"#).unwrap();
+    let out = ember()
+        .args(["chat", "--tools"])
+        .arg(&tools)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("tools[0] has no name"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

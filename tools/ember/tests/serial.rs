@@ -262,7 +262,9 @@ fn a_serial_session_through_a_pty() {
     // Any JSON value (the built-in grammar's), whole: it parses.
     serde_json::from_str::<serde_json::Value>(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"));
     assert!(pty.turn("/stats").contains("| JSON replies"));
-    assert!(pty.turn("/json maybe").contains("error: /json needs on or off"));
+    assert!(pty
+        .turn("/json maybe")
+        .contains("error: /json needs on or off"));
     assert!(pty.turn("/json off").contains("(replies are free text)"));
     assert!(!pty.turn("/stats").contains("JSON"));
     // Unknown command, then hangup: ember exits 0 with a message.

@@ -661,7 +661,23 @@ fn idle_and_slow_clients_do_not_block_the_others() {
 /// message.
 #[test]
 fn tool_calls_come_back_as_openai_tool_calls() {
-    let srv = Server::start(&["-c", "2048"]);
+    // SmolLM2's template takes no tools: llama.cpp's generic format.
+    tool_calls(&Server::start(&["-c", "2048"]));
+    // The same weights under templates that take tools: Qwen2.5's (<tool_call> JSON) and
+    // Llama 3.2's ({"name", "parameters"}), read from llama.cpp's suite.
+    let dir = ember_tests::llama_cpp_source().join("models/templates");
+    for (name, file) in [
+        ("tools-qwen", "Qwen-Qwen2.5-7B-Instruct.jinja"),
+        ("tools-llama", "meta-llama-Llama-3.2-3B-Instruct.jinja"),
+    ] {
+        let template = std::fs::read_to_string(dir.join(file)).unwrap();
+        let model = ember_tests::model_with_template(&format!("{name}.gguf"), &template);
+        let srv = Server::start(&["-c", "2048", "-m", model.to_str().unwrap()]);
+        tool_calls(&srv);
+    }
+}
+
+fn tool_calls(srv: &Server) {
     let tools = json!([
         {"type": "function", "function": {"name": "set_light", "description": "Turn a room light on or off",
             "parameters": {"type": "object", "properties": {"room": {"enum": ["kitchen", "bedroom"]}, "on": {"type": "boolean"}},

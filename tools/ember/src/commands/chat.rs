@@ -3,10 +3,13 @@
 //! Each turn renders the whole conversation with the model's chat template, but feeds the model
 //! only the tokens the KV cache does not already hold (the longest common prefix stays). On a
 //! terminal the prompt has line editing and history; otherwise each input line is one turn, so
-//! the REPL can be scripted. Ctrl-C stops the reply, not the program.
+//! the REPL can be scripted. Ctrl-C stops the reply, not the program. With `--tools`, a reply
+//! is a tool call (printed, its result read as the next line and sent back as a `tool`
+//! message) or an answer.
 
 use super::{ContextArgs, ModelArgs, SamplingArgs};
 use crate::load::{CliError, CliResult};
+use ember_runtime::chat::tools::{tools_from_openai, ToolChoice, ToolReply, ToolSet};
 use ember_runtime::session::{GenOptions, StopReason};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::Ordering;
@@ -28,6 +31,14 @@ pub struct Args {
     context: ContextArgs,
     #[command(flatten)]
     grammar: super::GrammarArgs,
+    /// Tools the model may call: a JSON file of OpenAI's tool list
+    /// (`[{"type": "function", "function": {"name", "description", "parameters"}}]`). A call is
+    /// printed as `[tool call] NAME ARGUMENTS`; the next input line is its result.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["grammar", "json", "json_schema"])]
+    tools: Option<std::path::PathBuf>,
+    /// With --tools: `auto` (a call or an answer, as the model decides) or `required`.
+    #[arg(long = "tool-choice", default_value = "auto", value_parser = ["auto", "required"], requires = "tools")]
+    tool_choice: String,
 }
 
 const HELP: &str = "commands: /reset (new conversation), /system TEXT (set the system message and reset), /help, /quit";
@@ -80,6 +91,39 @@ pub fn main(a: Args) -> CliResult {
     let (model, sc, pool) = (opened.loaded.model(), opened.sc, &opened.pool);
     let mut engine = opened.engine(sampler_cfg, grammar.as_deref())?;
     engine.conversation().set_system(a.system.as_deref());
+    let mut follow_up = None;
+    if let Some(path) = &a.tools {
+        if a.sampling.beam > 0 {
+            return Err(CliError("--tools is not available with --beam".into()));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let list: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CliError(format!("{}: not JSON: {e}", path.display())))?;
+        let tools =
+            tools_from_openai(&list).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let choice = if a.tool_choice == "required" {
+            ToolChoice::Required
+        } else {
+            ToolChoice::Auto
+        };
+        let template = engine.conversation().template();
+        let set = ToolSet::for_template(tools.clone(), choice, template)
+            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        // After a tool's result the model may answer, also when a call was required.
+        follow_up = Some(
+            ToolSet::for_template(tools, ToolChoice::Auto, template)
+                .map_err(|e| CliError(format!("{}: {e}", path.display())))?,
+        );
+        if terminal {
+            errln!(
+                "ember chat: {} tools, {} format",
+                set.tools().len(),
+                set.format().name()
+            );
+        }
+        engine.set_tools(Some(set))?;
+    }
     // Ctrl-C stops the reply (also a long prompt, between layers), not the program.
     let stop_reply = engine.cancel_flag();
     {
@@ -152,6 +196,19 @@ pub fn main(a: Args) -> CliResult {
             ignore_eos: false,
             stop: &stops,
         };
+        if engine.tools().is_some() {
+            let follow = follow_up.as_ref();
+            tool_turns(
+                &mut engine,
+                &mut input,
+                line,
+                &opts,
+                &stop_reply,
+                terminal,
+                follow,
+            )?;
+            continue;
+        }
         let mut write_error = None;
         let r = engine.chat(line, &opts, &mut || {}, &mut |piece| {
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
@@ -178,4 +235,79 @@ pub fn main(a: Args) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// One user message with tools: each reply that is a call is printed (`[tool call] NAME
+/// ARGUMENTS`), its result read as the next input line and sent back, until the model answers
+/// (printed as text) or the input ends. Replies to a result keep to `follow_up`'s grammar (a
+/// call or an answer).
+fn tool_turns(
+    engine: &mut ember_runtime::engine::Engine,
+    input: &mut Input,
+    line: &str,
+    opts: &GenOptions<'_>,
+    stop_reply: &Arc<std::sync::atomic::AtomicBool>,
+    terminal: bool,
+    follow_up: Option<&ToolSet>,
+) -> CliResult {
+    let first = engine.tools().map(|t| t.grammar().to_string());
+    let r = tool_loop(engine, input, line, opts, stop_reply, terminal, follow_up);
+    // The next user message gets the tool set's own grammar again.
+    engine.set_grammar(first.as_deref())?;
+    r
+}
+
+fn tool_loop(
+    engine: &mut ember_runtime::engine::Engine,
+    input: &mut Input,
+    line: &str,
+    opts: &GenOptions<'_>,
+    stop_reply: &Arc<std::sync::atomic::AtomicBool>,
+    terminal: bool,
+    follow_up: Option<&ToolSet>,
+) -> CliResult {
+    let (mut role, mut text) = ("user", line.to_string());
+    loop {
+        let mut reply = String::new();
+        let r = engine.chat_as(role, &text, opts, &mut || {}, &mut |piece| {
+            reply.push_str(piece);
+            !stop_reply.load(Ordering::SeqCst)
+        });
+        match r {
+            Ok(o) if o.reason == StopReason::Stopped => {
+                outln!("{reply}")?;
+                errln!("(stopped)");
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(ember_runtime::Error::Cancelled) => {
+                errln!("(stopped before the reply; the message was dropped)");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let parsed = match engine.tools() {
+            Some(t) => t.parse_reply(&reply),
+            None => ToolReply::Text(reply),
+        };
+        match parsed {
+            ToolReply::Text(t) => {
+                outln!("{t}")?;
+                return Ok(());
+            }
+            ToolReply::Call { name, arguments } => {
+                outln!("[tool call] {name} {arguments}")?;
+                if terminal {
+                    errln!("(type the tool's result)");
+                }
+                let Some(result) = input.line()? else {
+                    return Ok(());
+                };
+                if let Some(f) = follow_up {
+                    engine.set_grammar(Some(f.grammar()))?;
+                }
+                (role, text) = ("tool", result);
+            }
+        }
+    }
 }
