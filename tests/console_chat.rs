@@ -1,10 +1,12 @@
 //! The console's conversations on the real model: the no_std ChatML assistant (fixed buffers)
-//! and the template assistant (the model's Jinja template) give the same greedy replies turn
-//! after turn, with the KV cache kept between turns, and the ChatML one keeps going through the
-//! ring cache when the conversation outgrows the context.
+//! and the engine's (the model's Jinja template, the engine's chat-turn policy: what `ember
+//! serial` runs) give the same greedy replies turn after turn, with the KV cache kept between
+//! turns, and the ChatML one keeps going through the ring cache when the conversation outgrows
+//! the context.
 
 use ember_runtime::arena::Arena;
-use ember_runtime::console::{Assistant, ChatAssistant};
+use ember_runtime::console::{Assistant, ChatAssistant, EngineAssistant};
+use ember_runtime::engine::{Engine, LoadedModel, Settings};
 use ember_runtime::kernels::Kernels;
 use ember_runtime::sampler::{Sampler, SamplerConfig};
 use ember_runtime::session::{Session, SessionConfig};
@@ -59,12 +61,16 @@ fn chatml_and_template_assistants_agree_over_several_turns() {
         chatml.set_system(SMOLLM_DEFAULT_SYSTEM).unwrap();
         let a = replies(&mut chatml);
 
-        let mut mem2 =
-            vec![0u8; Session::bytes_needed(m, &sc) + Sampler::bytes_needed(n_vocab, &cfg)];
-        let mut arena2 = Arena::new(&mut mem2);
-        let s = Session::new(m, &mut arena2, &sc).unwrap();
-        let smp = Sampler::new(&mut arena2, n_vocab, cfg).unwrap();
-        let mut templ = ChatAssistant::with_template(s, smp, None, 48).unwrap();
+        let loaded = std::sync::Arc::new(
+            LoadedModel::open(ember_tests::model_path(), Kernels::best()).unwrap(),
+        );
+        let settings = Settings {
+            n_ctx: sc.n_ctx,
+            sampler: cfg,
+            ..Settings::default()
+        };
+        let engine = Engine::new(loaded, &settings, None).unwrap();
+        let mut templ = EngineAssistant::new(engine, 48);
         let b = replies(&mut templ);
 
         assert_eq!(a, b);
@@ -75,7 +81,7 @@ fn chatml_and_template_assistants_agree_over_several_turns() {
             "{}",
             chatml.session().n_past()
         );
-        assert_eq!(chatml.session().n_past(), templ.session().n_past());
+        assert_eq!(chatml.session().n_past(), templ.engine().session().n_past());
 
         // A line too long for the ChatML buffers is an error, and the console goes on.
         let long = "x".repeat(3 * max_line);

@@ -389,6 +389,11 @@ impl Engine {
         self.conversation.reset();
     }
 
+    /// The sampling settings in use.
+    pub fn sampling(&self) -> &SamplerConfig {
+        self.sampler.config()
+    }
+
     /// New sampling settings (the penalty window may not exceed the one the engine was made
     /// with).
     pub fn set_sampling(&mut self, cfg: SamplerConfig) -> Result<()> {

@@ -1,4 +1,6 @@
-//! [`ChatAssistant`]: a multi-turn conversation over one session, its KV cache kept between turns.
+//! [`ChatAssistant`]: a multi-turn conversation over one session, its KV cache kept between turns,
+//! in ChatML written into fixed buffers (no `std`; with `std`, the console runs on the engine
+//! instead: `EngineAssistant`).
 
 use super::{Assistant, ReplyEnd};
 use crate::arena::Arena;
@@ -22,9 +24,6 @@ enum Turns<'s> {
         text: &'s mut [u8],
         scratch: EncodeScratch<'s>,
     },
-    /// The model's own Jinja template (std), through [`crate::chat::Conversation`].
-    #[cfg(feature = "std")]
-    Template(std::boxed::Box<crate::chat::Conversation>),
 }
 
 /// A conversation with the model: each user line becomes a turn through the chat format, only
@@ -36,12 +35,6 @@ pub struct ChatAssistant<'m, 's> {
     turns: Turns<'s>,
     /// The tokens of the current turn (ChatML).
     tokens: &'s mut [TokenId],
-    /// The tokens of the current turn (template).
-    #[cfg(feature = "std")]
-    owned: std::vec::Vec<TokenId>,
-    /// The reply so far (template: the conversation records it).
-    #[cfg(feature = "std")]
-    reply: std::string::String,
     max_reply: usize,
     /// The last reply's final token when the cache ends just before it.
     unfed: Option<TokenId>,
@@ -89,24 +82,6 @@ impl<'m, 's> ChatAssistant<'m, 's> {
         Ok(Self::with(session, sampler, turns, tokens, max_reply))
     }
 
-    /// A conversation through the model's own chat template (ChatML when it has none).
-    #[cfg(feature = "std")]
-    pub fn with_template(
-        session: Session<'m, 's>,
-        sampler: Sampler<'s>,
-        system: Option<&str>,
-        max_reply: usize,
-    ) -> Result<Self> {
-        let conv = crate::chat::Conversation::new(session.model(), system)?;
-        Ok(Self::with(
-            session,
-            sampler,
-            Turns::Template(conv.into()),
-            &mut [],
-            max_reply,
-        ))
-    }
-
     fn with(
         session: Session<'m, 's>,
         sampler: Sampler<'s>,
@@ -119,10 +94,6 @@ impl<'m, 's> ChatAssistant<'m, 's> {
             sampler,
             turns,
             tokens,
-            #[cfg(feature = "std")]
-            owned: std::vec::Vec::new(),
-            #[cfg(feature = "std")]
-            reply: std::string::String::with_capacity(4096),
             max_reply,
             unfed: None,
             n_turns: 0,
@@ -236,11 +207,6 @@ impl<'m, 's> ChatAssistant<'m, 's> {
                     })?;
                 Ok(TurnTokens::Buffer(n))
             }
-            #[cfg(feature = "std")]
-            Turns::Template(conv) => {
-                self.owned = conv.user_turn(&mut self.session, line)?;
-                Ok(TurnTokens::Owned)
-            }
         }
     }
 }
@@ -249,9 +215,6 @@ impl<'m, 's> ChatAssistant<'m, 's> {
 enum TurnTokens {
     /// The first n of `tokens`.
     Buffer(usize),
-    /// `owned`.
-    #[cfg(feature = "std")]
-    Owned,
 }
 
 /// `fmt::Write` into a byte slice; fails when full.
@@ -281,19 +244,11 @@ impl Assistant for ChatAssistant<'_, '_> {
             tokens,
             max_reply,
             clock,
-            #[cfg(feature = "std")]
-            owned,
-            #[cfg(feature = "std")]
-            reply,
             ..
         } = self;
         let ids: &[TokenId] = match where_ {
             TurnTokens::Buffer(n) => &tokens[..n],
-            #[cfg(feature = "std")]
-            TurnTokens::Owned => owned,
         };
-        #[cfg(feature = "std")]
-        reply.clear();
         if session.n_past() == 0 {
             sampler.reset();
         }
@@ -317,11 +272,7 @@ impl Assistant for ChatAssistant<'_, '_> {
             ids,
             &opts,
             &mut || t_start = clock.map_or(0, |c| c()),
-            &mut |piece| {
-                #[cfg(feature = "std")]
-                reply.push_str(piece);
-                emit(piece)
-            },
+            &mut |piece| emit(piece),
         );
         let t_end = clock.map_or(0, |c| c());
         let (reason, stats) = match result {
@@ -336,10 +287,6 @@ impl Assistant for ChatAssistant<'_, '_> {
         self.unfed = stats.unfed;
         self.last_tokens = stats.generated_tokens;
         self.last_micros = t_end.saturating_sub(t_start);
-        #[cfg(feature = "std")]
-        if let Turns::Template(conv) = &mut self.turns {
-            conv.assistant_reply(&self.session, &self.reply);
-        }
         Ok(if reason == StopReason::Stopped {
             ReplyEnd::Stopped
         } else {
@@ -352,10 +299,6 @@ impl Assistant for ChatAssistant<'_, '_> {
         self.unfed = None;
         self.sampler.reset();
         self.n_turns = 0;
-        #[cfg(feature = "std")]
-        if let Turns::Template(conv) = &mut self.turns {
-            conv.reset();
-        }
     }
 
     fn set_system(&mut self, text: &str) -> Result<()> {
@@ -372,8 +315,6 @@ impl Assistant for ChatAssistant<'_, '_> {
                 dst.copy_from_slice(text.as_bytes());
                 *system_len = text.len();
             }
-            #[cfg(feature = "std")]
-            Turns::Template(conv) => conv.set_system((!text.is_empty()).then_some(text)),
         }
         self.reset();
         Ok(())

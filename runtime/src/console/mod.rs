@@ -14,14 +14,19 @@
 //!   inside the built-in JSON grammar), `/stats`.
 //!
 //! The console is `no_std` and allocates nothing: the line lives in a caller buffer and the
-//! conversation in an [`Assistant`] (normally [`ChatAssistant`]: a session with its KV cache
-//! kept between turns). It is generic over `embedded-io`'s `Read + ReadReady + Write`, so the
+//! conversation in an [`Assistant`]: [`ChatAssistant`] (a session with its KV cache kept between
+//! turns, ChatML in fixed buffers, no `std`) on a board, or, with `std`, `EngineAssistant` (the
+//! engine API every other front end uses: the model's template, one chat-turn policy). It is generic over `embedded-io`'s `Read + ReadReady + Write`, so the
 //! same code runs on a board's UART driver and, in `ember serial`, on a Linux tty.
 
 mod chat;
+#[cfg(feature = "std")]
+mod engine;
 pub mod line;
 
 pub use chat::ChatAssistant;
+#[cfg(feature = "std")]
+pub use engine::EngineAssistant;
 
 use crate::error::Error;
 use core::fmt::{self, Write as _};

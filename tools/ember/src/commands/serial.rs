@@ -6,11 +6,8 @@
 //! message, so a service manager can start it again for the next session.
 
 use super::{ContextArgs, ModelArgs, SamplingArgs};
-use crate::load::{self, CliError, CliResult};
-use ember_runtime::arena::Arena;
-use ember_runtime::console::{self, BusyIndicator, ChatAssistant, ConsoleConfig};
-use ember_runtime::sampler::Sampler;
-use ember_runtime::session::{Session, SessionConfig};
+use crate::load::{CliError, CliResult};
+use ember_runtime::console::{self, BusyIndicator, ConsoleConfig, EngineAssistant};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -251,15 +248,6 @@ fn open_busy_led(spec: &str) -> CliResult<console::BusyPin<linux_embedded_hal::C
     ))
 }
 
-/// Microseconds since the first call.
-fn clock() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_micros() as u64
-}
-
 pub fn main(a: Args) -> CliResult {
     let sampler_cfg = a.sampling.config();
     sampler_cfg.validate()?;
@@ -268,8 +256,6 @@ pub fn main(a: Args) -> CliResult {
             "beam search is not available on the serial console".into(),
         ));
     }
-    let kernels = load::kernels(a.model.kernels.as_deref())?;
-    let pool = load::thread_pool(a.context.threads()?)?;
     let mut busy: Box<dyn BusyIndicator> = match &a.busy_led {
         Some(spec) => Box::new(open_busy_led(spec)?),
         None => Box::new(()),
@@ -311,68 +297,46 @@ pub fn main(a: Args) -> CliResult {
         }
     };
 
-    load::with_model(load::model_path(a.model.model), kernels, |model| {
-        let sc = a.context.session_config(
-            model,
-            2048,
-            SessionConfig::default().n_batch,
-            super::Sessions::One,
-        )?;
-        let mut mem =
-            ember_runtime::arena::try_zeroed(Session::plan(model, &sc)?.total, "session memory")?;
-        let mut arena = Arena::new(&mut mem);
-        let mut session = Session::new(model, &mut arena, &sc)?;
-        session.set_parallel(&pool);
-        let mut smem = ember_runtime::arena::try_zeroed(
-            Sampler::bytes_needed(model.config.n_vocab, &sampler_cfg),
-            "sampler memory",
-        )?;
-        let mut sarena = Arena::new(&mut smem);
-        let sampler = Sampler::new(&mut sarena, model.config.n_vocab, sampler_cfg)?;
-        let mut jmem = ember_runtime::arena::try_zeroed(
-            ChatAssistant::json_bytes_needed(&model.tokenizer),
-            "JSON grammar memory",
-        )?;
-        let mut assistant =
-            ChatAssistant::with_template(session, sampler, a.system.as_deref(), a.n_predict)?;
-        assistant.enable_json(&mut Arena::new(&mut jmem))?;
-        assistant.set_clock(clock);
-        let name = model
-            .gguf
-            .get_str("general.name")
-            .ok()
-            .flatten()
-            .unwrap_or("model");
-        let banner = format!(
-            "ember serial console: {name}, context {} tokens ({} KV). Type /help for commands.",
-            sc.n_ctx,
-            sc.kv_type.name()
-        );
-        let cfg = ConsoleConfig {
-            banner: &banner,
-            echo: !a.no_echo,
-        };
-        let mut line = vec![0u8; a.max_line as usize];
-        let where_ = match &a.device {
-            Some(d) => d.display().to_string(),
-            None => "stdin".into(),
-        };
-        errln!("ember serial: console on {where_}");
-        let r = match &mut port {
-            Opened::Tty(p) => console::run(p, &mut assistant, busy.as_mut(), &cfg, &mut line),
-            Opened::Stdio(p) => console::run(p, &mut assistant, busy.as_mut(), &cfg, &mut line),
-        };
-        busy.set_busy(false);
-        match r {
-            Ok(console::Exit::EndOfInput) => {
-                errln!("ember serial: {where_} hung up (end of input); exiting");
-                Ok(())
-            }
-            Err(e) if is_hangup(&e) => {
-                errln!("ember serial: {where_} hung up ({e}); exiting");
-                Ok(())
-            }
-            Err(e) => Err(CliError(format!("serial line {where_}: {e}"))),
+    let opened = super::Opened::open(&a.model, &a.context, super::Sessions::One)?;
+    let (model, sc) = (opened.loaded.model(), opened.sc);
+    let mut engine = opened.engine(sampler_cfg, None)?;
+    engine.conversation().set_system(a.system.as_deref());
+    let mut assistant = EngineAssistant::new(engine, a.n_predict);
+    let name = model
+        .gguf
+        .get_str("general.name")
+        .ok()
+        .flatten()
+        .unwrap_or("model");
+    let banner = format!(
+        "ember serial console: {name}, context {} tokens ({} KV). Type /help for commands.",
+        sc.n_ctx,
+        sc.kv_type.name()
+    );
+    let cfg = ConsoleConfig {
+        banner: &banner,
+        echo: !a.no_echo,
+    };
+    let mut line = vec![0u8; a.max_line as usize];
+    let where_ = match &a.device {
+        Some(d) => d.display().to_string(),
+        None => "stdin".into(),
+    };
+    errln!("ember serial: console on {where_}");
+    let r = match &mut port {
+        Opened::Tty(p) => console::run(p, &mut assistant, busy.as_mut(), &cfg, &mut line),
+        Opened::Stdio(p) => console::run(p, &mut assistant, busy.as_mut(), &cfg, &mut line),
+    };
+    busy.set_busy(false);
+    match r {
+        Ok(console::Exit::EndOfInput) => {
+            errln!("ember serial: {where_} hung up (end of input); exiting");
+            Ok(())
         }
-    })
+        Err(e) if is_hangup(&e) => {
+            errln!("ember serial: {where_} hung up ({e}); exiting");
+            Ok(())
+        }
+        Err(e) => Err(CliError(format!("serial line {where_}: {e}"))),
+    }
 }
