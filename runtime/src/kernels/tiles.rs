@@ -3,7 +3,8 @@
 //! A tile multiplies R weight rows by T tokens in registers. Decoding (one token) runs tall tiles
 //! down the rows, streaming the weights once. Prefill (many tokens) runs wide tiles over a chunk
 //! of rows small enough to stay in L1 while every group of tokens passes over it, so weights are
-//! read from memory once per product rather than once per token group.
+//! read from memory once per product rather than once per token group; two or three tokens
+//! left over (a few sequences decoded together) take tiles of two tokens.
 
 use super::{OutRows, QActs};
 use crate::weights::QK;
@@ -14,6 +15,9 @@ pub const ROWS_DECODE: usize = 4;
 pub const ROWS_PREFILL: usize = 2;
 /// Tokens of a prefill tile.
 pub const TOKENS: usize = 4;
+/// Rows of a tile of two tokens (two or three sequences decoded together, a prompt's last
+/// tokens).
+pub const ROWS_PAIR: usize = 4;
 /// Weight bytes a prefill row chunk may span (a part of L1).
 const CHUNK_BYTES: usize = 16 * 1024;
 
@@ -34,6 +38,8 @@ pub struct Tiles<W> {
     pub decode: Tile<W, ROWS_DECODE, 1>,
     /// R = ROWS_PREFILL, T = TOKENS.
     pub prefill: Tile<W, ROWS_PREFILL, TOKENS>,
+    /// R = ROWS_PAIR, T = 2.
+    pub pair: Tile<W, ROWS_PAIR, 2>,
     /// R = 1, T = 1 (remainders).
     pub single: Tile<W, 1, 1>,
 }
@@ -80,7 +86,8 @@ pub unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRo
     }
 
     let row_bytes = nb * core::mem::size_of::<W>();
-    let chunk = (CHUNK_BYTES / row_bytes.max(1)).max(ROWS_PREFILL) / ROWS_PREFILL * ROWS_PREFILL;
+    // A multiple of both tiles' rows (4 and 2).
+    let chunk = (CHUNK_BYTES / row_bytes.max(1)).max(ROWS_PAIR) / ROWS_PAIR * ROWS_PAIR;
     let mut c0 = 0;
     while c0 < rows {
         let c1 = (c0 + chunk).min(rows);
@@ -106,7 +113,26 @@ pub unsafe fn drive<W>(tiles: &Tiles<W>, w: &[W], a: &QActs<'_>, out: &mut OutRo
             t += TOKENS;
         }
         // Tokens left over (fewer than a prefill tile, e.g. a few sequences decoded together):
-        // decode tiles down the chunk, one token at a time.
+        // pairs of tokens down the chunk, then a last one with decode tiles.
+        while t + 2 <= toks {
+            let (q, d, s) = tok(t);
+            let mut r = c0;
+            while r + ROWS_PAIR <= c1 {
+                let mut o = [[0.0f32; 2]; ROWS_PAIR];
+                (tiles.pair)(row(r), q, d, s, nb, &mut o);
+                for (i, v) in o.iter().enumerate() {
+                    out.set(t, r + i, v[0]);
+                    out.set(t + 1, r + i, v[1]);
+                }
+                r += ROWS_PAIR;
+            }
+            for r in r..c1 {
+                for j in 0..2 {
+                    single(tiles, row(r), tok(t + j), nb, out, t + j, r);
+                }
+            }
+            t += 2;
+        }
         for t in t..toks {
             let (q, d, s) = tok(t);
             let mut r = c0;

@@ -270,16 +270,19 @@ macro_rules! tiles {
         pub(super) const Q4_1: Tiles<BlockQ4_1> = Tiles {
             decode: tile_q4_1::<4, 1>,
             prefill: tile_q4_1::<2, 4>,
+            pair: tile_q4_1::<4, 2>,
             single: tile_q4_1::<1, 1>,
         };
         pub(super) const Q4_0: Tiles<BlockQ4_0> = Tiles {
             decode: tile_q4_0::<4, 1>,
             prefill: tile_q4_0::<2, 4>,
+            pair: tile_q4_0::<4, 2>,
             single: tile_q4_0::<1, 1>,
         };
         pub(super) const Q8_0: Tiles<BlockQ8_0> = Tiles {
             decode: tile_q8_0::<4, 1>,
             prefill: tile_q8_0::<2, 4>,
+            pair: tile_q8_0::<4, 2>,
             single: tile_q8_0::<1, 1>,
         };
     };

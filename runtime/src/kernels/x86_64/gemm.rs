@@ -92,10 +92,14 @@ macro_rules! tile {
             let size = core::mem::size_of::<$W>();
             let mut acc = [[_mm256_setzero_ps(); T]; R];
             let mut mins = [[0.0f32; T]; R];
+            // With 4 tokens, each row's 4 minimum chains in the lanes of one vector: lane t
+            // takes the same fused multiply-adds in the same block order as a scalar chain.
+            let mut mins4 = [_mm_setzero_ps(); R];
             let mut g = 0;
             while g < nb {
                 let n = (nb - g).min(8);
-                let mut dd = [[_mm256_setzero_ps(); T]; R];
+                // The blocks' scales d_w·d_x, read back one at a time as broadcasts.
+                let mut dd = [[[0.0f32; 8]; T]; R];
                 let mut mw = [[0.0f32; 8]; R];
                 for r in 0..R {
                     let row = w.add(r * nb + g) as *const u8;
@@ -104,14 +108,24 @@ macro_rules! tile {
                         _mm256_storeu_ps(mw[r].as_mut_ptr(), f16x8(row, size, n, 2));
                     }
                     for t in 0..T {
-                        dd[r][t] = _mm256_mul_ps(dw, load_f32x8(d.add(t * nb + g), n));
+                        let v = _mm256_mul_ps(dw, load_f32x8(d.add(t * nb + g), n));
+                        _mm256_storeu_ps(dd[r][t].as_mut_ptr(), v);
                     }
                 }
                 for j in 0..n {
                     let b = g + j;
-                    let sel = _mm256_set1_epi32(j as i32);
+                    let s4 = if $mins && T == 4 {
+                        _mm_setr_ps(
+                            *s.add(b),
+                            *s.add(nb + b),
+                            *s.add(2 * nb + b),
+                            *s.add(3 * nb + b),
+                        )
+                    } else {
+                        _mm_setzero_ps()
+                    };
                     for r in 0..R {
-                        if T == 1 && j % 2 == 0 {
+                        if T <= 2 && j % 2 == 0 {
                             // Decoding streams every weight from memory once per token: ask
                             // for the same block of the rows PREFETCH_ROWS ahead (prefetches
                             // never fault, and the address is only computed, not read).
@@ -120,19 +134,29 @@ macro_rules! tile {
                         }
                         let $wb = &*w.add(r * nb + b);
                         let $u = $unpack;
+                        if $mins && T == 4 {
+                            mins4[r] = _mm_fmadd_ps(_mm_set1_ps(mw[r][j]), s4, mins4[r]);
+                        }
                         for t in 0..T {
                             let $xq =
                                 _mm256_loadu_si256(qs.add(t * nbq + b * QK) as *const __m256i);
                             let l = _mm256_cvtepi32_ps($lanes);
-                            let sc = _mm256_permutevar8x32_ps(dd[r][t], sel);
+                            let sc = _mm256_broadcast_ss(&dd[r][t][j]);
                             acc[r][t] = _mm256_fmadd_ps(sc, l, acc[r][t]);
-                            if $mins {
+                            if $mins && T != 4 {
                                 mins[r][t] = fma1(mw[r][j], *s.add(t * nb + b), mins[r][t]);
                             }
                         }
                     }
                 }
                 g += n;
+            }
+            if $mins && T == 4 {
+                for r in 0..R {
+                    let mut m = [0.0f32; 4];
+                    _mm_storeu_ps(m.as_mut_ptr(), mins4[r]);
+                    mins[r][..4].copy_from_slice(&m);
+                }
             }
             for r in 0..R {
                 for t in 0..T {
@@ -176,16 +200,19 @@ macro_rules! tiles {
         pub(crate) const Q4_1: Tiles<BlockQ4_1> = Tiles {
             decode: tile_q4_1::<4, 1>,
             prefill: tile_q4_1::<2, 4>,
+            pair: tile_q4_1::<4, 2>,
             single: tile_q4_1::<1, 1>,
         };
         pub(crate) const Q4_0: Tiles<BlockQ4_0> = Tiles {
             decode: tile_q4_0::<4, 1>,
             prefill: tile_q4_0::<2, 4>,
+            pair: tile_q4_0::<4, 2>,
             single: tile_q4_0::<1, 1>,
         };
         pub(crate) const Q8_0: Tiles<BlockQ8_0> = Tiles {
             decode: tile_q8_0::<4, 1>,
             prefill: tile_q8_0::<2, 4>,
+            pair: tile_q8_0::<4, 2>,
             single: tile_q8_0::<1, 1>,
         };
     };
