@@ -1,6 +1,7 @@
 //! Chat templates: the model's own template with arbitrary message contents (split on NUL into
 //! role, content, role, ...), and arbitrary template sources, rendered under the fuel and output
-//! limits. Rendering either succeeds or returns an error; it never panics or hangs.
+//! limits, also with a tool list (the `tools` variable, written by the Python-compatible
+//! `tojson`). Rendering either succeeds or returns an error; it never panics or hangs.
 #![no_main]
 
 #[path = "common.rs"]
@@ -39,5 +40,9 @@ fuzz_target!(|data: &[u8]| {
             },
         ];
         let _ = t.render(&msgs, true);
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "f",
+            "description": "é\u{1}\"", "parameters": {"type": "object", "properties": {
+            "x": {"type": "number", "minimum": -1.5e-7}, "y": {"enum": [1, 2.5, null, true]}}}}}]);
+        let _ = t.render_with_tools(&msgs, true, Some(&tools));
     }
 });

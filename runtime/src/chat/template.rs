@@ -32,6 +32,8 @@ pub const FUEL: u64 = 200_000;
 pub const MAX_OUTPUT: usize = 4 << 20;
 /// Largest template source, in bytes (real templates are under 20 KiB).
 pub const MAX_SOURCE: usize = 256 << 10;
+/// Longest line (bytes) and most lines of a template source.
+pub const MAX_LINE: usize = 65_535;
 /// Deepest nesting of brackets and block statements in a template.
 pub const MAX_NESTING: usize = 64;
 /// Most operators, filters and attribute lookups in one `{{ }}` or `{% %}` tag.
@@ -270,6 +272,7 @@ impl ChatTemplate {
             None => None,
             Some(src) => {
                 check_nesting(src)?;
+                check_lines(src)?;
                 let src = src.to_owned();
                 Some(Arc::new(on_template_thread(move || compile(src))?))
             }
@@ -653,6 +656,33 @@ fn compile(src: String) -> Result<minijinja::Environment<'static>> {
     Ok(env)
 }
 
+/// Refuses a template with a line longer than [`MAX_LINE`] bytes or more lines than that:
+/// minijinja keeps line and column numbers in 16 bits (past them its error spans overflow).
+/// Real templates are far from either.
+pub fn check_lines(src: &str) -> Result<()> {
+    if let Some(at) = src.split('\n').position(|l| l.len() > MAX_LINE) {
+        return Err(size_error("line", at + 1));
+    }
+    let lines = src.bytes().filter(|&c| c == b'\n').count() + 1;
+    if lines > MAX_LINE {
+        return Err(size_error("lines", lines));
+    }
+    Ok(())
+}
+
+fn size_error(what: &str, n: usize) -> Error {
+    let mut d = String::new();
+    use core::fmt::Write;
+    let _ = match what {
+        "line" => write!(d, "line {n} is longer than {MAX_LINE} bytes"),
+        _ => write!(d, "{n} lines, more than {MAX_LINE}"),
+    };
+    Error::Template {
+        reason: "its lines are too long or too many",
+        detail: Detail::new(&d),
+    }
+}
+
 fn nesting_error(what: &str, line: usize, limit: usize) -> Error {
     let mut d = String::new();
     use core::fmt::Write;
@@ -840,6 +870,26 @@ mod tests {
             }],
             true,
         )
+    }
+
+    #[test]
+    fn lines_past_16_bit_positions_are_refused() {
+        // The fuzzer's find: a line past 65,535 columns made minijinja's error span overflow.
+        let long = std::format!("{{{{ '{}' }}}}%", "x".repeat(70_000));
+        let e = ChatTemplate::new(Some(&long), "<s>", "</s>")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("line 1 is longer than 65535 bytes"), "{e}");
+        let many = "a\n".repeat(70_000);
+        let e = ChatTemplate::new(Some(&many), "<s>", "</s>")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("70001 lines"), "{e}");
+        // A long template of short lines still compiles.
+        let ok = "{{ 'x' }}\n".repeat(20_000);
+        assert!(ChatTemplate::new(Some(&ok), "<s>", "</s>").is_ok());
     }
 
     #[test]
