@@ -338,29 +338,16 @@ impl Assistant for ChatAssistant<'_, '_> {
     }
 
     fn write_stats(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        let s = &self.session;
-        write!(
+        let rate = (self.clock.is_some() && self.last_micros > 0)
+            .then(|| self.last_tokens as f64 * 1e6 / self.last_micros as f64);
+        super::write_stats_line(
             out,
-            "turns {} | context {} tokens, cache holds {} of {} | last reply {} tokens",
             self.n_turns,
-            s.n_past(),
-            s.n_past().min(s.n_ctx()),
-            s.n_ctx(),
+            &self.session,
             self.last_tokens,
-        )?;
-        if self.clock.is_some() && self.last_micros > 0 {
-            let tps = self.last_tokens as f64 * 1e6 / self.last_micros as f64;
-            write!(out, " ({tps:.1} tok/s)")?;
-        }
-        write!(
-            out,
-            " | temperature {} | kernels {}",
+            rate,
             self.sampler.config().temperature,
-            s.model().kernels.isa
-        )?;
-        if self.json_on {
-            write!(out, " | JSON replies")?;
-        }
-        Ok(())
+            self.json_on,
+        )
     }
 }

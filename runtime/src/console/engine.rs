@@ -94,28 +94,14 @@ impl Assistant for EngineAssistant {
     }
 
     fn write_stats(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        let s = self.engine.session();
-        write!(
+        super::write_stats_line(
             out,
-            "turns {} | context {} tokens, cache holds {} of {} | last reply {} tokens",
             self.turns,
-            s.n_past(),
-            s.n_past().min(s.n_ctx()),
-            s.n_ctx(),
+            self.engine.session(),
             self.last_tokens,
-        )?;
-        if let Some(tps) = self.last_rate {
-            write!(out, " ({tps:.1} tok/s)")?;
-        }
-        write!(
-            out,
-            " | temperature {} | kernels {}",
+            self.last_rate,
             self.engine.sampling().temperature,
-            s.model().kernels.isa
-        )?;
-        if self.json {
-            write!(out, " | JSON replies")?;
-        }
-        Ok(())
+            self.json,
+        )
     }
 }

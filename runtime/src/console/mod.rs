@@ -71,6 +71,39 @@ pub trait Assistant {
     fn write_stats(&self, out: &mut dyn fmt::Write) -> fmt::Result;
 }
 
+/// The `/stats` line both assistants write: turns, what the cache holds, the last reply (and its
+/// speed, when measured), temperature, kernels, and whether replies are JSON.
+pub(crate) fn write_stats_line(
+    out: &mut dyn fmt::Write,
+    turns: usize,
+    session: &crate::session::Session<'_, '_>,
+    last_tokens: usize,
+    rate: Option<f64>,
+    temperature: f32,
+    json: bool,
+) -> fmt::Result {
+    let s = session;
+    write!(
+        out,
+        "turns {turns} | context {} tokens, cache holds {} of {} | last reply {last_tokens} tokens",
+        s.n_past(),
+        s.n_past().min(s.n_ctx()),
+        s.n_ctx(),
+    )?;
+    if let Some(tps) = rate {
+        write!(out, " ({tps:.1} tok/s)")?;
+    }
+    write!(
+        out,
+        " | temperature {temperature} | kernels {}",
+        s.model().kernels.isa
+    )?;
+    if json {
+        write!(out, " | JSON replies")?;
+    }
+    Ok(())
+}
+
 /// Something that shows the console is busy generating (an LED).
 pub trait BusyIndicator {
     /// On while a reply is being generated, off otherwise.

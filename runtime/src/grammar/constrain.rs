@@ -280,13 +280,16 @@ impl<'g, 'm> Constraint<'g, 'm> {
         if !any {
             return Ok(None);
         }
+        Ok(self.draw_masked(sampler, n))
+    }
+
+    /// The sampler's draw from the masked logits (it keeps to finite ones while there are any).
+    fn draw_masked(&mut self, sampler: &mut Sampler<'_>, n: usize) -> Option<TokenId> {
         let id = sampler.sample(&self.masked[..n]);
-        // The sampler keeps to finite logits while there are any.
-        Ok(self
-            .masked
+        self.masked
             .get(id as usize)
             .is_some_and(|l| l.is_finite())
-            .then_some(id))
+            .then_some(id)
     }
 
     /// When the sampler's draw reaches only its `k` most likely tokens (greedy, top-k up to 64):
@@ -339,12 +342,7 @@ impl<'g, 'm> Constraint<'g, 'm> {
         if found < k {
             return Ok(None);
         }
-        let id = sampler.sample(&self.masked[..n]);
-        Ok(self
-            .masked
-            .get(id as usize)
-            .is_some_and(|l| l.is_finite())
-            .then_some(id))
+        Ok(self.draw_masked(sampler, n))
     }
 
     /// Moves the grammar past token `id` (which [`Constraint::allows`]).

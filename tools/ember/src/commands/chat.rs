@@ -251,63 +251,53 @@ fn tool_turns(
     follow_up: Option<&ToolSet>,
 ) -> CliResult {
     let first = engine.tools().map(|t| t.grammar().to_string());
-    let r = tool_loop(engine, input, line, opts, stop_reply, terminal, follow_up);
+    let r = (|| -> CliResult {
+        let (mut role, mut text) = ("user", line.to_string());
+        loop {
+            let mut reply = String::new();
+            let r = engine.chat_as(role, &text, opts, &mut || {}, &mut |piece| {
+                reply.push_str(piece);
+                !stop_reply.load(Ordering::SeqCst)
+            });
+            match r {
+                Ok(o) if o.reason == StopReason::Stopped => {
+                    outln!("{reply}")?;
+                    errln!("(stopped)");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(ember_runtime::Error::Cancelled) => {
+                    errln!("(stopped before the reply; the message was dropped)");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let parsed = match engine.tools() {
+                Some(t) => t.parse_reply(&reply),
+                None => ToolReply::Text(reply),
+            };
+            match parsed {
+                ToolReply::Text(t) => {
+                    outln!("{t}")?;
+                    return Ok(());
+                }
+                ToolReply::Call { name, arguments } => {
+                    outln!("[tool call] {name} {arguments}")?;
+                    if terminal {
+                        errln!("(type the tool's result)");
+                    }
+                    let Some(result) = input.line()? else {
+                        return Ok(());
+                    };
+                    if let Some(f) = follow_up {
+                        engine.set_grammar(Some(f.grammar()))?;
+                    }
+                    (role, text) = ("tool", result);
+                }
+            }
+        }
+    })();
     // The next user message gets the tool set's own grammar again.
     engine.set_grammar(first.as_deref())?;
     r
-}
-
-fn tool_loop(
-    engine: &mut ember_runtime::engine::Engine,
-    input: &mut Input,
-    line: &str,
-    opts: &GenOptions<'_>,
-    stop_reply: &Arc<std::sync::atomic::AtomicBool>,
-    terminal: bool,
-    follow_up: Option<&ToolSet>,
-) -> CliResult {
-    let (mut role, mut text) = ("user", line.to_string());
-    loop {
-        let mut reply = String::new();
-        let r = engine.chat_as(role, &text, opts, &mut || {}, &mut |piece| {
-            reply.push_str(piece);
-            !stop_reply.load(Ordering::SeqCst)
-        });
-        match r {
-            Ok(o) if o.reason == StopReason::Stopped => {
-                outln!("{reply}")?;
-                errln!("(stopped)");
-                return Ok(());
-            }
-            Ok(_) => {}
-            Err(ember_runtime::Error::Cancelled) => {
-                errln!("(stopped before the reply; the message was dropped)");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let parsed = match engine.tools() {
-            Some(t) => t.parse_reply(&reply),
-            None => ToolReply::Text(reply),
-        };
-        match parsed {
-            ToolReply::Text(t) => {
-                outln!("{t}")?;
-                return Ok(());
-            }
-            ToolReply::Call { name, arguments } => {
-                outln!("[tool call] {name} {arguments}")?;
-                if terminal {
-                    errln!("(type the tool's result)");
-                }
-                let Some(result) = input.line()? else {
-                    return Ok(());
-                };
-                if let Some(f) = follow_up {
-                    engine.set_grammar(Some(f.grammar()))?;
-                }
-                (role, text) = ("tool", result);
-            }
-        }
-    }
 }
