@@ -77,7 +77,9 @@ fn the_dot_spec_equals_the_dot_of_dequantized_values() {
         let n = len / ty.type_size() * ty.block_size();
         let mut w = vec![0f32; n];
         (kind.dequantize)(bytes, &mut w);
-        // Activations: 8-bit blocks of 32 with scales, dequantized for the reference.
+        // Activations: 8-bit blocks (of 32, or 256 for the Q8_K formats) with scales,
+        // dequantized for the reference.
+        let ab = kind.acts.block();
         let mut state = 0x9e3779b97f4a7c15u64;
         let mut next = || {
             state ^= state << 13;
@@ -86,15 +88,24 @@ fn the_dot_spec_equals_the_dot_of_dequantized_values() {
             state
         };
         let qs: Vec<i8> = (0..n).map(|_| (next() % 255) as i8).collect();
-        let d: Vec<f32> = (0..n / 32)
+        let d: Vec<f32> = (0..n / ab)
             .map(|_| (next() % 1000) as f32 / 1000.0 + 0.01)
             .collect();
         let want: f64 = (0..n)
-            .map(|i| w[i] as f64 * qs[i] as f64 * d[i / 32] as f64)
+            .map(|i| w[i] as f64 * qs[i] as f64 * d[i / ab] as f64)
             .sum();
-        let got = (kind.dot)(bytes, &qs, &d) as f64;
+        // Q8_1's block sums (d·Σq, exact here; the kernels' are rounded to f16).
+        let sums: Vec<f32> = (0..n / ab)
+            .map(|b| {
+                d[b] * qs[b * ab..(b + 1) * ab]
+                    .iter()
+                    .map(|&q| q as i32)
+                    .sum::<i32>() as f32
+            })
+            .collect();
+        let got = (kind.dot)(bytes, &qs, &d, &sums) as f64;
         let scale: f64 = (0..n)
-            .map(|i| (w[i] as f64 * qs[i] as f64 * d[i / 32] as f64).abs())
+            .map(|i| (w[i] as f64 * qs[i] as f64 * d[i / ab] as f64).abs())
             .sum();
         assert!(
             (got - want).abs() <= 1e-5 * scale.max(1.0),

@@ -1,7 +1,9 @@
 //! SmolLM2 in the quantizations small models ship (Q4_K_M, Q5_K_M, Q6_K, Q5_0, Q5_1, IQ4_NL,
 //! Q3_K_M, Q2_K, IQ4_XS: llama-quantize's files, `fixtures/quants/make_variant_fixtures.sh`):
 //! each loads, and ember's perplexity on the fixture text is within 0.5% of llama-perplexity's on
-//! the same file.
+//! the same file, with its default kernels or with `--no-repack`: on this CPU llama.cpp repacks
+//! Q4_K, IQ4_NL and Q4_0 weights into row-interleaved tiles whose sums run in another order, and
+//! its own two figures then differ by up to 0.9% (Q4_K_M: 18.7769 and 18.9375).
 //!
 //! The files are not committed and CI does not make them (that takes a llama.cpp build): set
 //! `EMBER_QUANT_VARIANTS` to the folder the fixture script filled to run this check; without it
@@ -77,14 +79,17 @@ fn every_quantization_runs_within_half_a_percent_of_llama_cpp() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let ours = perplexity(&m, &text, 4);
         let theirs = v["llama_ppl"].as_f64().unwrap();
-        let rel = (ours - theirs).abs() / theirs;
+        let plain = v["llama_ppl_no_repack"].as_f64().unwrap();
+        let rel = |t: f64| (ours - t) / t;
         eprintln!(
-            "{name}: ember {ours:.4}, llama.cpp {theirs:.4} ({:+.3}%)",
-            100.0 * (ours - theirs) / theirs
+            "{name}: ember {ours:.4}, llama.cpp {theirs:.4} ({:+.3}%), --no-repack {plain:.4} \
+             ({:+.3}%)",
+            100.0 * rel(theirs),
+            100.0 * rel(plain)
         );
         assert!(
-            rel <= 0.005,
-            "{name}: ember {ours:.4} vs llama.cpp {theirs:.4}"
+            rel(theirs).abs().min(rel(plain).abs()) <= 0.005,
+            "{name}: ember {ours:.4} vs llama.cpp {theirs:.4} (--no-repack {plain:.4})"
         );
     }
 }

@@ -88,9 +88,13 @@ impl fmt::Display for Isa {
 }
 
 /// Activations quantized to 8 bits for the integer matrix products, planar: for each token, `nb`
-/// blocks of 32 quants, their scales `d` (the f16-rounded amax/127, as f32) and their sums
-/// `s` (the f16-rounded d·Σq, as f32, used by Q4_1's minimum term). One quantization serves every
-/// weight type (Q4_0 and Q8_0 ignore `s`).
+/// blocks of quants and their scales `d`. In the common form ([`quants::Acts::Q8_0`] and
+/// [`quants::Acts::Q8_1`], made by
+/// [`Kernels::quantize`]) blocks hold 32 quants, `d` is the f16-rounded amax/127 (as f32) and
+/// `s` the f16-rounded d·Σq (as f32, used by Q4_1's minimum term; Q4_0 and Q8_0 ignore it); one
+/// quantization serves every weight type of 32-element blocks. The formats of 256-element blocks
+/// take ggml's Q8_K instead ([`quants::Acts::Q8K`], [`quants::quantize_q8k`]): blocks of 256
+/// quants with an f32 scale, and `s` empty.
 #[derive(Clone, Copy, Debug)]
 pub struct QActs<'a> {
     /// Quants, `[tokens][nb * 32]`.
@@ -270,10 +274,11 @@ pub fn gemm_by_rows<W>(
 }
 
 /// The product of rows of a block format of the weight table (`row_bytes` bytes each) with every
-/// token of `a`: for each row, groups are unpacked once for a tile of tokens, then each token
-/// takes [`quants::group_step`] group after group, so every (row, token) result is the spec's
-/// ([`quants::dot`]) bit for bit. The scalar set's version; the SIMD sets' are in
-/// `x86_64/blocks.rs` and `aarch64/blocks.rs`.
+/// token of `a` (activations in the format's form, `kind.acts`): for each row, groups are
+/// unpacked once for a tile of tokens, then each token takes [`quants::group_step`] group after
+/// group (or [`quants::block_step_k`] block after block with Q8_K activations), so every (row,
+/// token) result is the spec's ([`quants::dot`]) bit for bit. The scalar set's version; the SIMD
+/// sets' are in `x86_64/blocks.rs` and `aarch64/blocks.rs`.
 pub fn gemm_blocks(
     kind: &BlockType,
     w: &[u8],
@@ -296,6 +301,30 @@ pub fn gemm_blocks(
         dm: 0.0,
     };
     let mut groups = [empty; GROUPS];
+    if kind.acts == quants::Acts::Q8K {
+        // nb blocks of 256 a token; a block's eight groups unpacked once per tile of tokens.
+        const GPB: usize = quants::QK_K / quants::GROUP;
+        let mut gs = [empty; GPB];
+        for (r, row) in w.chunks_exact(row_bytes).take(out.n_rows()).enumerate() {
+            for t0 in (0..n_tok).step_by(TOKENS) {
+                let tn = (n_tok - t0).min(TOKENS);
+                let (mut acc, mut mins) = ([0f32; TOKENS], [0f32; TOKENS]);
+                for b in 0..nb {
+                    (kind.unpack)(row, b * GPB, &mut gs);
+                    for t in 0..tn {
+                        let tok = t0 + t;
+                        let i = tok * nb + b;
+                        let x = &a.qs[i * quants::QK_K..(i + 1) * quants::QK_K];
+                        quants::block_step_k(&gs, x, a.d[i], &mut acc[t], &mut mins[t]);
+                    }
+                }
+                for t in 0..tn {
+                    out.set(t0 + t, r, acc[t] - mins[t]);
+                }
+            }
+        }
+        return;
+    }
     for (r, row) in w.chunks_exact(row_bytes).take(out.n_rows()).enumerate() {
         for t0 in (0..n_tok).step_by(TOKENS) {
             let tn = (n_tok - t0).min(TOKENS);
@@ -309,10 +338,12 @@ pub fn gemm_blocks(
                     let d = &a.d[tok * nb..(tok + 1) * nb];
                     for (i, gr) in groups[..gn].iter().enumerate() {
                         let g = g0 + i;
+                        let sx = (kind.acts == quants::Acts::Q8_1).then(|| a.s[tok * nb + g]);
                         quants::group_step(
                             gr,
                             &qs[g * QK..(g + 1) * QK],
                             d[g],
+                            sx,
                             &mut acc[t],
                             &mut mins[t],
                         );

@@ -118,6 +118,17 @@ impl Quant {
         }
         q
     }
+    /// Q8_K activations (`nb` blocks of 256 a token).
+    fn q8k(x: &[f32], nb: usize) -> Quant {
+        let mut q = Quant {
+            qs: vec![0; x.len()],
+            d: vec![0.0; x.len() / crate::weights::quants::QK_K],
+            s: Vec::new(),
+            nb,
+        };
+        crate::weights::quants::quantize_q8k(x, &mut q.qs, &mut q.d);
+        q
+    }
     fn acts(&self) -> QActs<'_> {
         QActs {
             qs: &self.qs,
@@ -720,6 +731,7 @@ fn table_blocks(rng: &mut Rng, ty: crate::weights::GgmlType, rows: usize, cols: 
 
 #[test]
 fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
+    use crate::weights::quants::{Acts, QK_K};
     use crate::weights::BLOCK_TYPES;
     let mut rng = Rng(0x51ab_1e5e_ed00_0001);
     for kind in BLOCK_TYPES.iter() {
@@ -738,9 +750,12 @@ fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
                 let w16 = table_blocks(&mut rng, ty, rows, cols);
                 let w: &[u8] = bytemuck::cast_slice(&w16);
                 let rb = ty.row_bytes(cols as u64).unwrap() as usize;
-                let nb = cols / QK;
                 let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
-                let q = Quant::of(&Kernels::SCALAR, &x, nb);
+                let q = match kind.acts {
+                    Acts::Q8_0 | Acts::Q8_1 => Quant::of(&Kernels::SCALAR, &x, cols / QK),
+                    Acts::Q8K => Quant::q8k(&x, cols / QK_K),
+                };
+                let nb = q.nb;
                 let mut want = vec![0f32; toks * rows];
                 for r in 0..rows {
                     for t in 0..toks {
@@ -748,6 +763,7 @@ fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
                             &w[r * rb..(r + 1) * rb],
                             &q.qs[t * cols..(t + 1) * cols],
                             &q.d[t * nb..(t + 1) * nb],
+                            q.s.get(t * nb..(t + 1) * nb).unwrap_or(&[]),
                         );
                     }
                 }

@@ -47,6 +47,9 @@ pub struct Config {
     pub attn_scale: f32,
     /// Final logits become `cap · tanh(logit / cap)`; 0 for none.
     pub logit_softcap: f32,
+    /// Whether some weight matrix is of a format multiplied with Q8_K activations (the
+    /// 256-element block formats): the forward state then holds them too.
+    pub k_acts: bool,
 }
 
 /// Largest dimensions accepted (far above the small models ember targets; they bound buffers).
@@ -288,6 +291,10 @@ impl Config {
             windowed,
             attn_scale,
             logit_softcap,
+            k_acts: g.tensors().any(|t| {
+                crate::weights::block_type(t.ty)
+                    .is_some_and(|b| b.acts == crate::weights::quants::Acts::Q8K)
+            }),
         })
     }
 }

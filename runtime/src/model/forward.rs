@@ -21,6 +21,7 @@ use crate::kernels::{sincos, Kernels, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{chunk_rows, Parallel};
 use crate::tokenizer::TokenId;
+use crate::weights::quants::{self, Acts, QK_K};
 use crate::weights::{Matrix, QK};
 use core::sync::atomic::{AtomicBool, Ordering};
 use half::f16;
@@ -62,6 +63,11 @@ pub struct State<'a> {
     act_d: &'a mut [f32],
     /// Quantized activations: block sums `[batch][wide / 32]`.
     act_s: &'a mut [f32],
+    /// Q8_K activations (for the 256-element block formats; empty when the model has none):
+    /// quants `[batch][wide]`.
+    act_kqs: &'a mut [i8],
+    /// Q8_K activations: block scales `[batch][wide / 256]`.
+    act_kd: &'a mut [f32],
     /// cos/sin pairs per token, `[batch][rope_dim]`.
     rope: &'a mut [f32],
     /// The same for the sliding-window layers' RoPE base (empty without windows).
@@ -85,6 +91,8 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
             + Arena::size_of::<i8>(batch * wide)
             + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
+            + Arena::size_of::<i8>(batch * k_wide(c))
+            + Arena::size_of::<f32>(batch * k_wide(c) / QK_K)
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(local_rope_len(c, batch))
             + Arena::size_of::<f32>(lr * c.n_vocab)
@@ -112,6 +120,8 @@ impl<'a> State<'a> {
             act_qs: arena.alloc(batch * wide, "forward state")?,
             act_d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
             act_s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+            act_kqs: arena.alloc(batch * k_wide(c), "forward state")?,
+            act_kd: arena.alloc(batch * k_wide(c) / QK_K, "forward state")?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             rope_local: arena.alloc(local_rope_len(c, batch), "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
@@ -128,6 +138,16 @@ impl<'a> State<'a> {
 /// The widest input of any matrix (the quantized activation rows).
 fn wide(c: &Config) -> usize {
     c.n_embd.max(c.n_ff).max(c.q_dim())
+}
+
+/// The widest input held as Q8_K activations: whole blocks of 256 of [`wide`], or 0 when no
+/// matrix takes them.
+fn k_wide(c: &Config) -> usize {
+    if c.k_acts {
+        wide(c) / QK_K * QK_K
+    } else {
+        0
+    }
 }
 
 /// Floats of the windowed layers' RoPE table.
@@ -385,7 +405,16 @@ fn run(
             e,
         );
         trace::tensor("ffn_norm", Some(l), &s.xn[..n * e]);
-        let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
+        let act = quantize(
+            k,
+            &s.xn[..n * e],
+            e,
+            s.act_qs,
+            s.act_d,
+            s.act_s,
+            s.act_kqs,
+            s.act_kd,
+        );
         // Gate and up in one parallel region; the gate's activation on each thread's rows right
         // after.
         let gelu = c.arch().ffn == FfnAct::GeluTanh;
@@ -411,7 +440,16 @@ fn run(
         );
         trace::tensor("ffn_up", Some(l), &s.up[..n * ff]);
         trace::tensor("ffn_swiglu", Some(l), &s.gate[..n * ff]);
-        let act = quantize(k, &s.gate[..n * ff], ff, s.act_qs, s.act_d, s.act_s);
+        let act = quantize(
+            k,
+            &s.gate[..n * ff],
+            ff,
+            s.act_qs,
+            s.act_d,
+            s.act_s,
+            s.act_kqs,
+            s.act_kd,
+        );
         gemm_fused(
             par,
             k,
@@ -448,7 +486,16 @@ fn run(
             e,
         );
         trace::tensor("result_norm", None, &s.xn[..m * e]);
-        let act = quantize(k, &s.xn[..m * e], e, s.act_qs, s.act_d, s.act_s);
+        let act = quantize(
+            k,
+            &s.xn[..m * e],
+            e,
+            s.act_qs,
+            s.act_d,
+            s.act_s,
+            s.act_kqs,
+            s.act_kd,
+        );
         gemm_fused(
             par,
             k,
@@ -495,7 +542,16 @@ fn attention_block(
         e,
     );
     trace::tensor("attn_norm", Some(l), &s.xn[..n * e]);
-    let act = quantize(k, &s.xn[..n * e], e, s.act_qs, s.act_d, s.act_s);
+    let act = quantize(
+        k,
+        &s.xn[..n * e],
+        e,
+        s.act_qs,
+        s.act_d,
+        s.act_s,
+        s.act_kqs,
+        s.act_kd,
+    );
     gemm_fused(
         par,
         k,
@@ -581,7 +637,16 @@ fn attention_block(
     }
     seqs.commit(l, n);
     trace::tensor("kqv_out", Some(l), &s.att[..n * qd]);
-    let act = quantize(k, &s.att[..n * qd], qd, s.act_qs, s.act_d, s.act_s);
+    let act = quantize(
+        k,
+        &s.att[..n * qd],
+        qd,
+        s.act_qs,
+        s.act_d,
+        s.act_s,
+        s.act_kqs,
+        s.act_kd,
+    );
     gemm_fused(
         par,
         k,
@@ -771,13 +836,27 @@ fn finish(acc: impl Iterator<Item = f32>, sum: f32, out: &mut dyn FnMut(usize, f
     }
 }
 
-/// Activations in both forms the matrix products read: f32 (f32/f16/bf16 weights) and 8-bit.
+/// Activations in every form the matrix products read: f32 (f32/f16/bf16 weights), 8-bit blocks
+/// of 32, and Q8_K (the 256-element block formats; `None` when the model has none or a row is
+/// not whole blocks of 256, which no such matrix then reads).
 struct Act<'b> {
     f32: &'b [f32],
     q: QActs<'b>,
+    k: Option<QActs<'b>>,
+}
+
+impl<'b> Act<'b> {
+    /// The activations in the form `acts`.
+    fn form(&self, acts: Acts) -> Option<&QActs<'b>> {
+        match acts {
+            Acts::Q8_0 | Acts::Q8_1 => Some(&self.q),
+            Acts::Q8K => self.k.as_ref(),
+        }
+    }
 }
 
 /// Quantizes `x` (rows of `cols`) once, for every matrix that reads it.
+#[allow(clippy::too_many_arguments)]
 fn quantize<'b>(
     k: &Kernels,
     x: &'b [f32],
@@ -785,6 +864,8 @@ fn quantize<'b>(
     qs: &'b mut [i8],
     d: &'b mut [f32],
     s: &'b mut [f32],
+    kqs: &'b mut [i8],
+    kd: &'b mut [f32],
 ) -> Act<'b> {
     let rows = x.len() / cols;
     let nb = cols / QK;
@@ -796,6 +877,11 @@ fn quantize<'b>(
             &mut s[r * nb..(r + 1) * nb],
         );
     }
+    let kb = cols / QK_K;
+    let q8k = cols.is_multiple_of(QK_K) && kqs.len() >= rows * cols;
+    if q8k {
+        quants::quantize_q8k(x, &mut kqs[..rows * cols], &mut kd[..rows * kb]);
+    }
     Act {
         f32: x,
         q: QActs {
@@ -804,6 +890,12 @@ fn quantize<'b>(
             s: &s[..rows * nb],
             nb,
         },
+        k: q8k.then(|| QActs {
+            qs: &kqs[..rows * cols],
+            d: &kd[..rows * kb],
+            s: &[],
+            nb: kb,
+        }),
     }
 }
 
@@ -889,7 +981,17 @@ fn gemm_rows(
         // The formats of the block table: their scalar spec, the same on every kernel set.
         Matrix::Blocks { data, kind, .. } => {
             let rb = m.row_bytes();
-            (k.gemm_blocks)(kind, &data[r0 * rb..r1 * rb], rb, &a.q, out)
+            match a.form(kind.acts) {
+                Some(acts) => (k.gemm_blocks)(kind, &data[r0 * rb..r1 * rb], rb, acts, out),
+                // Not reached: the state holds Q8_K activations whenever the model has such a
+                // matrix (`Config::k_acts`), and its rows are whole blocks of 256. Were it
+                // reached, the product is NaN rather than a wrong number.
+                None => {
+                    for t in 0..out.n_toks() {
+                        out.row_mut(t).fill(f32::NAN);
+                    }
+                }
+            }
         }
         Matrix::F32 { data, .. } => f32_gemm(
             k.dot_f32,

@@ -202,6 +202,9 @@ impl GgmlType {
         "f32, f16, bf16, q4_0, q4_1, q8_0, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs";
 }
 
+/// The dot-product spec of a row (its bytes) with activation quants, scales and sums.
+pub type DotFn = fn(&[u8], &[i8], &[f32], &[f32]) -> f32;
+
 /// One row of the table of block formats that [`quants`] defines: what a weight matrix of that
 /// type needs to be bound, dequantized and multiplied. Adding a format is one block layout, its
 /// [`QuantBlock`] impl, and one row here.
@@ -209,11 +212,13 @@ impl GgmlType {
 pub struct BlockType {
     /// The GGUF type.
     pub ty: GgmlType,
+    /// The activation blocks its products take (Q8_K for the formats of 256-element blocks).
+    pub acts: quants::Acts,
     /// Dequantizes whole blocks (bytes) into f32 values.
     pub dequantize: fn(&[u8], &mut [f32]),
     /// The dot-product spec ([`quants::dot`]) of one row's blocks (bytes) with 8-bit activation
-    /// blocks (`qs`, `d`).
-    pub dot: fn(&[u8], &[i8], &[f32]) -> f32,
+    /// blocks of the form `acts` (`qs`, `d`, `s`).
+    pub dot: DotFn,
     /// Unpacks groups `first..` of one row (bytes) into integer [`quants::Group`]s, for
     /// products that reuse them across tokens.
     pub unpack: fn(&[u8], usize, &mut [quants::Group]),
@@ -235,8 +240,8 @@ fn dequantize_bytes<B: QuantBlock>(bytes: &[u8], out: &mut [f32]) {
     quants::dequantize(as_blocks::<B>(bytes), out)
 }
 
-fn dot_bytes<B: QuantBlock>(bytes: &[u8], qs: &[i8], d: &[f32]) -> f32 {
-    quants::dot(as_blocks::<B>(bytes), qs, d)
+fn dot_bytes<B: QuantBlock>(bytes: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> f32 {
+    quants::dot(as_blocks::<B>(bytes), qs, d, s)
 }
 
 fn unpack_bytes<B: QuantBlock>(bytes: &[u8], first: usize, out: &mut [quants::Group]) {
@@ -246,6 +251,7 @@ fn unpack_bytes<B: QuantBlock>(bytes: &[u8], first: usize, out: &mut [quants::Gr
 const fn row<B: QuantBlock>(ty: GgmlType) -> BlockType {
     BlockType {
         ty,
+        acts: B::ACTS,
         dequantize: dequantize_bytes::<B>,
         dot: dot_bytes::<B>,
         unpack: unpack_bytes::<B>,

@@ -33,10 +33,42 @@ pub struct Group {
     pub dm: f32,
 }
 
+/// The 8-bit form activations take for a product with a weight format (a column of the weight
+/// table, as ggml's `vec_dot_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acts {
+    /// Blocks of 32 quants with an f16-rounded scale ([`crate::kernels::QActs`] as
+    /// `quantize_row` makes it): formats of 32-element blocks without a minimum.
+    Q8_0,
+    /// The same blocks with their sum `s` (the f16-rounded d·Σq), which the format's minimum
+    /// multiplies (ggml's Q8_1): Q5_1.
+    Q8_1,
+    /// Blocks of 256 quants with an f32 scale, ggml's Q8_K ([`quantize_q8k`]): the formats of
+    /// 256-element blocks, whose products then sum integers over the whole block.
+    Q8K,
+}
+
+impl Acts {
+    /// Elements per activation block.
+    pub const fn block(self) -> usize {
+        match self {
+            Acts::Q8_0 | Acts::Q8_1 => GROUP,
+            Acts::Q8K => QK_K,
+        }
+    }
+}
+
 /// A block format: its layout and how it reads as [`Group`]s.
 pub trait QuantBlock: Pod {
     /// Elements per block.
     const N: usize;
+    /// The activation blocks it is multiplied with: Q8_K for 256-element blocks, Q8_0 for the
+    /// others unless they say Q8_1, as in ggml.
+    const ACTS: Acts = if Self::N == QK_K {
+        Acts::Q8K
+    } else {
+        Acts::Q8_0
+    };
     /// Group `g` (`0..N/32`) of this block.
     fn group(&self, g: usize) -> Group;
     /// Dequantizes the block into `out` (N values) from its groups: `(d·sc)·q − dm·m`, which is
@@ -150,6 +182,7 @@ impl QuantBlock for BlockQ5_0 {
 
 impl QuantBlock for BlockQ5_1 {
     const N: usize = QK5;
+    const ACTS: Acts = Acts::Q8_1;
     #[inline(always)]
     fn group(&self, _g: usize) -> Group {
         Group {
@@ -350,9 +383,9 @@ pub struct BlockScales {
     /// Scale of the minimums, as f16 bits.
     pub dm: u16,
     /// Each group's integer scale.
-    pub sc: [f32; 8],
+    pub sc: [i32; 8],
     /// Each group's integer minimum.
-    pub m: [f32; 8],
+    pub m: [i32; 8],
 }
 
 impl BlockScales {
@@ -360,8 +393,8 @@ impl BlockScales {
     pub const NONE: BlockScales = BlockScales {
         d: 0,
         dm: 0,
-        sc: [0.0; 8],
-        m: [0.0; 8],
+        sc: [0; 8],
+        m: [0; 8],
     };
 
     /// Of the Q4_K / Q5_K block `b` (its bytes: d, dmin, then the 12 bytes of scales).
@@ -375,8 +408,8 @@ impl BlockScales {
         let q: &[u8; 12] = b[4..16].try_into().expect("12 bytes");
         for j in 0..8 {
             let (sc, m) = scale_min_k4(j, q);
-            s.sc[j] = sc as f32;
-            s.m[j] = m as f32;
+            s.sc[j] = sc as i32;
+            s.m[j] = m as i32;
         }
         s
     }
@@ -393,7 +426,7 @@ impl BlockScales {
             b[4..8].try_into().expect("4"),
         );
         for (ib, sc) in s.sc.iter_mut().enumerate() {
-            *sc = iq4xs_scale(high, low, ib) as f32;
+            *sc = iq4xs_scale(high, low, ib);
         }
         s
     }
@@ -564,15 +597,21 @@ pub fn group_sums(q: &[i8; GROUP], x: &[i8]) -> ([i32; 2], [i32; 2]) {
     (s, sx)
 }
 
-/// One group's contribution to the two chains of [`dot`] (the spec's inner step).
+/// One group's contribution to the two chains of [`dot`] (the spec's inner step) with an
+/// activation block of scale `dx`; `sx` is its sum (Q8_1), which the minimum then multiplies.
 #[inline(always)]
-pub fn group_step(gr: &Group, x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
-    let (s, sx) = group_sums(&gr.q, x);
+pub fn group_step(gr: &Group, x: &[i8], dx: f32, sx: Option<f32>, acc: &mut f32, mins: &mut f32) {
+    let (s, xs) = group_sums(&gr.q, x);
     let isum = gr.sc[0] * s[0] + gr.sc[1] * s[1];
     *acc = crate::kernels::scalar::fma(gr.d * dx, isum as f32, *acc);
     if gr.dm != 0.0 {
-        let imin = gr.m[0] * sx[0] + gr.m[1] * sx[1];
-        *mins = crate::kernels::scalar::fma(gr.dm * dx, imin as f32, *mins);
+        *mins = match sx {
+            Some(sx) => crate::kernels::scalar::fma(gr.dm, sx, *mins),
+            None => {
+                let imin = gr.m[0] * xs[0] + gr.m[1] * xs[1];
+                crate::kernels::scalar::fma(gr.dm * dx, imin as f32, *mins)
+            }
+        };
     }
 }
 
@@ -583,20 +622,146 @@ pub fn dequantize<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
     }
 }
 
-/// The dot-product spec of these formats with 8-bit activation blocks (`qs`, `d` as
-/// [`crate::kernels::QActs`] holds them): per group of 32, the integer sums
-/// `Σ sc·q·x` and `Σ m·x` (exact), then one fused multiply-add each into two chains,
-/// `acc = fma(d·d_x, Σ sc·q·x, acc)` and `mins = fma(dm·d_x, Σ m·x, mins)`, group after group;
-/// the result is `acc − mins`.
-pub fn dot<B: QuantBlock>(w: &[B], qs: &[i8], d: &[f32]) -> f32 {
+/// The dot-product spec of these formats, per [`QuantBlock::ACTS`]:
+/// - with blocks of 32 activation quants (`qs`, `d`, `s` as [`crate::kernels::QActs`] holds
+///   them): per group of 32, the integer sum `Σ sc·q·x` (exact), then one fused multiply-add into
+///   the scale chain, `acc = fma(d·d_x, Σ sc·q·x, acc)`, and one into the minimum chain:
+///   `mins = fma(dm·d_x, Σ m·x, mins)` with Q8_0 activations, `mins = fma(dm, s_x, mins)` with
+///   Q8_1's block sums (Q5_1, whose one minimum covers the group), group after group;
+/// - with Q8_K activations (256 quants, one f32 scale `d_x` each; `s` unused): the same integer
+///   sums over the whole block of 256 (exact in i32: at most 2^28 for every format), then one
+///   fused multiply-add per block into each chain ([`block_step_k`]).
+///
+/// The result is `acc − mins`. A minimum chain skips the steps whose float scale is 0.
+pub fn dot<B: QuantBlock>(w: &[B], qs: &[i8], d: &[f32], s: &[f32]) -> f32 {
     let groups = B::N / GROUP;
     let (mut acc, mut mins) = (0.0f32, 0.0f32);
     for (bi, b) in w.iter().enumerate() {
-        for g in 0..groups {
-            let gi = bi * groups + g;
-            let x = &qs[gi * GROUP..(gi + 1) * GROUP];
-            group_step(&b.group(g), x, d[gi], &mut acc, &mut mins);
+        match B::ACTS {
+            Acts::Q8_0 | Acts::Q8_1 => {
+                for g in 0..groups {
+                    let gi = bi * groups + g;
+                    let x = &qs[gi * GROUP..(gi + 1) * GROUP];
+                    let sx = (B::ACTS == Acts::Q8_1).then(|| s[gi]);
+                    group_step(&b.group(g), x, d[gi], sx, &mut acc, &mut mins);
+                }
+            }
+            Acts::Q8K => {
+                let x = &qs[bi * B::N..(bi + 1) * B::N];
+                let gs: [Group; QK_K / GROUP] = core::array::from_fn(|g| b.group(g));
+                block_step_k(&gs, x, d[bi], &mut acc, &mut mins);
+            }
         }
     }
     acc - mins
+}
+
+/// The integer sums of one block of 256 (its eight groups `gs`) with 256 Q8_K activation quants
+/// `x`: `Σ sc·q·x` and `Σ m·x` (exact in i32, in any order).
+#[inline(always)]
+pub fn block_sums_k(gs: &[Group; QK_K / GROUP], x: &[i8]) -> (i32, i32) {
+    let (mut isum, mut imin) = (0i32, 0i32);
+    for (gr, x) in gs.iter().zip(x.chunks_exact(GROUP)) {
+        let (s, sx) = group_sums(&gr.q, x);
+        isum += gr.sc[0] * s[0] + gr.sc[1] * s[1];
+        imin += gr.m[0] * sx[0] + gr.m[1] * sx[1];
+    }
+    (isum, imin)
+}
+
+/// One block's contribution to the two chains of [`dot`] with Q8_K activations (scale `dx`):
+/// `acc = fma(d·dx, Σ sc·q·x, acc)`, and `mins = fma(dm·dx, Σ m·x, mins)` unless `dm` is 0 (the
+/// eight groups of a block share `d` and `dm`).
+#[inline(always)]
+pub fn block_step_k(gs: &[Group; QK_K / GROUP], x: &[i8], dx: f32, acc: &mut f32, mins: &mut f32) {
+    let (isum, imin) = block_sums_k(gs, x);
+    let (d, dm) = (gs[0].d, gs[0].dm);
+    *acc = crate::kernels::scalar::fma(d * dx, isum as f32, *acc);
+    if dm != 0.0 {
+        *mins = crate::kernels::scalar::fma(dm * dx, imin as f32, *mins);
+    }
+}
+
+/// Quantizes `x` (whole blocks of 256) into Q8_K activation blocks, ggml's
+/// `quantize_row_q8_K_ref`: per block, `max` is the value of largest magnitude (the first such),
+/// `iscale = −127/max`, each quant is `min(127, round_ties_even(iscale·x))` and the block scale
+/// `1/iscale`; a block of zeros has scale 0. Beyond ggml: a NaN value quantizes to 0 (as ggml's
+/// rounding trick happens to give), and quants are clamped to −127..127 (ggml's rounding of
+/// values past 2^22, reached only when `max` is subnormal, is not kept: there the scale is 0 or
+/// −0 anyway).
+pub fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    for ((xb, qb), d) in x
+        .chunks_exact(QK_K)
+        .zip(qs.chunks_exact_mut(QK_K))
+        .zip(d.iter_mut())
+    {
+        let (mut max, mut amax) = (0.0f32, 0.0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            qb.fill(0);
+            *d = 0.0;
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            let y = iscale * v;
+            *q = if y.is_nan() {
+                0
+            } else {
+                crate::weights::blocks::round_even(y.clamp(-127.0, 127.0)) as i8
+            };
+        }
+        *d = 1.0 / iscale;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8k_activations_follow_ggml_q8_k() {
+        // A ramp: the value of largest magnitude is the last (155), so iscale = −127/155 and
+        // every quant is round(−127·x/155), ties to even.
+        let x: [f32; QK_K] = core::array::from_fn(|j| j as f32 - 100.0);
+        let (mut q, mut d) = ([0i8; QK_K], [0f32; 1]);
+        quantize_q8k(&x, &mut q, &mut d);
+        let iscale = -127.0f32 / 155.0;
+        assert_eq!(d[0], 1.0 / iscale);
+        for j in 0..QK_K {
+            assert_eq!(q[j] as f32, libm::rintf(iscale * x[j]), "quant {j}");
+        }
+        assert_eq!((q[0], q[100], q[255]), (82, 0, -127));
+
+        // The first value of the largest magnitude sets the sign of the scale (here −2: iscale
+        // 63.5, scale 2/127); NaN is 0; 63.5 rounds to even; zeros give scale 0.
+        let mut y = [0f32; 2 * QK_K];
+        y[3] = -2.0;
+        y[7] = 2.0;
+        y[9] = f32::NAN;
+        y[10] = 1.0;
+        let (mut q, mut d) = ([1i8; 2 * QK_K], [1f32; 2]);
+        quantize_q8k(&y, &mut q, &mut d);
+        assert_eq!(d[0], 2.0 / 127.0);
+        assert_eq!((q[3], q[7], q[9], q[10]), (-127, 127, 0, 64));
+        assert_eq!(d[1], 0.0);
+        assert!(q[QK_K..].iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn activation_forms_are_ggml_vec_dot_types() {
+        for b in crate::weights::BLOCK_TYPES.iter() {
+            let want = match (b.ty.block_size(), b.ty) {
+                (QK_K, _) => Acts::Q8K,
+                (_, crate::weights::GgmlType::Q5_1) => Acts::Q8_1,
+                _ => Acts::Q8_0,
+            };
+            assert_eq!(b.acts, want, "{}", b.ty.name());
+        }
+    }
 }

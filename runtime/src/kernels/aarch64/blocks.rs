@@ -8,7 +8,7 @@
 //! and still get the vector products.
 
 use crate::kernels::{OutRows, QActs};
-use crate::weights::quants::{BlockScales as Head, Group, IQ4_GRID};
+use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::aarch64::*;
 
@@ -36,6 +36,8 @@ trait Unpack {
     /// Both halves share one scale and minimum (`scf`, `mf`); scaling the sum in f32 is exact
     /// (|sc·Σq·x| < 2^24 for every such format).
     const ONE_SCALE: bool = false;
+    /// The minimum multiplies the activation block's sum `s` (Q8_1: Q5_1).
+    const SUMS: bool = false;
     /// Groups per block.
     const GPB: usize = 1;
     /// What the groups of block `bi` share.
@@ -131,6 +133,19 @@ const fn plain_group(q: [int8x16_t; 2], d: u16, dm: u16, scf: f32, mf: f32) -> G
     }
 }
 
+/// A group of a 256-element format whose halves share one integer scale and minimum.
+const fn k_group(q: [int8x16_t; 2], d: u16, dm: u16, sc: i32, m: i32) -> G {
+    G {
+        q,
+        sc: [sc; 2],
+        m: [m; 2],
+        d,
+        dm,
+        scf: 0.0,
+        mf: 0.0,
+    }
+}
+
 struct Scalar;
 impl Unpack for Scalar {
     const MINS: bool = true;
@@ -183,6 +198,7 @@ struct Q5_1;
 impl Unpack for Q5_1 {
     const MINS: bool = true;
     const ONE_SCALE: bool = true;
+    const SUMS: bool = true;
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[24 * g..24 * g + 24];
@@ -212,7 +228,6 @@ impl Unpack for Iq4Nl {
 struct Iq4Xs;
 impl Unpack for Iq4Xs {
     const MINS: bool = false;
-    const ONE_SCALE: bool = true;
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
@@ -222,7 +237,7 @@ impl Unpack for Iq4Xs {
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
         let (bi, ib) = (g / 8, g % 8);
         let b = &row[136 * bi..136 * bi + 136];
-        plain_group(iq4(nibbles(b, 8 + 16 * ib)), h.d, 0, h.sc[ib], 0.0)
+        k_group(iq4(nibbles(b, 8 + 16 * ib)), h.d, 0, h.sc[ib], 0)
     }
 }
 
@@ -250,7 +265,6 @@ fn k4_nibbles(b: &[u8], off: usize, j: usize) -> [uint8x16_t; 2] {
 struct Q4K;
 impl Unpack for Q4K {
     const MINS: bool = true;
-    const ONE_SCALE: bool = true;
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
@@ -260,14 +274,13 @@ impl Unpack for Q4K {
     fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
         let (bi, j) = (g / 8, g % 8);
         let b = &row[144 * bi..144 * bi + 144];
-        plain_group(signed(k4_nibbles(b, 16, j), 0), h.d, h.dm, h.sc[j], h.m[j])
+        k_group(signed(k4_nibbles(b, 16, j), 0), h.d, h.dm, h.sc[j], h.m[j])
     }
 }
 
 struct Q5K;
 impl Unpack for Q5K {
     const MINS: bool = true;
-    const ONE_SCALE: bool = true;
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
@@ -287,7 +300,7 @@ impl Unpack for Q5K {
                 vorrq_u8(hi, vandq_u8(vtstq_u8(u8x16(b, 32), bit), five)),
             ]
         };
-        plain_group(signed(q, 0), h.d, h.dm, h.sc[j], h.m[j])
+        k_group(signed(q, 0), h.d, h.dm, h.sc[j], h.m[j])
     }
 }
 
@@ -344,7 +357,7 @@ const CHUNK: usize = 8;
 /// Tokens per pass over a chunk of rows.
 const TOKENS: usize = 64;
 
-/// One group of four rows times one activation block (`x`, scale `dx`).
+/// One group of four rows times one activation block (`x`, scale `dx`, sum `sx`).
 ///
 /// # Safety
 /// The CPU must have what `D` uses.
@@ -353,6 +366,7 @@ unsafe fn step<F: Unpack, D: Dot>(
     gq: &[G; R],
     x: [int8x16_t; 2],
     dx: f32,
+    sx: f32,
     acc: &mut float32x4_t,
     mins: &mut float32x4_t,
 ) {
@@ -377,7 +391,12 @@ unsafe fn step<F: Unpack, D: Dot>(
         let f16x4 = |v: [u16; R]| super::neon::cvt_f16x4(vld1_u16(v.as_ptr()));
         let d4 = f16x4([gq[0].d, gq[1].d, gq[2].d, gq[3].d]);
         *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), isum);
-        if F::MINS {
+        if F::MINS && F::SUMS {
+            let dm4 = f16x4([gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm]);
+            let next = vfmaq_n_f32(*mins, dm4, sx);
+            // The spec skips groups whose dm is 0.
+            *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
+        } else if F::MINS {
             let (sx0, sx1) = (vaddlvq_s8(x[0]) as i32, vaddlvq_s8(x[1]) as i32);
             let imin = if F::ONE_SCALE {
                 let m4 = lanes([gq[0].mf, gq[1].mf, gq[2].mf, gq[3].mf]);
@@ -437,7 +456,7 @@ unsafe fn gemm<F: Unpack, D: Dot>(
     if rows == 0 || toks == 0 {
         return;
     }
-    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb);
+    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb && a.s.len() >= toks * nb);
     assert!(row_bytes == kind.ty.row_bytes((nb * QK) as u64).unwrap_or(0) as usize);
     assert!(nb.is_multiple_of(F::GPB));
     let quad = |r0: usize| -> [&[u8]; R] {
@@ -468,7 +487,7 @@ unsafe fn gemm<F: Unpack, D: Dot>(
                         F::group(kind, q[3], &heads[3], g),
                     ];
                     // SAFETY: as above.
-                    unsafe { step::<F, D>(&gq, act(a, g), a.d[g], &mut acc, &mut mins) };
+                    unsafe { step::<F, D>(&gq, act(a, g), a.d[g], a.s[g], &mut acc, &mut mins) };
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -501,9 +520,141 @@ unsafe fn gemm<F: Unpack, D: Dot>(
                     let tok = t0 + t;
                     for (i, gq) in gs[..gn].iter().enumerate() {
                         let g = tok * nb + g0 + i;
+                        let (dx, sx) = (a.d[g], a.s[g]);
                         // SAFETY: as above.
-                        unsafe { step::<F, D>(gq, act(a, g), a.d[g], &mut acc[t], &mut mins[t]) };
+                        unsafe { step::<F, D>(gq, act(a, g), dx, sx, &mut acc[t], &mut mins[t]) };
                     }
+                }
+            }
+            for t in 0..tn {
+                store(out, t0 + t, r0, rows, acc[t], mins[t]);
+            }
+        }
+    }
+}
+
+/// Groups in a block of 256 (the Q8_K formats).
+const GPB_K: usize = 8;
+
+/// One block of 256 of four rows (`gs`, their eight groups each) times one Q8_K activation block
+/// (`x`, 256 quants; scale `dx`): integer sums kept across the block, reduced once, and each
+/// row's lane takes the spec's two fused multiply-adds
+/// ([`crate::weights::quants::block_step_k`]).
+///
+/// # Safety
+/// The CPU must have what `D` uses.
+#[inline(always)]
+unsafe fn block_k<F: Unpack, D: Dot>(
+    gs: &[[G; R]; GPB_K],
+    x: &[i8],
+    dx: f32,
+    acc: &mut float32x4_t,
+    mins: &mut float32x4_t,
+) {
+    let x = &x[..QK_K];
+    // SAFETY: NEON is baseline; `D` is the caller's to check; loads of 16 bytes inside `x`.
+    unsafe {
+        let mut p = [vdupq_n_s32(0); R];
+        let mut imin = [0i32; R];
+        for (g, gq) in gs.iter().enumerate() {
+            let xv = [
+                vld1q_s8(x[32 * g..].as_ptr()),
+                vld1q_s8(x[32 * g + 16..].as_ptr()),
+            ];
+            for j in 0..R {
+                let h0 = D::dot(gq[j].q[0], xv[0]);
+                let h1 = D::dot(gq[j].q[1], xv[1]);
+                p[j] = vmlaq_n_s32(vmlaq_n_s32(p[j], h0, gq[j].sc[0]), h1, gq[j].sc[1]);
+            }
+            if F::MINS {
+                let (sx0, sx1) = (vaddlvq_s8(xv[0]) as i32, vaddlvq_s8(xv[1]) as i32);
+                for j in 0..R {
+                    imin[j] += gq[j].m[0] * sx0 + gq[j].m[1] * sx1;
+                }
+            }
+        }
+        let f16x4 = |v: [u16; R]| super::neon::cvt_f16x4(vld1_u16(v.as_ptr()));
+        let g0 = &gs[0];
+        let d4 = f16x4([g0[0].d, g0[1].d, g0[2].d, g0[3].d]);
+        let isum = vcvtq_f32_s32(reduce4(p));
+        *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), isum);
+        if F::MINS {
+            let dm4 = f16x4([g0[0].dm, g0[1].dm, g0[2].dm, g0[3].dm]);
+            let imin = vcvtq_f32_s32(vld1q_s32(imin.as_ptr()));
+            let next = vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), imin);
+            // The spec skips blocks whose dm is 0.
+            *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
+        }
+    }
+}
+
+/// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
+/// 256 a token), four rows at a time.
+///
+/// # Safety
+/// The CPU must have what `D` uses.
+#[inline(always)]
+unsafe fn gemm_k<F: Unpack, D: Dot>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    let nb = a.nb;
+    if nb == 0 || row_bytes == 0 {
+        return;
+    }
+    let rows = (w.len() / row_bytes).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
+    if rows == 0 || toks == 0 {
+        return;
+    }
+    assert!(a.qs.len() >= toks * nb * QK_K && a.d.len() >= toks * nb);
+    assert!(row_bytes == kind.ty.row_bytes((nb * QK_K) as u64).unwrap_or(0) as usize);
+    let quad = |r0: usize| -> [&[u8]; R] {
+        core::array::from_fn(|j| {
+            let r = (r0 + j).min(rows - 1);
+            &w[r * row_bytes..(r + 1) * row_bytes]
+        })
+    };
+    // SAFETY: NEON is baseline on aarch64.
+    let (zero, zq) = unsafe { (vdupq_n_f32(0.0), vdupq_n_s8(0)) };
+    let mut gs = [[plain_group([zq, zq], 0, 0, 0.0, 0.0); R]; GPB_K];
+    let unpack = |q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]| {
+        let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
+        for (i, gq) in gs.iter_mut().enumerate() {
+            let g = bi * GPB_K + i;
+            *gq = core::array::from_fn(|j| F::group(kind, q[j], &heads[j], g));
+        }
+    };
+    if toks == 1 {
+        for r0 in (0..rows).step_by(R) {
+            let q = quad(r0);
+            let (mut acc, mut mins) = (zero, zero);
+            for bi in 0..nb {
+                unpack(&q, bi, &mut gs);
+                let x = &a.qs[bi * QK_K..(bi + 1) * QK_K];
+                // SAFETY: passed on from the caller.
+                unsafe { block_k::<F, D>(&gs, x, a.d[bi], &mut acc, &mut mins) };
+            }
+            store(out, 0, r0, rows, acc, mins);
+        }
+        return;
+    }
+    for r0 in (0..rows).step_by(R) {
+        let q = quad(r0);
+        for t0 in (0..toks).step_by(TOKENS) {
+            let tn = (toks - t0).min(TOKENS);
+            let mut acc = [zero; TOKENS];
+            let mut mins = [zero; TOKENS];
+            for bi in 0..nb {
+                unpack(&q, bi, &mut gs);
+                for t in 0..tn {
+                    let i = (t0 + t) * nb + bi;
+                    let x = &a.qs[i * QK_K..(i + 1) * QK_K];
+                    // SAFETY: passed on from the caller.
+                    unsafe { block_k::<F, D>(&gs, x, a.d[i], &mut acc[t], &mut mins[t]) };
                 }
             }
             for t in 0..tn {
@@ -527,11 +678,12 @@ unsafe fn dispatch<D: Dot>(
         match kind.ty {
             GgmlType::Q5_0 => gemm::<Q5_0, D>(kind, w, row_bytes, a, out),
             GgmlType::Q5_1 => gemm::<Q5_1, D>(kind, w, row_bytes, a, out),
-            GgmlType::Q4_K => gemm::<Q4K, D>(kind, w, row_bytes, a, out),
-            GgmlType::Q5_K => gemm::<Q5K, D>(kind, w, row_bytes, a, out),
-            GgmlType::Q6_K => gemm::<Q6K, D>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_NL => gemm::<Iq4Nl, D>(kind, w, row_bytes, a, out),
-            GgmlType::IQ4_XS => gemm::<Iq4Xs, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_K => gemm_k::<Q4K, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_K => gemm_k::<Q5K, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q6_K => gemm_k::<Q6K, D>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_XS => gemm_k::<Iq4Xs, D>(kind, w, row_bytes, a, out),
+            _ if kind.acts == Acts::Q8K => gemm_k::<Scalar, D>(kind, w, row_bytes, a, out),
             _ => gemm::<Scalar, D>(kind, w, row_bytes, a, out),
         }
     }

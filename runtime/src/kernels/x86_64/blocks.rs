@@ -12,7 +12,7 @@
 //! scalar unpacker ([`Scalar`]) and still get the vector products.
 
 use crate::kernels::{OutRows, QActs};
-use crate::weights::quants::{BlockScales as Head, Group, IQ4_GRID};
+use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
 use half::f16;
@@ -48,6 +48,9 @@ trait Unpack {
     /// in f32, which is exact: |sc·Σq·x| < 2^24 for every such format (IQ4_XS, the largest:
     /// 32·127·127·32 < 2^24), and so is |m·Σx| (≤ 63·32·127).
     const ONE_SCALE: bool = false;
+    /// Whether the minimum multiplies the activation block's sum `s` (Q8_1: Q5_1) rather than
+    /// the integer sum of its quants.
+    const SUMS: bool = false;
     /// Groups per block: what [`Unpack::head`] decodes is shared by this many groups.
     const GPB: usize = 1;
     /// What the groups of block `bi` share (scales decoded once per block), or nothing.
@@ -184,6 +187,7 @@ impl Unpack for Q5_0 {
 struct Q5_1;
 impl Unpack for Q5_1 {
     const ONE_SCALE: bool = true;
+    const SUMS: bool = true;
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     #[inline(always)]
@@ -232,7 +236,6 @@ impl Unpack for Iq4Nl {
 
 struct Iq4Xs;
 impl Unpack for Iq4Xs {
-    const ONE_SCALE: bool = true;
     const MINS: bool = false;
     const GPB: usize = 8;
     #[inline(always)]
@@ -245,11 +248,11 @@ impl Unpack for Iq4Xs {
         let b = &row[136 * bi..136 * bi + 136];
         G {
             q: iq4(nibbles16(b, 8 + 16 * ib)),
-            sc: _mm256_setzero_si256(),
+            sc: _mm256_set1_epi16(h.sc[ib] as i16),
             m: _mm256_setzero_si256(),
             d: h.d,
             dm: 0,
-            scf: h.sc[ib],
+            scf: 0.0,
             mf: 0.0,
         }
     }
@@ -269,7 +272,6 @@ unsafe fn k4_nibbles(b: &[u8], off: usize, g: usize) -> __m256i {
 
 struct Q4K;
 impl Unpack for Q4K {
-    const ONE_SCALE: bool = true;
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     const GPB: usize = 8;
@@ -283,19 +285,18 @@ impl Unpack for Q4K {
         let b = &row[144 * bi..144 * bi + 144];
         G {
             q: k4_nibbles(b, 16, j),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
+            sc: _mm256_set1_epi16(h.sc[j] as i16),
+            m: _mm256_set1_epi16(h.m[j] as i16),
             d: h.d,
             dm: h.dm,
-            scf: h.sc[j],
-            mf: h.m[j],
+            scf: 0.0,
+            mf: 0.0,
         }
     }
 }
 
 struct Q5K;
 impl Unpack for Q5K {
-    const ONE_SCALE: bool = true;
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     const GPB: usize = 8;
@@ -315,12 +316,12 @@ impl Unpack for Q5K {
         );
         G {
             q,
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
+            sc: _mm256_set1_epi16(h.sc[j] as i16),
+            m: _mm256_set1_epi16(h.m[j] as i16),
             d: h.d,
             dm: h.dm,
-            scf: h.sc[j],
-            mf: h.m[j],
+            scf: 0.0,
+            mf: 0.0,
         }
     }
 }
@@ -422,8 +423,8 @@ impl Lanes {
     }
 }
 
-/// One group of four rows times one activation block (`x`, scale `dx`): each row's lane of
-/// `acc` and `mins` takes that row's step of the spec.
+/// One group of four rows times one activation block (`x`, scale `dx`, sum `sx`): each row's
+/// lane of `acc` and `mins` takes that row's step of the spec.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
@@ -433,6 +434,7 @@ unsafe fn step<F: Unpack>(
     l: &Lanes,
     x: __m256i,
     dx: f32,
+    sx: f32,
     acc: &mut __m128,
     mins: &mut __m128,
 ) {
@@ -463,7 +465,11 @@ unsafe fn step<F: Unpack>(
         isum
     };
     *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), isum, *acc);
-    if F::MINS {
+    if F::MINS && F::SUMS {
+        let next = _mm_fmadd_ps(l.dm, _mm_set1_ps(sx), *mins);
+        // The spec skips groups whose dm is 0.
+        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
+    } else if F::MINS {
         let xs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), x);
         let imin = if F::ONE_SCALE {
             // Σx of the group in every lane, then m·Σx per row (exact, see ONE_SCALE).
@@ -540,7 +546,7 @@ unsafe fn gemm<F: Unpack>(
     if rows == 0 || toks == 0 {
         return;
     }
-    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb);
+    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb && a.s.len() >= toks * nb);
     assert!(row_bytes == kind.ty.row_bytes((nb * QK) as u64).unwrap_or(0) as usize);
     assert!(nb.is_multiple_of(F::GPB));
     // A last quad shorter than R repeats its last row (computed, not stored).
@@ -588,7 +594,8 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[2], &heads[2], g),
                         F::group(kind, q[3], &heads[3], g),
                     ];
-                    step::<F>(&gq, &Lanes::of(&gq), act(a, g), a.d[g], &mut acc, &mut mins);
+                    let l = Lanes::of(&gq);
+                    step::<F>(&gq, &l, act(a, g), a.d[g], a.s[g], &mut acc, &mut mins);
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -631,8 +638,160 @@ unsafe fn gemm<F: Unpack>(
                     let tok = t0 + t;
                     for (i, gq) in gs[..gn].iter().enumerate() {
                         let g = tok * nb + g0 + i;
-                        step::<F>(gq, &ls[i], act(a, g), a.d[g], &mut acc[t], &mut mins[t]);
+                        let (dx, sx) = (a.d[g], a.s[g]);
+                        step::<F>(gq, &ls[i], act(a, g), dx, sx, &mut acc[t], &mut mins[t]);
                     }
+                }
+            }
+            for t in 0..tn {
+                store(out, t0 + t, r0, rows, acc[t], mins[t]);
+            }
+        }
+    }
+}
+
+/// Groups in a block of 256 (the Q8_K formats).
+const GPB_K: usize = 8;
+
+/// One block of 256 of four rows (`gs`, their eight groups each; `l` their scales) times one
+/// Q8_K activation block (`x`, 256 quants; scale `dx`): the integer sums of every group are kept
+/// in i32 lanes across the block, reduced once, and each row's lane takes the spec's two fused
+/// multiply-adds ([`crate::weights::quants::block_step_k`]).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
+#[inline(always)]
+unsafe fn block_k<F: Unpack>(
+    gs: &[[G; R]; GPB_K],
+    l: &Lanes,
+    x: &[i8],
+    dx: f32,
+    acc: &mut __m128,
+    mins: &mut __m128,
+) {
+    let x = &x[..QK_K];
+    let ones8 = _mm256_set1_epi8(1);
+    let mut p = [_mm256_setzero_si256(); R];
+    let mut pm = [_mm256_setzero_si256(); R];
+    for (g, gq) in gs.iter().enumerate() {
+        // SAFETY: 32 bytes in bounds (x holds 256).
+        let xv = unsafe { _mm256_loadu_si256(x[32 * g..].as_ptr().cast()) };
+        let ax = _mm256_sign_epi8(xv, xv);
+        let xs = if F::MINS {
+            _mm256_maddubs_epi16(ones8, xv)
+        } else {
+            _mm256_setzero_si256()
+        };
+        for j in 0..R {
+            let s16 = if F::UNSIGNED {
+                _mm256_maddubs_epi16(gq[j].q, xv)
+            } else {
+                _mm256_maddubs_epi16(ax, _mm256_sign_epi8(gq[j].q, xv))
+            };
+            p[j] = _mm256_add_epi32(p[j], _mm256_madd_epi16(s16, gq[j].sc));
+            if F::MINS {
+                pm[j] = _mm256_add_epi32(pm[j], _mm256_madd_epi16(xs, gq[j].m));
+            }
+        }
+    }
+    let dx = _mm_set1_ps(dx);
+    *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), _mm_cvtepi32_ps(reduce4(p)), *acc);
+    if F::MINS {
+        let next = _mm_fmadd_ps(_mm_mul_ps(l.dm, dx), _mm_cvtepi32_ps(reduce4(pm)), *mins);
+        // The spec skips blocks whose dm is 0.
+        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
+    }
+}
+
+/// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
+/// 256 a token): [`crate::weights::quants::dot`]'s Q8_K order, four rows at a time.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_k<F: Unpack>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    let nb = a.nb;
+    if nb == 0 || row_bytes == 0 {
+        return;
+    }
+    let rows = (w.len() / row_bytes).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
+    if rows == 0 || toks == 0 {
+        return;
+    }
+    assert!(a.qs.len() >= toks * nb * QK_K && a.d.len() >= toks * nb);
+    assert!(row_bytes == kind.ty.row_bytes((nb * QK_K) as u64).unwrap_or(0) as usize);
+    let quad = |r0: usize| -> [&[u8]; R] {
+        core::array::from_fn(|j| {
+            let r = (r0 + j).min(rows - 1);
+            &w[r * row_bytes..(r + 1) * row_bytes]
+        })
+    };
+    let zero = G {
+        q: _mm256_setzero_si256(),
+        sc: _mm256_setzero_si256(),
+        m: _mm256_setzero_si256(),
+        d: 0,
+        dm: 0,
+        scf: 0.0,
+        mf: 0.0,
+    };
+    let mut gs = [[zero; R]; GPB_K];
+    // Block bi of the four rows, unpacked (scales decoded once), with their float scales.
+    let unpack = |q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]| -> Lanes {
+        let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
+        for (i, gq) in gs.iter_mut().enumerate() {
+            let g = bi * GPB_K + i;
+            *gq = core::array::from_fn(|j| F::group(kind, q[j], &heads[j], g));
+        }
+        Lanes::of(&gs[0])
+    };
+
+    if toks == 1 {
+        // Decode: the quad PREFETCH_ROWS ahead is prefetched a share per block.
+        for r0 in (0..rows).step_by(R) {
+            let q = quad(r0);
+            let ahead = if r0 + PREFETCH_ROWS < rows {
+                let end = (r0 + PREFETCH_ROWS + R).min(rows) * row_bytes;
+                &w[(r0 + PREFETCH_ROWS) * row_bytes..end]
+            } else {
+                &w[..0]
+            };
+            let (mut acc, mut mins) = (_mm_setzero_ps(), _mm_setzero_ps());
+            for bi in 0..nb {
+                let part = ahead.len() * bi / nb..ahead.len() * (bi + 1) / nb;
+                for line in ahead[part].chunks(64) {
+                    // A prefetch of an address inside `w` (it never faults).
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                }
+                let l = unpack(&q, bi, &mut gs);
+                let x = &a.qs[bi * QK_K..(bi + 1) * QK_K];
+                block_k::<F>(&gs, &l, x, a.d[bi], &mut acc, &mut mins);
+            }
+            store(out, 0, r0, rows, acc, mins);
+        }
+        return;
+    }
+
+    // Prefill: a block of the quad unpacked once, then used by up to TOKENS tokens.
+    for r0 in (0..rows).step_by(R) {
+        let q = quad(r0);
+        for t0 in (0..toks).step_by(TOKENS) {
+            let tn = (toks - t0).min(TOKENS);
+            let mut acc = [_mm_setzero_ps(); TOKENS];
+            let mut mins = [_mm_setzero_ps(); TOKENS];
+            for bi in 0..nb {
+                let l = unpack(&q, bi, &mut gs);
+                for t in 0..tn {
+                    let i = (t0 + t) * nb + bi;
+                    let x = &a.qs[i * QK_K..(i + 1) * QK_K];
+                    block_k::<F>(&gs, &l, x, a.d[i], &mut acc[t], &mut mins[t]);
                 }
             }
             for t in 0..tn {
@@ -659,11 +818,12 @@ pub fn gemm_blocks(
         match kind.ty {
             GgmlType::Q5_0 => gemm::<Q5_0>(kind, w, row_bytes, a, out),
             GgmlType::Q5_1 => gemm::<Q5_1>(kind, w, row_bytes, a, out),
-            GgmlType::Q4_K => gemm::<Q4K>(kind, w, row_bytes, a, out),
-            GgmlType::Q5_K => gemm::<Q5K>(kind, w, row_bytes, a, out),
-            GgmlType::Q6_K => gemm::<Q6K>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_NL => gemm::<Iq4Nl>(kind, w, row_bytes, a, out),
-            GgmlType::IQ4_XS => gemm::<Iq4Xs>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_K => gemm_k::<Q4K>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_K => gemm_k::<Q5K>(kind, w, row_bytes, a, out),
+            GgmlType::Q6_K => gemm_k::<Q6K>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_XS => gemm_k::<Iq4Xs>(kind, w, row_bytes, a, out),
+            _ if kind.acts == Acts::Q8K => gemm_k::<Scalar>(kind, w, row_bytes, a, out),
             _ => gemm::<Scalar>(kind, w, row_bytes, a, out),
         }
     }
