@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ember_runtime::kernels::attend::{self, Softmax};
 use ember_runtime::kernels::{Kernels, OutRows, QActs};
+use ember_runtime::weights::quants::{quantize_q8k, Acts::Q8K, QK_K};
 use ember_runtime::weights::{BlockQ4_1, BlockQ8_0, GgmlType, BLOCK_TYPES, QK};
 use half::f16;
 use std::hint::black_box;
@@ -94,6 +95,22 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
                 s: &a.s,
                 nb: a.nb,
             };
+            // Q8_K activations for the 256-element formats.
+            let mut kq = Acts {
+                qs: vec![0; x.len()],
+                d: vec![0.0; x.len() / QK_K],
+                s: Vec::new(),
+                nb: cols / QK_K,
+            };
+            if cols.is_multiple_of(QK_K) {
+                quantize_q8k(&x, &mut kq.qs, &mut kq.d);
+            }
+            let kacts = QActs {
+                qs: &kq.qs,
+                d: &kq.d,
+                s: &kq.s,
+                nb: kq.nb,
+            };
             let mut out = vec![0.0f32; toks * rows];
             g.bench_function(BenchmarkId::new("q4_1", k.isa.name()), |b| {
                 b.iter(|| {
@@ -125,7 +142,7 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
                             kind,
                             black_box(&wb),
                             rb,
-                            &acts,
+                            if kind.acts == Q8K { &kacts } else { &acts },
                             &mut OutRows::new(&mut out, rows, rows, toks),
                         )
                     })

@@ -709,12 +709,11 @@ pub fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in qb.iter_mut().zip(xb) {
-            let y = iscale * v;
-            *q = if y.is_nan() {
-                0
-            } else {
-                crate::weights::blocks::round_even(y.clamp(-127.0, 127.0)) as i8
-            };
+            // Round to nearest, ties to even, as ggml's nearest_int: adding 1.5·2^23 leaves the
+            // rounded integer in the low mantissa bits (exact for |y| ≤ 127).
+            let y = (iscale * v).clamp(-127.0, 127.0);
+            let r = ((y + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+            *q = if y.is_nan() { 0 } else { r as i8 };
         }
         *d = 1.0 / iscale;
     }

@@ -653,47 +653,52 @@ unsafe fn gemm<F: Unpack>(
 /// Groups in a block of 256 (the Q8_K formats).
 const GPB_K: usize = 8;
 
-/// One block of 256 of four rows (`gs`, their eight groups each; `l` their scales) times one
-/// Q8_K activation block (`x`, 256 quants; scale `dx`): the integer sums of every group are kept
-/// in i32 lanes across the block, reduced once, and each row's lane takes the spec's two fused
-/// multiply-adds ([`crate::weights::quants::block_step_k`]).
+/// One group of four rows (`gq`) times 32 Q8_K activation quants (`xv`): each row's integer
+/// products added to its i32 lanes `p` (scales applied), and its minimum terms to `pm`.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
 #[inline(always)]
-unsafe fn block_k<F: Unpack>(
-    gs: &[[G; R]; GPB_K],
+unsafe fn group_k<F: Unpack>(
+    gq: &[G; R],
+    xv: __m256i,
+    p: &mut [__m256i; R],
+    pm: &mut [__m256i; R],
+) {
+    let ax = _mm256_sign_epi8(xv, xv);
+    let xs = if F::MINS {
+        _mm256_maddubs_epi16(_mm256_set1_epi8(1), xv)
+    } else {
+        _mm256_setzero_si256()
+    };
+    for j in 0..R {
+        let s16 = if F::UNSIGNED {
+            _mm256_maddubs_epi16(gq[j].q, xv)
+        } else {
+            _mm256_maddubs_epi16(ax, _mm256_sign_epi8(gq[j].q, xv))
+        };
+        p[j] = _mm256_add_epi32(p[j], _mm256_madd_epi16(s16, gq[j].sc));
+        if F::MINS {
+            pm[j] = _mm256_add_epi32(pm[j], _mm256_madd_epi16(xs, gq[j].m));
+        }
+    }
+}
+
+/// The end of a block of 256 for four rows: their lanes `p`, `pm` reduced (exact), and each
+/// row's lane of `acc` and `mins` takes the spec's fused multiply-add with the activation
+/// block's scale `dx` ([`crate::weights::quants::block_step_k`]).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
+#[inline(always)]
+unsafe fn finish_k<F: Unpack>(
+    p: [__m256i; R],
+    pm: [__m256i; R],
     l: &Lanes,
-    x: &[i8],
     dx: f32,
     acc: &mut __m128,
     mins: &mut __m128,
 ) {
-    let x = &x[..QK_K];
-    let ones8 = _mm256_set1_epi8(1);
-    let mut p = [_mm256_setzero_si256(); R];
-    let mut pm = [_mm256_setzero_si256(); R];
-    for (g, gq) in gs.iter().enumerate() {
-        // SAFETY: 32 bytes in bounds (x holds 256).
-        let xv = unsafe { _mm256_loadu_si256(x[32 * g..].as_ptr().cast()) };
-        let ax = _mm256_sign_epi8(xv, xv);
-        let xs = if F::MINS {
-            _mm256_maddubs_epi16(ones8, xv)
-        } else {
-            _mm256_setzero_si256()
-        };
-        for j in 0..R {
-            let s16 = if F::UNSIGNED {
-                _mm256_maddubs_epi16(gq[j].q, xv)
-            } else {
-                _mm256_maddubs_epi16(ax, _mm256_sign_epi8(gq[j].q, xv))
-            };
-            p[j] = _mm256_add_epi32(p[j], _mm256_madd_epi16(s16, gq[j].sc));
-            if F::MINS {
-                pm[j] = _mm256_add_epi32(pm[j], _mm256_madd_epi16(xs, gq[j].m));
-            }
-        }
-    }
     let dx = _mm_set1_ps(dx);
     *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), _mm_cvtepi32_ps(reduce4(p)), *acc);
     if F::MINS {
@@ -701,6 +706,17 @@ unsafe fn block_k<F: Unpack>(
         // The spec skips blocks whose dm is 0.
         *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
     }
+}
+
+/// 32 activation quants from `x[off..]` (checked).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
+#[inline(always)]
+unsafe fn x32(x: &[i8], off: usize) -> __m256i {
+    let s = &x[off..off + 32];
+    // SAFETY: 32 bytes in bounds (the slice above).
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
 }
 
 /// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
@@ -770,9 +786,27 @@ unsafe fn gemm_k<F: Unpack>(
                     // A prefetch of an address inside `w` (it never faults).
                     _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
                 }
-                let l = unpack(&q, bi, &mut gs);
+                // Groups straight from the rows into the products (not through memory).
+                let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
                 let x = &a.qs[bi * QK_K..(bi + 1) * QK_K];
-                block_k::<F>(&gs, &l, x, a.d[bi], &mut acc, &mut mins);
+                let (mut p, mut pm) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
+                let mut l = None;
+                for i in 0..GPB_K {
+                    let g = bi * GPB_K + i;
+                    let gq = [
+                        F::group(kind, q[0], &heads[0], g),
+                        F::group(kind, q[1], &heads[1], g),
+                        F::group(kind, q[2], &heads[2], g),
+                        F::group(kind, q[3], &heads[3], g),
+                    ];
+                    if i == 0 {
+                        l = Some(Lanes::of(&gq));
+                    }
+                    group_k::<F>(&gq, x32(x, 32 * i), &mut p, &mut pm);
+                }
+                if let Some(l) = l {
+                    finish_k::<F>(p, pm, &l, a.d[bi], &mut acc, &mut mins);
+                }
             }
             store(out, 0, r0, rows, acc, mins);
         }
@@ -791,7 +825,12 @@ unsafe fn gemm_k<F: Unpack>(
                 for t in 0..tn {
                     let i = (t0 + t) * nb + bi;
                     let x = &a.qs[i * QK_K..(i + 1) * QK_K];
-                    block_k::<F>(&gs, &l, x, a.d[i], &mut acc[t], &mut mins[t]);
+                    let (mut p, mut pm) =
+                        ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
+                    for (g, gq) in gs.iter().enumerate() {
+                        group_k::<F>(gq, x32(x, 32 * g), &mut p, &mut pm);
+                    }
+                    finish_k::<F>(p, pm, &l, a.d[i], &mut acc[t], &mut mins[t]);
                 }
             }
             for t in 0..tn {
