@@ -1,7 +1,9 @@
 //! The real Gemma 3 270M Q4_K_M file (`tools/fetch-model.sh gemma3-270m`) against llama.cpp
 //! (`fixtures/gemma3/make_gemma3_fixtures.py`): the tokenizer's ids on the project's corpus,
 //! greedy text for plain and turn-formatted prompts, and perplexity within 0.5% (2 chunks of 512
-//! here; the README gives the whole text).
+//! here; the README gives the whole text). Greedy text is llama.cpp's wherever llama.cpp's own
+//! kernel paths (its default, repacked Q4_K tiles and `--no-repack`) print the same; where they
+//! do not (one prompt, after 5 tokens), ember's must follow them as far as they agree.
 
 use ember_runtime::arena::Arena;
 use ember_runtime::gguf::{Gguf, MappedFile};
@@ -84,7 +86,25 @@ fn gemma3_matches_llama_cpp() {
                     .decode_token(next, true, &mut |b| text.extend_from_slice(b));
                 s.eval(&[next]).expect("decode");
             }
-            assert_eq!(String::from_utf8_lossy(&text), want, "{prompt:?}");
+            let got = String::from_utf8_lossy(&text);
+            match c["no_repack_text"].as_str() {
+                // llama.cpp's two kernel paths agree: ember's text is theirs.
+                None => assert_eq!(got, want, "{prompt:?}"),
+                // They part (a near-tie their summation orders break differently): ember follows
+                // them as far as they agree with each other.
+                Some(other) => {
+                    let common: String = want
+                        .chars()
+                        .zip(other.chars())
+                        .take_while(|(a, b)| a == b)
+                        .map(|(a, _)| a)
+                        .collect();
+                    assert!(
+                        got.starts_with(&common),
+                        "{prompt:?}: {got:?} leaves llama.cpp's common {common:?}"
+                    );
+                }
+            }
         }
 
         // Perplexity, llama-perplexity's protocol (BOS in front of each chunk, second halves):
