@@ -357,6 +357,48 @@ pub fn gemm_blocks(
     }
 }
 
+/// What a product of a block format of the weight table covers, for the SIMD sets' versions of
+/// [`gemm_blocks`]: `(nb, rows, toks)`, activation blocks per token, rows and tokens, or `None`
+/// when there is nothing to compute. Checks that the activations hold what the tiles read in the
+/// format's form (`kind.acts`) and that a row is `nb` such blocks.
+pub(crate) fn block_extent(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &OutRows<'_>,
+) -> Option<(usize, usize, usize)> {
+    let nb = a.nb;
+    if nb == 0 || row_bytes == 0 {
+        return None;
+    }
+    let rows = (w.len() / row_bytes).min(out.n_rows());
+    let toks = a.tokens().min(out.n_toks());
+    if rows == 0 || toks == 0 {
+        return None;
+    }
+    let block = kind.acts.block();
+    assert!(a.qs.len() >= toks * nb * block && a.d.len() >= toks * nb);
+    // The blocks of 32 carry their sums (read by Q8_1 formats).
+    assert!(kind.acts == quants::Acts::Q8K || a.s.len() >= toks * nb);
+    assert!(row_bytes == kind.ty.row_bytes((nb * block) as u64).unwrap_or(0) as usize);
+    Some((nb, rows, toks))
+}
+
+/// Rows `r0..r0 + R` of `w` (rows of `row_bytes`, `rows` of them), worked on together by a SIMD
+/// tile; a last group shorter than `R` repeats its last row (computed, not stored).
+pub(crate) fn row_group<const R: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    r0: usize,
+) -> [&[u8]; R] {
+    core::array::from_fn(|j| {
+        let r = (r0 + j).min(rows - 1);
+        &w[r * row_bytes..(r + 1) * row_bytes]
+    })
+}
+
 fn scalar_gemm_q4_0(w: &[BlockQ4_0], a: &QActs<'_>, out: &mut OutRows<'_>) {
     gemm_by_rows(scalar::vec_dot_q4_0, w, a, out)
 }

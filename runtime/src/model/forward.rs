@@ -57,17 +57,8 @@ pub struct State<'a> {
     gate: &'a mut [f32],
     /// Up projection, `[batch][n_ff]`.
     up: &'a mut [f32],
-    /// Quantized activations: quants `[batch][wide]` (`wide`: the widest matrix input).
-    act_qs: &'a mut [i8],
-    /// Quantized activations: block scales `[batch][wide / 32]`.
-    act_d: &'a mut [f32],
-    /// Quantized activations: block sums `[batch][wide / 32]`.
-    act_s: &'a mut [f32],
-    /// Q8_K activations (for the 256-element block formats; empty when the model has none):
-    /// quants `[batch][wide]`.
-    act_kqs: &'a mut [i8],
-    /// Q8_K activations: block scales `[batch][wide / 256]`.
-    act_kd: &'a mut [f32],
+    /// Quantized activations, in every form the products read.
+    acts: ActBufs<'a>,
     /// cos/sin pairs per token, `[batch][rope_dim]`.
     rope: &'a mut [f32],
     /// The same for the sliding-window layers' RoPE base (empty without windows).
@@ -117,11 +108,13 @@ impl<'a> State<'a> {
             att: arena.alloc(batch * c.q_dim().max(c.n_embd), "forward state")?,
             gate: arena.alloc(batch * c.n_ff, "forward state")?,
             up: arena.alloc(batch * c.n_ff, "forward state")?,
-            act_qs: arena.alloc(batch * wide, "forward state")?,
-            act_d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-            act_s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-            act_kqs: arena.alloc(batch * k_wide(c), "forward state")?,
-            act_kd: arena.alloc(batch * k_wide(c) / QK_K, "forward state")?,
+            acts: ActBufs {
+                qs: arena.alloc(batch * wide, "forward state")?,
+                d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+                s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+                kqs: arena.alloc(batch * k_wide(c), "forward state")?,
+                kd: arena.alloc(batch * k_wide(c) / QK_K, "forward state")?,
+            },
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             rope_local: arena.alloc(local_rope_len(c, batch), "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
@@ -405,16 +398,7 @@ fn run(
             e,
         );
         trace::tensor("ffn_norm", Some(l), &s.xn[..n * e]);
-        let act = quantize(
-            k,
-            &s.xn[..n * e],
-            e,
-            s.act_qs,
-            s.act_d,
-            s.act_s,
-            s.act_kqs,
-            s.act_kd,
-        );
+        let mut act = quantize(k, &s.xn[..n * e], e, &mut s.acts);
         // Gate and up in one parallel region; the gate's activation on each thread's rows right
         // after.
         let gelu = c.arch().ffn == FfnAct::GeluTanh;
@@ -430,7 +414,7 @@ fn run(
         gemm_fused(
             par,
             k,
-            &act,
+            &mut act,
             n,
             &mut [
                 (&layer.w_gate, &mut s.gate[..n * ff]),
@@ -440,20 +424,11 @@ fn run(
         );
         trace::tensor("ffn_up", Some(l), &s.up[..n * ff]);
         trace::tensor("ffn_swiglu", Some(l), &s.gate[..n * ff]);
-        let act = quantize(
-            k,
-            &s.gate[..n * ff],
-            ff,
-            s.act_qs,
-            s.act_d,
-            s.act_s,
-            s.act_kqs,
-            s.act_kd,
-        );
+        let mut act = quantize(k, &s.gate[..n * ff], ff, &mut s.acts);
         gemm_fused(
             par,
             k,
-            &act,
+            &mut act,
             n,
             &mut [(&layer.w_down, &mut s.att[..n * e])],
             None,
@@ -486,20 +461,11 @@ fn run(
             e,
         );
         trace::tensor("result_norm", None, &s.xn[..m * e]);
-        let act = quantize(
-            k,
-            &s.xn[..m * e],
-            e,
-            s.act_qs,
-            s.act_d,
-            s.act_s,
-            s.act_kqs,
-            s.act_kd,
-        );
+        let mut act = quantize(k, &s.xn[..m * e], e, &mut s.acts);
         gemm_fused(
             par,
             k,
-            &act,
+            &mut act,
             m,
             &mut [(&w.output, &mut s.logits[..m * c.n_vocab])],
             None,
@@ -542,20 +508,11 @@ fn attention_block(
         e,
     );
     trace::tensor("attn_norm", Some(l), &s.xn[..n * e]);
-    let act = quantize(
-        k,
-        &s.xn[..n * e],
-        e,
-        s.act_qs,
-        s.act_d,
-        s.act_s,
-        s.act_kqs,
-        s.act_kd,
-    );
+    let mut act = quantize(k, &s.xn[..n * e], e, &mut s.acts);
     gemm_fused(
         par,
         k,
-        &act,
+        &mut act,
         n,
         &mut [
             (&layer.wq, &mut s.q[..n * qd]),
@@ -637,20 +594,11 @@ fn attention_block(
     }
     seqs.commit(l, n);
     trace::tensor("kqv_out", Some(l), &s.att[..n * qd]);
-    let act = quantize(
-        k,
-        &s.att[..n * qd],
-        qd,
-        s.act_qs,
-        s.act_d,
-        s.act_s,
-        s.act_kqs,
-        s.act_kd,
-    );
+    let mut act = quantize(k, &s.att[..n * qd], qd, &mut s.acts);
     gemm_fused(
         par,
         k,
-        &act,
+        &mut act,
         n,
         &mut [(&layer.wo, &mut s.xn[..n * e])],
         None,
@@ -836,66 +784,88 @@ fn finish(acc: impl Iterator<Item = f32>, sum: f32, out: &mut dyn FnMut(usize, f
     }
 }
 
+/// The buffers of the quantized activations: quants `[batch][wide]` (`wide`: the widest matrix
+/// input) with block scales and sums `[batch][wide / 32]`, and the Q8_K form (for the
+/// 256-element block formats; empty when the model has none): quants `[batch][wide]`, scales
+/// `[batch][wide / 256]`.
+struct ActBufs<'a> {
+    qs: &'a mut [i8],
+    d: &'a mut [f32],
+    s: &'a mut [f32],
+    kqs: &'a mut [i8],
+    kd: &'a mut [f32],
+}
+
 /// Activations in every form the matrix products read: f32 (f32/f16/bf16 weights), 8-bit blocks
-/// of 32, and Q8_K (the 256-element block formats; `None` when the model has none or a row is
-/// not whole blocks of 256, which no such matrix then reads).
+/// of 32, and Q8_K (the 256-element block formats), made the first time a product needs it
+/// ([`Act::make_q8k`]).
 struct Act<'b> {
     f32: &'b [f32],
     q: QActs<'b>,
     k: Option<QActs<'b>>,
+    /// Where the Q8_K form goes, until it is made.
+    kbuf: Option<(&'b mut [i8], &'b mut [f32])>,
 }
 
 impl<'b> Act<'b> {
-    /// The activations in the form `acts`.
+    /// The activations in the form `acts` (`None` for Q8_K before [`Act::make_q8k`]).
     fn form(&self, acts: Acts) -> Option<&QActs<'b>> {
         match acts {
             Acts::Q8_0 | Acts::Q8_1 => Some(&self.q),
             Acts::Q8K => self.k.as_ref(),
         }
     }
+
+    /// Makes the Q8_K form, once, when one of `matrices` reads it. Rows whose width is not whole
+    /// blocks of 256 have none (no such matrix reads them: its rows are whole blocks).
+    fn make_q8k<'m>(&mut self, mut matrices: impl Iterator<Item = &'m Matrix<'m>>) {
+        let wanted =
+            |m: &Matrix<'_>| matches!(m, Matrix::Blocks { kind, .. } if kind.acts == Acts::Q8K);
+        if self.k.is_some() || !matrices.any(wanted) {
+            return;
+        }
+        let cols = self.q.nb * QK;
+        let rows = self.q.tokens();
+        let Some((qs, d)) = self.kbuf.take() else {
+            return;
+        };
+        if !cols.is_multiple_of(QK_K) || qs.len() < rows * cols {
+            return;
+        }
+        let (qs, d) = (&mut qs[..rows * cols], &mut d[..rows * cols / QK_K]);
+        quants::quantize_q8k(self.f32, qs, d);
+        self.k = Some(QActs {
+            qs,
+            d,
+            s: &[],
+            nb: cols / QK_K,
+        });
+    }
 }
 
-/// Quantizes `x` (rows of `cols`) once, for every matrix that reads it.
-#[allow(clippy::too_many_arguments)]
-fn quantize<'b>(
-    k: &Kernels,
-    x: &'b [f32],
-    cols: usize,
-    qs: &'b mut [i8],
-    d: &'b mut [f32],
-    s: &'b mut [f32],
-    kqs: &'b mut [i8],
-    kd: &'b mut [f32],
-) -> Act<'b> {
+/// Quantizes `x` (rows of `cols`) once into blocks of 32, for every matrix that reads it; the
+/// Q8_K form is made when a product needs it.
+fn quantize<'b>(k: &Kernels, x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_>) -> Act<'b> {
     let rows = x.len() / cols;
     let nb = cols / QK;
     for r in 0..rows {
         (k.quantize)(
             &x[r * cols..(r + 1) * cols],
-            &mut qs[r * cols..(r + 1) * cols],
-            &mut d[r * nb..(r + 1) * nb],
-            &mut s[r * nb..(r + 1) * nb],
+            &mut bufs.qs[r * cols..(r + 1) * cols],
+            &mut bufs.d[r * nb..(r + 1) * nb],
+            &mut bufs.s[r * nb..(r + 1) * nb],
         );
-    }
-    let kb = cols / QK_K;
-    let q8k = cols.is_multiple_of(QK_K) && kqs.len() >= rows * cols;
-    if q8k {
-        quants::quantize_q8k(x, &mut kqs[..rows * cols], &mut kd[..rows * kb]);
     }
     Act {
         f32: x,
         q: QActs {
-            qs: &qs[..rows * cols],
-            d: &d[..rows * nb],
-            s: &s[..rows * nb],
+            qs: &bufs.qs[..rows * cols],
+            d: &bufs.d[..rows * nb],
+            s: &bufs.s[..rows * nb],
             nb,
         },
-        k: q8k.then(|| QActs {
-            qs: &kqs[..rows * cols],
-            d: &kd[..rows * kb],
-            s: &[],
-            nb: kb,
-        }),
+        k: None,
+        kbuf: Some((&mut *bufs.kqs, &mut *bufs.kd)),
     }
 }
 
@@ -913,13 +883,15 @@ const ROW_ALIGN: usize = 16;
 fn gemm_fused(
     par: &dyn Parallel,
     k: &Kernels,
-    a: &Act<'_>,
+    a: &mut Act<'_>,
     n: usize,
     jobs: &mut [(&Matrix<'_>, &mut [f32])],
     after: Option<&AfterFn<'_>>,
 ) {
     const MAX_JOBS: usize = 3;
     assert!(jobs.len() <= MAX_JOBS);
+    a.make_q8k(jobs.iter().map(|(m, _)| *m));
+    let a = &*a;
     let nj = jobs.len();
     let mut views: [Option<(Matrix<'_>, OutRows<'_>)>; MAX_JOBS] = [None, None, None];
     for (v, (m, out)) in views.iter_mut().zip(jobs.iter_mut()) {
@@ -983,9 +955,10 @@ fn gemm_rows(
             let rb = m.row_bytes();
             match a.form(kind.acts) {
                 Some(acts) => (k.gemm_blocks)(kind, &data[r0 * rb..r1 * rb], rb, acts, out),
-                // Not reached: the state holds Q8_K activations whenever the model has such a
-                // matrix (`Config::k_acts`), and its rows are whole blocks of 256. Were it
-                // reached, the product is NaN rather than a wrong number.
+                // Not reached: `gemm_fused` makes the Q8_K form before any product that reads
+                // it (the state holds its buffers whenever the model has such a matrix,
+                // `Config::k_acts`, and such rows are whole blocks of 256). Were it reached, the
+                // product is NaN rather than a wrong number.
                 None => {
                     for t in 0..out.n_toks() {
                         out.row_mut(t).fill(f32::NAN);

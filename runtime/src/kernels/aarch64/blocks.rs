@@ -7,7 +7,7 @@
 //! Formats without a row here (Q2_K, Q3_K) go through the table's scalar unpacker ([`Scalar`])
 //! and still get the vector products.
 
-use crate::kernels::{OutRows, QActs};
+use crate::kernels::{block_extent, row_group, OutRows, QActs};
 use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::aarch64::*;
@@ -25,16 +25,13 @@ struct G {
     d: u16,
     /// Scale of the minimums, as f16 bits (negated for Q5_1, whose minimum is added).
     dm: u16,
-    /// For [`Unpack::ONE_SCALE`] formats: the scale and minimum of both halves, as floats.
-    scf: f32,
-    mf: f32,
 }
 
 /// How one format's groups unpack (see the x86 version for the constants' meaning).
 trait Unpack {
     const MINS: bool;
-    /// Both halves share one scale and minimum (`scf`, `mf`); scaling the sum in f32 is exact
-    /// (|sc·Σq·x| < 2^24 for every such format).
+    /// The group's integer scale is 1 in both halves (Q5_0, Q5_1, IQ4_NL; `sc` unused), and a
+    /// minimum, if any, comes from the activation block's sum ([`Unpack::SUMS`]).
     const ONE_SCALE: bool = false;
     /// The minimum multiplies the activation block's sum `s` (Q8_1: Q5_1).
     const SUMS: bool = false;
@@ -121,15 +118,14 @@ fn iq4(idx: [uint8x16_t; 2]) -> [int8x16_t; 2] {
     }
 }
 
-const fn plain_group(q: [int8x16_t; 2], d: u16, dm: u16, scf: f32, mf: f32) -> G {
+/// A group whose halves take no integer scale or minimum ([`Unpack::ONE_SCALE`]).
+const fn plain_group(q: [int8x16_t; 2], d: u16, dm: u16) -> G {
     G {
         q,
         sc: [0; 2],
         m: [0; 2],
         d,
         dm,
-        scf,
-        mf,
     }
 }
 
@@ -141,8 +137,6 @@ const fn k_group(q: [int8x16_t; 2], d: u16, dm: u16, sc: i32, m: i32) -> G {
         m: [m; 2],
         d,
         dm,
-        scf: 0.0,
-        mf: 0.0,
     }
 }
 
@@ -169,8 +163,6 @@ impl Unpack for Scalar {
             // Every table format's d and dm are f16 values (or one negated): exact.
             d: half::f16::from_f32(gr.d).to_bits(),
             dm: half::f16::from_f32(gr.dm).to_bits(),
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -190,7 +182,7 @@ impl Unpack for Q5_0 {
                 vorrq_u8(hi, fifth_bits(b[4], b[5])),
             ]
         };
-        plain_group(signed(q, 16), f16_at(b, 0), 0, 1.0, 0.0)
+        plain_group(signed(q, 16), f16_at(b, 0), 0)
     }
 }
 
@@ -210,7 +202,7 @@ impl Unpack for Q5_1 {
                 vorrq_u8(hi, fifth_bits(b[6], b[7])),
             ]
         };
-        plain_group(signed(q, 0), f16_at(b, 0), f16_at(b, 2) ^ 0x8000, 1.0, 1.0)
+        plain_group(signed(q, 0), f16_at(b, 0), f16_at(b, 2) ^ 0x8000)
     }
 }
 
@@ -221,7 +213,7 @@ impl Unpack for Iq4Nl {
     #[inline(always)]
     fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[18 * g..18 * g + 18];
-        plain_group(iq4(nibbles(b, 2)), f16_at(b, 0), 0, 1.0, 0.0)
+        plain_group(iq4(nibbles(b, 2)), f16_at(b, 0), 0)
     }
 }
 
@@ -337,8 +329,6 @@ impl Unpack for Q6K {
             m: [0; 2],
             d: h.d,
             dm: 0,
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -381,32 +371,26 @@ unsafe fn step<F: Unpack, D: Dot>(
                 vmlaq_n_s32(vmulq_n_s32(h0, gq[j].sc[0]), h1, gq[j].sc[1])
             }
         };
-        let lanes = |v: [f32; R]| vld1q_f32(v.as_ptr());
-        let isum = vcvtq_f32_s32(reduce4([row(0), row(1), row(2), row(3)]));
-        let isum = if F::ONE_SCALE {
-            vmulq_f32(isum, lanes([gq[0].scf, gq[1].scf, gq[2].scf, gq[3].scf]))
-        } else {
-            isum
+        const {
+            assert!(
+                !(F::ONE_SCALE && F::MINS && !F::SUMS),
+                "one-scale minimums come from s"
+            )
         };
+        let isum = vcvtq_f32_s32(reduce4([row(0), row(1), row(2), row(3)]));
         let f16x4 = |v: [u16; R]| super::neon::cvt_f16x4(vld1_u16(v.as_ptr()));
         let d4 = f16x4([gq[0].d, gq[1].d, gq[2].d, gq[3].d]);
         *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), isum);
-        if F::MINS && F::SUMS {
+        if F::MINS {
             let dm4 = f16x4([gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm]);
-            let next = vfmaq_n_f32(*mins, dm4, sx);
-            // The spec skips groups whose dm is 0.
-            *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
-        } else if F::MINS {
-            let (sx0, sx1) = (vaddlvq_s8(x[0]) as i32, vaddlvq_s8(x[1]) as i32);
-            let imin = if F::ONE_SCALE {
-                let m4 = lanes([gq[0].mf, gq[1].mf, gq[2].mf, gq[3].mf]);
-                vmulq_n_f32(m4, (sx0 + sx1) as f32)
+            let next = if F::SUMS {
+                vfmaq_n_f32(*mins, dm4, sx)
             } else {
+                let (sx0, sx1) = (vaddlvq_s8(x[0]) as i32, vaddlvq_s8(x[1]) as i32);
                 let m = |j: usize| (gq[j].m[0] * sx0 + gq[j].m[1] * sx1) as f32;
-                lanes([m(0), m(1), m(2), m(3)])
+                let imin = vld1q_f32([m(0), m(1), m(2), m(3)].as_ptr());
+                vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), imin)
             };
-            let dm4 = f16x4([gq[0].dm, gq[1].dm, gq[2].dm, gq[3].dm]);
-            let next = vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), imin);
             // The spec skips groups whose dm is 0.
             *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
         }
@@ -447,24 +431,11 @@ unsafe fn gemm<F: Unpack, D: Dot>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    let nb = a.nb;
-    if nb == 0 || row_bytes == 0 {
+    let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
-    }
-    let rows = (w.len() / row_bytes).min(out.n_rows());
-    let toks = a.tokens().min(out.n_toks());
-    if rows == 0 || toks == 0 {
-        return;
-    }
-    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb && a.s.len() >= toks * nb);
-    assert!(row_bytes == kind.ty.row_bytes((nb * QK) as u64).unwrap_or(0) as usize);
-    assert!(nb.is_multiple_of(F::GPB));
-    let quad = |r0: usize| -> [&[u8]; R] {
-        core::array::from_fn(|j| {
-            let r = (r0 + j).min(rows - 1);
-            &w[r * row_bytes..(r + 1) * row_bytes]
-        })
     };
+    assert!(nb.is_multiple_of(F::GPB));
+    let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
     // SAFETY: NEON is baseline; `D` is the caller's to check.
     let zero = unsafe { vdupq_n_f32(0.0) };
     if toks == 1 {
@@ -496,7 +467,7 @@ unsafe fn gemm<F: Unpack, D: Dot>(
     }
     // SAFETY: NEON is baseline on aarch64.
     let zq = unsafe { vdupq_n_s8(0) };
-    let empty = plain_group([zq, zq], 0, 0, 0.0, 0.0);
+    let empty = plain_group([zq, zq], 0, 0);
     let mut gs = [[empty; R]; CHUNK];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);
@@ -601,26 +572,13 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    let nb = a.nb;
-    if nb == 0 || row_bytes == 0 {
+    let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
-    }
-    let rows = (w.len() / row_bytes).min(out.n_rows());
-    let toks = a.tokens().min(out.n_toks());
-    if rows == 0 || toks == 0 {
-        return;
-    }
-    assert!(a.qs.len() >= toks * nb * QK_K && a.d.len() >= toks * nb);
-    assert!(row_bytes == kind.ty.row_bytes((nb * QK_K) as u64).unwrap_or(0) as usize);
-    let quad = |r0: usize| -> [&[u8]; R] {
-        core::array::from_fn(|j| {
-            let r = (r0 + j).min(rows - 1);
-            &w[r * row_bytes..(r + 1) * row_bytes]
-        })
     };
+    let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
     // SAFETY: NEON is baseline on aarch64.
     let (zero, zq) = unsafe { (vdupq_n_f32(0.0), vdupq_n_s8(0)) };
-    let mut gs = [[plain_group([zq, zq], 0, 0, 0.0, 0.0); R]; GPB_K];
+    let mut gs = [[plain_group([zq, zq], 0, 0); R]; GPB_K];
     let unpack = |q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]| {
         let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
         for (i, gq) in gs.iter_mut().enumerate() {

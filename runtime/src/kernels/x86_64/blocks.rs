@@ -11,7 +11,7 @@
 //! register with its scales. Formats without a row here (Q2_K, Q3_K) go through the table's
 //! scalar unpacker ([`Scalar`]) and still get the vector products.
 
-use crate::kernels::{OutRows, QActs};
+use crate::kernels::{block_extent, row_group, OutRows, QActs};
 use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
@@ -30,10 +30,6 @@ struct G {
     d: u16,
     /// Scale of the minimums, as f16 bits (negated for Q5_1, whose minimum is added).
     dm: u16,
-    /// For [`Unpack::ONE_SCALE`] formats: the scale and the minimum of both halves, as floats
-    /// (`sc` and `m` are then unused).
-    scf: f32,
-    mf: f32,
 }
 
 /// How one format's groups unpack.
@@ -43,10 +39,9 @@ trait Unpack {
     /// Whether every quant is in 0..128 (the product then skips the sign trick: `maddubs`
     /// takes the quants as its unsigned operand, pairs staying below 2·127·127).
     const UNSIGNED: bool = false;
-    /// Whether both halves of a group share one scale and one minimum (given as `scf`, `mf`).
-    /// The product then sums the group's 32 products first and multiplies the sum by the scale
-    /// in f32, which is exact: |sc·Σq·x| < 2^24 for every such format (IQ4_XS, the largest:
-    /// 32·127·127·32 < 2^24), and so is |m·Σx| (≤ 63·32·127).
+    /// Whether the group's integer scale is 1 in both halves (the formats of one float scale a
+    /// block of 32: Q5_0, Q5_1, IQ4_NL): the product then sums the group's 32 products without
+    /// `sc`, and a minimum, if any, comes from the activation block's sum ([`Unpack::SUMS`]).
     const ONE_SCALE: bool = false;
     /// Whether the minimum multiplies the activation block's sum `s` (Q8_1: Q5_1) rather than
     /// the integer sum of its quants.
@@ -156,8 +151,6 @@ impl Unpack for Scalar {
             // Every table format's d and dm are f16 values (or one negated): exact.
             d: f16::from_f32(gr.d).to_bits(),
             dm: f16::from_f32(gr.dm).to_bits(),
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -178,8 +171,6 @@ impl Unpack for Q5_0 {
             m: _mm256_setzero_si256(),
             d: u16::from_le_bytes([b[0], b[1]]),
             dm: 0,
-            scf: 1.0,
-            mf: 0.0,
         }
     }
 }
@@ -199,8 +190,6 @@ impl Unpack for Q5_1 {
             m: _mm256_setzero_si256(),
             d: u16::from_le_bytes([b[0], b[1]]),
             dm: u16::from_le_bytes([b[2], b[3]]) ^ 0x8000,
-            scf: 1.0,
-            mf: 1.0,
         }
     }
 }
@@ -228,8 +217,6 @@ impl Unpack for Iq4Nl {
             m: _mm256_setzero_si256(),
             d: u16::from_le_bytes([b[0], b[1]]),
             dm: 0,
-            scf: 1.0,
-            mf: 0.0,
         }
     }
 }
@@ -252,8 +239,6 @@ impl Unpack for Iq4Xs {
             m: _mm256_setzero_si256(),
             d: h.d,
             dm: 0,
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -289,8 +274,6 @@ impl Unpack for Q4K {
             m: _mm256_set1_epi16(h.m[j] as i16),
             d: h.d,
             dm: h.dm,
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -320,8 +303,6 @@ impl Unpack for Q5K {
             m: _mm256_set1_epi16(h.m[j] as i16),
             d: h.d,
             dm: h.dm,
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -359,8 +340,6 @@ impl Unpack for Q6K {
             m: _mm256_setzero_si256(),
             d: h.d,
             dm: 0,
-            scf: 0.0,
-            mf: 0.0,
         }
     }
 }
@@ -390,8 +369,6 @@ const TOKENS: usize = 64;
 struct Lanes {
     d: __m128,
     dm: __m128,
-    scf: __m128,
-    mf: __m128,
 }
 
 impl Lanes {
@@ -413,12 +390,9 @@ impl Lanes {
                 ))
             };
         }
-        let (d, dm) = (f16x4!(d), f16x4!(dm));
         Lanes {
-            d,
-            dm,
-            scf: _mm_setr_ps(gq[0].scf, gq[1].scf, gq[2].scf, gq[3].scf),
-            mf: _mm_setr_ps(gq[0].mf, gq[1].mf, gq[2].mf, gq[3].mf),
+            d: f16x4!(d),
+            dm: f16x4!(dm),
         }
     }
 }
@@ -453,44 +427,34 @@ unsafe fn step<F: Unpack>(
             _mm256_madd_epi16(s16, if F::ONE_SCALE { ones16 } else { gq[$j].sc })
         }};
     }
+    const {
+        assert!(
+            !(F::ONE_SCALE && F::MINS && !F::SUMS),
+            "one-scale minimums come from s"
+        )
+    };
     let isum = _mm_cvtepi32_ps(reduce4([
         product!(0),
         product!(1),
         product!(2),
         product!(3),
     ]));
-    let isum = if F::ONE_SCALE {
-        _mm_mul_ps(isum, l.scf)
-    } else {
-        isum
-    };
     *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), isum, *acc);
-    if F::MINS && F::SUMS {
-        let next = _mm_fmadd_ps(l.dm, _mm_set1_ps(sx), *mins);
-        // The spec skips groups whose dm is 0.
-        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
-    } else if F::MINS {
-        let xs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), x);
-        let imin = if F::ONE_SCALE {
-            // Σx of the group in every lane, then m·Σx per row (exact, see ONE_SCALE).
-            let xs = _mm256_madd_epi16(xs, ones16);
-            let t = _mm_add_epi32(_mm256_castsi256_si128(xs), _mm256_extracti128_si256(xs, 1));
-            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
-            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-            _mm_mul_ps(_mm_cvtepi32_ps(t), l.mf)
+    if F::MINS {
+        let next = if F::SUMS {
+            _mm_fmadd_ps(l.dm, _mm_set1_ps(sx), *mins)
         } else {
+            let xs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), x);
             let pm = [
                 _mm256_madd_epi16(xs, gq[0].m),
                 _mm256_madd_epi16(xs, gq[1].m),
                 _mm256_madd_epi16(xs, gq[2].m),
                 _mm256_madd_epi16(xs, gq[3].m),
             ];
-            _mm_cvtepi32_ps(reduce4(pm))
+            _mm_fmadd_ps(_mm_mul_ps(l.dm, dx), _mm_cvtepi32_ps(reduce4(pm)), *mins)
         };
-        let dm4 = l.dm;
-        let next = _mm_fmadd_ps(_mm_mul_ps(dm4, dx), imin, *mins);
         // The spec skips groups whose dm is 0.
-        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(dm4, _mm_setzero_ps()));
+        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
     }
 }
 
@@ -537,25 +501,11 @@ unsafe fn gemm<F: Unpack>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    let nb = a.nb;
-    if nb == 0 || row_bytes == 0 {
+    let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
-    }
-    let rows = (w.len() / row_bytes).min(out.n_rows());
-    let toks = a.tokens().min(out.n_toks());
-    if rows == 0 || toks == 0 {
-        return;
-    }
-    assert!(a.qs.len() >= toks * nb * QK && a.d.len() >= toks * nb && a.s.len() >= toks * nb);
-    assert!(row_bytes == kind.ty.row_bytes((nb * QK) as u64).unwrap_or(0) as usize);
-    assert!(nb.is_multiple_of(F::GPB));
-    // A last quad shorter than R repeats its last row (computed, not stored).
-    let quad = |r0: usize| -> [&[u8]; R] {
-        core::array::from_fn(|j| {
-            let r = (r0 + j).min(rows - 1);
-            &w[r * row_bytes..(r + 1) * row_bytes]
-        })
     };
+    assert!(nb.is_multiple_of(F::GPB));
+    let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
 
     if toks == 1 {
         // Decode: groups straight from the rows into the products; the quad PREFETCH_ROWS
@@ -610,8 +560,6 @@ unsafe fn gemm<F: Unpack>(
         m: _mm256_setzero_si256(),
         d: 0,
         dm: 0,
-        scf: 0.0,
-        mf: 0.0,
     };
     let mut gs = [[zero; R]; CHUNK];
     let mut ls = [Lanes::of(&gs[0]); CHUNK];
@@ -719,6 +667,36 @@ unsafe fn x32(x: &[i8], off: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
 }
 
+/// Block `bi` of four rows (`q`) unpacked into `gs` (scales decoded once a row), with the rows'
+/// float scales. (A function, not a closure: closures do not take the caller's target features.)
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
+#[inline(always)]
+unsafe fn unpack_block<F: Unpack>(
+    kind: &BlockType,
+    q: &[&[u8]; R],
+    bi: usize,
+    gs: &mut [[G; R]; GPB_K],
+) -> Lanes {
+    let heads = [
+        F::head(q[0], bi),
+        F::head(q[1], bi),
+        F::head(q[2], bi),
+        F::head(q[3], bi),
+    ];
+    for (i, gq) in gs.iter_mut().enumerate() {
+        let g = bi * GPB_K + i;
+        *gq = [
+            F::group(kind, q[0], &heads[0], g),
+            F::group(kind, q[1], &heads[1], g),
+            F::group(kind, q[2], &heads[2], g),
+            F::group(kind, q[3], &heads[3], g),
+        ];
+    }
+    Lanes::of(&gs[0])
+}
+
 /// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
 /// 256 a token): [`crate::weights::quants::dot`]'s Q8_K order, four rows at a time.
 ///
@@ -732,43 +710,19 @@ unsafe fn gemm_k<F: Unpack>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    let nb = a.nb;
-    if nb == 0 || row_bytes == 0 {
+    let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
-    }
-    let rows = (w.len() / row_bytes).min(out.n_rows());
-    let toks = a.tokens().min(out.n_toks());
-    if rows == 0 || toks == 0 {
-        return;
-    }
-    assert!(a.qs.len() >= toks * nb * QK_K && a.d.len() >= toks * nb);
-    assert!(row_bytes == kind.ty.row_bytes((nb * QK_K) as u64).unwrap_or(0) as usize);
-    let quad = |r0: usize| -> [&[u8]; R] {
-        core::array::from_fn(|j| {
-            let r = (r0 + j).min(rows - 1);
-            &w[r * row_bytes..(r + 1) * row_bytes]
-        })
     };
+    let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
     let zero = G {
         q: _mm256_setzero_si256(),
         sc: _mm256_setzero_si256(),
         m: _mm256_setzero_si256(),
         d: 0,
         dm: 0,
-        scf: 0.0,
-        mf: 0.0,
     };
     let mut gs = [[zero; R]; GPB_K];
     // Block bi of the four rows, unpacked (scales decoded once), with their float scales.
-    let unpack = |q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]| -> Lanes {
-        let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
-        for (i, gq) in gs.iter_mut().enumerate() {
-            let g = bi * GPB_K + i;
-            *gq = core::array::from_fn(|j| F::group(kind, q[j], &heads[j], g));
-        }
-        Lanes::of(&gs[0])
-    };
-
     if toks == 1 {
         // Decode: the quad PREFETCH_ROWS ahead is prefetched a share per block.
         for r0 in (0..rows).step_by(R) {
@@ -787,7 +741,12 @@ unsafe fn gemm_k<F: Unpack>(
                     _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
                 }
                 // Groups straight from the rows into the products (not through memory).
-                let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
+                let heads = [
+                    F::head(q[0], bi),
+                    F::head(q[1], bi),
+                    F::head(q[2], bi),
+                    F::head(q[3], bi),
+                ];
                 let x = &a.qs[bi * QK_K..(bi + 1) * QK_K];
                 let (mut p, mut pm) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
                 let mut l = None;
@@ -821,7 +780,7 @@ unsafe fn gemm_k<F: Unpack>(
             let mut acc = [_mm_setzero_ps(); TOKENS];
             let mut mins = [_mm_setzero_ps(); TOKENS];
             for bi in 0..nb {
-                let l = unpack(&q, bi, &mut gs);
+                let l = unpack_block::<F>(kind, &q, bi, &mut gs);
                 for t in 0..tn {
                     let i = (t0 + t) * nb + bi;
                     let x = &a.qs[i * QK_K..(i + 1) * QK_K];
