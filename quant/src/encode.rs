@@ -1,13 +1,9 @@
 //! Turning rows of f32 into a tensor of the target type, on several threads, and measuring
 //! what was lost.
 
-use crate::formats;
+use crate::{formats, kquants};
 use crate::{QuantError, Result};
-use ember_runtime::weights::blocks::{
-    dequantize_q4_0, dequantize_q4_1, dequantize_q8_0, BlockQ4_0, BlockQ4_1, BlockQ8_0, QK,
-};
-use ember_runtime::weights::GgmlType;
-use half::f16;
+use ember_runtime::weights::{GgmlType, Matrix};
 
 /// Error sums of one tensor (source against its encoding, element by element).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -56,67 +52,112 @@ impl ErrorStats {
     }
 }
 
+/// One type a tensor can be written as: how a row of f32 becomes its bytes, with ggml's
+/// reference arithmetic (the same input gives llama-quantize's bytes).
+pub struct Writer {
+    /// The output type.
+    pub ty: GgmlType,
+    /// Encodes one row (a whole number of blocks) into exactly its bytes.
+    encode: fn(&[f32], &mut [u8]),
+}
+
+/// Quantizes `x` into blocks of `B`, then copies them to `out` (a row inside a byte buffer has
+/// no alignment to cast it in place).
+fn write_blocks<B: bytemuck::Pod>(x: &[f32], out: &mut [u8], quantize: fn(&[f32], &mut [B])) {
+    let mut q = vec![B::zeroed(); out.len() / core::mem::size_of::<B>()];
+    quantize(x, &mut q);
+    out.copy_from_slice(bytemuck::cast_slice(&q));
+}
+
+/// Every type ember writes: one row per type.
+pub const WRITERS: [Writer; 11] = [
+    Writer {
+        ty: GgmlType::F32,
+        encode: |x, out| out.copy_from_slice(bytemuck::cast_slice(x)),
+    },
+    Writer {
+        ty: GgmlType::F16,
+        encode: |x, out| write_blocks(x, out, formats::to_f16),
+    },
+    Writer {
+        ty: GgmlType::Q8_0,
+        encode: |x, out| write_blocks(x, out, formats::quantize_q8_0),
+    },
+    Writer {
+        ty: GgmlType::Q4_0,
+        encode: |x, out| write_blocks(x, out, formats::quantize_q4_0),
+    },
+    Writer {
+        ty: GgmlType::Q4_1,
+        encode: |x, out| write_blocks(x, out, formats::quantize_q4_1),
+    },
+    Writer {
+        ty: GgmlType::Q5_0,
+        encode: |x, out| write_blocks(x, out, kquants::quantize_q5_0),
+    },
+    Writer {
+        ty: GgmlType::Q5_1,
+        encode: |x, out| write_blocks(x, out, kquants::quantize_q5_1),
+    },
+    Writer {
+        ty: GgmlType::IQ4_NL,
+        encode: |x, out| write_blocks(x, out, kquants::quantize_iq4_nl),
+    },
+    Writer {
+        ty: GgmlType::Q4_K,
+        encode: |x, out| write_blocks(x, out, kquants::quantize_q4_k),
+    },
+    Writer {
+        ty: GgmlType::Q5_K,
+        encode: |x, out| write_blocks(x, out, kquants::quantize_q5_k),
+    },
+    Writer {
+        ty: GgmlType::Q6_K,
+        encode: |x, out| write_blocks(x, out, kquants::quantize_q6_k),
+    },
+];
+
+/// The writer of `ty`, if ember writes it.
+pub fn writer(ty: GgmlType) -> Option<&'static Writer> {
+    WRITERS.iter().find(|w| w.ty == ty)
+}
+
 /// Types a tensor can be written as.
 pub fn is_target(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
-    )
+    writer(ty).is_some()
+}
+
+/// The names of the types ember writes, for messages.
+pub fn target_names() -> String {
+    let names: Vec<&str> = WRITERS.iter().map(|w| w.ty.name()).collect();
+    names.join(", ")
 }
 
 /// Refuses output types that cannot be written (before any file is touched).
 pub fn check_targets(types: &[GgmlType]) -> Result<()> {
-    match types.iter().find(|t| !is_target(**t)) {
-        Some(t) => Err(QuantError(format!("cannot write tensors as {}", t.name()))),
+    match types.iter().find(|&&t| !is_target(t)) {
+        Some(t) => Err(QuantError(format!(
+            "cannot write tensors as {} (ember writes {})",
+            t.name(),
+            target_names()
+        ))),
         None => Ok(()),
     }
 }
 
-/// Quantizes `x` to blocks of type `B` into `out`; with `back`, decodes them into `back` too.
-fn blocks<B: bytemuck::Pod + Default>(
-    x: &[f32],
-    out: &mut [u8],
-    back: Option<&mut [f32]>,
-    quantize: fn(&[f32], &mut [B]),
-    dequantize: fn(&[B], &mut [f32]),
-) {
-    let mut q = vec![B::default(); x.len() / QK];
-    quantize(x, &mut q);
-    out.copy_from_slice(bytemuck::cast_slice(&q));
+/// Encodes one row with `w`; with `back`, decodes it into `back` too (through the runtime's
+/// dequantizer, as ember will read it).
+fn encode_row(w: &Writer, x: &[f32], out: &mut [u8], back: Option<&mut [f32]>) {
+    (w.encode)(x, out);
     if let Some(b) = back {
-        dequantize(&q, b);
-    }
-}
-
-/// Encodes one row; with `back`, decodes it into `back` too.
-fn encode_row(ty: GgmlType, x: &[f32], out: &mut [u8], back: Option<&mut [f32]>) {
-    match ty {
-        GgmlType::F32 => {
-            out.copy_from_slice(bytemuck::cast_slice(x));
-            if let Some(b) = back {
-                b.copy_from_slice(x);
-            }
+        // An 8-byte aligned copy, which every element type can be viewed in.
+        let mut aligned = vec![0u64; out.len().div_ceil(8)];
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..out.len()];
+        bytes.copy_from_slice(out);
+        match Matrix::new("row", w.ty, 1, x.len(), bytes) {
+            Ok(m) => m.dequantize_row(0, b),
+            Err(_) => b.fill(f32::NAN),
         }
-        GgmlType::F16 => {
-            let mut h = vec![f16::ZERO; x.len()];
-            formats::to_f16(x, &mut h);
-            out.copy_from_slice(bytemuck::cast_slice(&h));
-            if let Some(b) = back {
-                for (o, v) in b.iter_mut().zip(&h) {
-                    *o = v.to_f32();
-                }
-            }
-        }
-        GgmlType::Q8_0 => {
-            blocks::<BlockQ8_0>(x, out, back, formats::quantize_q8_0, dequantize_q8_0)
-        }
-        GgmlType::Q4_0 => {
-            blocks::<BlockQ4_0>(x, out, back, formats::quantize_q4_0, dequantize_q4_0)
-        }
-        GgmlType::Q4_1 => {
-            blocks::<BlockQ4_1>(x, out, back, formats::quantize_q4_1, dequantize_q4_1)
-        }
-        _ => unreachable!("checked by is_target"),
     }
 }
 
@@ -133,9 +174,8 @@ pub fn encode(
     src: &RowSource<'_>,
     measure: bool,
 ) -> Result<(Vec<u8>, ErrorStats)> {
-    if !is_target(ty) {
-        return Err(QuantError(format!("cannot write tensors as {}", ty.name())));
-    }
+    check_targets(&[ty])?;
+    let w = writer(ty).ok_or_else(|| QuantError(format!("cannot write {}", ty.name())))?;
     let row_bytes = ty
         .row_bytes(cols as u64)
         .filter(|_| ty.block_size() == 1 || cols.is_multiple_of(ty.block_size()))
@@ -160,7 +200,7 @@ pub fn encode(
                     let mut st = ErrorStats::default();
                     for (i, row_out) in chunk.chunks_mut(row_bytes.max(1)).enumerate() {
                         src(t * per + i, &mut x)?;
-                        encode_row(ty, &x, row_out, measure.then_some(&mut y[..]));
+                        encode_row(w, &x, row_out, measure.then_some(&mut y[..]));
                         if measure {
                             for (&a, &b) in x.iter().zip(&y) {
                                 let (a, b) = (a as f64, b as f64);

@@ -5,6 +5,8 @@
 //! | module      | what it does                                                               |
 //! |-------------|----------------------------------------------------------------------------|
 //! | [`formats`] | f32 rows to Q8_0, Q4_0, Q4_1 with ggml's reference rounding (byte-identical)|
+//! | [`kquants`] | f32 rows to Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K, as ggml (byte-identical)  |
+//! | [`recipe`]  | which type each tensor takes: one type, or llama.cpp's Q4_K_M/Q5_K_M mixes  |
 //! | [`encode`]  | a whole tensor on several threads, with its error against the source       |
 //! | [`writer`]  | GGUF v3 written tensor by tensor into a temporary file, renamed when done  |
 //! | [`quantize`]| GGUF in, GGUF out (`ember quantize`)                                        |
@@ -16,7 +18,9 @@
 pub mod convert;
 pub mod encode;
 pub mod formats;
+pub mod kquants;
 pub mod quantize;
+pub mod recipe;
 pub mod writer;
 
 use std::fmt;
@@ -44,23 +48,37 @@ pub type Result<T> = std::result::Result<T, QuantError>;
 
 use ember_runtime::weights::GgmlType;
 
-/// The output types, by the names the CLI takes.
+/// The single output types, by the names the CLI takes.
 pub fn parse_type(name: &str) -> Result<GgmlType> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "q8_0" => GgmlType::Q8_0,
-        "q4_0" => GgmlType::Q4_0,
-        "q4_1" => GgmlType::Q4_1,
-        "f16" => GgmlType::F16,
-        "f32" => GgmlType::F32,
-        _ => {
-            return Err(QuantError(format!(
-                "unknown type {name:?}: use q8_0, q4_0, q4_1, f16 or f32"
-            )))
-        }
+    let lower = name.to_ascii_lowercase();
+    encode::WRITERS
+        .iter()
+        .map(|w| w.ty)
+        .find(|t| t.name().eq_ignore_ascii_case(&lower))
+        .ok_or_else(|| {
+            QuantError(format!(
+                "unknown type {name:?}: use one of {}",
+                encode::target_names().to_ascii_lowercase()
+            ))
+        })
+}
+
+/// What `--type` asks for: a single type or one of llama.cpp's mixes (`q4_k_m`, `q5_k_m`).
+pub fn parse_target(name: &str) -> Result<recipe::Target> {
+    if let Some(m) = recipe::Mix::by_name(name) {
+        return Ok(recipe::Target::Mix(m));
+    }
+    parse_type(name).map(recipe::Target::Single).map_err(|e| {
+        QuantError(format!(
+            "{}, or a mix: {}",
+            e.0,
+            recipe::Mix::NAMES.join(", ")
+        ))
     })
 }
 
-/// `general.file_type` for a file whose matrices are `ty` (llama.cpp's `llama_ftype`).
+/// `general.file_type` for a file whose matrices are `ty` (llama.cpp's `llama_ftype`; a lone
+/// K type is llama-quantize's alias for its `_M` mix, whose number it writes).
 pub fn file_type(ty: GgmlType) -> u32 {
     match ty {
         GgmlType::F32 => 0,
@@ -68,6 +86,12 @@ pub fn file_type(ty: GgmlType) -> u32 {
         GgmlType::Q4_0 => 2,
         GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
+        GgmlType::Q5_0 => 8,
+        GgmlType::Q5_1 => 9,
+        GgmlType::Q4_K => 15,
+        GgmlType::Q5_K => 17,
+        GgmlType::Q6_K => 18,
+        GgmlType::IQ4_NL => 25,
         _ => 0,
     }
 }

@@ -1,17 +1,19 @@
 //! `ember quantize`: a GGUF file in, the same model with its weight matrices re-encoded out.
 //!
-//! Which tensors: as llama.cpp decides with `--pure` — every tensor of two or more dimensions
-//! whose name ends in `weight`, except norms (`*_norm.weight`), takes the requested type; the
-//! token embedding takes the embedding type (Q8_0 by default: in models with a tied output head
-//! it is also the output projection, the most sensitive matrix). Everything else is copied byte
-//! for byte. Every metadata key is kept, in order; `general.quantization_version` and
+//! Which tensors: as llama.cpp decides — every tensor of two or more dimensions whose name ends
+//! in `weight`, except norms (`*_norm.weight`), is re-encoded, in the type [`crate::recipe`]
+//! chooses (one type as with `llama-quantize --pure`, or a Q4_K_M/Q5_K_M mix as without it).
+//! The token embedding takes the embedding type when one is given (Q8_0 by default with a single
+//! type: in models with a tied output head it is also the output projection, the most sensitive
+//! matrix). Everything else, and a tensor already in its type, is copied byte for byte. Every metadata key is kept, in order; `general.quantization_version` and
 //! `general.file_type` are set last, as llama.cpp sets them, and the tensors are written in
 //! llama.cpp's order ([`llama_order_key`]): for the same input the output file is byte-identical
-//! to `llama-quantize --pure`'s.
+//! to `llama-quantize`'s (`--pure` for a single type).
 
 use crate::encode::{self, ErrorStats};
+use crate::recipe::{Recipe, Target};
 use crate::writer::{GgufWriter, MetaKv, TensorEntry};
-use crate::{file_type, Progress, QuantError, Result, TensorReport, QUANTIZATION_VERSION};
+use crate::{Progress, QuantError, Result, TensorReport, QUANTIZATION_VERSION};
 use ember_runtime::gguf::{Gguf, MappedFile, TensorInfo};
 use ember_runtime::weights::{GgmlType, Matrix};
 use std::path::Path;
@@ -19,10 +21,10 @@ use std::path::Path;
 /// Settings of one run.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// Type of the weight matrices.
-    pub ty: GgmlType,
-    /// Type of the token embedding.
-    pub embeddings: GgmlType,
+    /// Type of the weight matrices: one type or a mix.
+    pub target: Target,
+    /// Type of the token embedding (`None`: the mix's choice).
+    pub embeddings: Option<GgmlType>,
     /// Threads.
     pub threads: usize,
     /// Measure each re-encoded tensor's error against its source.
@@ -70,41 +72,59 @@ fn plan<'a>(g: &Gguf<'a>, o: &Options) -> Result<Vec<(TensorInfo<'a>, GgmlType)>
     }
     let mut tensors: Vec<TensorInfo<'a>> = g.tensors().collect();
     tensors.sort_by(|a, b| llama_order_key(a.name).cmp(&llama_order_key(b.name)));
+    let n_layer = block_count(g, arch, &tensors);
+    let mut recipe = Recipe::new(
+        o.target,
+        o.embeddings,
+        tensors.iter().map(|t| t.name),
+        n_layer,
+    );
     tensors
         .into_iter()
         .map(|t| {
-            let to = if is_quantizable(t.name, t.n_dims) {
-                if t.name == "token_embd.weight" {
-                    o.embeddings
-                } else {
-                    o.ty
-                }
-            } else {
-                t.ty
-            };
-            if to != t.ty || is_quantizable(t.name, t.n_dims) {
-                let (_, cols) = shape(&t)?;
-                if cols % to.block_size() != 0 {
-                    return Err(QuantError(format!(
-                        "{}: row length {cols} is not a multiple of the {} block size {}",
-                        t.name,
-                        to.name(),
-                        to.block_size()
-                    )));
-                }
-                // Whatever `Matrix` can view, it can dequantize.
-                if !t.ty.is_matmul_supported() {
-                    return Err(QuantError(format!(
-                        "{}: cannot read {} tensors (these can be re-encoded: {})",
-                        t.name,
-                        t.ty.name(),
-                        GgmlType::MATMUL_NAMES
-                    )));
-                }
+            if !is_quantizable(t.name, t.n_dims) {
+                return Ok((t, t.ty));
             }
+            let (_, cols) = shape(&t)?;
+            let to = recipe.choose(t.name, cols);
+            if !(to.block_size() == 1 || cols.is_multiple_of(to.block_size())) {
+                return Err(QuantError(format!(
+                    "{}: row length {cols} is not a multiple of the {} block size {}",
+                    t.name,
+                    to.name(),
+                    to.block_size()
+                )));
+            }
+            // Whatever `Matrix` can view, it can dequantize.
+            if !t.ty.is_matmul_supported() {
+                return Err(QuantError(format!(
+                    "{}: cannot read {} tensors (these can be re-encoded: {})",
+                    t.name,
+                    t.ty.name(),
+                    GgmlType::MATMUL_NAMES
+                )));
+            }
+            encode::check_targets(&[to]).map_err(|e| QuantError(format!("{}: {e}", t.name)))?;
             Ok((t, to))
         })
         .collect()
+}
+
+/// The model's layer count (`{arch}.block_count`; else one past the highest `blk.N`).
+fn block_count(g: &Gguf<'_>, arch: &str, tensors: &[TensorInfo<'_>]) -> usize {
+    let key = format!("{arch}.block_count");
+    g.metadata()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.as_u64())
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or_else(|| {
+            tensors
+                .iter()
+                .map(|t| llama_order_key(t.name).0 + 1)
+                .max()
+                .unwrap_or(0)
+                .max(0) as usize
+        })
 }
 
 /// Quantizes `input` into `output` (see the module notes). Returns one report per tensor.
@@ -114,7 +134,8 @@ pub fn quantize_file(
     o: &Options,
     progress: &mut Progress<'_>,
 ) -> Result<Vec<TensorReport>> {
-    encode::check_targets(&[o.ty, o.embeddings])?;
+    encode::check_targets(&[o.target.base()])?;
+    encode::check_targets(o.embeddings.as_slice())?;
     let file =
         MappedFile::open(input).map_err(|e| QuantError(format!("{}: {e}", input.display())))?;
     let g =
@@ -130,7 +151,7 @@ pub fn quantize_file(
         "general.quantization_version",
         QUANTIZATION_VERSION,
     ));
-    meta.push(MetaKv::u32("general.file_type", file_type(o.ty)));
+    meta.push(MetaKv::u32("general.file_type", o.target.file_type()));
     let entries: Vec<TensorEntry> = plan
         .iter()
         .map(|(t, to)| TensorEntry {
@@ -145,7 +166,8 @@ pub fn quantize_file(
     let mut done = 0u64;
     let mut reports = Vec::with_capacity(plan.len());
     for (t, to) in &plan {
-        let reencode = is_quantizable(t.name, t.n_dims) || *to != t.ty;
+        // A tensor already in its type is copied, as llama-quantize does.
+        let reencode = *to != t.ty;
         let error = if reencode {
             let (rows, cols) = shape(t)?;
             let m = Matrix::new(t.name, t.ty, rows, cols, t.data)?;

@@ -2,6 +2,7 @@
 //! left at the output path (no file, no temporary file beside it). Also: what the writer writes,
 //! the runtime's reader reads back exactly.
 
+use ember_quant::recipe::Target;
 use ember_quant::writer::{GgufWriter, MetaKv, TensorEntry};
 use ember_quant::{convert, quantize};
 use ember_runtime::gguf::{Gguf, MappedFile, Value};
@@ -21,8 +22,8 @@ fn files_in(dir: &Path) -> usize {
 
 fn opts() -> quantize::Options {
     quantize::Options {
-        ty: GgmlType::Q8_0,
-        embeddings: GgmlType::Q8_0,
+        target: Target::Single(GgmlType::Q8_0),
+        embeddings: Some(GgmlType::Q8_0),
         threads: 2,
         measure: false,
     }
@@ -43,18 +44,16 @@ fn small_gguf(path: &Path, arch: &str, cols: u64) {
 }
 
 #[test]
-fn a_row_length_that_is_not_whole_blocks_is_refused() {
+fn a_row_length_that_is_not_whole_blocks_falls_back_to_f16() {
     let d = scratch("rows");
     let input = d.join("in.gguf");
     small_gguf(&input, "llama", 40);
     let out_dir = scratch("rows-out");
-    let e = quantize::quantize_file(&input, &out_dir.join("o.gguf"), &opts(), &mut |_, _, _| {})
-        .unwrap_err();
-    assert!(
-        e.0.contains("row length 40 is not a multiple of the q8_0 block size 32"),
-        "{e}"
-    );
-    assert_eq!(files_in(&out_dir), 0);
+    // As llama-quantize: a matrix whose rows no block of its type divides falls back to F16.
+    let r = quantize::quantize_file(&input, &out_dir.join("o.gguf"), &opts(), &mut |_, _, _| {})
+        .unwrap();
+    assert_eq!((r[0].to, r[0].reencoded), (GgmlType::F16, true));
+    std::fs::remove_file(out_dir.join("o.gguf")).unwrap();
     // 64 columns work, and the result reads back.
     small_gguf(&input, "llama", 64);
     let out = out_dir.join("o.gguf");
@@ -78,12 +77,13 @@ fn other_architectures_and_types_are_refused() {
         "{e}"
     );
     assert!(!out.exists());
-    assert!(ember_quant::parse_type("q5_k")
+    assert!(ember_quant::parse_type("q3_k")
         .unwrap_err()
         .0
         .contains("unknown type"));
+    // A type ember reads but does not write.
     let o = quantize::Options {
-        ty: GgmlType::Q6_K,
+        target: Target::Single(GgmlType::Q2_K),
         ..opts()
     };
     small_gguf(&input, "llama", 64);
@@ -312,7 +312,10 @@ fn every_input_type_requantizes() {
         write(&a, ty, narrow, false);
         write(&b, ty, widened, true);
         for q in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            let o = quantize::Options { ty: q, ..opts() };
+            let o = quantize::Options {
+                target: Target::Single(q),
+                ..opts()
+            };
             let (qa, qb) = (d.join("qa.gguf"), d.join("qb.gguf"));
             quantize::quantize_file(&a, &qa, &o, &mut |_, _, _| {}).unwrap();
             quantize::quantize_file(&b, &qb, &o, &mut |_, _, _| {}).unwrap();

@@ -1,19 +1,22 @@
 //! `ember quantize` and `ember convert`: make the GGUF files ember runs (see `ember-quant`).
 
 use crate::load::{self, CliError, CliResult};
-use ember_quant::{parse_type, TensorReport};
+use ember_quant::recipe::Target;
+use ember_quant::{parse_target, parse_type, TensorReport};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Flags shared by both commands.
 #[derive(clap::Args)]
 pub struct OutputArgs {
-    /// Type of the weight matrices: q8_0, q4_0, q4_1, f16 or f32.
+    /// Type of the weight matrices: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q4_k, q5_k,
+    /// q6_k, or (quantize only) llama.cpp's mixes q4_k_m, q5_k_m.
     #[arg(long = "type", default_value = "q8_0")]
     ty: String,
-    /// Type of the token embedding (in tied models also the output head).
-    #[arg(long, default_value = "q8_0")]
-    embeddings: String,
+    /// Type of the token embedding (in tied models also the output head) [default: q8_0, or
+    /// the mix's choice].
+    #[arg(long)]
+    embeddings: Option<String>,
     /// Threads [default: physical cores].
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -106,9 +109,15 @@ fn print_report(reports: &[TensorReport], input_bytes: u64, output: &std::path::
 }
 
 pub fn quantize(a: QuantizeArgs) -> CliResult {
+    let target = parse_target(&a.out.ty).map_err(|e| CliError(e.0))?;
+    let embeddings = match (&a.out.embeddings, target) {
+        (Some(e), _) => Some(parse_type(e).map_err(|e| CliError(e.0))?),
+        (None, Target::Single(_)) => Some(ember_runtime::weights::GgmlType::Q8_0),
+        (None, Target::Mix(_)) => None,
+    };
     let o = ember_quant::quantize::Options {
-        ty: parse_type(&a.out.ty).map_err(|e| CliError(e.0))?,
-        embeddings: parse_type(&a.out.embeddings).map_err(|e| CliError(e.0))?,
+        target,
+        embeddings,
         threads: threads(a.out.threads)?,
         measure: a.out.report,
     };
@@ -137,7 +146,8 @@ pub fn quantize(a: QuantizeArgs) -> CliResult {
 pub fn convert(a: ConvertArgs) -> CliResult {
     let o = ember_quant::convert::Options {
         ty: parse_type(&a.out.ty).map_err(|e| CliError(e.0))?,
-        embeddings: parse_type(&a.out.embeddings).map_err(|e| CliError(e.0))?,
+        embeddings: parse_type(a.out.embeddings.as_deref().unwrap_or("q8_0"))
+            .map_err(|e| CliError(e.0))?,
         threads: threads(a.out.threads)?,
         measure: a.out.report,
         pre_tokenizer: a.pre_tokenizer,
