@@ -105,8 +105,8 @@ fn ember_quantize_writes_llama_quantizes_bytes_for_every_architecture() {
     for arch in ["qwen2", "qwen3", "llama3"] {
         let out = dir.join(format!("{arch}.gguf"));
         let o = Options {
-            ty: GgmlType::Q8_0,
-            embeddings: GgmlType::Q8_0,
+            target: ember_quant::recipe::Target::Single(GgmlType::Q8_0),
+            embeddings: Some(GgmlType::Q8_0),
             threads: 2,
             measure: false,
         };
