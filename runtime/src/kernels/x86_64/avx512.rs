@@ -18,6 +18,7 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q4_0,
         gemm_q4_1,
         gemm_q8_0,
+        gemm_blocks: super::blocks::gemm_blocks_vnni,
         ..base
     })
 }

@@ -1,4 +1,5 @@
-//! The weight table's block formats (Q5_0, Q5_1, the K-quants, IQ4_NL, IQ4_XS) with AVX2.
+//! The weight table's block formats (Q5_0, Q5_1, the K-quants, IQ4_NL, IQ4_XS) with AVX2, and with
+//! AVX-512 VNNI's integer products (`vpdpbusd`, `vpdpwssd`: the same integers, so the same bits).
 //!
 //! The spec is [`crate::weights::quants::dot`]: per row and token, group after group of 32
 //! weights, `acc = fma(d·dx, Σ sc·q·x, acc)` and `mins = fma(dm·dx, Σ m·x, mins)`, then
@@ -403,7 +404,7 @@ impl Lanes {
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
 #[inline(always)]
-unsafe fn step<F: Unpack>(
+unsafe fn step<F: Unpack, const V: bool>(
     gq: &[G; R],
     l: &Lanes,
     x: __m256i,
@@ -417,14 +418,21 @@ unsafe fn step<F: Unpack>(
     let ones16 = _mm256_set1_epi16(1);
     // (Written out rather than through closures: closures do not inherit the target features
     // and were not inlined.)
+    // With VNNI (`V`), a one-scale group's 32 products are summed four to a lane by one
+    // `vpdpbusd` (the same integers as `maddubs` + `madd`).
     macro_rules! product {
         ($j:expr) => {{
-            let s16 = if F::UNSIGNED {
-                _mm256_maddubs_epi16(gq[$j].q, x)
+            let (u, sx) = if F::UNSIGNED {
+                (gq[$j].q, x)
             } else {
-                _mm256_maddubs_epi16(ax, _mm256_sign_epi8(gq[$j].q, x))
+                (ax, _mm256_sign_epi8(gq[$j].q, x))
             };
-            _mm256_madd_epi16(s16, if F::ONE_SCALE { ones16 } else { gq[$j].sc })
+            if V && F::ONE_SCALE {
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, sx)
+            } else {
+                let s16 = _mm256_maddubs_epi16(u, sx);
+                _mm256_madd_epi16(s16, if F::ONE_SCALE { ones16 } else { gq[$j].sc })
+            }
         }};
     }
     const {
@@ -489,12 +497,14 @@ unsafe fn store(
     }
 }
 
-/// The product of rows of the format `F` with every token of `a` (see the module).
+/// The product of rows of the format `F` with every token of `a` (see the module); `V`: with
+/// AVX-512 VNNI's integer products.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm<F: Unpack>(
+/// The CPU must support AVX2, FMA and F16C, and with `V` AVX-512 VNNI (this is inlined into
+/// functions that enable them).
+#[inline(always)]
+unsafe fn gemm<F: Unpack, const V: bool>(
     kind: &BlockType,
     w: &[u8],
     row_bytes: usize,
@@ -545,7 +555,7 @@ unsafe fn gemm<F: Unpack>(
                         F::group(kind, q[3], &heads[3], g),
                     ];
                     let l = Lanes::of(&gq);
-                    step::<F>(&gq, &l, act(a, g), a.d[g], a.s[g], &mut acc, &mut mins);
+                    step::<F, V>(&gq, &l, act(a, g), a.d[g], a.s[g], &mut acc, &mut mins);
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -587,7 +597,7 @@ unsafe fn gemm<F: Unpack>(
                     for (i, gq) in gs[..gn].iter().enumerate() {
                         let g = tok * nb + g0 + i;
                         let (dx, sx) = (a.d[g], a.s[g]);
-                        step::<F>(gq, &ls[i], act(a, g), dx, sx, &mut acc[t], &mut mins[t]);
+                        step::<F, V>(gq, &ls[i], act(a, g), dx, sx, &mut acc[t], &mut mins[t]);
                     }
                 }
             }
@@ -607,7 +617,7 @@ const GPB_K: usize = 8;
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
 #[inline(always)]
-unsafe fn group_k<F: Unpack>(
+unsafe fn group_k<F: Unpack, const V: bool>(
     gq: &[G; R],
     xv: __m256i,
     p: &mut [__m256i; R],
@@ -625,9 +635,17 @@ unsafe fn group_k<F: Unpack>(
         } else {
             _mm256_maddubs_epi16(ax, _mm256_sign_epi8(gq[j].q, xv))
         };
-        p[j] = _mm256_add_epi32(p[j], _mm256_madd_epi16(s16, gq[j].sc));
-        if F::MINS {
-            pm[j] = _mm256_add_epi32(pm[j], _mm256_madd_epi16(xs, gq[j].m));
+        // With VNNI, `vpdpwssd` fuses the scale's `madd` and the sum (the same integers).
+        if V {
+            p[j] = _mm256_dpwssd_epi32(p[j], s16, gq[j].sc);
+            if F::MINS {
+                pm[j] = _mm256_dpwssd_epi32(pm[j], xs, gq[j].m);
+            }
+        } else {
+            p[j] = _mm256_add_epi32(p[j], _mm256_madd_epi16(s16, gq[j].sc));
+            if F::MINS {
+                pm[j] = _mm256_add_epi32(pm[j], _mm256_madd_epi16(xs, gq[j].m));
+            }
         }
     }
 }
@@ -698,12 +716,13 @@ unsafe fn unpack_block<F: Unpack>(
 }
 
 /// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
-/// 256 a token): [`crate::weights::quants::dot`]'s Q8_K order, four rows at a time.
+/// 256 a token): [`crate::weights::quants::dot`]'s Q8_K order, four rows at a time; `V`: with
+/// AVX-512 VNNI's integer products.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_k<F: Unpack>(
+/// As [`gemm`].
+#[inline(always)]
+unsafe fn gemm_k<F: Unpack, const V: bool>(
     kind: &BlockType,
     w: &[u8],
     row_bytes: usize,
@@ -761,7 +780,7 @@ unsafe fn gemm_k<F: Unpack>(
                     if i == 0 {
                         l = Some(Lanes::of(&gq));
                     }
-                    group_k::<F>(&gq, x32(x, 32 * i), &mut p, &mut pm);
+                    group_k::<F, V>(&gq, x32(x, 32 * i), &mut p, &mut pm);
                 }
                 if let Some(l) = l {
                     finish_k::<F>(p, pm, &l, a.d[bi], &mut acc, &mut mins);
@@ -787,7 +806,7 @@ unsafe fn gemm_k<F: Unpack>(
                     let (mut p, mut pm) =
                         ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
                     for (g, gq) in gs.iter().enumerate() {
-                        group_k::<F>(gq, x32(x, 32 * g), &mut p, &mut pm);
+                        group_k::<F, V>(gq, x32(x, 32 * g), &mut p, &mut pm);
                     }
                     finish_k::<F>(p, pm, &l, a.d[i], &mut acc[t], &mut mins[t]);
                 }
@@ -799,8 +818,63 @@ unsafe fn gemm_k<F: Unpack>(
     }
 }
 
-/// [`crate::kernels::gemm_blocks`] with AVX2: the format's [`Unpack`] row, or its scalar
-/// unpacker.
+/// The format's [`Unpack`] row, or its scalar unpacker.
+///
+/// # Safety
+/// As [`gemm`].
+#[inline(always)]
+unsafe fn dispatch<const V: bool>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    // SAFETY: the caller's features are those `gemm` and `gemm_k` need.
+    unsafe {
+        match kind.ty {
+            GgmlType::Q5_0 => gemm::<Q5_0, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_1 => gemm::<Q5_1, V>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_NL => gemm::<Iq4Nl, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_K => gemm_k::<Q4K, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_K => gemm_k::<Q5K, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q6_K => gemm_k::<Q6K, V>(kind, w, row_bytes, a, out),
+            GgmlType::IQ4_XS => gemm_k::<Iq4Xs, V>(kind, w, row_bytes, a, out),
+            _ if kind.acts == Acts::Q8K => gemm_k::<Scalar, V>(kind, w, row_bytes, a, out),
+            _ => gemm::<Scalar, V>(kind, w, row_bytes, a, out),
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dispatch_avx2(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    // SAFETY: the features are enabled here.
+    unsafe { dispatch::<false>(kind, w, row_bytes, a, out) }
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI (with VL).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dispatch_vnni(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    // SAFETY: the features are enabled here.
+    unsafe { dispatch::<true>(kind, w, row_bytes, a, out) }
+}
+
+/// [`crate::kernels::gemm_blocks`] with AVX2.
 pub fn gemm_blocks(
     kind: &BlockType,
     w: &[u8],
@@ -812,17 +886,21 @@ pub fn gemm_blocks(
         return crate::kernels::gemm_blocks(kind, w, row_bytes, a, out);
     }
     // SAFETY: AVX2, FMA and F16C checked above.
-    unsafe {
-        match kind.ty {
-            GgmlType::Q5_0 => gemm::<Q5_0>(kind, w, row_bytes, a, out),
-            GgmlType::Q5_1 => gemm::<Q5_1>(kind, w, row_bytes, a, out),
-            GgmlType::IQ4_NL => gemm::<Iq4Nl>(kind, w, row_bytes, a, out),
-            GgmlType::Q4_K => gemm_k::<Q4K>(kind, w, row_bytes, a, out),
-            GgmlType::Q5_K => gemm_k::<Q5K>(kind, w, row_bytes, a, out),
-            GgmlType::Q6_K => gemm_k::<Q6K>(kind, w, row_bytes, a, out),
-            GgmlType::IQ4_XS => gemm_k::<Iq4Xs>(kind, w, row_bytes, a, out),
-            _ if kind.acts == Acts::Q8K => gemm_k::<Scalar>(kind, w, row_bytes, a, out),
-            _ => gemm::<Scalar>(kind, w, row_bytes, a, out),
-        }
+    unsafe { dispatch_avx2(kind, w, row_bytes, a, out) }
+}
+
+/// [`crate::kernels::gemm_blocks`] with AVX-512 VNNI's integer products (bit-identical to
+/// [`gemm_blocks`]: the same integers, the same float steps).
+pub fn gemm_blocks_vnni(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    if !super::avx512_vnni_supported() {
+        return gemm_blocks(kind, w, row_bytes, a, out);
     }
+    // SAFETY: the features checked above.
+    unsafe { dispatch_vnni(kind, w, row_bytes, a, out) }
 }
