@@ -148,8 +148,16 @@ fn generation_from_one_buffer_without_std() {
     )
     .expect("json");
     let cases = fixture["cases"].as_array().expect("cases");
+    // EMBER_SAMPLE (set under qemu, where a token costs ~100× more): one prompt, a shorter
+    // continuation, and the ring wrapped once instead of four times.
+    let sample = std::env::var_os("EMBER_SAMPLE").is_some();
+    let (n_cases, n_predict, n_ring) = if sample {
+        (1, 12, 40)
+    } else {
+        (2, N_PREDICT, 80)
+    };
     let mut identical = 0;
-    for case in cases.iter().skip(2).take(2) {
+    for case in cases.iter().skip(2).take(n_cases) {
         let prompt = case["prompt"].as_str().expect("prompt");
         let want = case["text"].as_str().expect("text");
         let n = encode(&model, &mut enc, prompt, &mut ids);
@@ -158,7 +166,7 @@ fn generation_from_one_buffer_without_std() {
         let mut text = Text::new();
         let mut stream = Utf8Stream::new();
         let mut parted = false;
-        for _ in 0..N_PREDICT {
+        for _ in 0..n_predict {
             let logits = session.logits().expect("logits");
             let next = argmax(logits);
             // top-k 1 is greedy, whatever the temperature.
@@ -188,7 +196,7 @@ fn generation_from_one_buffer_without_std() {
         identical += same as usize;
         eprintln!("{} {:?}", if same { "same" } else { "tie " }, text.as_str());
     }
-    eprintln!("{identical}/2 identical to llama.cpp over {N_PREDICT} tokens");
+    eprintln!("{identical}/{n_cases} identical to llama.cpp over {n_predict} tokens");
 
     // Top-k sampling through the 24-token ring (20 ring cells): 80 tokens wrap it four times.
     let mut sampler = Sampler::new(&mut arena, n_vocab, top_k).expect("sampler");
@@ -196,12 +204,12 @@ fn generation_from_one_buffer_without_std() {
     small.eval(&ids[..n]).expect("prefill");
     let mut text = Text::new();
     let mut stream = Utf8Stream::new();
-    for _ in 0..80 {
+    for _ in 0..n_ring {
         let next = sampler.sample(small.logits().expect("logits"));
         sampler.accept(next);
         tok.decode_token(next, true, &mut |b| stream.push(b, &mut |s| text.push(s)));
         small.eval(&[next]).expect("decode");
     }
-    assert!(small.kv().has_wrapped() && small.n_past() == n + 80);
-    assert!(text.len > 80, "{} bytes of text", text.len);
+    assert!(small.kv().has_wrapped() && small.n_past() == n + n_ring);
+    assert!(text.len > n_ring, "{} bytes of text", text.len);
 }
