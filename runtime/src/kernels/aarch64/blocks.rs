@@ -37,6 +37,8 @@ trait Unpack {
     const SUMS: bool = false;
     /// Groups per block.
     const GPB: usize = 1;
+    /// The ggml type number, naming this format's llvm-mca markers (`tools/mca-arm.py`).
+    const MCA_ID: u32 = 0;
     /// What the groups of block `bi` share.
     fn head(_row: &[u8], _bi: usize) -> Head {
         Head::NONE
@@ -219,6 +221,7 @@ impl Unpack for Iq4Nl {
 
 struct Iq4Xs;
 impl Unpack for Iq4Xs {
+    const MCA_ID: u32 = 23;
     const MINS: bool = false;
     const GPB: usize = 8;
     #[inline(always)]
@@ -256,6 +259,7 @@ fn k4_nibbles(b: &[u8], off: usize, j: usize) -> [uint8x16_t; 2] {
 
 struct Q4K;
 impl Unpack for Q4K {
+    const MCA_ID: u32 = 12;
     const MINS: bool = true;
     const GPB: usize = 8;
     #[inline(always)]
@@ -272,6 +276,7 @@ impl Unpack for Q4K {
 
 struct Q5K;
 impl Unpack for Q5K {
+    const MCA_ID: u32 = 13;
     const MINS: bool = true;
     const GPB: usize = 8;
     #[inline(always)]
@@ -298,6 +303,7 @@ impl Unpack for Q5K {
 
 struct Q6K;
 impl Unpack for Q6K {
+    const MCA_ID: u32 = 14;
     const MINS: bool = false;
     const GPB: usize = 8;
     #[inline(always)]
@@ -559,6 +565,17 @@ unsafe fn block_k<F: Unpack, D: Dot>(
     }
 }
 
+/// Block `bi` of four rows (`q`) unpacked into `gs`, scales decoded once a row. (A function
+/// inlined into its callers, not a closure: the closure was called, not inlined.)
+#[inline(always)]
+fn unpack_k<F: Unpack>(kind: &BlockType, q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]) {
+    let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
+    for (i, gq) in gs.iter_mut().enumerate() {
+        let g = bi * GPB_K + i;
+        *gq = core::array::from_fn(|j| F::group(kind, q[j], &heads[j], g));
+    }
+}
+
 /// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
 /// 256 a token), four rows at a time.
 ///
@@ -579,22 +596,17 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
     // SAFETY: NEON is baseline on aarch64.
     let (zero, zq) = unsafe { (vdupq_n_f32(0.0), vdupq_n_s8(0)) };
     let mut gs = [[plain_group([zq, zq], 0, 0); R]; GPB_K];
-    let unpack = |q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]| {
-        let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
-        for (i, gq) in gs.iter_mut().enumerate() {
-            let g = bi * GPB_K + i;
-            *gq = core::array::from_fn(|j| F::group(kind, q[j], &heads[j], g));
-        }
-    };
     if toks == 1 {
         for r0 in (0..rows).step_by(R) {
             let q = quad(r0);
             let (mut acc, mut mins) = (zero, zero);
             for bi in 0..nb {
-                unpack(&q, bi, &mut gs);
+                mca_mark!("BEGIN", F::MCA_ID);
+                unpack_k::<F>(kind, &q, bi, &mut gs);
                 let x = &a.qs[bi * QK_K..(bi + 1) * QK_K];
                 // SAFETY: passed on from the caller.
                 unsafe { block_k::<F, D>(&gs, x, a.d[bi], &mut acc, &mut mins) };
+                mca_mark!("END", F::MCA_ID);
             }
             store(out, 0, r0, rows, acc, mins);
         }
@@ -607,7 +619,7 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
             let mut acc = [zero; TOKENS];
             let mut mins = [zero; TOKENS];
             for bi in 0..nb {
-                unpack(&q, bi, &mut gs);
+                unpack_k::<F>(kind, &q, bi, &mut gs);
                 for t in 0..tn {
                     let i = (t0 + t) * nb + bi;
                     let x = &a.qs[i * QK_K..(i + 1) * QK_K];

@@ -1,6 +1,32 @@
 //! aarch64 kernel sets: NEON (every 64-bit Arm core: the Pi 3's and Zero 2 W's Cortex-A53, the
 //! Pi 4's A72) and NEON with the dot-product extension (SDOT: the Pi 5's A76).
 
+/// A marker for llvm-mca around one block of a decode kernel (`tools/mca-arm.py` builds with
+/// `--cfg ember_mca` to count its cycles statically); nothing in any other build.
+macro_rules! mca_mark {
+    ($m:literal) => {
+        #[cfg(ember_mca)]
+        // SAFETY: an assembler comment: no instruction.
+        unsafe {
+            core::arch::asm!(
+                concat!("// LLVM-MCA-", $m),
+                options(nomem, nostack, preserves_flags)
+            )
+        }
+    };
+    ($m:literal, $id:expr) => {
+        #[cfg(ember_mca)]
+        // SAFETY: an assembler comment: no instruction.
+        unsafe {
+            core::arch::asm!(
+                concat!("// LLVM-MCA-", $m, " type{id}"),
+                id = const $id,
+                options(nomem, nostack, preserves_flags)
+            )
+        }
+    };
+}
+
 mod blocks;
 pub mod neon;
 

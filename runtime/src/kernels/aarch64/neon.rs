@@ -218,6 +218,9 @@ macro_rules! tile {
                     }
                 }
                 for j in 0..n {
+                    if T == 1 && R == ROWS_DECODE {
+                        mca_mark!("BEGIN");
+                    }
                     let b = g + j;
                     for r in 0..R {
                         if T == 1 && j % 2 == 0 {
@@ -238,6 +241,9 @@ macro_rules! tile {
                                 mins[r][t] = scalar::fma(mw[r][j], *s.add(t * nb + b), mins[r][t]);
                             }
                         }
+                    }
+                    if T == 1 && R == ROWS_DECODE {
+                        mca_mark!("END");
                     }
                 }
                 g += n;
