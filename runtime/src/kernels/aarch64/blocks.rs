@@ -38,6 +38,7 @@ trait Unpack {
     /// Groups per block.
     const GPB: usize = 1;
     /// The ggml type number, naming this format's llvm-mca markers (`tools/mca-arm.py`).
+    #[cfg_attr(not(ember_mca), allow(dead_code))]
     const MCA_ID: u32 = 0;
     /// What the groups of block `bi` share.
     fn head(_row: &[u8], _bi: usize) -> Head {
