@@ -8,7 +8,9 @@ llama-bench's definitions. llama.cpp is built by tools/build-llama-cpp.sh.
 
     python3 tools/bench-vs-llama.py [--model M...] [--threads 1 2] [--rounds 5] [-p 512] [-n 128] [--busy]
 
-Several models give one table; --busy runs one CPU-bound process beside both engines for the
+Each round also measures the memory bandwidth on the spot (`ember bench`'s streaming read with
+the same threads); the tg rows give each engine's share of the decode bound it sets (bandwidth ÷
+the weight bytes a token reads). Several models give one table; --busy runs one CPU-bound process beside both engines for the
 whole measurement (a busy machine: a Pi running other services). The last line is the results
 as JSON, with the geometric mean of the ratios.
 """
@@ -29,9 +31,18 @@ def run(cmd):
 
 
 def ember(binary, model, t, p, n):
-    out = run([binary, "bench", "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "--json"])
+    out = run([binary, "bench", "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "--json",
+               "--no-bandwidth"])
     o = json.loads(out.strip().splitlines()[-1])
     return o["pp_tokens_per_s"], o["tg_tokens_per_s"], o["kernels"]
+
+
+def bandwidth(binary, model, t):
+    """The memory bandwidth measured on the spot by `ember bench` (a streaming read with t
+    threads), and the weight bytes a decoded token of `model` reads."""
+    out = run([binary, "bench", "-m", model, "-t", str(t), "-p", "0", "-n", "1", "-r", "1", "--json"])
+    o = json.loads(out.strip().splitlines()[-1])
+    return o["bandwidth_gb_per_s"], o["weight_bytes_per_token"]
 
 
 def llama(bench, model, t, p, n):
@@ -59,27 +70,35 @@ def main():
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; date: {time.strftime('%Y-%m-%d')}")
     print(f"{a.rounds} alternating rounds per file and thread count" + ("; one competing CPU-bound process" if a.busy else "") + "\n")
-    print("| file | threads | test | ember tok/s | llama.cpp tok/s | ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| file | threads | test | ember tok/s | llama.cpp tok/s | ratio | share of the bandwidth bound: ember / llama.cpp |")
+    print("|---|---|---|---|---|---|---|")
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if a.busy else None
     results = []
     try:
         for model in a.model:
             name = os.path.basename(model).removesuffix(".gguf")
             for t in a.threads:
-                e_pp, e_tg, l_pp, l_tg = [], [], [], []
+                e_pp, e_tg, l_pp, l_tg, bws = [], [], [], [], []
                 kernels = "?"
+                weight_bytes = 0
                 for _ in range(a.rounds):
+                    bw, weight_bytes = bandwidth(ember_bin, model, t)
+                    bws.append(bw)
                     pp, tg, kernels = ember(ember_bin, model, t, a.p, a.n)
                     e_pp.append(pp)
                     e_tg.append(tg)
                     pp, tg = llama(bench, model, t, a.p, a.n)
                     l_pp.append(pp)
                     l_tg.append(tg)
+                bw = statistics.mean(bws)
+                # Decoding reads every weight once a token: bandwidth / bytes is its bound.
+                limit = bw * 1e9 / weight_bytes
                 for test, e, l in ((f"pp{a.p}", e_pp, l_pp), (f"tg{a.n}", e_tg, l_tg)):
                     em, lm = statistics.mean(e), statistics.mean(l)
-                    print(f"| {name} | {t} | {test} | {em:.1f} ± {statistics.pstdev(e):.1f} | {lm:.1f} ± {statistics.pstdev(l):.1f} | {em / lm:.2f}× |")
-                    results.append({"file": name, "threads": t, "test": test, "ember": em, "llama": lm, "ratio": em / lm, "kernels": kernels})
+                    share = f"{100 * em / limit:.0f}% / {100 * lm / limit:.0f}% of {limit:.0f} tok/s ({bw:.1f} GB/s)" if test.startswith("tg") else ""
+                    print(f"| {name} | {t} | {test} | {em:.1f} ± {statistics.pstdev(e):.1f} | {lm:.1f} ± {statistics.pstdev(l):.1f} | {em / lm:.2f}× | {share} |")
+                    results.append({"file": name, "threads": t, "test": test, "ember": em, "llama": lm, "ratio": em / lm,
+                                    "kernels": kernels, "bandwidth_gb_per_s": bw, "decode_bound_tok_s": limit})
                 sys.stdout.flush()
     finally:
         if busy:

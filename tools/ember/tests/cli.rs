@@ -473,3 +473,51 @@ fn chat_with_tools_prints_calls_and_sends_results_back() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `ember bench --json` reports the decode speed, the bandwidth measured on the spot and the
+/// share of the decode bound it sets, consistently with each other.
+#[test]
+fn bench_reports_its_share_of_the_bandwidth_bound() {
+    let out = ember()
+        .args([
+            "bench", "-p", "0", "-n", "4", "-r", "1", "-t", "1", "--json",
+        ])
+        .output()
+        .expect("ember bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let o: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    let tg = o["tg_tokens_per_s"].as_f64().unwrap();
+    let bw = o["bandwidth_gb_per_s"].as_f64().unwrap();
+    let bytes = o["weight_bytes_per_token"].as_f64().unwrap();
+    let share = o["tg_share_of_bandwidth"].as_f64().unwrap();
+    // The default model's matrices: 96 MB (of its 103 MB file; the rest is the vocabulary).
+    assert!((90e6..100e6).contains(&bytes), "{bytes}");
+    assert!(bw > 0.1 && tg > 0.0, "{bw} {tg}");
+    assert!((share - tg * bytes / 1e9 / bw).abs() < 1e-9, "{share}");
+    assert!(text.contains("% of the bandwidth"), "{text}");
+    // --no-bandwidth skips it.
+    let out = ember()
+        .args([
+            "bench",
+            "-p",
+            "0",
+            "-n",
+            "2",
+            "-r",
+            "1",
+            "-t",
+            "1",
+            "--json",
+            "--no-bandwidth",
+        ])
+        .output()
+        .expect("ember bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("bandwidth_gb_per_s"), "{text}");
+}

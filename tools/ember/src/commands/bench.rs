@@ -5,6 +5,11 @@
 //!
 //! Tokens are a fixed pseudo-random sequence of ordinary vocabulary entries (no text needed).
 //! Each test runs once untimed (warm-up), then `-r` timed repetitions: mean ± standard deviation.
+//!
+//! With tg, the bench also measures what bounds decoding: the memory bandwidth on the spot (a
+//! streaming read of 256 MiB by the same number of threads, best of three passes) and the weight
+//! bytes a decoded token reads (every matrix once; a token embedding that is not also the output
+//! head reads one row), and reports the share of that bound the decode speed reaches.
 
 use super::ModelArgs;
 use crate::load::{self, CliError, CliResult};
@@ -36,6 +41,63 @@ pub struct Args {
     /// Also print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Skip the memory bandwidth measurement (256 MiB read by the threads; with tg only).
+    #[arg(long)]
+    no_bandwidth: bool,
+}
+
+/// Bytes of the buffer the bandwidth measurement reads (well past any last-level cache here).
+const BW_BYTES: usize = 256 << 20;
+
+/// Streaming-read bandwidth in GB/s with `threads` threads: each sums its share of a buffer of
+/// [`BW_BYTES`] (eight independent sums, which the compiler vectorizes); best of three passes.
+fn bandwidth(threads: usize) -> CliResult<f64> {
+    let n = BW_BYTES / 8;
+    let mut buf: Vec<u64> = Vec::new();
+    buf.try_reserve_exact(n)
+        .map_err(|_| CliError("no memory for the bandwidth measurement (256 MiB)".into()))?;
+    // Written first, so that every page is really there (not the shared zero page).
+    buf.extend((0..n as u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    let per = n.div_ceil(threads.max(1));
+    let mut best = 0.0f64;
+    let mut sink = 0u64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let sums: Vec<u64> = std::thread::scope(|sc| {
+            let hs: Vec<_> = buf
+                .chunks(per)
+                .map(|part| {
+                    sc.spawn(move || {
+                        let mut acc = [0u64; 8];
+                        for c in part.chunks_exact(8) {
+                            for (a, &v) in acc.iter_mut().zip(c) {
+                                *a = a.wrapping_add(v);
+                            }
+                        }
+                        acc.iter().fold(0u64, |x, &y| x ^ y)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+        });
+        let dt = t0.elapsed().as_secs_f64();
+        sink ^= sums.iter().fold(0, |x, &y| x ^ y);
+        best = best.max(BW_BYTES as f64 / dt / 1e9);
+    }
+    // Keeps the sums (and so the reads) from being optimized away.
+    std::hint::black_box(sink);
+    Ok(best)
+}
+
+/// Weight bytes one decoded token reads: every tensor of two or more dimensions once, except a
+/// token embedding beside a separate output head (a lookup reads one row of it).
+fn weight_bytes_per_token(g: &ember_runtime::gguf::Gguf<'_>) -> u64 {
+    let untied = g.tensors().any(|t| t.name == "output.weight");
+    g.tensors()
+        .filter(|t| t.n_dims >= 2)
+        .filter(|t| !(untied && t.name == "token_embd.weight"))
+        .map(|t| t.data.len() as u64)
+        .sum()
 }
 
 /// A fixed sequence of normal tokens (xorshift over the vocabulary, skipping special ones).
@@ -73,6 +135,10 @@ pub fn main(a: Args) -> CliResult {
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.threads)?;
     let path = load::model_path(a.model.model);
+    let weight_bytes = {
+        let f = load::OpenFile::open(path.clone())?;
+        weight_bytes_per_token(&f.gguf()?)
+    };
     let name = path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -153,6 +219,21 @@ pub fn main(a: Args) -> CliResult {
             )?;
             results.push(("tg", mean, sd));
         }
+        let mut bound = None;
+        if a.n_gen > 0 && !a.no_bandwidth {
+            let bw = bandwidth(threads)?;
+            let tg = results.last().map_or(0.0, |r| r.1);
+            let used = tg * weight_bytes as f64 / 1e9;
+            outln!(
+                "\nmemory bandwidth ({threads} thread(s), streaming read): {bw:.1} GB/s; a \
+                 decoded token reads {:.1} MB of weights, so at most {:.0} tokens/s; tg reads \
+                 {used:.1} GB/s = {:.0}% of the bandwidth",
+                weight_bytes as f64 / 1e6,
+                bw * 1e9 / weight_bytes as f64,
+                100.0 * used / bw
+            )?;
+            bound = Some((bw, used / bw));
+        }
         if a.json {
             let mut o = serde_json::Map::new();
             for (k, mean, sd) in &results {
@@ -166,6 +247,14 @@ pub fn main(a: Args) -> CliResult {
             o.insert("kernels".into(), serde_json::json!(m.kernels.isa.name()));
             o.insert("model".into(), serde_json::json!(name));
             o.insert("load_ms".into(), serde_json::json!(load_ms));
+            o.insert(
+                "weight_bytes_per_token".into(),
+                serde_json::json!(weight_bytes),
+            );
+            if let Some((bw, share)) = bound {
+                o.insert("bandwidth_gb_per_s".into(), serde_json::json!(bw));
+                o.insert("tg_share_of_bandwidth".into(), serde_json::json!(share));
+            }
             outln!("{}", serde_json::Value::Object(o))?;
         }
         Ok(())
