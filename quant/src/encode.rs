@@ -122,27 +122,26 @@ pub fn writer(ty: GgmlType) -> Option<&'static Writer> {
     WRITERS.iter().find(|w| w.ty == ty)
 }
 
-/// Types a tensor can be written as.
-pub fn is_target(ty: GgmlType) -> bool {
-    writer(ty).is_some()
-}
-
 /// The names of the types ember writes, for messages.
 pub fn target_names() -> String {
     let names: Vec<&str> = WRITERS.iter().map(|w| w.ty.name()).collect();
     names.join(", ")
 }
 
+/// The error for a type ember does not write.
+fn refused(ty: GgmlType) -> QuantError {
+    QuantError(format!(
+        "cannot write tensors as {} (ember writes {})",
+        ty.name(),
+        target_names()
+    ))
+}
+
 /// Refuses output types that cannot be written (before any file is touched).
 pub fn check_targets(types: &[GgmlType]) -> Result<()> {
-    match types.iter().find(|&&t| !is_target(t)) {
-        Some(t) => Err(QuantError(format!(
-            "cannot write tensors as {} (ember writes {})",
-            t.name(),
-            target_names()
-        ))),
-        None => Ok(()),
-    }
+    types
+        .iter()
+        .try_for_each(|&t| writer(t).map(|_| ()).ok_or_else(|| refused(t)))
 }
 
 /// Encodes one row with `w`; with `back`, decodes it into `back` too (through the runtime's
@@ -174,8 +173,7 @@ pub fn encode(
     src: &RowSource<'_>,
     measure: bool,
 ) -> Result<(Vec<u8>, ErrorStats)> {
-    check_targets(&[ty])?;
-    let w = writer(ty).ok_or_else(|| QuantError(format!("cannot write {}", ty.name())))?;
+    let w = writer(ty).ok_or_else(|| refused(ty))?;
     let row_bytes = ty
         .row_bytes(cols as u64)
         .filter(|_| ty.block_size() == 1 || cols.is_multiple_of(ty.block_size()))

@@ -22,17 +22,23 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
+/// The first value of largest magnitude in `x` (its sign kept) and that magnitude (0, 0 for an
+/// empty or all-zero `x`): the reference quantizers' `max`/`amax` search.
+pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
 /// Q4_0: per block, the value of largest magnitude maps to -8; quants min(15, trunc(x/d + 8.5)).
 pub fn quantize_q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
     for (b, xb) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        // The first value of the largest magnitude (its sign matters).
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in xb {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let (max, _) = signed_max(xb);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f16::from_f32(d);
@@ -81,15 +87,7 @@ mod tests {
     use ember_runtime::weights::blocks::{dequantize_q4_0, dequantize_q4_1, dequantize_q8_0};
 
     fn data(seed: u32, n: usize) -> Vec<f32> {
-        let mut x = seed.max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x as f32 / u32::MAX as f32 - 0.5) * 4.0
-            })
-            .collect()
+        crate::test_data(seed, n, 4.0)
     }
 
     /// Dequantized values are within half a step of the input, plus what storing the scale as

@@ -5,23 +5,19 @@
 //! Byte identity needs the same float operations in the same order: every sum below runs left to
 //! right over the elements as ggml's loops do, products associate as C parses them (`w*x*l` is
 //! `(w·x)·l`), nothing is fused, and rounding to the nearest integer uses ggml's addition trick
-//! ([`nearest_int`]), whose result for out-of-range inputs is kept too. ggml's reference code is
-//! compiled for baseline x86-64 (no FMA to contract into), so this is the arithmetic it does.
+//! (the runtime's `quants::nearest_int`), whose result for out-of-range inputs is kept too.
+//! ggml's reference code is compiled for baseline x86-64 (no FMA to contract into), so this is
+//! the arithmetic it does.
 
+use crate::formats::signed_max;
 use ember_runtime::weights::quants::{
-    BlockIq4Nl, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, IQ4_GRID, QK5, QK_K,
+    nearest_int, BlockIq4Nl, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, IQ4_GRID, QK5,
+    QK_K,
 };
 use half::f16;
 
 /// Below this largest magnitude a group counts as all zero (ggml's `GROUP_MAX_EPS`).
 const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// Round to nearest, ties to even, by adding 1.5·2²³ and reading the low mantissa bits (exact
-/// for |x| < 2²²; beyond that the same bits as ggml's, which is what byte identity needs).
-#[inline]
-fn nearest_int(x: f32) -> i32 {
-    ((x + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
-}
 
 /// The index of the grid value nearest `x` (the upper one on a tie), by bisection.
 fn nearest_grid(grid: &[i8; 16], x: f32) -> usize {
@@ -45,18 +41,6 @@ fn nearest_grid(grid: &[i8; 16], x: f32) -> usize {
     } else {
         hi
     }
-}
-
-/// The first value of largest magnitude in `x` (its sign kept) and that magnitude.
-fn signed_max(x: &[f32]) -> (f32, f32) {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (max, amax)
 }
 
 /// Q5_0: the value of largest magnitude maps to −16; quants min(31, trunc(x/d + 16.5)).
@@ -415,15 +399,7 @@ mod tests {
     use ember_runtime::weights::quants::{dequantize, QuantBlock};
 
     fn data(seed: u32, n: usize) -> Vec<f32> {
-        let mut s = seed.max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32 - 0.5) * 0.2
-            })
-            .collect()
+        crate::test_data(seed, n, 0.2)
     }
 
     /// Relative RMS error of a round trip through `B`.

@@ -96,6 +96,20 @@ pub fn file_type(ty: GgmlType) -> u32 {
     }
 }
 
+/// Test input: `n` values uniform in ±scale/2 from a xorshift32 seeded with `seed`.
+#[cfg(test)]
+pub(crate) fn test_data(seed: u32, n: usize, scale: f32) -> Vec<f32> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
 /// `general.quantization_version` written with quantized files (ggml's `GGML_QNT_VERSION`).
 pub const QUANTIZATION_VERSION: u32 = 2;
 

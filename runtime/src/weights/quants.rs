@@ -682,6 +682,14 @@ pub fn block_step_k(gs: &[Group; QK_K / GROUP], x: &[i8], dx: f32, acc: &mut f32
     }
 }
 
+/// ggml's `nearest_int`: round to nearest, ties to even, by adding 1.5·2²³ and reading the low
+/// mantissa bits (exact for |x| < 2²²; beyond that the same bits as ggml's, which its
+/// quantizers' byte identity needs).
+#[inline]
+pub fn nearest_int(x: f32) -> i32 {
+    ((x + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
 /// Quantizes `x` (whole blocks of 256) into Q8_K activation blocks, ggml's
 /// `quantize_row_q8_K_ref`: per block, `max` is the value of largest magnitude (the first such),
 /// `iscale = −127/max`, each quant is `min(127, round_ties_even(iscale·x))` and the block scale
@@ -709,11 +717,9 @@ pub fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in qb.iter_mut().zip(xb) {
-            // Round to nearest, ties to even, as ggml's nearest_int: adding 1.5·2^23 leaves the
-            // rounded integer in the low mantissa bits (exact for |y| ≤ 127).
+            // Round to nearest, ties to even, as ggml's nearest_int (exact for |y| ≤ 127).
             let y = (iscale * v).clamp(-127.0, 127.0);
-            let r = ((y + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
-            *q = if y.is_nan() { 0 } else { r as i8 };
+            *q = if y.is_nan() { 0 } else { nearest_int(y) as i8 };
         }
         *d = 1.0 / iscale;
     }

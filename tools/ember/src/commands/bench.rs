@@ -135,16 +135,13 @@ pub fn main(a: Args) -> CliResult {
     let kernels = load::kernels(a.model.kernels.as_deref())?;
     let pool = load::thread_pool(a.threads)?;
     let path = load::model_path(a.model.model);
-    let weight_bytes = {
-        let f = load::OpenFile::open(path.clone())?;
-        weight_bytes_per_token(&f.gguf()?)
-    };
     let name = path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let t_open = Instant::now();
     load::with_model(path, kernels, |m| {
+        let weight_bytes = weight_bytes_per_token(&m.gguf);
         let ctx = (a.n_prompt.max(a.n_gen)).max(1);
         if ctx > m.config.n_ctx_train {
             return Err(CliError(format!(
