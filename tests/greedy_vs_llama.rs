@@ -102,18 +102,17 @@ fn check(kernels: Kernels, limit: usize) {
 
 #[test]
 fn greedy_matches_llama_cpp_with_best_kernels() {
-    // `EMBER_KERNELS` picks another set, for comparisons.
+    // llama.cpp's order (`exact`); `EMBER_KERNELS` picks another set, for comparisons.
     let k = std::env::var("EMBER_KERNELS")
         .ok()
-        .and_then(|n| Isa::from_name(&n))
-        .and_then(Kernels::for_isa)
-        .unwrap_or_else(Kernels::best);
+        .and_then(|n| Kernels::from_name(&n))
+        .unwrap_or_else(|| Kernels::best().exact());
     check(k, usize::MAX);
 }
 
 #[test]
 fn greedy_matches_llama_cpp_with_every_kernel_set() {
-    for k in Kernels::all_supported() {
+    for k in Kernels::all_supported().map(Kernels::exact) {
         // The scalar reference is slow: a few prompts show that it, too, is llama.cpp to the bit.
         let scalar = k.isa == Isa::Scalar;
         check(k, if scalar { 4 } else { usize::MAX });

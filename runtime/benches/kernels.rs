@@ -89,10 +89,13 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
         g.throughput(Throughput::Elements((rows * cols * toks) as u64));
         for k in Kernels::all_supported() {
             let a = quantized(&k, &x, cols);
+            let mut sums = vec![0i32; a.d.len()];
+            ember_runtime::kernels::block_sums(&a.qs, &mut sums);
             let acts = QActs {
                 qs: &a.qs,
                 d: &a.d,
                 s: &a.s,
+                sums: &sums,
                 nb: a.nb,
             };
             // Q8_K activations for the 256-element formats.
@@ -109,6 +112,7 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
                 qs: &kq.qs,
                 d: &kq.d,
                 s: &kq.s,
+                sums: &[],
                 nb: kq.nb,
             };
             let mut out = vec![0.0f32; toks * rows];
@@ -198,6 +202,7 @@ fn small_ops(c: &mut Criterion) {
         qs: &qq,
         d: &qd,
         s: &qs,
+        sums: &[],
         nb,
     };
     let mut g = c.benchmark_group("attention_head_ctx512");

@@ -37,10 +37,13 @@ fn main() {
                 &mut s[t * nb..(t + 1) * nb],
             );
         }
+        let mut sums = vec![0i32; toks * nb];
+        ember_runtime::kernels::block_sums(&qs, &mut sums);
         let a = QActs {
             qs: &qs,
             d: &d,
             s: &s,
+            sums: &sums,
             nb,
         };
         let mut out = vec![0f32; toks * rows];

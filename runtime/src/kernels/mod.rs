@@ -103,6 +103,10 @@ pub struct QActs<'a> {
     pub d: &'a [f32],
     /// Block sums times scale, `[tokens][nb]`.
     pub s: &'a [f32],
+    /// The blocks' integer sums Σq, `[tokens][nb]` ([`block_sums`]), or empty. Some SIMD
+    /// products of the blocks of 32 read them (a weight offset's correction); without them
+    /// they take a slower way to the same result.
+    pub sums: &'a [i32],
     /// Blocks per token.
     pub nb: usize,
 }
@@ -111,6 +115,13 @@ impl QActs<'_> {
     /// Tokens held.
     pub fn tokens(&self) -> usize {
         self.d.len().checked_div(self.nb).unwrap_or(0)
+    }
+}
+
+/// Each block's integer sum: `sums[b] = Σ qs[32b..32b + 32]`.
+pub fn block_sums(qs: &[i8], sums: &mut [i32]) {
+    for (s, q) in sums.iter_mut().zip(qs.chunks_exact(QK)) {
+        *s = q.iter().map(|&v| v as i32).sum();
     }
 }
 
@@ -212,11 +223,26 @@ pub type GemmFn<W> = fn(w: &[W], a: &QActs<'_>, out: &mut OutRows<'_>);
 pub type GemmBlocksFn =
     fn(kind: &BlockType, w: &[u8], row_bytes: usize, a: &QActs<'_>, out: &mut OutRows<'_>);
 
+/// The order the products of ggml's first formats (Q4_0, Q4_1, Q8_0) follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numerics {
+    /// ember's: the weight table's spec ([`crate::weights::quants::dot`]: each block's integer
+    /// sum exact, then one fused multiply-add per block), the same bits on every set.
+    Ember,
+    /// llama.cpp's (its AVX-512 build's accumulator order): the tiles that reproduce
+    /// llama.cpp's logits bit for bit, kept as the proof that the forward pass is llama.cpp's.
+    Exact,
+}
+
 /// The kernel table the forward pass calls through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     /// Which set this is.
     pub isa: Isa,
+    /// Which order the Q4_0 / Q4_1 / Q8_0 products follow: [`Numerics::Ember`] routes them
+    /// through `gemm_blocks` (the table's spec), [`Numerics::Exact`] through `gemm_q4_0`,
+    /// `gemm_q4_1` and `gemm_q8_0`.
+    pub numerics: Numerics,
     /// Activations → 8-bit planar blocks.
     pub quantize: QuantizeFn,
     /// Q4_0 weights × 8-bit activations.
@@ -249,7 +275,7 @@ pub struct Kernels {
 
 impl fmt::Debug for Kernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Kernels({})", self.isa)
+        write!(f, "Kernels({})", self.name())
     }
 }
 
@@ -413,6 +439,7 @@ impl Kernels {
     /// The scalar reference set.
     pub const SCALAR: Kernels = Kernels {
         isa: Isa::Scalar,
+        numerics: Numerics::Ember,
         quantize: scalar::quantize_row,
         gemm_q4_0: scalar_gemm_q4_0,
         gemm_q4_1: scalar_gemm_q4_1,
@@ -428,6 +455,45 @@ impl Kernels {
         exp_ggml: scalar::exp_ggml_inplace,
         mad_q8_0: attend::mad_q8_0_scalar,
     };
+
+    /// This set with llama.cpp's order for Q4_0 / Q4_1 / Q8_0 ([`Numerics::Exact`]).
+    pub fn exact(self) -> Kernels {
+        Kernels {
+            numerics: Numerics::Exact,
+            ..self
+        }
+    }
+
+    /// The name printed in stats and accepted by `--kernels`: the set's, with `+exact` for
+    /// llama.cpp's order.
+    pub fn name(&self) -> &'static str {
+        match (self.numerics, self.isa) {
+            (Numerics::Ember, isa) => isa.name(),
+            (Numerics::Exact, Isa::Scalar) => "scalar+exact",
+            (Numerics::Exact, Isa::Avx2) => "avx2+exact",
+            (Numerics::Exact, Isa::Avx512Vnni) => "avx512-vnni+exact",
+            (Numerics::Exact, Isa::Neon) => "neon+exact",
+            (Numerics::Exact, Isa::NeonDotprod) => "neon-dotprod+exact",
+        }
+    }
+
+    /// The table a `--kernels` name gives: `auto` (or empty), a set's name, `exact` (the best
+    /// set in llama.cpp's order), or a set's name with `+exact`; `None` for an unknown name or
+    /// a set this CPU cannot run.
+    pub fn from_name(name: &str) -> Option<Kernels> {
+        let (set, exact) = match name {
+            "exact" => ("auto", true),
+            _ => match name.strip_suffix("+exact") {
+                Some(set) => (set, true),
+                None => (name, false),
+            },
+        };
+        let k = match set {
+            "" | "auto" => Self::best(),
+            _ => Self::for_isa(Isa::from_name(set)?)?,
+        };
+        Some(if exact { k.exact() } else { k })
+    }
 
     /// The table for `isa`, or `None` when this CPU cannot run it.
     pub fn for_isa(isa: Isa) -> Option<Kernels> {

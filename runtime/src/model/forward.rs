@@ -17,7 +17,7 @@ use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::kernels::attend::{self, Softmax, MAX_HEAD_DIM};
-use crate::kernels::{sincos, Kernels, OutRows, QActs};
+use crate::kernels::{sincos, Kernels, Numerics, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{chunk_rows, Parallel};
 use crate::tokenizer::TokenId;
@@ -82,6 +82,7 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
             + Arena::size_of::<i8>(batch * wide)
             + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
+            + Arena::size_of::<i32>(batch * wide.div_ceil(QK))
             + Arena::size_of::<i8>(batch * k_wide(c))
             + Arena::size_of::<f32>(batch * k_wide(c) / QK_K)
             + Arena::size_of::<f32>(batch * c.rope_dim)
@@ -112,6 +113,7 @@ impl<'a> State<'a> {
                 qs: arena.alloc(batch * wide, "forward state")?,
                 d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
                 s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
+                sums: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
                 kqs: arena.alloc(batch * k_wide(c), "forward state")?,
                 kd: arena.alloc(batch * k_wide(c) / QK_K, "forward state")?,
             },
@@ -762,6 +764,7 @@ fn attend_head(
                 qs: &qs[..hd],
                 d: &qd[..nb],
                 s: &qsum[..nb],
+                sums: &[],
                 nb,
             };
             let mut acc = [0.0f32; MAX_HEAD_DIM];
@@ -785,13 +788,14 @@ fn finish(acc: impl Iterator<Item = f32>, sum: f32, out: &mut dyn FnMut(usize, f
 }
 
 /// The buffers of the quantized activations: quants `[batch][wide]` (`wide`: the widest matrix
-/// input) with block scales and sums `[batch][wide / 32]`, and the Q8_K form (for the
+/// input) with block scales, sums and integer sums `[batch][wide / 32]`, and the Q8_K form (for the
 /// 256-element block formats; empty when the model has none): quants `[batch][wide]`, scales
 /// `[batch][wide / 256]`.
 struct ActBufs<'a> {
     qs: &'a mut [i8],
     d: &'a mut [f32],
     s: &'a mut [f32],
+    sums: &'a mut [i32],
     kqs: &'a mut [i8],
     kd: &'a mut [f32],
 }
@@ -838,6 +842,7 @@ impl<'b> Act<'b> {
             qs,
             d,
             s: &[],
+            sums: &[],
             nb: cols / QK_K,
         });
     }
@@ -856,12 +861,14 @@ fn quantize<'b>(k: &Kernels, x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_
             &mut bufs.s[r * nb..(r + 1) * nb],
         );
     }
+    crate::kernels::block_sums(&bufs.qs[..rows * cols], &mut bufs.sums[..rows * nb]);
     Act {
         f32: x,
         q: QActs {
             qs: &bufs.qs[..rows * cols],
             d: &bufs.d[..rows * nb],
             s: &bufs.s[..rows * nb],
+            sums: &bufs.sums[..rows * nb],
             nb,
         },
         k: None,
@@ -946,12 +953,17 @@ fn gemm_rows(
     let cols = m.cols();
     let nb = cols / QK;
     let n = a.q.tokens();
+    let exact = k.numerics == Numerics::Exact;
     match *m {
-        Matrix::Q4_0 { data, .. } => (k.gemm_q4_0)(&data[r0 * nb..r1 * nb], &a.q, out),
-        Matrix::Q4_1 { data, .. } => (k.gemm_q4_1)(&data[r0 * nb..r1 * nb], &a.q, out),
-        Matrix::Q8_0 { data, .. } => (k.gemm_q8_0)(&data[r0 * nb..r1 * nb], &a.q, out),
+        // llama.cpp's order, when asked for.
+        Matrix::Q4_0 { data, .. } if exact => (k.gemm_q4_0)(&data[r0 * nb..r1 * nb], &a.q, out),
+        Matrix::Q4_1 { data, .. } if exact => (k.gemm_q4_1)(&data[r0 * nb..r1 * nb], &a.q, out),
+        Matrix::Q8_0 { data, .. } if exact => (k.gemm_q8_0)(&data[r0 * nb..r1 * nb], &a.q, out),
         // The formats of the block table: their scalar spec, the same on every kernel set.
-        Matrix::Blocks { data, kind, .. } => {
+        Matrix::Q4_0 { .. } | Matrix::Q4_1 { .. } | Matrix::Q8_0 { .. } | Matrix::Blocks { .. } => {
+            let Some((kind, data)) = m.table_blocks() else {
+                return;
+            };
             let rb = m.row_bytes();
             match a.form(kind.acts) {
                 Some(acts) => (k.gemm_blocks)(kind, &data[r0 * rb..r1 * rb], rb, acts, out),

@@ -259,7 +259,10 @@ const fn row<B: QuantBlock>(ty: GgmlType) -> BlockType {
 }
 
 /// The table of block formats multiplied through [`quants::dot`].
-pub const BLOCK_TYPES: [BlockType; 9] = [
+pub const BLOCK_TYPES: [BlockType; 12] = [
+    row::<BlockQ4_0>(GgmlType::Q4_0),
+    row::<BlockQ4_1>(GgmlType::Q4_1),
+    row::<BlockQ8_0>(GgmlType::Q8_0),
     row::<quants::BlockQ5_0>(GgmlType::Q5_0),
     row::<quants::BlockQ5_1>(GgmlType::Q5_1),
     row::<quants::BlockQ2K>(GgmlType::Q2_K),
@@ -462,6 +465,19 @@ impl<'a> Matrix<'a> {
                 (kind.dequantize)(&data[r * rb..(r + 1) * rb], out)
             }
         }
+    }
+
+    /// The table row of this matrix's format and its bytes, for every format of
+    /// [`BLOCK_TYPES`] (Q4_0, Q4_1 and Q8_0 included); `None` for f32, f16 and bf16.
+    pub fn table_blocks(&self) -> Option<(&'static BlockType, &'a [u8])> {
+        let bytes: &'a [u8] = match *self {
+            Matrix::Q4_0 { data, .. } => bytemuck::cast_slice(data),
+            Matrix::Q4_1 { data, .. } => bytemuck::cast_slice(data),
+            Matrix::Q8_0 { data, .. } => bytemuck::cast_slice(data),
+            Matrix::Blocks { data, kind, .. } => return Some((kind, data)),
+            Matrix::F32 { .. } | Matrix::F16 { .. } | Matrix::BF16 { .. } => return None,
+        };
+        Some((block_type(self.ty())?, bytes))
     }
 
     /// Bytes of one row.

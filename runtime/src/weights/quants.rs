@@ -195,6 +195,64 @@ impl QuantBlock for BlockQ5_1 {
     }
 }
 
+/// The nibbles of Q4_0 / Q4_1 in element order (element j low, j + 16 high), unsigned.
+#[inline(always)]
+fn q4(qs: &[u8; 16]) -> [u8; 32] {
+    core::array::from_fn(|e| {
+        if e < 16 {
+            qs[e] & 0x0f
+        } else {
+            qs[e - 16] >> 4
+        }
+    })
+}
+
+// ggml's first formats, as rows of the table: their default product is this module's spec
+// ([`dot`]); `Kernels::numerics` `Exact` keeps llama.cpp's order for them instead.
+
+impl QuantBlock for crate::weights::BlockQ4_0 {
+    const N: usize = crate::weights::QK;
+    #[inline(always)]
+    fn group(&self, _g: usize) -> Group {
+        Group {
+            q: q4(&self.qs).map(|q| q as i8 - 8),
+            sc: [1, 1],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+}
+
+impl QuantBlock for crate::weights::BlockQ4_1 {
+    const N: usize = crate::weights::QK;
+    const ACTS: Acts = Acts::Q8_1;
+    #[inline(always)]
+    fn group(&self, _g: usize) -> Group {
+        Group {
+            q: q4(&self.qs).map(|q| q as i8),
+            sc: [1, 1],
+            d: self.d.to_f32(),
+            m: [1, 1],
+            dm: -self.m.to_f32(),
+        }
+    }
+}
+
+impl QuantBlock for crate::weights::BlockQ8_0 {
+    const N: usize = crate::weights::QK;
+    #[inline(always)]
+    fn group(&self, _g: usize) -> Group {
+        Group {
+            q: self.qs,
+            sc: [1, 1],
+            d: self.d.to_f32(),
+            m: [0, 0],
+            dm: 0.0,
+        }
+    }
+}
+
 /// The non-linear 4-bit grid of IQ4_NL and IQ4_XS.
 pub const IQ4_GRID: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
@@ -763,7 +821,7 @@ mod tests {
         for b in crate::weights::BLOCK_TYPES.iter() {
             let want = match (b.ty.block_size(), b.ty) {
                 (QK_K, _) => Acts::Q8K,
-                (_, crate::weights::GgmlType::Q5_1) => Acts::Q8_1,
+                (_, crate::weights::GgmlType::Q5_1 | crate::weights::GgmlType::Q4_1) => Acts::Q8_1,
                 _ => Acts::Q8_0,
             };
             assert_eq!(b.acts, want, "{}", b.ty.name());

@@ -62,21 +62,22 @@ pub fn model_path(m: Option<PathBuf>) -> PathBuf {
 }
 
 /// The kernel set: `--kernels` / `$EMBER_KERNELS` if given (must be supported), else the best.
+/// `exact` (or `SET+exact`) keeps llama.cpp's order for Q4_0 / Q4_1 / Q8_0.
 pub fn kernels(name: Option<&str>) -> CliResult<Kernels> {
-    match name {
-        None | Some("") | Some("auto") => Ok(Kernels::best()),
-        Some(n) => {
-            let isa = Isa::from_name(n).ok_or_else(|| {
-                let all: Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
-                CliError(format!(
-                    "unknown kernel set '{n}' (choose from: auto, {})",
-                    all.join(", ")
-                ))
-            })?;
-            Kernels::for_isa(isa)
-                .ok_or_else(|| CliError(format!("this CPU cannot run the '{n}' kernels")))
+    let n = name.unwrap_or("");
+    Kernels::from_name(n).ok_or_else(|| {
+        let set = n.strip_suffix("+exact").unwrap_or(n);
+        if set == "auto" || Isa::from_name(set).is_some() {
+            CliError(format!("this CPU cannot run the '{set}' kernels"))
+        } else {
+            let all: Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
+            CliError(format!(
+                "unknown kernel set '{n}' (choose from: auto, exact, {}; add +exact to a set \
+                 for llama.cpp's order)",
+                all.join(", ")
+            ))
         }
-    }
+    })
 }
 
 /// A mapped, parsed file.

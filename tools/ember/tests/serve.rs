@@ -150,15 +150,15 @@ fn the_api_answers_as_ember_run_does_and_refuses_bad_requests() {
 
     // Chat completions: the text of `ember run --chat` for the same message, greedy.
     let q = "What is the capital of France?";
-    let want = run_text(&["--chat", "-p", q, "-n", "24", "-c", "512"]);
+    let want = run_text(&["--chat", "-p", q, "-n", "6", "-c", "512"]);
     let req =
-        json!({"messages": [{"role": "user", "content": q}], "max_tokens": 24, "temperature": 0});
+        json!({"messages": [{"role": "user", "content": q}], "max_tokens": 6, "temperature": 0});
     let (st, v) = srv.post("/v1/chat/completions", &req);
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["choices"][0]["message"]["content"], want.as_str());
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
-    assert_eq!(v["usage"]["completion_tokens"], 24);
+    assert_eq!(v["usage"]["completion_tokens"], 6);
     assert_eq!(v["object"], "chat.completion");
 
     // Streamed: the deltas join to the same text, then a finish, the usage and [DONE].
@@ -182,7 +182,7 @@ fn the_api_answers_as_ember_run_does_and_refuses_bad_requests() {
         .iter()
         .find_map(|c| c["choices"][0]["finish_reason"].as_str());
     assert_eq!(finish, Some("length"));
-    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 24);
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 6);
 
     // Completions: the text of `ember run -p`.
     let p = "The three primary colours are";
@@ -562,7 +562,7 @@ fn the_openai_python_client_gets_what_ember_run_prints() {
         "-p",
         "What is the capital of France?",
         "-n",
-        "24",
+        "6",
         "-c",
         "512",
     ]);
@@ -578,7 +578,7 @@ fn the_openai_python_client_gets_what_ember_run_prints() {
     assert_eq!(got["chat"], chat.as_str());
     assert_eq!(got["chat_stream"], chat.as_str());
     assert_eq!(got["chat_finish"], "length");
-    assert_eq!(got["chat_usage"][1], 24);
+    assert_eq!(got["chat_usage"][1], 6);
     assert_eq!(got["completion"], plain.as_str());
     assert_eq!(got["completion_stream"], plain.as_str());
     assert_eq!(got["too_long"], 400);

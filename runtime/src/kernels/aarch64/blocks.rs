@@ -170,6 +170,51 @@ impl Unpack for Scalar {
     }
 }
 
+struct Q4_0;
+impl Unpack for Q4_0 {
+    const MINS: bool = false;
+    const ONE_SCALE: bool = true;
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[18 * g..18 * g + 18];
+        plain_group(signed(nibbles(b, 2), 8), f16_at(b, 0), 0)
+    }
+}
+
+struct Q4_1;
+impl Unpack for Q4_1 {
+    const MINS: bool = true;
+    const ONE_SCALE: bool = true;
+    const SUMS: bool = true;
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[20 * g..20 * g + 20];
+        plain_group(
+            signed(nibbles(b, 4), 0),
+            f16_at(b, 0),
+            f16_at(b, 2) ^ 0x8000,
+        )
+    }
+}
+
+struct Q8_0;
+impl Unpack for Q8_0 {
+    const MINS: bool = false;
+    const ONE_SCALE: bool = true;
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[34 * g + 2..34 * g + 34];
+        // SAFETY: 32 bytes (the slice above); NEON is baseline on aarch64.
+        let q = unsafe {
+            [
+                vld1q_s8(b.as_ptr().cast()),
+                vld1q_s8(b[16..].as_ptr().cast()),
+            ]
+        };
+        plain_group(q, f16_at(row, 34 * g), 0)
+    }
+}
+
 struct Q5_0;
 impl Unpack for Q5_0 {
     const MINS: bool = false;
@@ -647,6 +692,9 @@ unsafe fn dispatch<D: Dot>(
     // SAFETY: passed on from the caller.
     unsafe {
         match kind.ty {
+            GgmlType::Q4_0 => gemm::<Q4_0, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_1 => gemm::<Q4_1, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q8_0 => gemm::<Q8_0, D>(kind, w, row_bytes, a, out),
             GgmlType::Q5_0 => gemm::<Q5_0, D>(kind, w, row_bytes, a, out),
             GgmlType::Q5_1 => gemm::<Q5_1, D>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_NL => gemm::<Iq4Nl, D>(kind, w, row_bytes, a, out),

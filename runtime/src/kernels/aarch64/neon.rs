@@ -20,6 +20,7 @@ pub fn kernels() -> Option<Kernels> {
     }
     Some(Kernels {
         isa: Isa::Neon,
+        numerics: crate::kernels::Numerics::Ember,
         quantize,
         gemm_q4_0: |w, a, o| unsafe_drive(&plain::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&plain::Q4_1, w, a, o),
@@ -45,6 +46,7 @@ pub fn kernels_dotprod() -> Option<Kernels> {
     let base = kernels()?;
     Some(Kernels {
         isa: Isa::NeonDotprod,
+        numerics: crate::kernels::Numerics::Ember,
         gemm_q4_0: |w, a, o| unsafe_drive(&sdot::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&sdot::Q4_1, w, a, o),
         gemm_q8_0: |w, a, o| unsafe_drive(&sdot::Q8_0, w, a, o),

@@ -13,6 +13,7 @@ pub fn kernels() -> Option<Kernels> {
     }
     Some(Kernels {
         isa: Isa::Avx2,
+        numerics: crate::kernels::Numerics::Ember,
         quantize,
         gemm_q4_0,
         gemm_q4_1,

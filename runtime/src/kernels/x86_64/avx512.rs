@@ -15,6 +15,7 @@ pub fn kernels() -> Option<Kernels> {
     let base = avx2::kernels()?;
     Some(Kernels {
         isa: Isa::Avx512Vnni,
+        numerics: crate::kernels::Numerics::Ember,
         gemm_q4_0,
         gemm_q4_1,
         gemm_q8_0,

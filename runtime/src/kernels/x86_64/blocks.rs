@@ -12,6 +12,8 @@
 //! register with its scales. Formats without a row here (Q2_K, Q3_K) go through the table's
 //! scalar unpacker ([`Scalar`]) and still get the vector products.
 
+mod strips;
+
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
 use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
@@ -40,6 +42,9 @@ trait Unpack {
     /// Whether every quant is in 0..128 (the product then skips the sign trick: `maddubs`
     /// takes the quants as its unsigned operand, pairs staying below 2·127·127).
     const UNSIGNED: bool = false;
+    /// Whether quants span −128..127 (Q8_0): −128 has no negation in i8, so the product takes
+    /// |q| as its unsigned operand and moves q's sign onto the activations (never −128).
+    const WIDE: bool = false;
     /// Whether the group's integer scale is 1 in both halves (the formats of one float scale a
     /// block of 32: Q5_0, Q5_1, IQ4_NL): the product then sums the group's 32 products without
     /// `sc`, and a minimum, if any, comes from the activation block's sum ([`Unpack::SUMS`]).
@@ -152,6 +157,60 @@ impl Unpack for Scalar {
             // Every table format's d and dm are f16 values (or one negated): exact.
             d: f16::from_f32(gr.d).to_bits(),
             dm: f16::from_f32(gr.dm).to_bits(),
+        }
+    }
+}
+
+struct Q4_0;
+impl Unpack for Q4_0 {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[18 * g..18 * g + 18];
+        G {
+            q: _mm256_sub_epi8(nibbles16(b, 2), _mm256_set1_epi8(8)),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: 0,
+        }
+    }
+}
+
+struct Q4_1;
+impl Unpack for Q4_1 {
+    const ONE_SCALE: bool = true;
+    const SUMS: bool = true;
+    const MINS: bool = true;
+    const UNSIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[20 * g..20 * g + 20];
+        G {
+            q: nibbles16(b, 4),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: u16::from_le_bytes([b[2], b[3]]) ^ 0x8000,
+        }
+    }
+}
+
+struct Q8_0;
+impl Unpack for Q8_0 {
+    const ONE_SCALE: bool = true;
+    const MINS: bool = false;
+    const WIDE: bool = true;
+    #[inline(always)]
+    unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
+        let b = &row[34 * g..34 * g + 34];
+        G {
+            q: load32(b, 2),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: u16::from_le_bytes([b[0], b[1]]),
+            dm: 0,
         }
     }
 }
@@ -424,6 +483,8 @@ unsafe fn step<F: Unpack, const V: bool>(
         ($j:expr) => {{
             let (u, sx) = if F::UNSIGNED {
                 (gq[$j].q, x)
+            } else if F::WIDE {
+                (_mm256_abs_epi8(gq[$j].q), _mm256_sign_epi8(x, gq[$j].q))
             } else {
                 (ax, _mm256_sign_epi8(gq[$j].q, x))
             };
@@ -563,6 +624,10 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         return;
     }
 
+    if V && F::ONE_SCALE && F::GPB == 1 && toks >= strips::MIN_TOKENS && a.sums.len() >= toks * nb {
+        // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
+        return unsafe { strips::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
+    }
     // Prefill: CHUNK groups of a quad unpacked once, then used by up to TOKENS tokens.
     let zero = G {
         q: _mm256_setzero_si256(),
@@ -833,6 +898,9 @@ unsafe fn dispatch<const V: bool>(
     // SAFETY: the caller's features are those `gemm` and `gemm_k` need.
     unsafe {
         match kind.ty {
+            GgmlType::Q4_0 => gemm::<Q4_0, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_1 => gemm::<Q4_1, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q8_0 => gemm::<Q8_0, V>(kind, w, row_bytes, a, out),
             GgmlType::Q5_0 => gemm::<Q5_0, V>(kind, w, row_bytes, a, out),
             GgmlType::Q5_1 => gemm::<Q5_1, V>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_NL => gemm::<Iq4Nl, V>(kind, w, row_bytes, a, out),

@@ -190,7 +190,7 @@ pub fn main(a: Args) -> CliResult {
             let (mean, sd) = mean_sd(&runs);
             outln!(
                 "| {name} | {threads} | {} | pp{} | {mean:.2} ± {sd:.2} |",
-                m.kernels.isa,
+                m.kernels.name(),
                 a.n_prompt
             )?;
             results.push(("pp", mean, sd));
@@ -211,7 +211,7 @@ pub fn main(a: Args) -> CliResult {
             let (mean, sd) = mean_sd(&runs);
             outln!(
                 "| {name} | {threads} | {} | tg{} | {mean:.2} ± {sd:.2} |",
-                m.kernels.isa,
+                m.kernels.name(),
                 a.n_gen
             )?;
             results.push(("tg", mean, sd));
@@ -241,7 +241,7 @@ pub fn main(a: Args) -> CliResult {
             o.insert("n_gen".into(), serde_json::json!(a.n_gen));
             o.insert("repetitions".into(), serde_json::json!(a.reps));
             o.insert("threads".into(), serde_json::json!(threads));
-            o.insert("kernels".into(), serde_json::json!(m.kernels.isa.name()));
+            o.insert("kernels".into(), serde_json::json!(m.kernels.name()));
             o.insert("model".into(), serde_json::json!(name));
             o.insert("load_ms".into(), serde_json::json!(load_ms));
             o.insert(

@@ -269,7 +269,7 @@ pub fn main(a: Args) -> CliResult {
             String::new()
         };
         outln!("special:       {}{more}", names.join(" "))?;
-        outln!("kernels:       {}", m.kernels.isa)?;
+        outln!("kernels:       {}", m.kernels.name())?;
         memory_plan(m, &a.context)
     });
     if let Err(e) = loaded {

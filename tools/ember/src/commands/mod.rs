@@ -23,7 +23,7 @@ pub struct ModelArgs {
     /// Model file (GGUF). Default: $EMBER_MODEL, then models/SmolLM2-135M-Instruct.Q4_1.gguf
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
-    /// Kernel set: auto, avx512-vnni, avx2, scalar (also $EMBER_KERNELS)
+    /// Kernel set: auto, avx512-vnni, avx2, scalar, neon, neon-dotprod; `exact` or SET+exact for llama.cpp's order of Q4_0/Q4_1/Q8_0 (also $EMBER_KERNELS)
     #[arg(long, env = "EMBER_KERNELS")]
     pub kernels: Option<String>,
 }

@@ -237,7 +237,7 @@ pub fn main(a: Args) -> CliResult {
             count,
             t0.elapsed().as_secs_f64(),
             s.threads(),
-            model.kernels.isa,
+            model.kernels.name(),
             kv_type.name(),
             if a.stream {
                 format!(" stream (ring of {n_ctx}, {} sinks)", a.sinks)

@@ -101,7 +101,7 @@ pub fn main(a: Args) -> CliResult {
     });
     errln!(
         "\nember: prompt {} tokens, generated {} tokens | prefill {:.1} tok/s | decode {:.1} tok/s | threads={} kernels={} kv={}x{}{rss}{masks}",
-        stats.prompt_tokens, stats.generated_tokens, pp, tg, engine.threads(), model.kernels.isa,
+        stats.prompt_tokens, stats.generated_tokens, pp, tg, engine.threads(), model.kernels.name(),
         sc.n_ctx, sc.kv_type.name()
     );
     Ok(())
@@ -162,7 +162,7 @@ fn beam(
         if r.finished { "ended" } else { "token limit" },
         t0.elapsed().as_secs_f64(),
         pool.threads(),
-        model.kernels.isa
+        model.kernels.name()
     );
     Ok(())
 }

@@ -14,12 +14,12 @@ out = {}
 out["models"] = [m.id for m in client.models.list().data]
 model = out["models"][0]
 messages = [{"role": "user", "content": "What is the capital of France?"}]
-r = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0)
+r = client.chat.completions.create(model=model, messages=messages, max_tokens=6, temperature=0)
 out["chat"] = r.choices[0].message.content
 out["chat_finish"] = r.choices[0].finish_reason
 out["chat_usage"] = [r.usage.prompt_tokens, r.usage.completion_tokens]
 stream = client.chat.completions.create(
-    model=model, messages=messages, max_tokens=24, temperature=0, stream=True
+    model=model, messages=messages, max_tokens=6, temperature=0, stream=True
 )
 out["chat_stream"] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 r = client.completions.create(

@@ -1,0 +1,304 @@
+//! Prefill of the formats of one scale per block of 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL)
+//! with AVX-512 VNNI: strips of 16 rows, packed once so that each i32 lane of a 512-bit register
+//! is one row.
+//!
+//! A strip's groups are unpacked into a buffer that stays in L1 (`Packed`): for group g, eight
+//! registers, register k holding bytes 4k..4k+4 of the 16 rows' quants, as unsigned bytes (the
+//! quants + 128 for signed formats), and the rows' float scales as lanes. A token's block of 32
+//! activation quants then meets the 16 rows in eight `vpdpbusd`, each with four of the token's
+//! bytes broadcast: lane i sums row i's whole block, with no horizontal reduction. The offset
+//! comes back out as 128·Σx, from the activation block's integer sum (`QActs::sums`). The sums
+//! are exact, and each lane then takes the spec's float steps for its row
+//! ([`crate::weights::quants::group_step`]): `acc = fma(d·dx, Σq·x, acc)` and, for Q4_1 / Q5_1,
+//! `mins = fma(dm, sx, mins)` where `dm ≠ 0`, group after group. So every (row, token) is the
+//! spec's result bit for bit, as with every other set.
+//!
+//! The packing (a transpose of 4-byte columns, done once per strip and chunk of groups) is paid
+//! back over the tokens: this path is taken for batches of [`MIN_TOKENS`] or more.
+
+use super::{Unpack, G};
+use crate::kernels::{row_group, OutRows, QActs};
+use crate::weights::{BlockType, QK};
+use core::arch::x86_64::*;
+use half::f16;
+
+/// Rows of a strip: the sixteen i32 lanes of a 512-bit register.
+const ROWS: usize = 16;
+/// Groups packed at a time (640 bytes each: 30 KiB).
+const KC: usize = 48;
+/// Tokens of a tile (their chains stay in registers across a chunk's groups).
+const T: usize = 8;
+/// Tokens whose float chains a pass keeps, at most (Q4_1 / Q5_1 keep the minimum chain here;
+/// the scale chain goes to `out` between chunks of groups, exactly).
+const TS: usize = 128;
+/// Batches from this size take the strips.
+pub(super) const MIN_TOKENS: usize = 8;
+
+/// A strip's groups, unpacked.
+#[repr(C, align(64))]
+struct Packed {
+    /// `w[g][k][i]`: bytes 4k..4k+4 of row i's quants in group g, unsigned.
+    w: [[[u32; ROWS]; 8]; KC],
+    /// The rows' scales.
+    d: [[f32; ROWS]; KC],
+    /// The rows' minimum scales (zero for formats without one).
+    dm: [[f32; ROWS]; KC],
+}
+
+/// Unpacks groups `g0..g0 + gn` of the strip's rows `q` into `p`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn pack<F: Unpack>(
+    kind: &BlockType,
+    q: &[&[u8]; ROWS],
+    g0: usize,
+    gn: usize,
+    p: &mut Packed,
+) {
+    for gi in 0..gn {
+        let g = g0 + gi;
+        for (i, row) in q.iter().enumerate() {
+            // SAFETY: the features are the caller's; group g is in the row (checked by the
+            // caller's extent).
+            let gr: G = unsafe { F::group(kind, row, &F::head(row, g / F::GPB), g) };
+            let u = if F::UNSIGNED {
+                gr.q
+            } else {
+                // q + 128 as an unsigned byte.
+                _mm256_xor_si256(gr.q, _mm256_set1_epi8(-128))
+            };
+            let mut cols = [0u32; 8];
+            // SAFETY: 32 bytes into an array of 32.
+            unsafe { _mm256_storeu_si256(cols.as_mut_ptr().cast(), u) };
+            for (k, &c) in cols.iter().enumerate() {
+                p.w[gi][k][i] = c;
+            }
+            p.d[gi][i] = f16::from_bits(gr.d).to_f32();
+            p.dm[gi][i] = if F::MINS {
+                f16::from_bits(gr.dm).to_f32()
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// The chains of `N` tokens (activation blocks `first[t]..` of the tile's tokens) over the
+/// packed groups `0..gn` (activation block `g0 + gi`).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`gemm`]); `a` holds every
+/// block read (checked by the caller).
+#[inline(always)]
+unsafe fn tile<F: Unpack, const N: usize>(
+    p: &Packed,
+    gn: usize,
+    a: &QActs<'_>,
+    first: [usize; N],
+    acc: &mut [__m512; N],
+    mins: &mut [__m512; N],
+) {
+    let (qs, d, s, sums) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.sums.as_ptr());
+    for gi in 0..gn {
+        // SAFETY: aligned loads inside `p` (64-byte aligned, rows of 64 bytes).
+        let w: [__m512i; 8] =
+            core::array::from_fn(|k| unsafe { _mm512_load_si512(p.w[gi][k].as_ptr().cast()) });
+        // SAFETY: as above.
+        let dw = unsafe { _mm512_load_ps(p.d[gi].as_ptr()) };
+        let (dm, live) = if F::MINS {
+            // SAFETY: as above.
+            let dm = unsafe { _mm512_load_ps(p.dm[gi].as_ptr()) };
+            (dm, _mm512_cmpneq_ps_mask(dm, _mm512_setzero_ps()))
+        } else {
+            (_mm512_setzero_ps(), 0)
+        };
+        for t in 0..N {
+            let b = first[t] + gi;
+            // SAFETY (reads below): block b of the activations is inside `a` (the caller's
+            // check); 32 quants, read as eight unaligned 4-byte words.
+            let x = unsafe { qs.add(b * QK) } as *const i32;
+            // (A macro: a closure would not take the enclosing target features.)
+            macro_rules! xw {
+                ($k:expr) => {
+                    _mm512_set1_epi32(unsafe { x.add($k).read_unaligned() })
+                };
+            }
+            // Two chains of four, so that consecutive products do not wait on each other.
+            let mut p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], xw!(0));
+            let mut p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], xw!(4));
+            for k in 1..4 {
+                p0 = _mm512_dpbusd_epi32(p0, w[k], xw!(k));
+                p1 = _mm512_dpbusd_epi32(p1, w[k + 4], xw!(k + 4));
+            }
+            let mut isum = _mm512_add_epi32(p0, p1);
+            if !F::UNSIGNED {
+                // Σ(q + 128)·x − 128·Σx.
+                let sx = unsafe { *sums.add(b) };
+                isum = _mm512_sub_epi32(isum, _mm512_slli_epi32::<7>(_mm512_set1_epi32(sx)));
+            }
+            let dx = unsafe { *d.add(b) };
+            let sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+            acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(isum), acc[t]);
+            if F::MINS {
+                let sx = _mm512_set1_ps(unsafe { *s.add(b) });
+                mins[t] = _mm512_mask3_fmadd_ps(dm, sx, mins[t], live);
+            }
+        }
+    }
+}
+
+/// The product of rows of the one-scale format `F` with every token of `a` (see the module).
+/// `nb`, `rows`, `toks` as [`crate::kernels::block_extent`] checked them.
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into a function
+/// that enables them).
+#[inline(always)]
+pub(super) unsafe fn gemm<F: Unpack>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+    (nb, rows, toks): (usize, usize, usize),
+) {
+    assert!(F::GPB == 1 && F::ONE_SCALE);
+    // Everything `tile` reads (block_extent checked qs, d and s).
+    assert!(a.sums.len() >= toks * nb);
+    let mut p = Packed {
+        w: [[[0; ROWS]; 8]; KC],
+        d: [[0.0; ROWS]; KC],
+        dm: [[0.0; ROWS]; KC],
+    };
+    let mut mbuf = [[0f32; ROWS]; TS];
+    let zero = _mm512_setzero_ps();
+    for r0 in (0..rows).step_by(ROWS) {
+        let n = (rows - r0).min(ROWS);
+        let mask: __mmask16 = if n == ROWS { !0 } else { (1u16 << n) - 1 };
+        let q = row_group::<ROWS>(w, row_bytes, rows, r0);
+        let mut packed = None;
+        for ts in (0..toks).step_by(TS) {
+            let tn = (toks - ts).min(TS);
+            if F::MINS {
+                mbuf[..tn].fill([0.0; ROWS]);
+            }
+            for g0 in (0..nb).step_by(KC) {
+                let gn = (nb - g0).min(KC);
+                if packed != Some(g0) {
+                    // SAFETY: the caller's features.
+                    unsafe { pack::<F>(kind, &q, g0, gn, &mut p) };
+                    packed = Some(g0);
+                }
+                let mut j = 0;
+                while j + T <= tn {
+                    let (mut acc, mut mins) = ([zero; T], [zero; T]);
+                    // SAFETY: as in `store`.
+                    unsafe {
+                        load::<F>(out, &mbuf, ts, j, r0, n, mask, g0 == 0, &mut acc, &mut mins)
+                    };
+                    let first = core::array::from_fn(|t| (ts + j + t) * nb + g0);
+                    // SAFETY: the caller's features; every block read is inside `a`.
+                    unsafe { tile::<F, T>(&p, gn, a, first, &mut acc, &mut mins) };
+                    // SAFETY: as in `run`.
+                    unsafe { store::<F>(out, &mut mbuf, ts, j, r0, n, mask, &acc, &mut mins) };
+                    j += T;
+                }
+                while j < tn {
+                    let (mut acc, mut mins) = ([zero; 1], [zero; 1]);
+                    // SAFETY: as in `store`.
+                    unsafe {
+                        load::<F>(out, &mbuf, ts, j, r0, n, mask, g0 == 0, &mut acc, &mut mins)
+                    };
+                    let first = [(ts + j) * nb + g0];
+                    // SAFETY: as above.
+                    unsafe { tile::<F, 1>(&p, gn, a, first, &mut acc, &mut mins) };
+                    // SAFETY: as above.
+                    unsafe { store::<F>(out, &mut mbuf, ts, j, r0, n, mask, &acc, &mut mins) };
+                    j += 1;
+                }
+            }
+            if F::MINS {
+                // The spec's result: acc − mins.
+                for (j, m) in mbuf[..tn].iter().enumerate() {
+                    let o = &mut out.row_mut(ts + j)[r0..r0 + n];
+                    // SAFETY: n floats inside `o` and `m`.
+                    unsafe {
+                        let v = _mm512_maskz_loadu_ps(mask, o.as_ptr());
+                        let r = _mm512_sub_ps(v, _mm512_loadu_ps(m.as_ptr()));
+                        _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a tile's chains: the scale chain from `out` (zeros at the first chunk of groups,
+/// `fresh`), the minimum chain from `mbuf`.
+///
+/// # Safety
+/// AVX-512 F must be enabled; `mask` covers `n` ≤ 16 rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn load<F: Unpack>(
+    out: &mut OutRows<'_>,
+    mbuf: &[[f32; ROWS]; TS],
+    ts: usize,
+    j0: usize,
+    r0: usize,
+    n: usize,
+    mask: __mmask16,
+    fresh: bool,
+    acc: &mut [__m512],
+    mins: &mut [__m512],
+) {
+    for (t, (a, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
+        let j = j0 + t;
+        let o = &out.row_mut(ts + j)[r0..r0 + n];
+        // SAFETY: n floats inside `o`, 16 inside `mbuf[j]`.
+        unsafe {
+            *a = if fresh {
+                _mm512_setzero_ps()
+            } else {
+                _mm512_maskz_loadu_ps(mask, o.as_ptr())
+            };
+            *m = if F::MINS {
+                _mm512_loadu_ps(mbuf[j].as_ptr())
+            } else {
+                _mm512_setzero_ps()
+            };
+        }
+    }
+}
+
+/// Writes the tile's chains back: the scale chain into `out`, the minimum chain into `mbuf`.
+///
+/// # Safety
+/// AVX-512 F must be enabled; `mask` covers `n` ≤ 16 rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store<F: Unpack>(
+    out: &mut OutRows<'_>,
+    mbuf: &mut [[f32; ROWS]; TS],
+    ts: usize,
+    j0: usize,
+    r0: usize,
+    n: usize,
+    mask: __mmask16,
+    acc: &[__m512],
+    mins: &mut [__m512],
+) {
+    for (t, (a, m)) in acc.iter().zip(mins.iter()).enumerate() {
+        let j = j0 + t;
+        let o = &mut out.row_mut(ts + j)[r0..r0 + n];
+        // SAFETY: n floats inside `o`, 16 inside `mbuf[j]`.
+        unsafe {
+            _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, *a);
+            if F::MINS {
+                _mm512_storeu_ps(mbuf[j].as_mut_ptr(), *m);
+            }
+        }
+    }
+}
