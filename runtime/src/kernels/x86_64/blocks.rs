@@ -469,30 +469,29 @@ unsafe fn step<F: Unpack, const V: bool>(
     x: __m256i,
     dx: f32,
     sx: f32,
+    xsum: Option<i32>,
     acc: &mut __m128,
     mins: &mut __m128,
 ) {
     let dx = _mm_set1_ps(dx);
+    // With VNNI and the activation block's integer sum, a signed one-scale group's quants go
+    // in as unsigned bytes q + 128 (one xor instead of two sign operations) and 128·Σx comes
+    // back out of the exact sum.
+    let offset = V && F::ONE_SCALE && !F::UNSIGNED && xsum.is_some();
     let ax = _mm256_sign_epi8(x, x);
-    let ones16 = _mm256_set1_epi16(1);
     // (Written out rather than through closures: closures do not inherit the target features
     // and were not inlined.)
-    // With VNNI (`V`), a one-scale group's 32 products are summed four to a lane by one
-    // `vpdpbusd` (the same integers as `maddubs` + `madd`).
     macro_rules! product {
         ($j:expr) => {{
-            let (u, sx) = if F::UNSIGNED {
-                (gq[$j].q, x)
-            } else if F::WIDE {
-                (_mm256_abs_epi8(gq[$j].q), _mm256_sign_epi8(x, gq[$j].q))
+            if F::ONE_SCALE {
+                one_scale::<F, V>(gq[$j].q, x, ax, offset)
             } else {
-                (ax, _mm256_sign_epi8(gq[$j].q, x))
-            };
-            if V && F::ONE_SCALE {
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, sx)
-            } else {
-                let s16 = _mm256_maddubs_epi16(u, sx);
-                _mm256_madd_epi16(s16, if F::ONE_SCALE { ones16 } else { gq[$j].sc })
+                let (u, sx) = if F::UNSIGNED {
+                    (gq[$j].q, x)
+                } else {
+                    (ax, _mm256_sign_epi8(gq[$j].q, x))
+                };
+                _mm256_madd_epi16(_mm256_maddubs_epi16(u, sx), gq[$j].sc)
             }
         }};
     }
@@ -502,12 +501,12 @@ unsafe fn step<F: Unpack, const V: bool>(
             "one-scale minimums come from s"
         )
     };
-    let isum = _mm_cvtepi32_ps(reduce4([
-        product!(0),
-        product!(1),
-        product!(2),
-        product!(3),
-    ]));
+    let mut isum = reduce4([product!(0), product!(1), product!(2), product!(3)]);
+    if offset {
+        let off = _mm_slli_epi32::<7>(_mm_set1_epi32(xsum.unwrap_or(0)));
+        isum = _mm_sub_epi32(isum, off);
+    }
+    let isum = _mm_cvtepi32_ps(isum);
     *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), isum, *acc);
     if F::MINS {
         let next = if F::SUMS {
@@ -524,6 +523,35 @@ unsafe fn step<F: Unpack, const V: bool>(
         };
         // The spec skips groups whose dm is 0.
         *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
+    }
+}
+
+/// The 8 i32 lanes of a one-scale group's products `q·x` (`ax` = |x|), four to a lane: with VNNI
+/// (`V`) one `vpdpbusd` (the same integers as `maddubs` + `madd`); with `offset`, the quants go in
+/// as q + 128 and the caller takes 128·Σx back out.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be enabled, and with `V` AVX-512 VNNI (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn one_scale<F: Unpack, const V: bool>(
+    q: __m256i,
+    x: __m256i,
+    ax: __m256i,
+    offset: bool,
+) -> __m256i {
+    let (u, sx) = if F::UNSIGNED {
+        (q, x)
+    } else if V && offset {
+        (_mm256_xor_si256(q, _mm256_set1_epi8(-128)), x)
+    } else if F::WIDE {
+        (_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
+    } else {
+        (ax, _mm256_sign_epi8(q, x))
+    };
+    if V {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, sx)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, sx), _mm256_set1_epi16(1))
     }
 }
 
@@ -616,7 +644,17 @@ unsafe fn gemm<F: Unpack, const V: bool>(
                         F::group(kind, q[3], &heads[3], g),
                     ];
                     let l = Lanes::of(&gq);
-                    step::<F, V>(&gq, &l, act(a, g), a.d[g], a.s[g], &mut acc, &mut mins);
+                    let xsum = a.sums.get(g).copied();
+                    step::<F, V>(
+                        &gq,
+                        &l,
+                        act(a, g),
+                        a.d[g],
+                        a.s[g],
+                        xsum,
+                        &mut acc,
+                        &mut mins,
+                    );
                 }
             }
             store(out, 0, r0, rows, acc, mins);
@@ -662,7 +700,9 @@ unsafe fn gemm<F: Unpack, const V: bool>(
                     for (i, gq) in gs[..gn].iter().enumerate() {
                         let g = tok * nb + g0 + i;
                         let (dx, sx) = (a.d[g], a.s[g]);
-                        step::<F, V>(gq, &ls[i], act(a, g), dx, sx, &mut acc[t], &mut mins[t]);
+                        let xsum = a.sums.get(g).copied();
+                        let (acc, mins) = (&mut acc[t], &mut mins[t]);
+                        step::<F, V>(gq, &ls[i], act(a, g), dx, sx, xsum, acc, mins);
                     }
                 }
             }
