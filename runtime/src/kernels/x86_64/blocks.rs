@@ -463,6 +463,7 @@ impl Lanes {
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn step<F: Unpack, const V: bool>(
     gq: &[G; R],
     l: &Lanes,
