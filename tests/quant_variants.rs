@@ -1,4 +1,4 @@
-//! SmolLM2 in the quantizations small models ship (Q4_K_M, Q5_K_M, Q6_K, Q5_0, Q5_1, IQ4_NL,
+//! SmolLM2 in the quantizations small models ship (Q4_K_M, Q5_K_M, Q6_K, Q5_0, Q5_1, IQ4_NL, Q4_0, Q8_0,
 //! Q3_K_M, Q2_K, IQ4_XS: llama-quantize's files, `fixtures/quants/make_variant_fixtures.sh`):
 //! each loads, and ember's perplexity on the fixture text is within 0.5% of llama-perplexity's on
 //! the same file, with its default kernels or with `--no-repack`: on this CPU llama.cpp repacks
