@@ -65,7 +65,7 @@ unsafe fn pack<F: Unpack>(
     for gi in 0..gn {
         let g = g0 + gi;
         for (i, row) in q.iter().enumerate() {
-            if g % 2 == 0 {
+            if g.is_multiple_of(2) {
                 // The same place in row i of the next strip (rows are contiguous): small
                 // batches are bound by memory, and 16 rows read side by side are 16 streams.
                 let at = i * row.len() + g * gb;
