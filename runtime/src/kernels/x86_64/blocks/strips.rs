@@ -62,6 +62,7 @@ unsafe fn pack<F: Unpack>(
     // Bytes of a group (one block of 32: these formats' blocks).
     let gb = kind.ty.type_size();
     let (mut d, mut dm) = ([0u16; ROWS], [0u16; ROWS]);
+    let mut u = [_mm256_setzero_si256(); ROWS];
     for gi in 0..gn {
         let g = g0 + gi;
         for (i, row) in q.iter().enumerate() {
@@ -77,20 +78,39 @@ unsafe fn pack<F: Unpack>(
             // SAFETY: the features are the caller's; group g is in the row (checked by the
             // caller's extent).
             let gr: G = unsafe { F::group(kind, row, &F::head(row, g / F::GPB), g) };
-            let u = if F::UNSIGNED {
+            u[i] = if F::UNSIGNED {
                 gr.q
             } else {
                 // q + 128 as an unsigned byte.
                 _mm256_xor_si256(gr.q, _mm256_set1_epi8(-128))
             };
-            let mut cols = [0u32; 8];
-            // SAFETY: 32 bytes into an array of 32.
-            unsafe { _mm256_storeu_si256(cols.as_mut_ptr().cast(), u) };
-            for (k, &c) in cols.iter().enumerate() {
-                p.w[gi][k][i] = c;
-            }
             d[i] = gr.d;
             dm[i] = gr.dm;
+        }
+        // The transpose of 4-byte words, four rows at a time: unpacking pairs of words, then
+        // pairs of pairs, leaves words k and k + 4 of the four rows in the two halves of one
+        // register.
+        for (rq, u4) in u.chunks_exact(4).enumerate() {
+            let lo01 = _mm256_unpacklo_epi32(u4[0], u4[1]);
+            let hi01 = _mm256_unpackhi_epi32(u4[0], u4[1]);
+            let lo23 = _mm256_unpacklo_epi32(u4[2], u4[3]);
+            let hi23 = _mm256_unpackhi_epi32(u4[2], u4[3]);
+            let cols = [
+                _mm256_unpacklo_epi64(lo01, lo23), // words 0 | 4
+                _mm256_unpackhi_epi64(lo01, lo23), // words 1 | 5
+                _mm256_unpacklo_epi64(hi01, hi23), // words 2 | 6
+                _mm256_unpackhi_epi64(hi01, hi23), // words 3 | 7
+            ];
+            for (k, c) in cols.into_iter().enumerate() {
+                let a = &mut p.w[gi][k][4 * rq..4 * rq + 4];
+                // SAFETY: 16 bytes into the slice above.
+                unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), _mm256_castsi256_si128(c)) };
+                let b = &mut p.w[gi][k + 4][4 * rq..4 * rq + 4];
+                // SAFETY: as above.
+                unsafe {
+                    _mm_storeu_si128(b.as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(c))
+                };
+            }
         }
         // The scales, 16 f16 values at a time (exact).
         // SAFETY: 32 bytes from each array of 16 u16, 64 into each array of 16 f32.
