@@ -41,10 +41,15 @@ BOARDS = [
 ]
 # (type, bytes per block, elements per block, ember kernel (v0-mangled name part), llama.cpp
 # function)
+# Q4_0 / Q4_1 / Q8_0 twice: the default kernels (the block table's, ember's numerics) and the
+# `exact` tiles (llama.cpp's order).
 TYPES = [
-    ("Q4_0", 18, 32, "4sdot9tile_q4_0Kj4_Kj1_", "ggml_vec_dot_q4_0_q8_0"),
-    ("Q4_1", 20, 32, "4sdot9tile_q4_1Kj4_Kj1_", "ggml_vec_dot_q4_1_q8_1"),
-    ("Q8_0", 34, 32, "4sdot9tile_q8_0Kj4_Kj1_", "ggml_vec_dot_q8_0_q8_0"),
+    ("Q4_0", 18, 32, "blocks8dispatchNtB2_4Sdot/type2", "ggml_vec_dot_q4_0_q8_0"),
+    ("Q4_1", 20, 32, "blocks8dispatchNtB2_4Sdot/type3", "ggml_vec_dot_q4_1_q8_1"),
+    ("Q8_0", 34, 32, "blocks8dispatchNtB2_4Sdot/type8", "ggml_vec_dot_q8_0_q8_0"),
+    ("Q4_0 exact", 18, 32, "4sdot9tile_q4_0Kj4_Kj1_", "ggml_vec_dot_q4_0_q8_0"),
+    ("Q4_1 exact", 20, 32, "4sdot9tile_q4_1Kj4_Kj1_", "ggml_vec_dot_q4_1_q8_1"),
+    ("Q8_0 exact", 34, 32, "4sdot9tile_q8_0Kj4_Kj1_", "ggml_vec_dot_q8_0_q8_0"),
     ("Q4_K", 144, 256, "blocks8dispatchNtB2_4Sdot/type12", "ggml_vec_dot_q4_K_q8_K"),
     ("Q6_K", 210, 256, "blocks8dispatchNtB2_4Sdot/type14", "ggml_vec_dot_q6_K_q8_K"),
 ]
@@ -247,7 +252,7 @@ def main():
                   f"| {gl:.1f} GB/s | {mem} |")
     else:
         for board, cpu, ty, e, l, ge, gl, bw in rows:
-            print(f"{board:16} {cpu:11} {ty:5} ember {e:6.2f}  llama.cpp {l:6.2f} cycles/block "
+            print(f"{board:16} {cpu:11} {ty:10} ember {e:6.2f}  llama.cpp {l:6.2f} cycles/block "
                   f"({e / l:.2f}x)  4 cores: {ge:5.1f} vs {gl:5.1f} GB/s"
                   + (f"  memory {bw:.0f} GB/s" if bw else ""))
 

@@ -172,6 +172,7 @@ impl Unpack for Scalar {
 
 struct Q4_0;
 impl Unpack for Q4_0 {
+    const MCA_ID: u32 = 2;
     const MINS: bool = false;
     const ONE_SCALE: bool = true;
     #[inline(always)]
@@ -183,6 +184,7 @@ impl Unpack for Q4_0 {
 
 struct Q4_1;
 impl Unpack for Q4_1 {
+    const MCA_ID: u32 = 3;
     const MINS: bool = true;
     const ONE_SCALE: bool = true;
     const SUMS: bool = true;
@@ -199,6 +201,7 @@ impl Unpack for Q4_1 {
 
 struct Q8_0;
 impl Unpack for Q8_0 {
+    const MCA_ID: u32 = 8;
     const MINS: bool = false;
     const ONE_SCALE: bool = true;
     #[inline(always)]
@@ -503,6 +506,7 @@ unsafe fn gemm<F: Unpack, D: Dot>(
                 ];
                 for j in 0..F::GPB {
                     let g = bi * F::GPB + j;
+                    mca_mark!("BEGIN", F::MCA_ID);
                     let gq = [
                         F::group(kind, q[0], &heads[0], g),
                         F::group(kind, q[1], &heads[1], g),
@@ -511,6 +515,7 @@ unsafe fn gemm<F: Unpack, D: Dot>(
                     ];
                     // SAFETY: as above.
                     unsafe { step::<F, D>(&gq, act(a, g), a.d[g], a.s[g], &mut acc, &mut mins) };
+                    mca_mark!("END", F::MCA_ID);
                 }
             }
             store(out, 0, r0, rows, acc, mins);
