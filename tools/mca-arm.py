@@ -118,6 +118,11 @@ def marked(body, tag=""):
             if not around:
                 continue
             a, b = min(around, key=lambda l: l[1] - l[0])
+            # The block's END marker must be in the same loop: otherwise the loop found is not
+            # the block's (the compiler may place a copy of the markers in shared code).
+            end = "END" + (" " + tag if tag else "")
+            if not any("LLVM-MCA-END" in x and x.rstrip().endswith(end) for x in body[a : b + 1]):
+                continue
             nested = [l for l in ls if a <= l[0] and l[1] <= b and l != (a, b)]
             top = [l for l in nested if not any(o != l and o[0] <= l[0] and l[1] <= o[1] for o in nested)]
             inside = lambda j: any(x <= j <= y for x, y in top)
