@@ -484,6 +484,7 @@ impl Kernels {
         let (set, exact) = match name {
             "exact" => ("auto", true),
             _ => match name.strip_suffix("+exact") {
+                Some("") => return None,
                 Some(set) => (set, true),
                 None => (name, false),
             },

@@ -807,3 +807,31 @@ fn the_supported_type_list_names_every_table_row() {
     }
     assert_eq!(names.len(), BLOCK_TYPES.len() + 3);
 }
+
+#[test]
+fn kernel_names_choose_the_set_and_the_order() {
+    use super::{Isa, Numerics};
+    let best = Kernels::best();
+    assert_eq!(Kernels::from_name("").map(|k| k.name()), Some(best.name()));
+    assert_eq!(
+        Kernels::from_name("auto").map(|k| k.numerics),
+        Some(Numerics::Ember)
+    );
+    let exact = Kernels::from_name("exact").unwrap();
+    assert_eq!((exact.isa, exact.numerics), (best.isa, Numerics::Exact));
+    let s = Kernels::from_name("scalar+exact").unwrap();
+    assert_eq!(
+        (s.isa, s.numerics, s.name()),
+        (Isa::Scalar, Numerics::Exact, "scalar+exact")
+    );
+    for k in Kernels::all_supported() {
+        // Every name a table prints reads back as that table.
+        for k in [k, k.exact()] {
+            let back = Kernels::from_name(k.name()).unwrap();
+            assert_eq!((back.isa, back.numerics), (k.isa, k.numerics));
+        }
+    }
+    for bad in ["avx9", "exact+exact", "+exact", "scalar+", "EXACT"] {
+        assert!(Kernels::from_name(bad).is_none(), "{bad}");
+    }
+}

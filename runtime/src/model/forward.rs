@@ -962,6 +962,11 @@ fn gemm_rows(
         // The formats of the block table: their scalar spec, the same on every kernel set.
         Matrix::Q4_0 { .. } | Matrix::Q4_1 { .. } | Matrix::Q8_0 { .. } | Matrix::Blocks { .. } => {
             let Some((kind, data)) = m.table_blocks() else {
+                // Not reached: these matrices are all rows of the table. Were it reached, the
+                // product is NaN rather than a wrong number.
+                for t in 0..out.n_toks() {
+                    out.row_mut(t).fill(f32::NAN);
+                }
                 return;
             };
             let rb = m.row_bytes();

@@ -64,10 +64,11 @@ fn a_second_turn_reuses_the_cache_and_answers() {
 
 #[test]
 fn errors_are_one_line_and_a_failure_status() {
-    let cases: [&[&str]; 11] = [
+    let cases: [&[&str]; 12] = [
         &["run", "-m", "/nonexistent/model.gguf", "-p", "hi"],
         &["run", "-p", ""],
         &["run", "--kernels", "no-such-set", "-p", "hi"],
+        &["run", "--kernels", "+exact", "-p", "hi"],
         &["run", "-p", "hi", "-c", "0"],
         &["run", "-p", "hi", "-c", "8193"],
         &["run", "-p", "hi", "-c", "64", "--sinks", "64"],
@@ -172,6 +173,20 @@ fn generation_goes_on_through_the_ring_in_constant_memory() {
         (long_rss - short_rss).abs() <= 2.0,
         "peak RSS grew from {short_rss} to {long_rss} MiB"
     );
+}
+
+#[test]
+fn kernels_exact_names_llama_cpps_order() {
+    for (arg, want) in [("exact", "+exact"), ("scalar+exact", "scalar+exact")] {
+        let out = ember()
+            .args(["inspect", "--kernels", arg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{arg}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.starts_with("kernels:")).unwrap();
+        assert!(line.trim_end().ends_with(want), "{arg}: {line}");
+    }
 }
 
 #[test]
