@@ -134,6 +134,27 @@ fn u32_at(p: &[u8], off: usize) -> u32 {
     u32::from_le_bytes([p[off], p[off + 1], p[off + 2], p[off + 3]])
 }
 
+/// The f16 bits at `p[off..]` (checked).
+fn f16_at(p: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([p[off], p[off + 1]])
+}
+
+/// A group of a one-scale format ([`Unpack::ONE_SCALE`]): its quants, and the f16 bits of its
+/// scale and minimum scale; no integer scales or minimums.
+///
+/// # Safety
+/// AVX2 must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn one_scale_group(q: __m256i, d: u16, dm: u16) -> G {
+    G {
+        q,
+        sc: _mm256_setzero_si256(),
+        m: _mm256_setzero_si256(),
+        d,
+        dm,
+    }
+}
+
 /// Any format through its scalar unpacker (the table's `unpack`).
 struct Scalar;
 impl Unpack for Scalar {
@@ -168,13 +189,11 @@ impl Unpack for Q4_0 {
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[18 * g..18 * g + 18];
-        G {
-            q: _mm256_sub_epi8(nibbles16(b, 2), _mm256_set1_epi8(8)),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
-            d: u16::from_le_bytes([b[0], b[1]]),
-            dm: 0,
-        }
+        one_scale_group(
+            _mm256_sub_epi8(nibbles16(b, 2), _mm256_set1_epi8(8)),
+            f16_at(b, 0),
+            0,
+        )
     }
 }
 
@@ -187,13 +206,7 @@ impl Unpack for Q4_1 {
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[20 * g..20 * g + 20];
-        G {
-            q: nibbles16(b, 4),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
-            d: u16::from_le_bytes([b[0], b[1]]),
-            dm: u16::from_le_bytes([b[2], b[3]]) ^ 0x8000,
-        }
+        one_scale_group(nibbles16(b, 4), f16_at(b, 0), f16_at(b, 2) ^ 0x8000)
     }
 }
 
@@ -205,13 +218,7 @@ impl Unpack for Q8_0 {
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[34 * g..34 * g + 34];
-        G {
-            q: load32(b, 2),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
-            d: u16::from_le_bytes([b[0], b[1]]),
-            dm: 0,
-        }
+        one_scale_group(load32(b, 2), f16_at(b, 0), 0)
     }
 }
 
@@ -225,13 +232,7 @@ impl Unpack for Q5_0 {
         // q − 16 directly: the nibble where the fifth bit is set, the nibble − 16 (high nibble
         // 0xf0 in two's complement) where it is not.
         let clear = _mm256_andnot_si256(fifth_set(u32_at(b, 2)), _mm256_set1_epi8(-16));
-        G {
-            q: _mm256_or_si256(nibbles16(b, 6), clear),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
-            d: u16::from_le_bytes([b[0], b[1]]),
-            dm: 0,
-        }
+        one_scale_group(_mm256_or_si256(nibbles16(b, 6), clear), f16_at(b, 0), 0)
     }
 }
 
@@ -244,13 +245,11 @@ impl Unpack for Q5_1 {
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[24 * g..24 * g + 24];
-        G {
-            q: _mm256_or_si256(nibbles16(b, 8), fifth_bits(u32_at(b, 4))),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
-            d: u16::from_le_bytes([b[0], b[1]]),
-            dm: u16::from_le_bytes([b[2], b[3]]) ^ 0x8000,
-        }
+        one_scale_group(
+            _mm256_or_si256(nibbles16(b, 8), fifth_bits(u32_at(b, 4))),
+            f16_at(b, 0),
+            f16_at(b, 2) ^ 0x8000,
+        )
     }
 }
 
@@ -271,13 +270,7 @@ impl Unpack for Iq4Nl {
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[18 * g..18 * g + 18];
-        G {
-            q: iq4(nibbles16(b, 2)),
-            sc: _mm256_setzero_si256(),
-            m: _mm256_setzero_si256(),
-            d: u16::from_le_bytes([b[0], b[1]]),
-            dm: 0,
-        }
+        one_scale_group(iq4(nibbles16(b, 2)), f16_at(b, 0), 0)
     }
 }
 

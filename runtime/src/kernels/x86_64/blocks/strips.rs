@@ -215,7 +215,6 @@ pub(super) unsafe fn gemm<F: Unpack>(
         dm: [[0.0; ROWS]; KC],
     };
     let mut mbuf = [[0f32; ROWS]; TS];
-    let zero = _mm512_setzero_ps();
     for r0 in (0..rows).step_by(ROWS) {
         let n = (rows - r0).min(ROWS);
         let mask: __mmask16 = if n == ROWS { !0 } else { (1u16 << n) - 1 };
@@ -234,31 +233,24 @@ pub(super) unsafe fn gemm<F: Unpack>(
                     unsafe { pack::<F>(kind, &q, next, g0, gn, &mut p) };
                     packed = Some(g0);
                 }
+                let at = Strip {
+                    ts,
+                    r0,
+                    n,
+                    mask,
+                    g0,
+                    gn,
+                    nb,
+                };
                 let mut j = 0;
                 while j + T <= tn {
-                    let (mut acc, mut mins) = ([zero; T], [zero; T]);
-                    // SAFETY: as in `store`.
-                    unsafe {
-                        load::<F>(out, &mbuf, ts, j, r0, n, mask, g0 == 0, &mut acc, &mut mins)
-                    };
-                    let first = core::array::from_fn(|t| (ts + j + t) * nb + g0);
                     // SAFETY: the caller's features; every block read is inside `a`.
-                    unsafe { tile::<F, T>(&p, gn, a, first, &mut acc, &mut mins) };
-                    // SAFETY: as in `run`.
-                    unsafe { store::<F>(out, &mut mbuf, ts, j, r0, n, mask, &acc, &mut mins) };
+                    unsafe { run::<F, T>(&p, a, out, &mut mbuf, &at, j) };
                     j += T;
                 }
                 while j < tn {
-                    let (mut acc, mut mins) = ([zero; 1], [zero; 1]);
-                    // SAFETY: as in `store`.
-                    unsafe {
-                        load::<F>(out, &mbuf, ts, j, r0, n, mask, g0 == 0, &mut acc, &mut mins)
-                    };
-                    let first = [(ts + j) * nb + g0];
                     // SAFETY: as above.
-                    unsafe { tile::<F, 1>(&p, gn, a, first, &mut acc, &mut mins) };
-                    // SAFETY: as above.
-                    unsafe { store::<F>(out, &mut mbuf, ts, j, r0, n, mask, &acc, &mut mins) };
+                    unsafe { run::<F, 1>(&p, a, out, &mut mbuf, &at, j) };
                     j += 1;
                 }
             }
@@ -278,69 +270,58 @@ pub(super) unsafe fn gemm<F: Unpack>(
     }
 }
 
-/// Reads a tile's chains: the scale chain from `out` (zeros at the first chunk of groups,
-/// `fresh`), the minimum chain from `mbuf`.
-///
-/// # Safety
-/// AVX-512 F must be enabled; `mask` covers `n` ≤ 16 rows.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn load<F: Unpack>(
-    out: &mut OutRows<'_>,
-    mbuf: &[[f32; ROWS]; TS],
+/// Where a pass of the strips is: tokens from `ts`, the strip's rows `r0..r0 + n` (`mask`), and
+/// the packed chunk of groups `g0..g0 + gn` of `nb`.
+struct Strip {
     ts: usize,
-    j0: usize,
     r0: usize,
     n: usize,
     mask: __mmask16,
-    fresh: bool,
-    acc: &mut [__m512],
-    mins: &mut [__m512],
-) {
-    for (t, (a, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
-        let j = j0 + t;
-        let o = &out.row_mut(ts + j)[r0..r0 + n];
-        // SAFETY: n floats inside `o`, 16 inside `mbuf[j]`.
-        unsafe {
-            *a = if fresh {
-                _mm512_setzero_ps()
-            } else {
-                _mm512_maskz_loadu_ps(mask, o.as_ptr())
-            };
-            *m = if F::MINS {
-                _mm512_loadu_ps(mbuf[j].as_ptr())
-            } else {
-                _mm512_setzero_ps()
-            };
-        }
-    }
+    g0: usize,
+    gn: usize,
+    nb: usize,
 }
 
-/// Writes the tile's chains back: the scale chain into `out`, the minimum chain into `mbuf`.
+/// Tokens `ts + j..ts + j + N` through the packed chunk: their chains read (the scale chain from
+/// `out`, zeros at the first chunk; the minimum chain from `mbuf`), carried through the chunk's
+/// groups ([`tile`]), and written back.
 ///
 /// # Safety
-/// AVX-512 F must be enabled; `mask` covers `n` ≤ 16 rows.
+/// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`gemm`]);
+/// `a` holds every block read (checked by [`gemm`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store<F: Unpack>(
+unsafe fn run<F: Unpack, const N: usize>(
+    p: &Packed,
+    a: &QActs<'_>,
     out: &mut OutRows<'_>,
     mbuf: &mut [[f32; ROWS]; TS],
-    ts: usize,
-    j0: usize,
-    r0: usize,
-    n: usize,
-    mask: __mmask16,
-    acc: &[__m512],
-    mins: &mut [__m512],
+    at: &Strip,
+    j: usize,
 ) {
-    for (t, (a, m)) in acc.iter().zip(mins.iter()).enumerate() {
-        let j = j0 + t;
-        let o = &mut out.row_mut(ts + j)[r0..r0 + n];
-        // SAFETY: n floats inside `o`, 16 inside `mbuf[j]`.
+    let zero = _mm512_setzero_ps();
+    let (mut acc, mut mins) = ([zero; N], [zero; N]);
+    for (t, (c, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
+        let o = &out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
+        // SAFETY: n floats inside `o` (the mask), 16 inside `mbuf[j + t]`.
         unsafe {
-            _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, *a);
+            if at.g0 > 0 {
+                *c = _mm512_maskz_loadu_ps(at.mask, o.as_ptr());
+            }
             if F::MINS {
-                _mm512_storeu_ps(mbuf[j].as_mut_ptr(), *m);
+                *m = _mm512_loadu_ps(mbuf[j + t].as_ptr());
+            }
+        }
+    }
+    let first = core::array::from_fn(|t| (at.ts + j + t) * at.nb + at.g0);
+    // SAFETY: the caller's features and check.
+    unsafe { tile::<F, N>(p, at.gn, a, first, &mut acc, &mut mins) };
+    for (t, (c, m)) in acc.iter().zip(mins.iter()).enumerate() {
+        let o = &mut out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
+        // SAFETY: as above.
+        unsafe {
+            _mm512_mask_storeu_ps(o.as_mut_ptr(), at.mask, *c);
+            if F::MINS {
+                _mm512_storeu_ps(mbuf[j + t].as_mut_ptr(), *m);
             }
         }
     }
