@@ -96,7 +96,7 @@ pub(crate) fn write_stats_line(
     write!(
         out,
         " | temperature {temperature} | kernels {}",
-        s.model().kernels.isa
+        s.model().kernels.name()
     )?;
     if json {
         write!(out, " | JSON replies")?;

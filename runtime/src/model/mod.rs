@@ -176,7 +176,7 @@ impl<'a> Model<'a> {
             c.n_head,
             c.n_head_kv,
             c.n_vocab,
-            kernels.isa
+            kernels.name()
         );
         Ok(Model {
             config,
