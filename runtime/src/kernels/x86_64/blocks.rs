@@ -12,12 +12,14 @@
 //! register with its scales. Formats without a row here (Q2_K, Q3_K) go through the table's
 //! scalar unpacker ([`Scalar`]) and still get the vector products.
 
+mod decode;
 mod strips;
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
 use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
+use decode::Rows4;
 use half::f16;
 
 /// One group of one row, ready for the integer product.
@@ -68,6 +70,89 @@ trait Unpack {
     /// # Safety
     /// AVX2 and F16C must be enabled; `row` holds group `g`.
     unsafe fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
+    /// Whether decode takes sixteen rows a pass ([`decode`]) rather than four: true for the
+    /// one-scale formats whose strips stay small (Q8_0's 34-byte groups were measured slower
+    /// that way: 88 µs against 48 for 1536 × 576 from memory, as its strips of 9.8 KB and their
+    /// prefetched successors crowd the L1).
+    const DECODE16: bool = Self::ONE_SCALE && Self::GPB == 1;
+    /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
+    const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
+    /// Group `g` of four rows for the AVX-512 decode ([`decode`]): the quants as unsigned bytes
+    /// `q + OFFSET`, row i in 128-bit lane i, elements 0..16 in the first register and 16..32
+    /// in the second. This default goes through [`Unpack::group`] (with the default
+    /// `OFFSET`); a format that sets its own `OFFSET` gives its own `quad`.
+    ///
+    /// # Safety
+    /// AVX2, F16C and AVX-512 F/BW must be enabled; each row holds group `g`.
+    #[inline(always)]
+    unsafe fn quad(kind: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        // (No closures: they would not take the enclosing target features.)
+        macro_rules! unsigned {
+            ($i:expr) => {{
+                let row = rows.row($i);
+                let gr = unsafe { Self::group(kind, row, &Self::head(row, g / Self::GPB), g) };
+                if Self::UNSIGNED {
+                    gr.q
+                } else {
+                    _mm256_xor_si256(gr.q, _mm256_set1_epi8(-128))
+                }
+            }};
+        }
+        let us = [unsigned!(0), unsigned!(1), unsigned!(2), unsigned!(3)];
+        let lo = _mm512_castsi128_si512(_mm256_castsi256_si128(us[0]));
+        let lo = _mm512_inserti32x4::<1>(lo, _mm256_castsi256_si128(us[1]));
+        let lo = _mm512_inserti32x4::<2>(lo, _mm256_castsi256_si128(us[2]));
+        let lo = _mm512_inserti32x4::<3>(lo, _mm256_castsi256_si128(us[3]));
+        let hi = _mm512_castsi128_si512(_mm256_extracti128_si256::<1>(us[0]));
+        let hi = _mm512_inserti32x4::<1>(hi, _mm256_extracti128_si256::<1>(us[1]));
+        let hi = _mm512_inserti32x4::<2>(hi, _mm256_extracti128_si256::<1>(us[2]));
+        let hi = _mm512_inserti32x4::<3>(hi, _mm256_extracti128_si256::<1>(us[3]));
+        (lo, hi)
+    }
+}
+
+/// Nibbles of four rows' 16 bytes at `off` (row i in 128-bit lane i): low ones (elements 0..16)
+/// and high ones (16..32).
+///
+/// # Safety
+/// AVX-512 F/BW must be enabled (this is inlined into [`decode::gemm`]); `off + 16` is within
+/// the rows.
+#[inline(always)]
+unsafe fn nibbles4(rows: Rows4, off: usize) -> (__m512i, __m512i) {
+    // SAFETY: the caller's features and `off`.
+    let v = unsafe { decode::lanes4(rows, off) };
+    let m4 = _mm512_set1_epi8(0x0f);
+    (
+        _mm512_and_si512(v, m4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+    )
+}
+
+/// Adds 16 to the bytes of four rows' nibbles where their fifth bit (the 32 bits at `off` of
+/// each row) is set: bits 0..16 go to the low register, 16..32 to the high one.
+///
+/// # Safety
+/// AVX-512 F/BW must be enabled (this is inlined into [`decode::gemm`]); `off + 4` is within
+/// the rows.
+#[inline(always)]
+unsafe fn fifth4(rows: Rows4, off: usize, (lo, hi): (__m512i, __m512i)) -> (__m512i, __m512i) {
+    let (mut kl, mut kh) = (0u64, 0u64);
+    for i in 0..4 {
+        // SAFETY: 4 bytes inside row i (the caller's `off`; `Rows4` holds four rows).
+        let bits = unsafe {
+            rows.p
+                .add(i * rows.len + off)
+                .cast::<u32>()
+                .read_unaligned()
+        } as u64;
+        kl |= (bits & 0xffff) << (16 * i);
+        kh |= (bits >> 16) << (16 * i);
+    }
+    let sixteen = _mm512_set1_epi8(16);
+    (
+        _mm512_mask_add_epi8(lo, kl, lo, sixteen),
+        _mm512_mask_add_epi8(hi, kh, hi, sixteen),
+    )
 }
 
 /// 32 bytes from `p[off..]` (checked).
@@ -195,6 +280,12 @@ impl Unpack for Q4_0 {
             0,
         )
     }
+    const OFFSET: u8 = 8;
+    #[inline(always)]
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
+        unsafe { nibbles4(rows, 18 * g + 2) }
+    }
 }
 
 struct Q4_1;
@@ -208,10 +299,16 @@ impl Unpack for Q4_1 {
         let b = &row[20 * g..20 * g + 20];
         one_scale_group(nibbles16(b, 4), f16_at(b, 0), f16_at(b, 2) ^ 0x8000)
     }
+    #[inline(always)]
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
+        unsafe { nibbles4(rows, 20 * g + 4) }
+    }
 }
 
 struct Q8_0;
 impl Unpack for Q8_0 {
+    const DECODE16: bool = false;
     const ONE_SCALE: bool = true;
     const MINS: bool = false;
     const WIDE: bool = true;
@@ -234,6 +331,12 @@ impl Unpack for Q5_0 {
         let clear = _mm256_andnot_si256(fifth_set(u32_at(b, 2)), _mm256_set1_epi8(-16));
         one_scale_group(_mm256_or_si256(nibbles16(b, 6), clear), f16_at(b, 0), 0)
     }
+    const OFFSET: u8 = 16;
+    #[inline(always)]
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
+        unsafe { fifth4(rows, 22 * g + 2, nibbles4(rows, 22 * g + 6)) }
+    }
 }
 
 struct Q5_1;
@@ -250,6 +353,11 @@ impl Unpack for Q5_1 {
             f16_at(b, 0),
             f16_at(b, 2) ^ 0x8000,
         )
+    }
+    #[inline(always)]
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
+        unsafe { fifth4(rows, 24 * g + 4, nibbles4(rows, 24 * g + 8)) }
     }
 }
 
@@ -271,6 +379,19 @@ impl Unpack for Iq4Nl {
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[18 * g..18 * g + 18];
         one_scale_group(iq4(nibbles16(b, 2)), f16_at(b, 0), 0)
+    }
+    #[inline(always)]
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        // The grid's values + 128 (−127..113 → 1..241: unsigned bytes).
+        let grid = _mm_xor_si128(
+            // SAFETY: 16 bytes.
+            unsafe { _mm_loadu_si128(IQ4_GRID.as_ptr().cast()) },
+            _mm_set1_epi8(-128),
+        );
+        let grid = _mm512_broadcast_i32x4(grid);
+        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
+        let (lo, hi) = unsafe { nibbles4(rows, 18 * g + 2) };
+        (_mm512_shuffle_epi8(grid, lo), _mm512_shuffle_epi8(grid, hi))
     }
 }
 
@@ -605,7 +726,13 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         // ahead (rows are contiguous) is prefetched a share per CHUNK groups, so that misses
         // stay spread out.
         let n_chunks = nb.div_ceil(CHUNK);
-        for r0 in (0..rows).step_by(R) {
+        let done = if V && F::DECODE16 && a.sums.len() >= nb {
+            // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
+            unsafe { decode::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows)) }
+        } else {
+            0
+        };
+        for r0 in (done..rows).step_by(R) {
             let q = quad(r0);
             let ahead = if r0 + PREFETCH_ROWS < rows {
                 let end = (r0 + PREFETCH_ROWS + R).min(rows) * row_bytes;
