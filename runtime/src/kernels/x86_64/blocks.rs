@@ -732,6 +732,13 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         } else {
             0
         };
+        // The rows before the first prefetched quad, at once: a thread's chunk of a small
+        // matrix would otherwise start cold.
+        let cold = (done + PREFETCH_ROWS).min(rows) * row_bytes;
+        for line in w[done * row_bytes..cold].chunks(64) {
+            // A prefetch of an address inside `w` (it never faults).
+            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+        }
         for r0 in (done..rows).step_by(R) {
             let q = quad(r0);
             let ahead = if r0 + PREFETCH_ROWS < rows {
