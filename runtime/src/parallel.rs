@@ -41,9 +41,15 @@ impl Parallel for Serial {
 }
 
 /// Rows per chunk when `rows` are shared by `threads`: about eight chunks per thread (so a
-/// stalled thread holds little), a multiple of `align`, at least `align` and at most 256.
+/// stalled thread holds little), a multiple of `align`, at least `align` and at most 256. One
+/// thread takes chunks as large as that allows: each call of a kernel starts its prefetch cold
+/// (SmolLM2 Q4_0 decode at one thread: 138–142 tokens/s against 130–134 with eight chunks).
 pub fn chunk_rows(rows: usize, threads: usize, align: usize) -> usize {
-    let per = rows / (8 * threads.max(1));
+    let per = if threads <= 1 {
+        rows
+    } else {
+        rows / (8 * threads)
+    };
     (per.min(256) / align * align).max(align)
 }
 
