@@ -40,15 +40,19 @@ impl Parallel for Serial {
     }
 }
 
-/// Rows per chunk when `rows` are shared by `threads`: about eight chunks per thread (so a
-/// stalled thread holds little), a multiple of `align`, at least `align` and at most 256. One
-/// thread takes chunks as large as that allows: each call of a kernel starts its prefetch cold
-/// (SmolLM2 Q4_0 decode at one thread: 138–142 tokens/s against 130–134 with eight chunks).
+/// Rows per chunk when `rows` are shared by `threads`: about two chunks per thread (taken as
+/// threads come free, so a stalled thread holds a quarter of a product with two threads), a
+/// multiple of `align`, at least `align` and at most 256. One thread takes chunks as large as
+/// that allows. Each call of a kernel starts its prefetch cold, so fewer, larger chunks decode
+/// faster, also on a busy machine (SmolLM2 Q4_0, alternating rounds, 2026-12-04: one thread
+/// 138–142 tokens/s against 130–134 with eight chunks; two threads 169–195 against 150–192 with
+/// eight a thread, and beside a CPU-bound process 107–131 against 87–112, where one thread
+/// gives 111–138).
 pub fn chunk_rows(rows: usize, threads: usize, align: usize) -> usize {
     let per = if threads <= 1 {
         rows
     } else {
-        rows / (8 * threads)
+        rows / (2 * threads)
     };
     (per.min(256) / align * align).max(align)
 }
