@@ -135,6 +135,11 @@ mod pool {
         panic: Mutex<Option<Box<dyn std::any::Any + Send + 'static>>>,
         /// Set with `panic` (so a job without one never takes the lock).
         panicked: AtomicBool,
+        /// The caller of `for_each` is asleep on `done` (or about to be), waiting for workers
+        /// still inside the closed job.
+        waiting: AtomicBool,
+        /// Where that caller sleeps; the last worker out wakes it.
+        done: Condvar,
     }
 
     // SAFETY: every field is Sync except `job`, whose accesses the gate protocol keeps apart
@@ -177,6 +182,8 @@ mod pool {
                 n,
                 panic: Mutex::new(None),
                 panicked: AtomicBool::new(false),
+                waiting: AtomicBool::new(false),
+                done: Condvar::new(),
             });
             let mut workers = Vec::with_capacity(n - 1);
             for i in 1..n {
@@ -220,11 +227,16 @@ mod pool {
     }
 
     /// Leaves the job when dropped, also when the closure panics (so `for_each` never waits
-    /// for a worker that is gone).
+    /// for a worker that is gone); the last worker out of a closed job wakes its caller if it
+    /// sleeps.
     struct Inside<'a>(&'a Shared);
     impl Drop for Inside<'_> {
         fn drop(&mut self) {
-            self.0.gate.fetch_sub(1, Ordering::Release);
+            let s = self.0;
+            if s.gate.fetch_sub(1, Ordering::SeqCst) == 1 && s.waiting.load(Ordering::SeqCst) {
+                let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                s.done.notify_all();
+            }
         }
     }
 
@@ -292,27 +304,37 @@ mod pool {
         }
     }
 
-    /// Waits until `done`: spins, then yields the CPU (a thread it waits for may need it).
-    fn wait_until(done: impl Fn() -> bool) {
-        let mut round = 0usize;
-        while !done() {
-            if round < SPINS {
-                round += 1;
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-
     /// Closes the job and waits for the workers inside, when dropped (also on a panic in the
-    /// caller's items, so no worker keeps a pointer to a closure that is gone).
+    /// caller's items, so no worker keeps a pointer to a closure that is gone). It spins a
+    /// while, then sleeps until the last worker leaves: a worker that is still inside after the
+    /// spin has most likely been descheduled by another process, and a sleeping caller frees its
+    /// core, where the scheduler can then run that worker at once (spinning or yielding kept the
+    /// core busy, and the worker waited for its own core).
     struct Close<'a>(&'a Shared);
     impl Drop for Close<'_> {
         fn drop(&mut self) {
             let s = self.0;
             s.gate.fetch_and(!OPEN, Ordering::AcqRel);
-            wait_until(|| s.gate.load(Ordering::Acquire) == 0);
+            let mut round = 0usize;
+            while s.gate.load(Ordering::Acquire) != 0 {
+                if round < SPINS {
+                    round += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                s.waiting.store(true, Ordering::SeqCst);
+                // Either the last worker sees `waiting` (and wakes this caller under the lock,
+                // which the caller holds until it sleeps), or this load sees the gate at 0.
+                if s.gate.load(Ordering::SeqCst) != 0 {
+                    // (A timeout as well: a bound on any wait, should a wake-up be missed.)
+                    let wait = std::time::Duration::from_millis(1);
+                    drop(s.done.wait_timeout(guard, wait));
+                } else {
+                    drop(guard);
+                }
+                s.waiting.store(false, Ordering::SeqCst);
+            }
         }
     }
 
