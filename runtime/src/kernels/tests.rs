@@ -753,9 +753,9 @@ fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
                 continue;
             }
             // Decode, also over two passes of 16 rows and a part; more tokens than one token
-            // tile; and a strip of 16 rows and a part, over more tokens than one pass of the
-            // strips keeps.
-            for (rows, toks) in [(7, 1), (37, 1), (5, 70), (21, 133), (21, 3)] {
+            // tile; a strip of 16 rows and a part, over more tokens than one pass of the strips
+            // keeps; and small batches (one tile of tokens, and a tile and a part).
+            for (rows, toks) in [(7, 1), (37, 1), (5, 70), (21, 133), (21, 3), (21, 6)] {
                 let w16 = table_blocks(&mut rng, ty, rows, cols);
                 let w: &[u8] = bytemuck::cast_slice(&w16);
                 let rb = ty.row_bytes(cols as u64).unwrap() as usize;

@@ -70,10 +70,11 @@ trait Unpack {
     /// # Safety
     /// AVX2 and F16C must be enabled; `row` holds group `g`.
     unsafe fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
-    /// Whether decode takes sixteen rows a pass ([`decode`]) rather than four: true for the
-    /// one-scale formats whose strips stay small (Q8_0's 34-byte groups were measured slower
-    /// that way: 88 µs against 48 for 1536 × 576 from memory, as its strips of 9.8 KB and their
-    /// prefetched successors crowd the L1).
+    /// Whether decode (one token) takes sixteen rows a pass ([`decode`]) rather than four:
+    /// true for the one-scale formats but Q8_0, whose 34-byte groups were measured slower that
+    /// way (88 µs against 48 for 1536 × 576 from memory, as its strips of 9.8 KB and their
+    /// prefetched successors crowd the L1). Batches of 2 to [`decode::MAX_TOKENS`] tokens take
+    /// that path for every one-scale format.
     const DECODE16: bool = Self::ONE_SCALE && Self::GPB == 1;
     /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
@@ -316,6 +317,17 @@ impl Unpack for Q8_0 {
     unsafe fn group(_: &BlockType, row: &[u8], _: &Head, g: usize) -> G {
         let b = &row[34 * g..34 * g + 34];
         one_scale_group(load32(b, 2), f16_at(b, 0), 0)
+    }
+    #[inline(always)]
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+        let flip = _mm512_set1_epi8(-128);
+        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
+        unsafe {
+            (
+                _mm512_xor_si512(decode::lanes4(rows, 34 * g + 2), flip),
+                _mm512_xor_si512(decode::lanes4(rows, 34 * g + 18), flip),
+            )
+        }
     }
 }
 
@@ -721,17 +733,24 @@ unsafe fn gemm<F: Unpack, const V: bool>(
     assert!(nb.is_multiple_of(F::GPB));
     let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
 
+    // With AVX-512, decode and small batches of the small one-scale formats take sixteen rows
+    // a pass ([`decode`]), the rest of the rows the kernels below.
+    let sixteen = if toks == 1 {
+        F::DECODE16
+    } else {
+        F::ONE_SCALE && F::GPB == 1 && toks <= decode::MAX_TOKENS
+    };
+    let done = if V && sixteen && a.sums.len() >= toks * nb {
+        // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
+        unsafe { decode::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) }
+    } else {
+        0
+    };
     if toks == 1 {
         // Decode: groups straight from the rows into the products; the quad PREFETCH_ROWS
         // ahead (rows are contiguous) is prefetched a share per CHUNK groups, so that misses
         // stay spread out.
         let n_chunks = nb.div_ceil(CHUNK);
-        let done = if V && F::DECODE16 && a.sums.len() >= nb {
-            // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
-            unsafe { decode::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows)) }
-        } else {
-            0
-        };
         // The rows before the first prefetched quad, at once: a thread's chunk of a small
         // matrix would otherwise start cold.
         let cold = (done + PREFETCH_ROWS).min(rows) * row_bytes;
@@ -790,7 +809,13 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         return;
     }
 
-    if V && F::ONE_SCALE && F::GPB == 1 && toks >= strips::MIN_TOKENS && a.sums.len() >= toks * nb {
+    if done == 0
+        && V
+        && F::ONE_SCALE
+        && F::GPB == 1
+        && toks >= strips::MIN_TOKENS
+        && a.sums.len() >= toks * nb
+    {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         return unsafe { strips::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
     }
@@ -804,7 +829,7 @@ unsafe fn gemm<F: Unpack, const V: bool>(
     };
     let mut gs = [[zero; R]; CHUNK];
     let mut ls = [Lanes::of(&gs[0]); CHUNK];
-    for r0 in (0..rows).step_by(R) {
+    for r0 in (done..rows).step_by(R) {
         let q = quad(r0);
         for t0 in (0..toks).step_by(TOKENS) {
             let tn = (toks - t0).min(TOKENS);

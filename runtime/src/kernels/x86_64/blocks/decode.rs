@@ -1,26 +1,30 @@
-//! Decode (one token) of the formats of one scale per block of 32 with AVX-512 VNNI (Q4_0,
-//! Q4_1, Q5_0, Q5_1, IQ4_NL: those with [`Unpack::DECODE16`]): sixteen rows a pass, four rows
-//! to a register.
+//! Decode and small batches (up to [`MAX_TOKENS`] tokens) of the formats of one scale per block
+//! of 32 with AVX-512 VNNI (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL; Q8_0 for batches of two or more,
+//! see [`Unpack::DECODE16`]): sixteen rows a pass, four rows to a register.
 //!
 //! A row's group is read as two halves of 16 quants (elements 0..16 and 16..32, which is how
 //! the 4-bit formats store them: low and high nibbles of the same 16 bytes), as unsigned bytes
 //! `q + OFFSET` ([`Unpack::quad`]); four rows fill the four 128-bit lanes of a register. Two
-//! `vpdpbusd` against the token's halves, each broadcast to every lane, leave four partial sums
+//! `vpdpbusd` against a token's halves, each broadcast to every lane, leave four partial sums
 //! per row. Four such registers (16 rows) fold into one in two rounds of in-lane unpacks and
 //! adds, lane `4i + m` holding row `4m + i` — the order the rows' scales are gathered in, and
 //! undone once per strip when the results are stored. `OFFSET·Σx` then comes back out of each
 //! sum (`QActs::sums`), so every sum is exact and each lane takes the spec's float steps for its
 //! row ([`crate::weights::quants::group_step`]): `acc = fma(d·dx, Σq·x, acc)` and, for Q4_1 /
 //! Q5_1, `mins = fma(dm, sx, mins)` where `dm ≠ 0`, group after group. So the result is the
-//! spec's bit for bit, as in every set.
+//! spec's bit for bit, as in every set. A batch goes through a strip in tiles of up to
+//! [`TILE`] tokens, each group unpacked once per tile.
 //!
 //! Against the four-row kernel of `blocks.rs` (eight 32-byte products reduced by `vphaddd` per
-//! group), this takes a quarter of the horizontal work per row. It reads sixteen rows side by
-//! side, more streams than the hardware prefetcher follows, so it prefetches: the first strip at
-//! once, then a window a strip and [`LEAD`] bytes ahead, a share of it per group. (1536 × 576
-//! from memory, `examples/gemm_speed`: Q4_0 31 µs against 43, Q4_1 36–38 against 43, IQ4_NL
-//! 30–35 against 43, Q5_0 / Q5_1 46–49 against 51–53; decoding SmolLM2 Q4_0 at one thread
-//! 128–132 tokens/s against 103–115.)
+//! group), this takes a quarter of the horizontal work per row; against the strips (which
+//! transpose 16 rows into L1 first) it packs nothing, which small batches cannot pay back. It
+//! reads sixteen rows side by side, more streams than the hardware prefetcher follows, so it
+//! prefetches: the first strip at once, then a window a strip and [`LEAD`] bytes ahead, a share
+//! of it per group. Measured (2026-12-04): 1536 × 576 from memory (`examples/gemm_speed`), Q4_0
+//! 31 µs against 43, Q4_1 36–38 against 43, IQ4_NL 30–35 against 43, Q5_0 / Q5_1 46–49 against
+//! 51–53; SmolLM2 Q4_0 decode at one thread 128–132 tokens/s against 103–115; four sequences
+//! decoded together (`examples/decode_together`, 1 thread) Q4_1 248 tokens/s against 177 with
+//! the strips, Q8_0 two sequences 154 against 90 (equal at eight).
 
 use super::Unpack;
 use crate::kernels::{OutRows, QActs};
@@ -80,9 +84,16 @@ pub(super) unsafe fn lanes4(rows: Rows4, off: usize) -> __m512i {
     _mm512_inserti32x4::<3>(v, at!(3))
 }
 
+/// Tokens of a tile: their chains stay in registers through a strip's groups.
+pub(super) const TILE: usize = 4;
+/// Batches up to this size take this path (larger ones the strips, whose packing then pays).
+pub(super) const MAX_TOKENS: usize = 8;
+
 /// The product of rows `0..ROWS·n` of the one-scale format `F` (rows of `row_bytes` bytes, `nb`
-/// groups each) with the one token of `a`: the spec's result into `out` (token 0). Returns the
-/// rows done (whole passes of [`ROWS`]); the caller does the rest.
+/// groups each) with the `toks` tokens of `a`: the spec's result into `out`, strip after strip
+/// of 16 rows, tiles of up to [`TILE`] tokens each (a strip's groups are read from memory for
+/// the first tile, from cache for the others). Returns the rows done (whole passes of
+/// [`ROWS`]); the caller does the rest.
 ///
 /// # Safety
 /// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into a function
@@ -94,7 +105,7 @@ pub(super) unsafe fn gemm<F: Unpack>(
     row_bytes: usize,
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
-    (nb, rows): (usize, usize),
+    (nb, rows, toks): (usize, usize, usize),
 ) -> usize {
     const {
         assert!(
@@ -103,54 +114,114 @@ pub(super) unsafe fn gemm<F: Unpack>(
         )
     };
     assert!(F::GPB == 1 && F::ONE_SCALE);
-    // Everything read below: the token's nb blocks (block_extent checked qs, d and s).
-    assert!(a.sums.len() >= nb && a.qs.len() >= nb * QK && a.d.len() >= nb && a.s.len() >= nb);
+    // Everything read below: the tokens' nb blocks each (block_extent checked qs, d and s).
+    let blocks = toks * nb;
+    assert!(a.sums.len() >= blocks && a.qs.len() >= blocks * QK);
+    assert!(a.d.len() >= blocks && a.s.len() >= blocks && out.n_toks() >= toks);
     // Bytes of a group (one block of 32: these formats' blocks), whose first two bytes are its
     // f16 scale (and, with a minimum, the next two its minimum's).
     let gb = kind.ty.type_size();
     assert!(gb >= 4 && row_bytes >= nb * gb);
     let full = rows / ROWS * ROWS;
-    // Lane 4i + m of a folded sum is row 4m + i (the module): the rows' offsets in that order,
-    // for the scales' gather, and the permutation back to row order for the store.
-    let lane_row: [i32; ROWS] = core::array::from_fn(|l| (4 * (l % 4) + l / 4) as i32);
     assert!(ROWS * row_bytes <= i32::MAX as usize);
-    // SAFETY: 64 bytes from an array of 16 i32.
-    let offs = unsafe {
-        _mm512_mullo_epi32(
-            _mm512_loadu_si512(lane_row.as_ptr().cast()),
-            _mm512_set1_epi32(row_bytes as i32),
-        )
-    };
-    // Row order → lane: row k sits in lane 4(k % 4) + k / 4, the same map (an involution).
-    // SAFETY: as above.
-    let unfold = unsafe { _mm512_loadu_si512(lane_row.as_ptr().cast()) };
-    let m4 = F::OFFSET as i32;
-    // The first strip and the lead at once (the window below then runs ahead of the reads):
-    // products of a few strips (a thread's chunk of a small matrix) would otherwise start cold,
-    // sixteen rows being more streams than the hardware prefetcher follows.
+    // The first strip and the lead at once (the window in `tile` then runs ahead of the
+    // reads): products of a few strips (a thread's chunk of a small matrix) would otherwise
+    // start cold, sixteen rows being more streams than the hardware prefetcher follows.
     for line in w[..(ROWS * row_bytes + LEAD).min(w.len())].chunks(64) {
         // A prefetch of an address inside the weights (it never faults).
         _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
     }
+    let at = Extent { nb, gb, row_bytes };
     for r0 in (0..full).step_by(ROWS) {
-        let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
-        let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);
-        let (mut acc, mut mins) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for g in 0..nb {
-            {
-                // A window a strip and LEAD bytes ahead of where the strip is (read as if in
-                // order).
-                let slen = ROWS * row_bytes;
-                let from = (r0 + ROWS) * row_bytes + LEAD + slen * g / nb;
-                let to = ((r0 + ROWS) * row_bytes + LEAD + slen * (g + 1) / nb).min(w.len());
-                if from < to {
-                    for line in w[from..to].chunks(64) {
-                        // A prefetch of an address inside the weights (it never faults).
-                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-                    }
+        let mut t0 = 0;
+        while t0 < toks {
+            // SAFETY (each): the caller's features; the extents are checked above.
+            unsafe {
+                match toks - t0 {
+                    1 => tile::<F, 1>(kind, w, a, out, &at, r0, t0),
+                    2 => tile::<F, 2>(kind, w, a, out, &at, r0, t0),
+                    3 => tile::<F, 3>(kind, w, a, out, &at, r0, t0),
+                    _ => tile::<F, TILE>(kind, w, a, out, &at, r0, t0),
                 }
             }
-            let x = &a.qs[g * QK..g * QK + QK];
+            t0 += TILE;
+        }
+    }
+    full
+}
+
+/// A matrix's shape in bytes: `nb` groups of `gb` bytes a row, rows of `row_bytes`.
+struct Extent {
+    nb: usize,
+    gb: usize,
+    row_bytes: usize,
+}
+
+/// Tokens `t0..t0 + N` times the strip of rows `r0..r0 + 16` (see the module).
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`gemm`]);
+/// `w` holds the strip, `a` the tokens' blocks and `out` their rows (checked by [`gemm`]).
+#[inline(always)]
+unsafe fn tile<F: Unpack, const N: usize>(
+    kind: &BlockType,
+    w: &[u8],
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+    &Extent { nb, gb, row_bytes }: &Extent,
+    r0: usize,
+    t0: usize,
+) {
+    // Lane 4i + m of a folded sum is row 4m + i (the module): the rows' offsets in that order,
+    // for the scales' gather, and the permutation back to row order for the store (the map is
+    // its own inverse).
+    let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let offs = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
+    let m4 = F::OFFSET as i32;
+    let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
+    let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);
+    let zero = _mm512_setzero_ps();
+    let (mut acc, mut mins) = ([zero; N], [zero; N]);
+    for g in 0..nb {
+        if t0 == 0 {
+            // A window a strip and LEAD bytes ahead of where the strip is (read as if in
+            // order).
+            let slen = ROWS * row_bytes;
+            let from = (r0 + ROWS) * row_bytes + LEAD + slen * g / nb;
+            let to = ((r0 + ROWS) * row_bytes + LEAD + slen * (g + 1) / nb).min(w.len());
+            if from < to {
+                for line in w[from..to].chunks(64) {
+                    // A prefetch of an address inside the weights (it never faults).
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                }
+            }
+        }
+        // (No closures below: they would not take the enclosing target features.)
+        macro_rules! quad {
+            ($k:expr) => {
+                // SAFETY: the caller's features; the rows are the strip's, and group g is in
+                // every row (checked by `gemm`).
+                unsafe { F::quad(kind, q($k), g) }
+            };
+        }
+        let quads = [quad!(0), quad!(1), quad!(2), quad!(3)];
+        // The rows' scale words (f16 scale, then f16 minimum), gathered in lane order.
+        let base = &strip[g * gb..];
+        // SAFETY: each lane reads 4 bytes at a row's block g, which starts with them (gb ≥ 4);
+        // row 15's is inside `base` (the strip's last row).
+        let sw = unsafe { _mm512_i32gather_epi32::<1>(offs, base.as_ptr().cast()) };
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(sw));
+        // The minimum is added: its chain takes −m (as `Unpack::group` gives it).
+        let dm = _mm512_castsi512_ps(_mm512_xor_si512(
+            _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<
+                16,
+            >(sw)))),
+            _mm512_set1_epi32(i32::MIN),
+        ));
+        let live = _mm512_cmpneq_ps_mask(dm, zero);
+        for t in 0..N {
+            let b = (t0 + t) * nb + g;
+            let x = &a.qs[b * QK..b * QK + QK];
             // SAFETY: 32 bytes in bounds (the slice above).
             let (xl, xh) = unsafe {
                 (
@@ -159,12 +230,13 @@ pub(super) unsafe fn gemm<F: Unpack>(
                 )
             };
             macro_rules! product {
-                ($k:expr) => {{
-                    // SAFETY: the caller's features; the rows are the strip's, and group g is
-                    // in every row (checked above).
-                    let (lo, hi) = unsafe { F::quad(kind, q($k), g) };
-                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xl), hi, xh)
-                }};
+                ($k:expr) => {
+                    _mm512_dpbusd_epi32(
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), quads[$k].0, xl),
+                        quads[$k].1,
+                        xh,
+                    )
+                };
             }
             let p = [product!(0), product!(1), product!(2), product!(3)];
             // Fold: rows (i, 4 + i) then (i, 4 + i, 8 + i, 12 + i) in 128-bit lane i.
@@ -181,31 +253,19 @@ pub(super) unsafe fn gemm<F: Unpack>(
                 _mm512_unpackhi_epi64(s01, s23),
             );
             if m4 != 0 {
-                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(m4 * a.sums[g]));
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(m4 * a.sums[b]));
             }
-            // The rows' scale words (f16 scale, then f16 minimum), gathered in lane order.
-            let base = &strip[g * gb..];
-            // SAFETY: each lane reads 4 bytes at a row's block g, which starts with them (gb ≥
-            // 4); row 15's is inside `base` (the strip's last row).
-            let sw = unsafe { _mm512_i32gather_epi32::<1>(offs, base.as_ptr().cast()) };
-            let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(sw));
-            let dx = _mm512_set1_ps(a.d[g]);
-            acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum), acc);
+            let dx = _mm512_set1_ps(a.d[b]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum), acc[t]);
             if F::MINS {
-                // The minimum is added: its chain takes −m (as `Unpack::group` gives it).
-                let m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(sw)));
-                let dm = _mm512_castsi512_ps(_mm512_xor_si512(
-                    _mm512_castps_si512(m),
-                    _mm512_set1_epi32(i32::MIN),
-                ));
-                let live = _mm512_cmpneq_ps_mask(dm, _mm512_setzero_ps());
-                mins = _mm512_mask3_fmadd_ps(dm, _mm512_set1_ps(a.s[g]), mins, live);
+                mins[t] = _mm512_mask3_fmadd_ps(dm, _mm512_set1_ps(a.s[b]), mins[t], live);
             }
         }
-        let r = _mm512_permutexvar_ps(unfold, _mm512_sub_ps(acc, mins));
-        let o = &mut out.row_mut(0)[r0..r0 + ROWS];
+    }
+    for t in 0..N {
+        let r = _mm512_permutexvar_ps(lane_row, _mm512_sub_ps(acc[t], mins[t]));
+        let o = &mut out.row_mut(t0 + t)[r0..r0 + ROWS];
         // SAFETY: 16 floats inside `o`.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), r) };
     }
-    full
 }
