@@ -14,9 +14,9 @@
 //! spec's result bit for bit, as with every other set.
 //!
 //! The packing (a transpose of 4-byte columns, done once per strip and chunk of groups) is paid
-//! back over the tokens: this path is taken for batches of [`MIN_TOKENS`] or more, down to the
-//! two to seven tokens of sequences decoded together. Those are bound by memory, so the packing
-//! prefetches the next strip's rows as it goes.
+//! back over the tokens: this path is taken for batches of [`MIN_TOKENS`] or more (smaller ones,
+//! down to one token, take `decode.rs`, which packs nothing). The packing prefetches the next
+//! strip's rows as it goes.
 
 use super::{Unpack, G};
 use crate::kernels::{row_group, OutRows, QActs};
@@ -33,7 +33,7 @@ const T: usize = 8;
 /// the scale chain goes to `out` between chunks of groups, exactly).
 const TS: usize = 128;
 /// Batches from this size take the strips.
-pub(super) const MIN_TOKENS: usize = 2;
+pub(super) const MIN_TOKENS: usize = super::decode::MAX_TOKENS + 1;
 
 /// A strip's groups, unpacked.
 #[repr(C, align(64))]
