@@ -141,7 +141,7 @@ unsafe fn fifth4(rows: Rows4, off: usize, (lo, hi): (__m512i, __m512i)) -> (__m5
     for i in 0..4 {
         // SAFETY: 4 bytes inside row i (the caller's `off`; `Rows4` holds four rows).
         let bits = unsafe {
-            rows.p
+            rows.ptr()
                 .add(i * rows.len + off)
                 .cast::<u32>()
                 .read_unaligned()
@@ -809,13 +809,8 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         return;
     }
 
-    if done == 0
-        && V
-        && F::ONE_SCALE
-        && F::GPB == 1
-        && toks >= strips::MIN_TOKENS
-        && a.sums.len() >= toks * nb
-    {
+    // (Batches the 16-row path took are below the strips' MIN_TOKENS.)
+    if V && F::ONE_SCALE && F::GPB == 1 && toks >= strips::MIN_TOKENS && a.sums.len() >= toks * nb {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         return unsafe { strips::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
     }

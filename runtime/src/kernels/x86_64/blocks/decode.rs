@@ -36,11 +36,10 @@ pub(super) const ROWS: usize = 16;
 /// How far past the next strip the prefetch window runs, in bytes.
 const LEAD: usize = 1024;
 
-/// Four consecutive rows of a matrix, each `len` bytes, from `p` (rows are contiguous): all
-/// `4·len` bytes are inside the slice it was made from.
+/// Four consecutive rows of a matrix, each `len` bytes (rows are contiguous): `rows` holds
+/// all `4·len` of them.
 #[derive(Clone, Copy)]
 pub(super) struct Rows4<'a> {
-    pub p: *const u8,
     pub len: usize,
     rows: &'a [u8],
 }
@@ -49,12 +48,16 @@ impl<'a> Rows4<'a> {
     /// Rows `first..first + 4` of `w` (rows of `len` bytes; checked).
     #[inline(always)]
     pub fn new(w: &'a [u8], first: usize, len: usize) -> Rows4<'a> {
-        let rows = &w[first * len..(first + 4) * len];
         Rows4 {
-            p: rows.as_ptr(),
             len,
-            rows,
+            rows: &w[first * len..(first + 4) * len],
         }
+    }
+
+    /// The first row's first byte (the others follow, `len` apart).
+    #[inline(always)]
+    pub fn ptr(self) -> *const u8 {
+        self.rows.as_ptr()
     }
 
     /// Row `i` (0..4).
@@ -75,7 +78,7 @@ pub(super) unsafe fn lanes4(rows: Rows4, off: usize) -> __m512i {
     macro_rules! at {
         ($i:expr) => {
             // SAFETY: 16 bytes inside row $i (the caller's `off`; `Rows4` holds four rows).
-            unsafe { _mm_loadu_si128(rows.p.add($i * rows.len + off).cast()) }
+            unsafe { _mm_loadu_si128(rows.ptr().add($i * rows.len + off).cast()) }
         };
     }
     let v = _mm512_castsi128_si512(at!(0));
@@ -177,7 +180,7 @@ unsafe fn tile<F: Unpack, const N: usize>(
     // its own inverse).
     let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let offs = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
-    let m4 = F::OFFSET as i32;
+    let offset = F::OFFSET as i32;
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);
     let zero = _mm512_setzero_ps();
@@ -211,14 +214,17 @@ unsafe fn tile<F: Unpack, const N: usize>(
         // row 15's is inside `base` (the strip's last row).
         let sw = unsafe { _mm512_i32gather_epi32::<1>(offs, base.as_ptr().cast()) };
         let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(sw));
-        // The minimum is added: its chain takes −m (as `Unpack::group` gives it).
-        let dm = _mm512_castsi512_ps(_mm512_xor_si512(
-            _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<
-                16,
-            >(sw)))),
-            _mm512_set1_epi32(i32::MIN),
-        ));
-        let live = _mm512_cmpneq_ps_mask(dm, zero);
+        let (dm, live) = if F::MINS {
+            // The minimum is added: its chain takes −m (as `Unpack::group` gives it).
+            let m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(sw)));
+            let dm = _mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(m),
+                _mm512_set1_epi32(i32::MIN),
+            ));
+            (dm, _mm512_cmpneq_ps_mask(dm, zero))
+        } else {
+            (zero, 0)
+        };
         for t in 0..N {
             let b = (t0 + t) * nb + g;
             let x = &a.qs[b * QK..b * QK + QK];
@@ -252,8 +258,8 @@ unsafe fn tile<F: Unpack, const N: usize>(
                 _mm512_unpacklo_epi64(s01, s23),
                 _mm512_unpackhi_epi64(s01, s23),
             );
-            if m4 != 0 {
-                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(m4 * a.sums[b]));
+            if offset != 0 {
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(offset * a.sums[b]));
             }
             let dx = _mm512_set1_ps(a.d[b]);
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum), acc[t]);
