@@ -80,13 +80,17 @@ trait Unpack {
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
     /// Group `g` of four rows for the AVX-512 decode ([`decode`]): the quants as unsigned bytes
     /// `q + OFFSET`, row i in 128-bit lane i, elements 0..16 in the first register and 16..32
-    /// in the second. This default goes through [`Unpack::group`] (with the default
-    /// `OFFSET`); a format that sets its own `OFFSET` gives its own `quad`.
+    /// in the second. `tail` holds the last 16 bytes of each row's group (row i in lane i; the
+    /// decode loads them together with the next group's scale words): the quants of the 4- and
+    /// 5-bit formats, the second half of Q8_0's. This default goes through [`Unpack::group`]
+    /// (with the default `OFFSET`) and ignores `tail`; a format that sets its own `OFFSET`
+    /// gives its own `quad`.
     ///
     /// # Safety
     /// AVX2, F16C and AVX-512 F/BW must be enabled; each row holds group `g`.
     #[inline(always)]
-    unsafe fn quad(kind: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+    unsafe fn quad(kind: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
+        let _ = tail;
         // (No closures: they would not take the enclosing target features.)
         macro_rules! unsigned {
             ($i:expr) => {{
@@ -112,16 +116,13 @@ trait Unpack {
     }
 }
 
-/// Nibbles of four rows' 16 bytes at `off` (row i in 128-bit lane i): low ones (elements 0..16)
-/// and high ones (16..32).
+/// Nibbles of four rows' 16 bytes (row i in 128-bit lane i): low ones (elements 0..16) and
+/// high ones (16..32).
 ///
 /// # Safety
-/// AVX-512 F/BW must be enabled (this is inlined into [`decode::gemm`]); `off + 16` is within
-/// the rows.
+/// AVX-512 F/BW must be enabled (this is inlined into [`decode::gemm`]).
 #[inline(always)]
-unsafe fn nibbles4(rows: Rows4, off: usize) -> (__m512i, __m512i) {
-    // SAFETY: the caller's features and `off`.
-    let v = unsafe { decode::lanes4(rows, off) };
+unsafe fn nibbles4(v: __m512i) -> (__m512i, __m512i) {
     let m4 = _mm512_set1_epi8(0x0f);
     (
         _mm512_and_si512(v, m4),
@@ -283,9 +284,9 @@ impl Unpack for Q4_0 {
     }
     const OFFSET: u8 = 8;
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
-        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        unsafe { nibbles4(rows, 18 * g + 2) }
+    unsafe fn quad(_: &BlockType, _: Rows4, _: usize, tail: __m512i) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features.
+        unsafe { nibbles4(tail) }
     }
 }
 
@@ -301,9 +302,9 @@ impl Unpack for Q4_1 {
         one_scale_group(nibbles16(b, 4), f16_at(b, 0), f16_at(b, 2) ^ 0x8000)
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
-        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        unsafe { nibbles4(rows, 20 * g + 4) }
+    unsafe fn quad(_: &BlockType, _: Rows4, _: usize, tail: __m512i) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features.
+        unsafe { nibbles4(tail) }
     }
 }
 
@@ -319,13 +320,13 @@ impl Unpack for Q8_0 {
         one_scale_group(load32(b, 2), f16_at(b, 0), 0)
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
         let flip = _mm512_set1_epi8(-128);
         // SAFETY: the caller's features, and group g (so these bytes) is in every row.
         unsafe {
             (
                 _mm512_xor_si512(decode::lanes4(rows, 34 * g + 2), flip),
-                _mm512_xor_si512(decode::lanes4(rows, 34 * g + 18), flip),
+                _mm512_xor_si512(tail, flip),
             )
         }
     }
@@ -345,9 +346,9 @@ impl Unpack for Q5_0 {
     }
     const OFFSET: u8 = 16;
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
         // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        unsafe { fifth4(rows, 22 * g + 2, nibbles4(rows, 22 * g + 6)) }
+        unsafe { fifth4(rows, 22 * g + 2, nibbles4(tail)) }
     }
 }
 
@@ -367,9 +368,9 @@ impl Unpack for Q5_1 {
         )
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
         // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        unsafe { fifth4(rows, 24 * g + 4, nibbles4(rows, 24 * g + 8)) }
+        unsafe { fifth4(rows, 24 * g + 4, nibbles4(tail)) }
     }
 }
 
@@ -393,7 +394,7 @@ impl Unpack for Iq4Nl {
         one_scale_group(iq4(nibbles16(b, 2)), f16_at(b, 0), 0)
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize) -> (__m512i, __m512i) {
+    unsafe fn quad(_: &BlockType, _: Rows4, _: usize, tail: __m512i) -> (__m512i, __m512i) {
         // The grid's values + 128 (−127..113 → 1..241: unsigned bytes).
         let grid = _mm_xor_si128(
             // SAFETY: 16 bytes.
@@ -401,8 +402,8 @@ impl Unpack for Iq4Nl {
             _mm_set1_epi8(-128),
         );
         let grid = _mm512_broadcast_i32x4(grid);
-        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        let (lo, hi) = unsafe { nibbles4(rows, 18 * g + 2) };
+        // SAFETY: the caller's features.
+        let (lo, hi) = unsafe { nibbles4(tail) };
         (_mm512_shuffle_epi8(grid, lo), _mm512_shuffle_epi8(grid, hi))
     }
 }

@@ -7,8 +7,11 @@
 //! `q + OFFSET` ([`Unpack::quad`]); four rows fill the four 128-bit lanes of a register. Two
 //! `vpdpbusd` against a token's halves, each broadcast to every lane, leave four partial sums
 //! per row. Four such registers (16 rows) fold into one in two rounds of in-lane unpacks and
-//! adds, lane `4i + m` holding row `4m + i` — the order the rows' scales are gathered in, and
-//! undone once per strip when the results are stored. `OFFSET·Σx` then comes back out of each
+//! adds, lane `4i + m` holding row `4m + i` — the order the rows' scales are put in, and
+//! undone once per strip when the results are stored. The scales come without a gather: each
+//! row's group is read as 32 bytes from its last 16 (the quants of the 4- and 5-bit formats),
+//! which brings the next group's scale words along ([`tails_next`]); only a strip's first
+//! group gathers them. `OFFSET·Σx` then comes back out of each
 //! sum (`QActs::sums`), so every sum is exact and each lane takes the spec's float steps for its
 //! row ([`crate::weights::quants::group_step`]): `acc = fma(d·dx, Σq·x, acc)` and, for Q4_1 /
 //! Q5_1, `mins = fma(dm, sx, mins)` where `dm ≠ 0`, group after group. So the result is the
@@ -22,7 +25,11 @@
 //! prefetches: the first strip at once, then a window a strip and [`LEAD`] bytes ahead, a share
 //! of it per group. Measured (2026-12-04): 1536 × 576 from memory (`examples/gemm_speed`), Q4_0
 //! 31 µs against 43, Q4_1 36–38 against 43, IQ4_NL 30–35 against 43, Q5_0 / Q5_1 46–49 against
-//! 51–53; SmolLM2 Q4_0 decode at one thread 128–132 tokens/s against 103–115; four sequences
+//! 51–53; SmolLM2 Q4_0 decode at one thread 128–132 tokens/s against 103–115. Loading the
+//! scales with the tails instead of gathering them (2026-12-05): Q4_0 in cache 22 µs against
+//! 25, from memory 27–30 against 28–34, Q4_1 29–30 against 34–37, IQ4_NL 29 against 31–32
+//! (Q5_0 / Q5_1 level); SmolLM2 Q4_0 decode at one thread 163–168 tokens/s against 149–153.
+//! Four sequences
 //! decoded together (`examples/decode_together`, 1 thread) Q4_1 248 tokens/s against 177 with
 //! the strips, Q8_0 two sequences 154 against 90 (equal at eight).
 
@@ -124,7 +131,7 @@ pub(super) unsafe fn gemm<F: Unpack>(
     // Bytes of a group (one block of 32: these formats' blocks), whose first two bytes are its
     // f16 scale (and, with a minimum, the next two its minimum's).
     let gb = kind.ty.type_size();
-    assert!(gb >= 4 && row_bytes >= nb * gb);
+    assert!(gb >= 16 && row_bytes >= nb * gb);
     let full = rows / ROWS * ROWS;
     assert!(ROWS * row_bytes <= i32::MAX as usize);
     // The first strip and the lead at once (the window in `tile` then runs ahead of the
@@ -160,6 +167,44 @@ struct Extent {
     row_bytes: usize,
 }
 
+/// The tails of group `g` of a strip's sixteen rows (the last 16 bytes of each row's block,
+/// row `4k + i` in lane i of register k) and the scale words of group `g + 1` (the four bytes
+/// that follow each tail), in the folded lane order: one 32-byte load a row, two rows a
+/// register, then two 128-bit shuffles and three unpacks per strip instead of a gather.
+///
+/// # Safety
+/// AVX-512 F must be enabled (this is inlined into [`gemm`]); `strip` holds 16 rows of
+/// `row_bytes` and `off + 32 <= row_bytes` (group `g + 1` exists and starts at `off + 16`).
+#[inline(always)]
+unsafe fn tails_next(strip: &[u8], row_bytes: usize, off: usize) -> ([__m512i; 4], __m512i) {
+    debug_assert!(off + 32 <= row_bytes && strip.len() >= ROWS * row_bytes);
+    macro_rules! pair {
+        ($r:expr) => {{
+            // SAFETY: 32 bytes inside rows $r and $r + 1 of the strip (the caller's `off`).
+            let (a, b) = unsafe {
+                let p = strip.as_ptr().add($r * row_bytes + off);
+                (
+                    _mm256_loadu_si256(p.cast()),
+                    _mm256_loadu_si256(p.add(row_bytes).cast()),
+                )
+            };
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+        }};
+    }
+    let mut tails = [_mm512_setzero_si512(); 4];
+    let mut next = [_mm512_setzero_si512(); 4];
+    for k in 0..4 {
+        // 128-bit lanes: row 4k's tail and next words, then row 4k + 1's; (4k + 2, 4k + 3).
+        let (a, b) = (pair!(4 * k), pair!(4 * k + 2));
+        tails[k] = _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b);
+        next[k] = _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b);
+    }
+    // Lane i of next[k] starts with row 4k + i's words; they go to dword k of lane i.
+    let n01 = _mm512_unpacklo_epi32(next[0], next[1]);
+    let n23 = _mm512_unpacklo_epi32(next[2], next[3]);
+    (tails, _mm512_unpacklo_epi64(n01, n23))
+}
+
 /// Tokens `t0..t0 + N` times the strip of rows `r0..r0 + 16` (see the module).
 ///
 /// # Safety
@@ -176,43 +221,60 @@ unsafe fn tile<F: Unpack, const N: usize>(
     t0: usize,
 ) {
     // Lane 4i + m of a folded sum is row 4m + i (the module): the rows' offsets in that order,
-    // for the scales' gather, and the permutation back to row order for the store (the map is
-    // its own inverse).
+    // for the first group's scales, and the permutation back to row order for the store (the
+    // map is its own inverse).
     let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let offs = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
     let offset = F::OFFSET as i32;
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);
+    // The prefetch window (read as if in order): a strip and LEAD bytes ahead, `step` bytes of
+    // it per group.
+    let slen = ROWS * row_bytes;
+    let ahead = (r0 + ROWS) * row_bytes + LEAD;
+    let step = slen.div_ceil(nb).next_multiple_of(64);
     let zero = _mm512_setzero_ps();
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
+    // The rows' scale words (f16 scale, then f16 minimum) in lane order: the first group's
+    // gathered, each next one's loaded with the group before it.
+    // SAFETY: each lane reads the 4 bytes a row's group 0 starts with (gb ≥ 4); row 15's are
+    // inside the strip.
+    let mut sw = unsafe { _mm512_i32gather_epi32::<1>(offs, strip.as_ptr().cast()) };
     for g in 0..nb {
         if t0 == 0 {
-            // A window a strip and LEAD bytes ahead of where the strip is (read as if in
-            // order).
-            let slen = ROWS * row_bytes;
-            let from = (r0 + ROWS) * row_bytes + LEAD + slen * g / nb;
-            let to = ((r0 + ROWS) * row_bytes + LEAD + slen * (g + 1) / nb).min(w.len());
-            if from < to {
-                for line in w[from..to].chunks(64) {
-                    // A prefetch of an address inside the weights (it never faults).
-                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-                }
+            let from = ahead + step * g;
+            let to = (from + step).min(ahead + slen).min(w.len());
+            for at in (from..to).step_by(64) {
+                // A prefetch of an address inside the weights (it never faults).
+                _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(at).cast());
             }
         }
+        // The last 16 bytes of each row's group g.
+        let off = g * gb + gb - 16;
+        let (tails, next) = if g + 1 < nb {
+            // SAFETY: the caller's features; group g + 1 follows (`gemm` checked the strip).
+            unsafe { tails_next(strip, row_bytes, off) }
+        } else {
+            // SAFETY (each): the caller's features; group g is in every row.
+            let t = unsafe {
+                [
+                    lanes4(q(0), off),
+                    lanes4(q(1), off),
+                    lanes4(q(2), off),
+                    lanes4(q(3), off),
+                ]
+            };
+            (t, sw)
+        };
         // (No closures below: they would not take the enclosing target features.)
         macro_rules! quad {
             ($k:expr) => {
                 // SAFETY: the caller's features; the rows are the strip's, and group g is in
                 // every row (checked by `gemm`).
-                unsafe { F::quad(kind, q($k), g) }
+                unsafe { F::quad(kind, q($k), g, tails[$k]) }
             };
         }
         let quads = [quad!(0), quad!(1), quad!(2), quad!(3)];
-        // The rows' scale words (f16 scale, then f16 minimum), gathered in lane order.
-        let base = &strip[g * gb..];
-        // SAFETY: each lane reads 4 bytes at a row's block g, which starts with them (gb ≥ 4);
-        // row 15's is inside `base` (the strip's last row).
-        let sw = unsafe { _mm512_i32gather_epi32::<1>(offs, base.as_ptr().cast()) };
         let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(sw));
         let (dm, live) = if F::MINS {
             // The minimum is added: its chain takes −m (as `Unpack::group` gives it).
@@ -225,6 +287,7 @@ unsafe fn tile<F: Unpack, const N: usize>(
         } else {
             (zero, 0)
         };
+        sw = next;
         for t in 0..N {
             let b = (t0 + t) * nb + g;
             let x = &a.qs[b * QK..b * QK + QK];
