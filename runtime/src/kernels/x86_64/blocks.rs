@@ -76,21 +76,31 @@ trait Unpack {
     /// prefetched successors crowd the L1). Batches of 2 to [`decode::MAX_TOKENS`] tokens take
     /// that path for every one-scale format.
     const DECODE16: bool = Self::ONE_SCALE && Self::GPB == 1;
+    /// Whether [`Unpack::quad`] reads its `head` argument (the decode then keeps the heads of
+    /// the group ahead, four registers).
+    const HEADS: bool = false;
     /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
     /// Group `g` of four rows for the AVX-512 decode ([`decode`]): the quants as unsigned bytes
     /// `q + OFFSET`, row i in 128-bit lane i, elements 0..16 in the first register and 16..32
-    /// in the second. `tail` holds the last 16 bytes of each row's group (row i in lane i; the
-    /// decode loads them together with the next group's scale words): the quants of the 4- and
-    /// 5-bit formats, the second half of Q8_0's. This default goes through [`Unpack::group`]
-    /// (with the default `OFFSET`) and ignores `tail`; a format that sets its own `OFFSET`
-    /// gives its own `quad`.
+    /// in the second. `head` and `tail` hold the first and the last 16 bytes of each row's
+    /// group (row i in lane i; the decode loads a group's tails together with the next group's
+    /// heads): the tails are the quants of the 4- and 5-bit formats, the second half of Q8_0's;
+    /// the heads start with the scale words (and the 5-bit formats' fifth bits). This default
+    /// goes through [`Unpack::group`] (with the default `OFFSET`) and ignores both; a format
+    /// that sets its own `OFFSET` gives its own `quad`.
     ///
     /// # Safety
     /// AVX2, F16C and AVX-512 F/BW must be enabled; each row holds group `g`.
     #[inline(always)]
-    unsafe fn quad(kind: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
-        let _ = tail;
+    unsafe fn quad(
+        kind: &BlockType,
+        rows: Rows4,
+        g: usize,
+        head: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
+        let _ = (head, tail);
         // (No closures: they would not take the enclosing target features.)
         macro_rules! unsigned {
             ($i:expr) => {{
@@ -130,26 +140,28 @@ unsafe fn nibbles4(v: __m512i) -> (__m512i, __m512i) {
     )
 }
 
-/// Adds 16 to the bytes of four rows' nibbles where their fifth bit (the 32 bits at `off` of
-/// each row) is set: bits 0..16 go to the low register, 16..32 to the high one.
+/// Adds 16 to the bytes of four rows' nibbles where their fifth bit is set: the 32 bits at
+/// byte `QH` of each row's `head` (row i in 128-bit lane i), bits 0..16 for the low register,
+/// 16..32 for the high one. Each byte picks its bit's byte of `qh` by a shuffle and tests the
+/// bit, so the masks come out of four vector instructions.
 ///
 /// # Safety
-/// AVX-512 F/BW must be enabled (this is inlined into [`decode::gemm`]); `off + 4` is within
-/// the rows.
+/// AVX-512 F/BW must be enabled (this is inlined into [`decode::gemm`]).
 #[inline(always)]
-unsafe fn fifth4(rows: Rows4, off: usize, (lo, hi): (__m512i, __m512i)) -> (__m512i, __m512i) {
-    let (mut kl, mut kh) = (0u64, 0u64);
-    for i in 0..4 {
-        // SAFETY: 4 bytes inside row i (the caller's `off`; `Rows4` holds four rows).
-        let bits = unsafe {
-            rows.ptr()
-                .add(i * rows.len + off)
-                .cast::<u32>()
-                .read_unaligned()
-        } as u64;
-        kl |= (bits & 0xffff) << (16 * i);
-        kh |= (bits >> 16) << (16 * i);
-    }
+unsafe fn fifth4<const QH: i8>(head: __m512i, (lo, hi): (__m512i, __m512i)) -> (__m512i, __m512i) {
+    const { assert!(QH >= 0 && QH <= 12) };
+    let (b0, b1, b2, b3) = (QH, QH + 1, QH + 2, QH + 3);
+    // Byte j of the low register reads qh's byte j / 8; of the high one byte 2 + j / 8.
+    let sel_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        b0, b0, b0, b0, b0, b0, b0, b0, b1, b1, b1, b1, b1, b1, b1, b1,
+    ));
+    let sel_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        b2, b2, b2, b2, b2, b2, b2, b2, b3, b3, b3, b3, b3, b3, b3, b3,
+    ));
+    // ... and tests bit j % 8 of it.
+    let bit = _mm512_set1_epi64(0x8040_2010_0804_0201u64 as i64);
+    let kl = _mm512_test_epi8_mask(_mm512_shuffle_epi8(head, sel_lo), bit);
+    let kh = _mm512_test_epi8_mask(_mm512_shuffle_epi8(head, sel_hi), bit);
     let sixteen = _mm512_set1_epi8(16);
     (
         _mm512_mask_add_epi8(lo, kl, lo, sixteen),
@@ -284,7 +296,13 @@ impl Unpack for Q4_0 {
     }
     const OFFSET: u8 = 8;
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, _: Rows4, _: usize, tail: __m512i) -> (__m512i, __m512i) {
+    unsafe fn quad(
+        _: &BlockType,
+        _: Rows4,
+        _: usize,
+        _: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
         // SAFETY: the caller's features.
         unsafe { nibbles4(tail) }
     }
@@ -302,7 +320,13 @@ impl Unpack for Q4_1 {
         one_scale_group(nibbles16(b, 4), f16_at(b, 0), f16_at(b, 2) ^ 0x8000)
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, _: Rows4, _: usize, tail: __m512i) -> (__m512i, __m512i) {
+    unsafe fn quad(
+        _: &BlockType,
+        _: Rows4,
+        _: usize,
+        _: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
         // SAFETY: the caller's features.
         unsafe { nibbles4(tail) }
     }
@@ -320,7 +344,13 @@ impl Unpack for Q8_0 {
         one_scale_group(load32(b, 2), f16_at(b, 0), 0)
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
+    unsafe fn quad(
+        _: &BlockType,
+        rows: Rows4,
+        g: usize,
+        _: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
         let flip = _mm512_set1_epi8(-128);
         // SAFETY: the caller's features, and group g (so these bytes) is in every row.
         unsafe {
@@ -345,15 +375,23 @@ impl Unpack for Q5_0 {
         one_scale_group(_mm256_or_si256(nibbles16(b, 6), clear), f16_at(b, 0), 0)
     }
     const OFFSET: u8 = 16;
+    const HEADS: bool = true;
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
-        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        unsafe { fifth4(rows, 22 * g + 2, nibbles4(tail)) }
+    unsafe fn quad(
+        _: &BlockType,
+        _: Rows4,
+        _: usize,
+        head: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features.
+        unsafe { fifth4::<2>(head, nibbles4(tail)) }
     }
 }
 
 struct Q5_1;
 impl Unpack for Q5_1 {
+    const HEADS: bool = true;
     const ONE_SCALE: bool = true;
     const SUMS: bool = true;
     const MINS: bool = true;
@@ -368,9 +406,15 @@ impl Unpack for Q5_1 {
         )
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, rows: Rows4, g: usize, tail: __m512i) -> (__m512i, __m512i) {
-        // SAFETY: the caller's features, and group g (so these bytes) is in every row.
-        unsafe { fifth4(rows, 24 * g + 4, nibbles4(tail)) }
+    unsafe fn quad(
+        _: &BlockType,
+        _: Rows4,
+        _: usize,
+        head: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features.
+        unsafe { fifth4::<4>(head, nibbles4(tail)) }
     }
 }
 
@@ -394,7 +438,13 @@ impl Unpack for Iq4Nl {
         one_scale_group(iq4(nibbles16(b, 2)), f16_at(b, 0), 0)
     }
     #[inline(always)]
-    unsafe fn quad(_: &BlockType, _: Rows4, _: usize, tail: __m512i) -> (__m512i, __m512i) {
+    unsafe fn quad(
+        _: &BlockType,
+        _: Rows4,
+        _: usize,
+        _: __m512i,
+        tail: __m512i,
+    ) -> (__m512i, __m512i) {
         // The grid's values + 128 (−127..113 → 1..241: unsigned bytes).
         let grid = _mm_xor_si128(
             // SAFETY: 16 bytes.

@@ -10,8 +10,9 @@
 //! adds, lane `4i + m` holding row `4m + i` — the order the rows' scales are put in, and
 //! undone once per strip when the results are stored. The scales come without a gather: each
 //! row's group is read as 32 bytes from its last 16 (the quants of the 4- and 5-bit formats),
-//! which brings the next group's scale words along ([`tails_next`]); only a strip's first
-//! group gathers them. `OFFSET·Σx` then comes back out of each
+//! which brings the next group's head along ([`tails_heads`]): its scale words, and the 5-bit
+//! formats' fifth bits, which become byte masks by a shuffle and a bit test (`fifth4`). Only a
+//! strip's first group gathers its scale words. `OFFSET·Σx` then comes back out of each
 //! sum (`QActs::sums`), so every sum is exact and each lane takes the spec's float steps for its
 //! row ([`crate::weights::quants::group_step`]): `acc = fma(d·dx, Σq·x, acc)` and, for Q4_1 /
 //! Q5_1, `mins = fma(dm, sx, mins)` where `dm ≠ 0`, group after group. So the result is the
@@ -29,6 +30,9 @@
 //! scales with the tails instead of gathering them (2026-12-05): Q4_0 in cache 22 µs against
 //! 25, from memory 27–30 against 28–34, Q4_1 29–30 against 34–37, IQ4_NL 29 against 31–32
 //! (Q5_0 / Q5_1 level); SmolLM2 Q4_0 decode at one thread 163–168 tokens/s against 149–153.
+//! The fifth bits by shuffle and test instead of four scalar loads and shifts per four rows:
+//! in cache Q5_0 31–32 µs against 36–38, Q5_1 31 against 44–46; SmolLM2 decode at one thread
+//! Q4_K_M (mostly Q5_0) 129–131 tokens/s against 102–104, Q5_K_M (Q5_1) 123 against 107–108.
 //! Four sequences
 //! decoded together (`examples/decode_together`, 1 thread) Q4_1 248 tokens/s against 177 with
 //! the strips, Q8_0 two sequences 154 against 90 (equal at eight).
@@ -168,15 +172,15 @@ struct Extent {
 }
 
 /// The tails of group `g` of a strip's sixteen rows (the last 16 bytes of each row's block,
-/// row `4k + i` in lane i of register k) and the scale words of group `g + 1` (the four bytes
-/// that follow each tail), in the folded lane order: one 32-byte load a row, two rows a
-/// register, then two 128-bit shuffles and three unpacks per strip instead of a gather.
+/// row `4k + i` in lane i of register k) and the heads of group `g + 1` (the 16 bytes that
+/// follow each tail: the next block's scale words, and fifth bits where it has them), in the
+/// same order: one 32-byte load a row, two rows a register, two 128-bit shuffles per four rows.
 ///
 /// # Safety
 /// AVX-512 F must be enabled (this is inlined into [`gemm`]); `strip` holds 16 rows of
 /// `row_bytes` and `off + 32 <= row_bytes` (group `g + 1` exists and starts at `off + 16`).
 #[inline(always)]
-unsafe fn tails_next(strip: &[u8], row_bytes: usize, off: usize) -> ([__m512i; 4], __m512i) {
+unsafe fn tails_heads(strip: &[u8], row_bytes: usize, off: usize) -> ([__m512i; 4], [__m512i; 4]) {
     debug_assert!(off + 32 <= row_bytes && strip.len() >= ROWS * row_bytes);
     macro_rules! pair {
         ($r:expr) => {{
@@ -192,17 +196,26 @@ unsafe fn tails_next(strip: &[u8], row_bytes: usize, off: usize) -> ([__m512i; 4
         }};
     }
     let mut tails = [_mm512_setzero_si512(); 4];
-    let mut next = [_mm512_setzero_si512(); 4];
+    let mut heads = [_mm512_setzero_si512(); 4];
     for k in 0..4 {
-        // 128-bit lanes: row 4k's tail and next words, then row 4k + 1's; (4k + 2, 4k + 3).
+        // 128-bit lanes: row 4k's tail and next head, then row 4k + 1's; (4k + 2, 4k + 3).
         let (a, b) = (pair!(4 * k), pair!(4 * k + 2));
         tails[k] = _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b);
-        next[k] = _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b);
+        heads[k] = _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b);
     }
-    // Lane i of next[k] starts with row 4k + i's words; they go to dword k of lane i.
-    let n01 = _mm512_unpacklo_epi32(next[0], next[1]);
-    let n23 = _mm512_unpacklo_epi32(next[2], next[3]);
-    (tails, _mm512_unpacklo_epi64(n01, n23))
+    (tails, heads)
+}
+
+/// The rows' scale words (each head's first four bytes: f16 scale, then f16 minimum) in the
+/// folded lane order: lane i of `heads[k]` is row 4k + i, whose words go to dword k of lane i.
+///
+/// # Safety
+/// AVX-512 F must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn scale_words(heads: &[__m512i; 4]) -> __m512i {
+    let h01 = _mm512_unpacklo_epi32(heads[0], heads[1]);
+    let h23 = _mm512_unpacklo_epi32(heads[2], heads[3]);
+    _mm512_unpacklo_epi64(h01, h23)
 }
 
 /// Tokens `t0..t0 + N` times the strip of rows `r0..r0 + 16` (see the module).
@@ -220,11 +233,9 @@ unsafe fn tile<F: Unpack, const N: usize>(
     r0: usize,
     t0: usize,
 ) {
-    // Lane 4i + m of a folded sum is row 4m + i (the module): the rows' offsets in that order,
-    // for the first group's scales, and the permutation back to row order for the store (the
-    // map is its own inverse).
+    // Lane 4i + m of a folded sum is row 4m + i (the module): the permutation back to row
+    // order for the store (the map is its own inverse).
     let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let offs = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
     let offset = F::OFFSET as i32;
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);
@@ -235,11 +246,24 @@ unsafe fn tile<F: Unpack, const N: usize>(
     let step = slen.div_ceil(nb).next_multiple_of(64);
     let zero = _mm512_setzero_ps();
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
-    // The rows' scale words (f16 scale, then f16 minimum) in lane order: the first group's
-    // gathered, each next one's loaded with the group before it.
-    // SAFETY: each lane reads the 4 bytes a row's group 0 starts with (gb ≥ 4); row 15's are
+    // Group 0's scale words, gathered in lane order, and its heads where the format reads them
+    // (each next group's come with the tails of the group before).
+    let lane_off = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
+    // SAFETY: each lane reads the 4 bytes a row's group 0 starts with (gb ≥ 16); row 15's are
     // inside the strip.
-    let mut sw = unsafe { _mm512_i32gather_epi32::<1>(offs, strip.as_ptr().cast()) };
+    let mut sw = unsafe { _mm512_i32gather_epi32::<1>(lane_off, strip.as_ptr().cast()) };
+    let mut heads = [_mm512_setzero_si512(); 4];
+    if F::HEADS {
+        // SAFETY (each): the caller's features; every row holds at least one group (gb ≥ 16).
+        heads = unsafe {
+            [
+                lanes4(q(0), 0),
+                lanes4(q(1), 0),
+                lanes4(q(2), 0),
+                lanes4(q(3), 0),
+            ]
+        };
+    }
     for g in 0..nb {
         if t0 == 0 {
             let from = ahead + step * g;
@@ -253,7 +277,7 @@ unsafe fn tile<F: Unpack, const N: usize>(
         let off = g * gb + gb - 16;
         let (tails, next) = if g + 1 < nb {
             // SAFETY: the caller's features; group g + 1 follows (`gemm` checked the strip).
-            unsafe { tails_next(strip, row_bytes, off) }
+            unsafe { tails_heads(strip, row_bytes, off) }
         } else {
             // SAFETY (each): the caller's features; group g is in every row.
             let t = unsafe {
@@ -264,14 +288,14 @@ unsafe fn tile<F: Unpack, const N: usize>(
                     lanes4(q(3), off),
                 ]
             };
-            (t, sw)
+            (t, heads)
         };
         // (No closures below: they would not take the enclosing target features.)
         macro_rules! quad {
             ($k:expr) => {
                 // SAFETY: the caller's features; the rows are the strip's, and group g is in
                 // every row (checked by `gemm`).
-                unsafe { F::quad(kind, q($k), g, tails[$k]) }
+                unsafe { F::quad(kind, q($k), g, heads[$k], tails[$k]) }
             };
         }
         let quads = [quad!(0), quad!(1), quad!(2), quad!(3)];
@@ -287,7 +311,11 @@ unsafe fn tile<F: Unpack, const N: usize>(
         } else {
             (zero, 0)
         };
-        sw = next;
+        heads = next;
+        if g + 1 < nb {
+            // SAFETY: the caller's features.
+            sw = unsafe { scale_words(&next) };
+        }
         for t in 0..N {
             let b = (t0 + t) * nb + g;
             let x = &a.qs[b * QK..b * QK + QK];
