@@ -11,6 +11,14 @@
 //! the rest, and a worker that wakes after the last item was taken does not join at all, so the
 //! caller never waits for it. Which thread computes an item never changes its bits.
 //!
+//! A worker descheduled in the middle of an item still holds it, and the caller waits for it:
+//! with another process on every core, each product of a forward pass can wait a scheduler
+//! time slice. So the pool watches for that: when a call's last item ends well after the
+//! caller's own (by more than the caller's whole share and [`STALL`]), the next calls run on
+//! the caller alone, [`SOLO`] of them at first, twice as many after each stall in a row (up to
+//! [`MAX_SOLO`]); a call without a stall resets that. On a busy machine `-t 2` then runs about
+//! as `-t 1` does instead of slower, and on a quiet one nothing changes.
+//!
 //! A panic in an item, on any thread, ends the call with that panic on the caller's thread,
 //! after every thread has left the job (so nothing runs the closure once the call has
 //! returned); the pool keeps all its workers and stays usable.
@@ -39,6 +47,15 @@ impl Parallel for Serial {
         }
     }
 }
+
+/// How much later than the caller's own items a worker's last item may end, beyond the
+/// caller's own time in the call, before the pool counts a stall (see the module).
+#[cfg(feature = "std")]
+pub const STALL: std::time::Duration = std::time::Duration::from_micros(200);
+/// Calls a [`ThreadPool`] runs on the caller alone after a first stall.
+pub const SOLO: u32 = 64;
+/// The most calls it runs alone after stalls in a row.
+pub const MAX_SOLO: u32 = 4096;
 
 /// Rows per chunk when `rows` are shared by `threads`: about two chunks per thread (taken as
 /// threads come free, so a stalled thread holds a quarter of a product with two threads), a
@@ -98,7 +115,7 @@ pub use pool::ThreadPool;
 
 #[cfg(feature = "std")]
 mod pool {
-    use super::Parallel;
+    use super::{Parallel, MAX_SOLO, SOLO, STALL};
     use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
@@ -153,8 +170,25 @@ mod pool {
     pub struct ThreadPool {
         shared: Arc<Shared>,
         workers: Vec<JoinHandle<()>>,
-        /// Serialises callers of `for_each` (the pool runs one job at a time).
-        running: Mutex<()>,
+        /// Serialises callers of `for_each` (the pool runs one job at a time), and keeps what
+        /// the pool learnt of stalls.
+        running: Mutex<Adapt>,
+    }
+
+    /// The caller-alone state (see the module).
+    #[derive(Debug)]
+    struct Adapt {
+        /// Calls still to run on the caller alone.
+        solo: u32,
+        /// How many to run alone after the next stall.
+        next: u32,
+    }
+
+    impl Adapt {
+        const NEW: Adapt = Adapt {
+            solo: 0,
+            next: SOLO,
+        };
     }
 
     /// Busy-wait rounds before yielding: the forward pass publishes jobs microseconds apart.
@@ -198,7 +232,7 @@ mod pool {
                         drop(ThreadPool {
                             shared,
                             workers,
-                            running: Mutex::new(()),
+                            running: Mutex::new(Adapt::NEW),
                         });
                         return Err(e);
                     }
@@ -207,7 +241,7 @@ mod pool {
             Ok(ThreadPool {
                 shared,
                 workers,
-                running: Mutex::new(()),
+                running: Mutex::new(Adapt::NEW),
             })
         }
     }
@@ -351,7 +385,14 @@ mod pool {
                 }
                 return;
             }
-            let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut adapt = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if adapt.solo > 0 {
+                adapt.solo -= 1;
+                for i in 0..items {
+                    f(i, 0);
+                }
+                return;
+            }
             let ptr: *const (dyn Fn(usize, usize) + Sync + '_) = f;
             // SAFETY (lifetime erasure only): workers dereference the pointer only inside this
             // job, and `Close` below waits for every worker inside before this call returns.
@@ -370,6 +411,8 @@ mod pool {
                 // Left by a job whose caller panicked itself.
                 *s.panic.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
+            let t0 = std::time::Instant::now();
+            let own;
             {
                 s.gate.store(OPEN, Ordering::Release);
                 let _close = Close(s);
@@ -379,8 +422,18 @@ mod pool {
                     s.wake.notify_all();
                 }
                 take_items(s, &job, 0);
+                own = t0.elapsed();
             }
-            // Every worker has left the job (`Close`): re-raise the first panic one caught.
+            // Every worker has left the job (`Close`). A stall: the caller waited for a worker
+            // longer than its own share took, and by more than STALL.
+            if t0.elapsed() > own * 2 + STALL {
+                adapt.solo = adapt.next;
+                adapt.next = adapt.next.saturating_mul(2).min(MAX_SOLO);
+            } else {
+                adapt.next = SOLO;
+            }
+            drop(adapt);
+            // Re-raise the first panic a worker caught.
             if s.panicked.swap(false, Ordering::AcqRel) {
                 let caught = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(p) = caught {
@@ -443,9 +496,54 @@ mod pool {
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
 
+        #[test]
+        fn after_a_stalled_worker_the_caller_runs_alone_then_tries_again() {
+            let pool = ThreadPool::new(2).unwrap();
+            // The worker's first item sleeps 100 ms; the caller's items wait (up to 10 s) for
+            // the worker to have joined, then take far less.
+            let joined = AtomicBool::new(false);
+            pool.for_each(64, 2, &|_, slot| {
+                if slot == 1 && !joined.swap(true, Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                let t0 = std::time::Instant::now();
+                while !joined.load(Ordering::SeqCst)
+                    && t0.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::yield_now();
+                }
+            });
+            assert_eq!(pool.running.lock().unwrap().solo, SOLO, "a stall");
+            // The next SOLO calls run every item on the caller.
+            for _ in 0..SOLO {
+                let on_worker = AtomicUsize::new(0);
+                pool.for_each(64, 2, &|_, slot| {
+                    if slot != 0 {
+                        on_worker.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                assert_eq!(on_worker.load(Ordering::Relaxed), 0);
+            }
+            {
+                let adapt = pool.running.lock().unwrap();
+                assert_eq!(
+                    (adapt.solo, adapt.next),
+                    (0, 2 * SOLO),
+                    "done alone, backoff kept"
+                );
+            }
+            // Then the workers take part again, and a call without a stall resets the backoff.
+            on_every_slot(&pool, &|_| {});
+            let adapt = pool.running.lock().unwrap();
+            assert_eq!((adapt.solo, adapt.next), (0, SOLO));
+        }
+
         /// Runs a job whose items wait (up to 10 s) until every slot has joined, so each
         /// thread of the pool takes part; `f(slot)` then runs on each.
         fn on_every_slot(pool: &ThreadPool, f: &(dyn Fn(usize) + Sync)) {
+            // (Not after a stall, when calls run on the caller alone: these items wait for
+            // each other.)
+            pool.running.lock().unwrap_or_else(|e| e.into_inner()).solo = 0;
             let n = pool.threads();
             let joined: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
             pool.for_each(64 * n, n, &|_, slot| {
