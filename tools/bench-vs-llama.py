@@ -34,7 +34,8 @@ def ember(binary, model, t, p, n):
     out = run([binary, "bench", "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "--json",
                "--no-bandwidth"])
     o = json.loads(out.strip().splitlines()[-1])
-    return o["pp_tokens_per_s"], o["tg_tokens_per_s"], o["kernels"]
+    # (A test of 0 tokens is skipped, and has no figure.)
+    return o.get("pp_tokens_per_s"), o.get("tg_tokens_per_s"), o["kernels"]
 
 
 def bandwidth(binary, model, t):
@@ -48,8 +49,8 @@ def bandwidth(binary, model, t):
 def llama(bench, model, t, p, n):
     out = run([bench, "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "-o", "json"])
     rows = json.loads(out)
-    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == p and r["n_gen"] == 0)
-    tg = next(r["avg_ts"] for r in rows if r["n_gen"] == n and r["n_prompt"] == 0)
+    pp = next((r["avg_ts"] for r in rows if p and r["n_prompt"] == p and r["n_gen"] == 0), None)
+    tg = next((r["avg_ts"] for r in rows if n and r["n_gen"] == n and r["n_prompt"] == 0), None)
     return pp, tg
 
 
@@ -62,6 +63,8 @@ def main():
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("--busy", action="store_true", help="one competing CPU-bound process")
     a = ap.parse_args()
+    if a.p <= 0 and a.n <= 0:
+        ap.error("-p and -n are both 0: nothing to measure")
 
     bin_dir = run([os.path.join(ROOT, "tools", "build-llama-cpp.sh")]).strip().splitlines()[-1]
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "ember-cli"], check=True, cwd=ROOT)
@@ -94,6 +97,8 @@ def main():
                 # Decoding reads every weight once a token: bandwidth / bytes is its bound.
                 limit = bw * 1e9 / weight_bytes
                 for test, e, l in ((f"pp{a.p}", e_pp, l_pp), (f"tg{a.n}", e_tg, l_tg)):
+                    if None in e or None in l:
+                        continue  # a test of 0 tokens (-p 0 or -n 0)
                     em, lm = statistics.mean(e), statistics.mean(l)
                     share = f"{100 * em / limit:.0f}% / {100 * lm / limit:.0f}% of {limit:.0f} tok/s ({bw:.1f} GB/s)" if test.startswith("tg") else ""
                     print(f"| {name} | {t} | {test} | {em:.1f} ± {statistics.pstdev(e):.1f} | {lm:.1f} ± {statistics.pstdev(l):.1f} | {em / lm:.2f}× | {share} |")

@@ -15,9 +15,9 @@
 //! with another process on every core, each product of a forward pass can wait a scheduler
 //! time slice. So the pool watches for that: when a call's last item ends well after the
 //! caller's own (by more than the caller's whole share and [`STALL`]), the next calls run on
-//! the caller alone, [`SOLO`] of them at first, twice as many after each stall in a row (up to
-//! [`MAX_SOLO`]); a call without a stall resets that. On a busy machine `-t 2` then runs about
-//! as `-t 1` does instead of slower, and on a quiet one nothing changes.
+//! the caller alone, [`SOLO`] of them at first, twice as many after each further stall (up to
+//! [`MAX_SOLO`]) until [`CLEAN`] calls in a row pass without one. On a busy machine `-t 2` then
+//! runs about as `-t 1` does instead of slower, and on a quiet one nothing changes.
 //!
 //! A panic in an item, on any thread, ends the call with that panic on the caller's thread,
 //! after every thread has left the job (so nothing runs the closure once the call has
@@ -54,8 +54,11 @@ impl Parallel for Serial {
 pub const STALL: std::time::Duration = std::time::Duration::from_micros(200);
 /// Calls a [`ThreadPool`] runs on the caller alone after a first stall.
 pub const SOLO: u32 = 64;
-/// The most calls it runs alone after stalls in a row.
+/// The most calls it runs alone after a stall.
 pub const MAX_SOLO: u32 = 4096;
+/// Calls without a stall, in a row, after which a stall counts as a first one again (about a
+/// decoded token of a small model).
+pub const CLEAN: u32 = 256;
 
 /// Rows per chunk when `rows` are shared by `threads`: about two chunks per thread (taken as
 /// threads come free, so a stalled thread holds a quarter of a product with two threads), a
@@ -115,7 +118,7 @@ pub use pool::ThreadPool;
 
 #[cfg(feature = "std")]
 mod pool {
-    use super::{Parallel, MAX_SOLO, SOLO, STALL};
+    use super::{Parallel, CLEAN, MAX_SOLO, SOLO, STALL};
     use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
@@ -182,12 +185,15 @@ mod pool {
         solo: u32,
         /// How many to run alone after the next stall.
         next: u32,
+        /// Calls in a row without a stall.
+        clean: u32,
     }
 
     impl Adapt {
         const NEW: Adapt = Adapt {
             solo: 0,
             next: SOLO,
+            clean: 0,
         };
     }
 
@@ -429,8 +435,12 @@ mod pool {
             if t0.elapsed() > own * 2 + STALL {
                 adapt.solo = adapt.next;
                 adapt.next = adapt.next.saturating_mul(2).min(MAX_SOLO);
+                adapt.clean = 0;
             } else {
-                adapt.next = SOLO;
+                adapt.clean = adapt.clean.saturating_add(1);
+                if adapt.clean >= CLEAN {
+                    adapt.next = SOLO;
+                }
             }
             drop(adapt);
             // Re-raise the first panic a worker caught.
@@ -532,10 +542,17 @@ mod pool {
                     "done alone, backoff kept"
                 );
             }
-            // Then the workers take part again, and a call without a stall resets the backoff.
+            // Then the workers take part again; CLEAN calls in a row without a stall reset the
+            // backoff (on a loaded machine a call may stall again, so it runs until then).
             on_every_slot(&pool, &|_| {});
+            let mut calls = 0;
+            while pool.running.lock().unwrap().clean < CLEAN && calls < 100_000 {
+                pool.for_each(2, 2, &|_, _| {});
+                calls += 1;
+            }
             let adapt = pool.running.lock().unwrap();
-            assert_eq!((adapt.solo, adapt.next), (0, SOLO));
+            assert!(adapt.clean >= CLEAN, "{calls} calls");
+            assert_eq!(adapt.next, SOLO);
         }
 
         /// Runs a job whose items wait (up to 10 s) until every slot has joined, so each
