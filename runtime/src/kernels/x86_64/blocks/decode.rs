@@ -275,7 +275,7 @@ unsafe fn tile<F: Unpack, const N: usize>(
         }
         // The last 16 bytes of each row's group g.
         let off = g * gb + gb - 16;
-        let (tails, next) = if g + 1 < nb {
+        let (tails, next) = if F::NEXT_HEADS && g + 1 < nb {
             // SAFETY: the caller's features; group g + 1 follows (`gemm` checked the strip).
             unsafe { tails_heads(strip, row_bytes, off) }
         } else {
@@ -299,6 +299,11 @@ unsafe fn tile<F: Unpack, const N: usize>(
             };
         }
         let quads = [quad!(0), quad!(1), quad!(2), quad!(3)];
+        if !F::NEXT_HEADS && g > 0 {
+            // SAFETY: each lane reads the 4 bytes a row's group g starts with; row 15's are
+            // inside the strip.
+            sw = unsafe { _mm512_i32gather_epi32::<1>(lane_off, strip[g * gb..].as_ptr().cast()) };
+        }
         let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(sw));
         let (dm, live) = if F::MINS {
             // The minimum is added: its chain takes −m (as `Unpack::group` gives it).
@@ -312,7 +317,7 @@ unsafe fn tile<F: Unpack, const N: usize>(
             (zero, 0)
         };
         heads = next;
-        if g + 1 < nb {
+        if F::NEXT_HEADS && g + 1 < nb {
             // SAFETY: the caller's features.
             sw = unsafe { scale_words(&next) };
         }
