@@ -14,7 +14,7 @@
 //! A worker descheduled in the middle of an item still holds it, and the caller waits for it:
 //! with another process on every core, each product of a forward pass can wait a scheduler
 //! time slice. So the pool watches for that: when a call's last item ends well after the
-//! caller's own (by more than the caller's whole share and [`STALL`]), the next calls run on
+//! caller's own (by more than the caller's whole share and `STALL`), the next calls run on
 //! the caller alone, [`SOLO`] of them at first, twice as many after each further stall (up to
 //! [`MAX_SOLO`]) until [`CLEAN`] calls in a row pass without one. On a busy machine `-t 2` then
 //! runs about as `-t 1` does instead of slower, and on a quiet one nothing changes.

@@ -33,9 +33,8 @@
 //! The fifth bits by shuffle and test instead of four scalar loads and shifts per four rows:
 //! in cache Q5_0 31–32 µs against 36–38, Q5_1 31 against 44–46; SmolLM2 decode at one thread
 //! Q4_K_M (mostly Q5_0) 129–131 tokens/s against 102–104, Q5_K_M (Q5_1) 123 against 107–108.
-//! Four sequences
-//! decoded together (`examples/decode_together`, 1 thread) Q4_1 248 tokens/s against 177 with
-//! the strips, Q8_0 two sequences 154 against 90 (equal at eight).
+//! Four sequences decoded together (`examples/decode_together`, 1 thread) Q4_1 248 tokens/s
+//! against 177 with the strips, Q8_0 two sequences 154 against 90 (equal at eight).
 
 use super::Unpack;
 use crate::kernels::{OutRows, QActs};
