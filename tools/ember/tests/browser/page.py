@@ -24,14 +24,17 @@ try:
     driver.find_element(By.ID, "input").send_keys(message)
     driver.find_element(By.ID, "send").click()
     seen, last, deadline = 0, None, time.time() + 120
-    # The reply streams into the last assistant bubble; Send comes back when it is done.
+    # The reply streams into the last assistant bubble; Send comes back when it is done. Send is
+    # looked at before the text: once it is back, the text read after it is the whole reply (the
+    # other order could stop on the text from before the last chunk).
     while time.time() < deadline:
+        done = driver.find_element(By.ID, "send").is_enabled()
         bubbles = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")
         text = bubbles[-1].text if bubbles else ""
         if text != last:
             seen += 1
             last = text
-        if bubbles and driver.find_element(By.ID, "send").is_enabled() and text:
+        if done and text:
             break
         time.sleep(0.01)
     errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".error")]
