@@ -2,7 +2,8 @@
 //! benches/): `TYPE=q4_0 ROWS=1536 COLS=576 TOKS=1 cargo run --release -p ember-runtime
 //! --example gemm_speed`. The weights are random bytes (valid f16 scales) spread over enough
 //! copies of the matrix (`MB`, default 256 MiB) that each product reads them from memory, as
-//! decode does (`ITERS` sets the repetitions); `EXACT=1` also times llama.cpp's order (Q4_0, Q4_1, Q8_0).
+//! decode does (`ITERS` sets the repetitions); `EXACT=1` also times llama.cpp's order (Q4_0,
+//! Q4_1, Q8_0).
 use ember_runtime::kernels::{block_sums, Kernels, Numerics, OutRows, QActs};
 use ember_runtime::weights::{quants, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, BLOCK_TYPES, QK};
 use std::time::Instant;

@@ -83,7 +83,7 @@ trait Unpack {
     /// (49152 × 576, 2 tokens 1.80 ms against 1.99 with the tails, 1.69 before).
     const NEXT_HEADS: bool = !Self::WIDE;
     /// Whether [`Unpack::quad`] reads its `head` argument (the decode then keeps the heads of
-    /// the group ahead, four registers).
+    /// the group ahead, four registers; they come with the tails, so this needs `NEXT_HEADS`).
     const HEADS: bool = false;
     /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
@@ -1125,15 +1125,6 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
     let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
     };
-    let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
-    let zero = G {
-        q: _mm256_setzero_si256(),
-        sc: _mm256_setzero_si256(),
-        m: _mm256_setzero_si256(),
-        d: 0,
-        dm: 0,
-    };
-    let mut gs = [[zero; R]; GPB_K];
     // Decode and small batches: each group of four rows straight from the rows into the
     // products of a tile of up to K_TILE tokens (unpacked once per tile).
     if toks <= K_SMALL {
@@ -1154,6 +1145,15 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
     }
 
     // Prefill: a block of the quad unpacked once, then used by up to TOKENS tokens.
+    let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
+    let zero = G {
+        q: _mm256_setzero_si256(),
+        sc: _mm256_setzero_si256(),
+        m: _mm256_setzero_si256(),
+        d: 0,
+        dm: 0,
+    };
+    let mut gs = [[zero; R]; GPB_K];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);
         for t0 in (0..toks).step_by(TOKENS) {

@@ -126,6 +126,12 @@ pub(super) unsafe fn gemm<F: Unpack>(
             "one-scale minimums come from s"
         )
     };
+    const {
+        assert!(
+            !F::HEADS || F::NEXT_HEADS,
+            "a group's heads come with the tails of the group before"
+        )
+    };
     assert!(F::GPB == 1 && F::ONE_SCALE);
     // Everything read below: the tokens' nb blocks each (block_extent checked qs, d and s).
     let blocks = toks * nb;
