@@ -20,6 +20,10 @@ use half::f16;
 /// Widest attention head supported (bounds stack buffers of the attention kernels).
 pub const MAX_HEAD_DIM: usize = 512;
 
+/// One chunk of the online softmax ([`scalar::softmax_chunk`]): raw scores in, factors and
+/// weights out, with which keys grow the max; the state is updated.
+pub type SoftmaxFn = fn(&mut [f32], &mut [bool], f32, &mut Softmax);
+
 /// Keys handled per chunk (bounds the stack buffers).
 pub const CHUNK: usize = 128;
 
@@ -40,19 +44,20 @@ impl Softmax {
     };
 }
 
-/// The online-softmax update over `n` keys: `scores(c0, out)` writes the raw dot products of keys
-/// `c0..c0 + out.len()`, `rescale(acc, m)` multiplies the running sum by m, and
-/// `add(acc, j, w)` adds w times value j.
+/// The online-softmax update over `n` keys, a chunk at a time: `scores(c0, out)` writes the raw
+/// dot products of keys `c0..c0 + out.len()`; `apply(acc, c0, grows, w)` then adds the chunk's
+/// values to the running sum `acc` in key order: key `c0 + j` first rescales `acc` by `w[j]` and
+/// adds its value with weight 1 where `grows[j]` (the max grew), else adds its value with weight
+/// `w[j]` ([`per_key`] spells it out).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn online<A>(
+    softmax: SoftmaxFn,
     n: usize,
     scale: f32,
     st: &mut Softmax,
     acc: &mut [A],
     mut scores: impl FnMut(usize, &mut [f32]),
-    rescale: impl Fn(&mut [A], f32),
-    add: impl Fn(&mut [A], usize, f32),
+    mut apply: impl FnMut(&mut [A], usize, &[bool], &[f32]),
 ) {
     let mut factor = [0.0f32; CHUNK];
     let mut grows = [false; CHUNK];
@@ -60,32 +65,30 @@ fn online<A>(
     while c0 < n {
         let m = (n - c0).min(CHUNK);
         scores(c0, &mut factor[..m]);
-        // Where the running max grows, the factor rescales the sum by e^(M_old − s); else the
-        // value's weight is e^(s − M).
-        let mut run = st.max;
-        for j in 0..m {
-            let s = factor[j] * scale;
-            grows[j] = s > run;
-            factor[j] = if grows[j] { run - s } else { s - run };
-            if grows[j] {
-                run = s;
-            }
-        }
-        exp_inplace_scalar(&mut factor[..m]);
-        for j in 0..m {
-            let (ms, vs) = if grows[j] {
-                (factor[j], 1.0)
-            } else {
-                (1.0, factor[j])
-            };
-            if grows[j] {
-                rescale(acc, ms);
-            }
-            add(acc, c0 + j, vs);
-            st.sum = scalar::fma(st.sum, ms, vs);
-        }
-        st.max = run;
+        softmax(&mut factor[..m], &mut grows[..m], scale, st);
+        apply(acc, c0, &grows[..m], &factor[..m]);
         c0 += m;
+    }
+}
+
+/// [`online`]'s `apply` key by key: `rescale(acc, m)` multiplies the running sum by m, and
+/// `add(acc, j, w)` adds w times value j.
+#[inline(always)]
+pub fn per_key<A>(
+    acc: &mut [A],
+    c0: usize,
+    grows: &[bool],
+    w: &[f32],
+    rescale: impl Fn(&mut [A], f32),
+    add: impl Fn(&mut [A], usize, f32),
+) {
+    for (j, (&g, &w)) in grows.iter().zip(w).enumerate() {
+        if g {
+            rescale(acc, w);
+            add(acc, c0 + j, 1.0);
+        } else {
+            add(acc, c0 + j, w);
+        }
     }
 }
 
@@ -101,6 +104,7 @@ fn attend_rows<E, A>(
     scale: f32,
     acc: &mut [A],
     st: &mut Softmax,
+    softmax: SoftmaxFn,
     dot: fn(&[E], &[f32]) -> f32,
     rescale: fn(&mut [A], f32),
     mad: impl Fn(&mut [A], &[E], f32),
@@ -108,6 +112,7 @@ fn attend_rows<E, A>(
     let hd = q.len();
     let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
     online(
+        softmax,
         n,
         scale,
         st,
@@ -117,8 +122,11 @@ fn attend_rows<E, A>(
                 *o = dot(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
             }
         },
-        rescale,
-        |acc, j, w| mad(acc, &values[j * hd..(j + 1) * hd], w),
+        |acc, c0, grows, w| {
+            per_key(acc, c0, grows, w, rescale, |acc, j, w| {
+                mad(acc, &values[j * hd..(j + 1) * hd], w)
+            })
+        },
     );
 }
 
@@ -136,8 +144,17 @@ pub fn attend_f16(
     acc: &mut [f16],
     st: &mut Softmax,
 ) {
-    let (dot, rescale, mad) = (k.dot_f16_f32, k.scale_f16, k.mad_f16);
-    attend_rows(q, keys, values, n, scale, acc, st, dot, rescale, mad);
+    let hd = q.len();
+    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
+    online(
+        k.softmax,
+        n,
+        scale,
+        st,
+        acc,
+        |c0, out| (k.scores_f16)(&keys[c0 * hd..(c0 + out.len()) * hd], q, out),
+        |acc, c0, grows, w| (k.update_f16)(acc, &values[c0 * hd..(c0 + w.len()) * hd], grows, w),
+    );
 }
 
 /// One head over an f32 cache; f32 running sum.
@@ -154,7 +171,7 @@ pub fn attend_f32(
 ) {
     let mad = |acc: &mut [f32], v: &[f32], w: f32| (k.axpy_f32)(acc, w, v);
     attend_rows(
-        q, keys, values, n, scale, acc, st, k.dot_f32, scale_f32, mad,
+        q, keys, values, n, scale, acc, st, k.softmax, k.dot_f32, scale_f32, mad,
     );
 }
 
@@ -175,6 +192,7 @@ pub fn attend_q8_0(
     let nb = q.nb;
     let (keys, values) = (&keys[..n * nb], &values[..n * nb]);
     online(
+        k.softmax,
         n,
         scale,
         st,
@@ -184,8 +202,11 @@ pub fn attend_q8_0(
             let mut rows = OutRows::new(out, m, m, 1);
             (k.gemm_q8_0)(&keys[c0 * nb..(c0 + m) * nb], q, &mut rows);
         },
-        scale_f32,
-        |acc, j, w| (k.mad_q8_0)(acc, &values[j * nb..(j + 1) * nb], w),
+        |acc, c0, grows, w| {
+            per_key(acc, c0, grows, w, scale_f32, |acc, j, w| {
+                (k.mad_q8_0)(acc, &values[j * nb..(j + 1) * nb], w)
+            })
+        },
     );
 }
 
@@ -193,13 +214,6 @@ pub fn attend_q8_0(
 pub fn scale_f32(y: &mut [f32], a: f32) {
     for v in y {
         *v *= a;
-    }
-}
-
-/// x ← e^x for the softmax ([`scalar::exp_softmax`], llama.cpp's `expf`).
-pub fn exp_inplace_scalar(x: &mut [f32]) {
-    for v in x {
-        *v = scalar::exp_softmax(*v);
     }
 }
 

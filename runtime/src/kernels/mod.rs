@@ -261,10 +261,14 @@ pub struct Kernels {
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     /// acc += Σ a_i · (row i of b, rows `stride` apart), in order ([`scalar::fma_rows`]).
     pub fma_rows: fn(&mut [f32], &[f32], &[f32], usize),
-    /// y = f16(x·a + y) (f16 running sum of attention).
-    pub mad_f16: fn(&mut [f16], &[f16], f32),
-    /// y = f16(y·a).
-    pub scale_f16: fn(&mut [f16], f32),
+    /// One chunk of attention's online softmax ([`scalar::softmax_chunk`]).
+    pub softmax: attend::SoftmaxFn,
+    /// Attention scores over an f16 key cache, a chunk of keys at a time
+    /// ([`scalar::scores_f16`]).
+    pub scores_f16: fn(&[f16], &[f32], &mut [f32]),
+    /// A chunk of f16 values into attention's f16 running sum, rescaled where the max grew
+    /// ([`scalar::update_f16`]).
+    pub update_f16: UpdateF16Fn,
     /// gate = silu(gate)·up with ggml's exp ([`scalar::exp_ggml`]).
     pub swiglu: fn(&mut [f32], &[f32]),
     /// x ← e^x with ggml's exp ([`scalar::exp_ggml`]; the weights of tiled attention).
@@ -278,6 +282,10 @@ impl fmt::Debug for Kernels {
         write!(f, "Kernels({})", self.name())
     }
 }
+
+/// Adds a chunk of f16 values to attention's f16 running sum ([`scalar::update_f16`]): running
+/// sum, values, which keys grow the max, their factors or weights.
+pub type UpdateF16Fn = fn(&mut [f16], &[f16], &[bool], &[f32]);
 
 /// Row-by-row product with a per-(row, token) dot function: the scalar set's GEMM.
 pub fn gemm_by_rows<W>(
@@ -448,8 +456,9 @@ impl Kernels {
         dot_f32: scalar::vec_dot_f32,
         dot_f16_f32: scalar::vec_dot_f16_f32,
         axpy_f32: scalar::axpy_f32,
-        mad_f16: scalar::mad_f16,
-        scale_f16: scalar::scale_f16,
+        softmax: scalar::softmax_chunk,
+        scores_f16: scalar::scores_f16,
+        update_f16: scalar::update_f16,
         swiglu: scalar::swiglu,
         fma_rows: scalar::fma_rows,
         exp_ggml: scalar::exp_ggml_inplace,

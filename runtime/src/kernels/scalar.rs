@@ -211,6 +211,61 @@ pub fn scale_f16(y: &mut [f16], a: f32) {
     }
 }
 
+/// One chunk of attention's online softmax. `x` holds the raw scores (k · q) of the chunk's keys
+/// in order; each, times `scale`, is s. Where s exceeds the running max M (`st.max`), the key
+/// `grows` it: its factor e^(M − s) rescales the running sums and M becomes s; elsewhere its
+/// weight is e^(s − M). `x` is left holding the factors and weights ([`exp_softmax`]), and the
+/// sum of weights `st.sum` has taken them in order: `fma(sum, factor, 1)` or `fma(sum, 1, weight)`.
+pub fn softmax_chunk(
+    x: &mut [f32],
+    grows: &mut [bool],
+    scale: f32,
+    st: &mut super::attend::Softmax,
+) {
+    let mut run = st.max;
+    for (f, g) in x.iter_mut().zip(grows.iter_mut()) {
+        let s = *f * scale;
+        *g = s > run;
+        *f = if *g { run - s } else { s - run };
+        if *g {
+            run = s;
+        }
+    }
+    for f in x.iter_mut() {
+        *f = exp_softmax(*f);
+    }
+    for (&f, &g) in x.iter().zip(grows.iter()) {
+        let (ms, vs) = if g { (f, 1.0) } else { (1.0, f) };
+        st.sum = fma(st.sum, ms, vs);
+    }
+    st.max = run;
+}
+
+/// Scores of `out.len()` f16 keys stored one after another (`q.len()` values each) against `q`:
+/// `out[j] = vec_dot_f16_f32(key j, q)`.
+pub fn scores_f16(keys: &[f16], q: &[f32], out: &mut [f32]) {
+    let hd = q.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f16_f32(&keys[j * hd..(j + 1) * hd], q);
+    }
+}
+
+/// Adds a chunk of f16 values (`acc.len()` each, one after another) to the f16 running sum `acc`
+/// in order: value j, where `grows[j]`, after `scale_f16(acc, w[j])` and with weight 1; else with
+/// weight `w[j]` (each addition a [`mad_f16`]).
+pub fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
+    let hd = acc.len();
+    for (j, (&g, &w)) in grows.iter().zip(w).enumerate() {
+        let v = &values[j * hd..(j + 1) * hd];
+        if g {
+            scale_f16(acc, w);
+            mad_f16(acc, v, 1.0);
+        } else {
+            mad_f16(acc, v, w);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // exp, as the engine computes it everywhere (softmax, SiLU): fast, vectorizable, and the same
 // bits on every ISA. e^x = 2^n · e^r with n = round(x·log2 e), r = x − n·ln 2 (in two parts), and
@@ -264,6 +319,59 @@ pub fn exp(x: f32) -> f32 {
     (p * pow2i(n1)) * pow2i(n - n1)
 }
 
+/// T[i] = bits of 2^(i/32) (correctly rounded f64) − (i << 47): adding k << 47 then puts
+/// 2^(k/32) together, exponent included.
+pub(crate) const EXP_SOFTMAX_T: [u64; 32] = [
+    0x3ff0000000000000,
+    0x3fefd9b0d3158574,
+    0x3fefb5586cf9890f,
+    0x3fef9301d0125b51,
+    0x3fef72b83c7d517b,
+    0x3fef54873168b9aa,
+    0x3fef387a6e756238,
+    0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715,
+    0x3feef1a7373aa9cb,
+    0x3feedea64c123422,
+    0x3feece086061892d,
+    0x3feebfdad5362a27,
+    0x3feeb42b569d4f82,
+    0x3feeab07dd485429,
+    0x3feea47eb03a5585,
+    0x3feea09e667f3bcd,
+    0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187,
+    0x3feea589994cce13,
+    0x3feeace5422aa0db,
+    0x3feeb737b0cdc5e5,
+    0x3feec49182a3f090,
+    0x3feed503b23e255d,
+    0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47,
+    0x3fef199bdd85529c,
+    0x3fef3720dcef9069,
+    0x3fef5818dcfba487,
+    0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da,
+    0x3fefd0765b6e4540,
+];
+
+/// [`exp_softmax`]'s limits (as f32 bits: e^x is ∞ above `HI`, 0 below `LO`) and its f64
+/// constants: 32/ln 2, the cubic's c0, c1, c2, and the 1.5·2^52 that rounds to an integer.
+pub(crate) const EXP_SOFTMAX_HI: u32 = 0x42b1_7217;
+pub(crate) const EXP_SOFTMAX_LO: u32 = 0xc2cf_f1b4;
+#[inline(always)]
+pub(crate) fn exp_softmax_consts() -> [f64; 5] {
+    const N: f64 = 32.0;
+    [
+        f64::from_bits(0x3ff7_1547_652b_82fe) * N,
+        f64::from_bits(0x3fac_6af8_4b91_2394) / (N * N * N),
+        f64::from_bits(0x3fce_bfce_50fa_c4f3) / (N * N),
+        f64::from_bits(0x3fe6_2e42_ff0c_52d6) / N,
+        f64::from_bits(0x4338_0000_0000_0000),
+    ]
+}
+
 /// e^x for the attention softmax, as glibc's `expf` computes it (llama.cpp's flash attention
 /// calls `expf`, and glibc's is not always correctly rounded, so only its algorithm gives its
 /// bits): x·32/ln 2 = k + r in f64, e^x = 2^(k/32)·2^(r/32) with 2^(i/32) from a 32-entry table
@@ -271,62 +379,21 @@ pub fn exp(x: f32) -> f32 {
 /// third f32) and by a sampled test on every x86-64 glibc build; no libm, so it is the same
 /// function without `std`.
 pub fn exp_softmax(x: f32) -> f32 {
-    /// T[i] = bits of 2^(i/32) (correctly rounded f64) − (i << 47): adding k << 47 then puts
-    /// 2^(k/32) together, exponent included.
-    const T: [u64; 32] = [
-        0x3ff0000000000000,
-        0x3fefd9b0d3158574,
-        0x3fefb5586cf9890f,
-        0x3fef9301d0125b51,
-        0x3fef72b83c7d517b,
-        0x3fef54873168b9aa,
-        0x3fef387a6e756238,
-        0x3fef1e9df51fdee1,
-        0x3fef06fe0a31b715,
-        0x3feef1a7373aa9cb,
-        0x3feedea64c123422,
-        0x3feece086061892d,
-        0x3feebfdad5362a27,
-        0x3feeb42b569d4f82,
-        0x3feeab07dd485429,
-        0x3feea47eb03a5585,
-        0x3feea09e667f3bcd,
-        0x3fee9f75e8ec5f74,
-        0x3feea11473eb0187,
-        0x3feea589994cce13,
-        0x3feeace5422aa0db,
-        0x3feeb737b0cdc5e5,
-        0x3feec49182a3f090,
-        0x3feed503b23e255d,
-        0x3feee89f995ad3ad,
-        0x3feeff76f2fb5e47,
-        0x3fef199bdd85529c,
-        0x3fef3720dcef9069,
-        0x3fef5818dcfba487,
-        0x3fef7c97337b9b5f,
-        0x3fefa4afa2a490da,
-        0x3fefd0765b6e4540,
-    ];
-    const N: f64 = 32.0;
     if x.is_nan() {
         return x;
     }
-    if x > f32::from_bits(0x42b1_7217) {
+    if x > f32::from_bits(EXP_SOFTMAX_HI) {
         return f32::INFINITY; // x > ln(2^128)
     }
-    if x < f32::from_bits(0xc2cf_f1b4) {
+    if x < f32::from_bits(EXP_SOFTMAX_LO) {
         return 0.0; // x < ln(2^-150)
     }
-    let inv_ln2_n = f64::from_bits(0x3ff7_1547_652b_82fe) * N;
-    let c0 = f64::from_bits(0x3fac_6af8_4b91_2394) / (N * N * N);
-    let c1 = f64::from_bits(0x3fce_bfce_50fa_c4f3) / (N * N);
-    let c2 = f64::from_bits(0x3fe6_2e42_ff0c_52d6) / N;
-    let shift = f64::from_bits(0x4338_0000_0000_0000); // 1.5·2^52: rounds z to an integer
+    let [inv_ln2_n, c0, c1, c2, shift] = exp_softmax_consts();
     let z = inv_ln2_n * x as f64;
     let kd = z + shift;
     let ki = kd.to_bits();
     let r = z - (kd - shift);
-    let s = f64::from_bits(T[(ki % 32) as usize].wrapping_add(ki << 47));
+    let s = f64::from_bits(EXP_SOFTMAX_T[(ki % 32) as usize].wrapping_add(ki << 47));
     let y = (c0 * r + c1) * (r * r) + (c2 * r + 1.0);
     (y * s) as f32
 }

@@ -465,6 +465,124 @@ fn chunked_attention_equals_the_per_key_spec_even_when_split_into_runs() {
 }
 
 #[test]
+fn the_softmax_chunk_of_every_set_is_the_spec_bit_for_bit_with_ties_nans_and_the_exp_limits() {
+    use super::attend::Softmax;
+    let mut rng = Rng(11);
+    // Values that exercise the running max (ties, signed zeros, NaN, infinities) and every branch
+    // of the exponential (NaN, above and below its range, subnormal results).
+    let special = [
+        0.0,
+        -0.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0,
+        1.0,
+        -1.0,
+        700.0,
+        -700.0,
+        -830.0,
+        -828.0,
+        88.7,
+        89.0,
+        f32::MIN_POSITIVE,
+        -f32::MAX,
+    ];
+    for k in Kernels::all_supported() {
+        for case in 0..400 {
+            let n = 1 + (rng.next() % 40) as usize;
+            let scale = if case % 3 == 0 { 1.0 } else { 0.125 };
+            let x: Vec<f32> = (0..n)
+                .map(|_| match rng.next() % 4 {
+                    0 => special[(rng.next() % special.len() as u64) as usize],
+                    1 => rng.f32() * 1000.0,
+                    _ => rng.f32() * 8.0,
+                })
+                .collect();
+            let start = match case % 4 {
+                0 => Softmax::NEW,
+                1 => Softmax { max: 1.0, sum: 3.5 },
+                2 => Softmax {
+                    max: -0.0,
+                    sum: 1.0,
+                },
+                _ => Softmax {
+                    max: 50.0,
+                    sum: 0.25,
+                },
+            };
+            let run = |f: super::attend::SoftmaxFn| {
+                let (mut x, mut g, mut st) = (x.clone(), vec![false; n], start);
+                f(&mut x, &mut g, scale, &mut st);
+                (bits32(&x), g, st.max.to_bits(), st.sum.to_bits())
+            };
+            assert_eq!(
+                run(scalar::softmax_chunk),
+                run(k.softmax),
+                "[{}] case {case}: {x:?} from {start:?}",
+                k.isa
+            );
+        }
+        // Signed zeros tying for the max: the earlier one stays the max, as the spec's `>` keeps
+        // it (the max's bits are state the next chunk starts from).
+        let zeros = [
+            (
+                vec![-0.0, 0.0, -1.0, 0.0, -0.0, -2.0, 0.0, -3.0, 0.0],
+                Softmax::NEW,
+            ),
+            (
+                vec![0.0, -0.0, -1.0, -0.0, 0.0, -2.0, -0.0, -3.0, 0.0],
+                Softmax::NEW,
+            ),
+            (
+                vec![-1.0, 0.0, -2.0, 0.0, -0.0, -2.0, 0.0, -3.0],
+                Softmax {
+                    max: -0.0,
+                    sum: 1.0,
+                },
+            ),
+            (
+                vec![-1.0, -0.0, -2.0, 0.0, -0.0, -2.0, 0.0, -3.0],
+                Softmax { max: 0.0, sum: 1.0 },
+            ),
+        ];
+        for (x, start) in zeros {
+            let run = |f: super::attend::SoftmaxFn| {
+                let (mut x, mut g, mut st) = (x.clone(), vec![false; x.len()], start);
+                f(&mut x, &mut g, 1.0, &mut st);
+                (bits32(&x), g, st.max.to_bits(), st.sum.to_bits())
+            };
+            assert_eq!(
+                run(scalar::softmax_chunk),
+                run(k.softmax),
+                "[{}] {x:?}",
+                k.isa
+            );
+        }
+        // The exponential over a dense sweep of (−104, 0]: with the max at 0, the weights are
+        // e^s themselves.
+        let mut x = vec![0.0f32; 128];
+        for c in 0..2000 {
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = -((c * 128 + i) as f32) * (104.0 / 256_000.0);
+            }
+            let run = |f: super::attend::SoftmaxFn| {
+                let (mut x, mut g) = (x.clone(), vec![false; 128]);
+                let mut st = Softmax { max: 0.0, sum: 0.0 };
+                f(&mut x, &mut g, 1.0, &mut st);
+                (bits32(&x), st.sum.to_bits())
+            };
+            assert_eq!(
+                run(scalar::softmax_chunk),
+                run(k.softmax),
+                "[{}] sweep {c}",
+                k.isa
+            );
+        }
+    }
+}
+
+#[test]
 fn attention_is_bit_identical_to_the_scalar_reference_for_every_kv_type() {
     use super::attend::{attend_f16, attend_f32, attend_q8_0, Softmax};
     let mut rng = Rng(6);
@@ -476,6 +594,9 @@ fn attention_is_bit_identical_to_the_scalar_reference_for_every_kv_type() {
             (300, 64),
             (513, 32),
             (5, 128),
+            (131, 256),
+            (40, 80),
+            (20, 36),
             (0, 64),
         ] {
             let kf: Vec<f32> = (0..n * hd).map(|_| rng.f32() * 3.0).collect();
@@ -504,6 +625,9 @@ fn attention_is_bit_identical_to_the_scalar_reference_for_every_kv_type() {
             }
             assert_eq!(bits32(&r[0].0), bits32(&r[1].0), "[{}] f32 n={n}", k.isa);
             assert_eq!(r[0].1, r[1].1, "[{}] f32 n={n}", k.isa);
+            if hd % QK != 0 {
+                continue;
+            }
             // q8_0
             let quant = |x: &[f32]| -> Vec<BlockQ8_0> {
                 let mut b = vec![BlockQ8_0::default(); x.len() / QK];

@@ -29,8 +29,9 @@ pub fn kernels() -> Option<Kernels> {
         dot_f32,
         dot_f16_f32,
         axpy_f32,
-        mad_f16,
-        scale_f16,
+        softmax: scalar::softmax_chunk,
+        scores_f16,
+        update_f16,
         swiglu,
         exp_ggml,
         fma_rows,
@@ -495,9 +496,22 @@ fn mad_q8_0(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
     }
 }
 
-fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
-    // SAFETY: bounds as in the loops.
-    unsafe { mad_f16_impl(y, x, a) }
+/// [`scalar::scores_f16`]: one [`dot_f16_f32`] per key.
+fn scores_f16(keys: &[f16], q: &[f32], out: &mut [f32]) {
+    let hd = q.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_f16_f32(&keys[j * hd..(j + 1) * hd], q);
+    }
+}
+
+/// [`scalar::update_f16`], key by key.
+fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
+    let hd = acc.len();
+    let values = &values[..grows.len().min(w.len()) * hd];
+    crate::kernels::attend::per_key(acc, 0, grows, w, scale_f16, |acc, j, w| {
+        // SAFETY: bounds as in the loops.
+        unsafe { mad_f16_impl(acc, &values[j * hd..(j + 1) * hd], w) }
+    });
 }
 
 #[inline(always)]

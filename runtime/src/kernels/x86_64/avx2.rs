@@ -1,6 +1,7 @@
 //! AVX2 + FMA + F16C kernels.
 
 use super::gemm;
+use crate::kernels::attend::Softmax;
 use crate::kernels::{Isa, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::x86_64::*;
@@ -22,8 +23,9 @@ pub fn kernels() -> Option<Kernels> {
         dot_f32,
         dot_f16_f32,
         axpy_f32,
-        mad_f16,
-        scale_f16,
+        softmax: softmax_chunk,
+        scores_f16,
+        update_f16,
         swiglu,
         exp_ggml,
         fma_rows,
@@ -84,14 +86,211 @@ fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     unsafe { dot_f16_f32_impl(a, b) }
 }
 
-fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
-    // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
-    unsafe { mad_f16_impl(y, x, a) }
+/// [`scalar::softmax_chunk`](crate::kernels::scalar::softmax_chunk): the running max as a prefix
+/// max over 8 keys at a time, the exponentials 4 at a time in f64 (the spec's operations, its
+/// table by a gather), the sum of weights key by key with the FMA instruction.
+fn softmax_chunk(x: &mut [f32], grows: &mut [bool], scale: f32, st: &mut Softmax) {
+    // SAFETY: AVX2+FMA checked by `kernels()`.
+    unsafe { softmax_chunk_impl(x, grows, scale, st) }
 }
 
-fn scale_f16(y: &mut [f16], a: f32) {
-    // SAFETY: as above.
-    unsafe { scale_f16_impl(y, a) }
+/// Lanes 0..K of `v` moved up by K (lane i + K gets lane i), lanes below K set to `fill`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn shift_up<const K: i32, const MASK: i32>(v: __m256, fill: __m256) -> __m256 {
+    let idx = _mm256_setr_epi32(0, 1 - K, 2 - K, 3 - K, 4 - K, 5 - K, 6 - K, 7 - K);
+    let moved = _mm256_permutevar8x32_ps(v, _mm256_max_epi32(idx, _mm256_setzero_si256()));
+    _mm256_blend_ps::<MASK>(moved, fill)
+}
+
+/// # Safety
+/// AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_chunk_impl(x: &mut [f32], grows: &mut [bool], scale: f32, st: &mut Softmax) {
+    use crate::kernels::scalar::{
+        exp_softmax, exp_softmax_consts, EXP_SOFTMAX_HI, EXP_SOFTMAX_LO, EXP_SOFTMAX_T,
+    };
+    let n = x.len().min(grows.len());
+    let (x, grows) = (&mut x[..n], &mut grows[..n]);
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let vscale = _mm256_set1_ps(scale);
+    let mut run = st.max;
+    let mut j = 0;
+    while j + 8 <= n {
+        let s = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(j)), vscale);
+        // A NaN score never becomes the max: −∞ in the scan. `max_ps` returns its second
+        // operand on ties, so the earlier key's value is kept, as the spec's strict `>` keeps it.
+        let mut p = _mm256_blendv_ps(ninf, s, _mm256_cmp_ps::<_CMP_ORD_Q>(s, s));
+        p = _mm256_max_ps(p, shift_up::<1, 0b1>(p, ninf));
+        p = _mm256_max_ps(p, shift_up::<2, 0b11>(p, ninf));
+        p = _mm256_max_ps(p, shift_up::<4, 0b1111>(p, ninf));
+        let r = _mm256_set1_ps(run);
+        p = _mm256_max_ps(p, r);
+        // The max before each key: the running max, then the prefix max one key back.
+        let before = shift_up::<1, 0b1>(p, r);
+        let g = _mm256_cmp_ps::<_CMP_GT_OQ>(s, before);
+        let f = _mm256_blendv_ps(_mm256_sub_ps(s, before), _mm256_sub_ps(before, s), g);
+        _mm256_storeu_ps(x.as_mut_ptr().add(j), f);
+        // The 8 masks as bytes 0 or 1.
+        let g1 = _mm256_and_si256(_mm256_castps_si256(g), _mm256_set1_epi32(1));
+        let g16 = _mm_packs_epi32(
+            _mm256_castsi256_si128(g1),
+            _mm256_extracti128_si256::<1>(g1),
+        );
+        // SAFETY (of the store): grows[j..j + 8] is in bounds, and 0 and 1 are valid `bool`s.
+        _mm_storel_epi64(
+            grows.as_mut_ptr().add(j) as *mut __m128i,
+            _mm_packs_epi16(g16, g16),
+        );
+        run = _mm256_cvtss_f32(_mm256_permutevar8x32_ps(p, _mm256_set1_epi32(7)));
+        j += 8;
+    }
+    for (f, g) in x[j..].iter_mut().zip(grows[j..].iter_mut()) {
+        let s = *f * scale;
+        *g = s > run;
+        *f = if *g { run - s } else { s - run };
+        if *g {
+            run = s;
+        }
+    }
+    // e^x of 4 lanes in f64, operation for operation as `exp_softmax`.
+    let [inv_ln2_n, c0, c1, c2, shift] = exp_softmax_consts().map(|c| _mm256_set1_pd(c));
+    let (hi, lo) = (
+        _mm_set1_ps(f32::from_bits(EXP_SOFTMAX_HI)),
+        _mm_set1_ps(f32::from_bits(EXP_SOFTMAX_LO)),
+    );
+    let mut j = 0;
+    while j + 4 <= n {
+        let xs = _mm_loadu_ps(x.as_ptr().add(j));
+        let z = _mm256_mul_pd(inv_ln2_n, _mm256_cvtps_pd(xs));
+        let kd = _mm256_add_pd(z, shift);
+        let ki = _mm256_castpd_si256(kd);
+        let r = _mm256_sub_pd(z, _mm256_sub_pd(kd, shift));
+        let idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+        let t = _mm256_i64gather_epi64::<8>(EXP_SOFTMAX_T.as_ptr() as *const i64, idx);
+        let sc = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+        let y = _mm256_add_pd(
+            _mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(c0, r), c1), _mm256_mul_pd(r, r)),
+            _mm256_add_pd(_mm256_mul_pd(c2, r), _mm256_set1_pd(1.0)),
+        );
+        let e = _mm256_cvtpd_ps(_mm256_mul_pd(y, sc));
+        // The spec's early returns: NaN as it is, ∞ above the range, 0 below it.
+        let e = _mm_blendv_ps(e, _mm_set1_ps(f32::INFINITY), _mm_cmpgt_ps(xs, hi));
+        let e = _mm_blendv_ps(e, _mm_setzero_ps(), _mm_cmplt_ps(xs, lo));
+        let e = _mm_blendv_ps(e, xs, _mm_cmpunord_ps(xs, xs));
+        _mm_storeu_ps(x.as_mut_ptr().add(j), e);
+        j += 4;
+    }
+    for f in x[j..].iter_mut() {
+        *f = exp_softmax(*f);
+    }
+    for (&f, &g) in x.iter().zip(grows.iter()) {
+        let (ms, vs) = if g { (f, 1.0) } else { (1.0, f) };
+        st.sum = crate::kernels::scalar::fma(st.sum, ms, vs);
+    }
+    st.max = run;
+}
+
+/// [`scalar::scores_f16`](crate::kernels::scalar::scores_f16): for heads of whole groups of 64,
+/// eight keys at a time with their eight horizontal sums done together; else key by key.
+fn scores_f16(keys: &[f16], q: &[f32], out: &mut [f32]) {
+    let hd = q.len();
+    let n = out.len();
+    let keys = &keys[..n * hd];
+    if hd == 0 || !hd.is_multiple_of(64) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = dot_f16_f32(&keys[j * hd..(j + 1) * hd], q);
+        }
+        return;
+    }
+    // SAFETY: AVX2+FMA+F16C checked by `kernels()`; `keys` holds n rows of hd values (sliced
+    // above), `q` hd values, `out` n.
+    unsafe { scores_f16_impl(keys.as_ptr(), q.as_ptr(), hd, out) }
+}
+
+/// [`scalar::update_f16`](crate::kernels::scalar::update_f16): for heads of whole groups of 8,
+/// the running sum is held in registers, up to 64 values at a time, across the chunk's keys;
+/// else key by key.
+fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
+    let (hd, m) = (acc.len(), grows.len().min(w.len()));
+    let values = &values[..m * hd];
+    // SAFETY (of every call below): AVX2+FMA+F16C checked by `kernels()`; `values` holds m rows
+    // of hd (sliced above), and each block of columns c..c + 8·R lies inside acc's hd.
+    unsafe {
+        if hd % 8 != 0 {
+            crate::kernels::attend::per_key(
+                acc,
+                0,
+                grows,
+                w,
+                |acc, a| scale_f16_impl(acc, a),
+                |acc, j, a| mad_f16_impl(acc, &values[j * hd..(j + 1) * hd], a),
+            );
+            return;
+        }
+        let (ap, vp) = (acc.as_mut_ptr(), values.as_ptr());
+        let mut c = 0;
+        while c + 64 <= hd {
+            update_cols::<8>(ap.add(c), vp.add(c), hd, &grows[..m], w);
+            c += 64;
+        }
+        while c + 32 <= hd {
+            update_cols::<4>(ap.add(c), vp.add(c), hd, &grows[..m], w);
+            c += 32;
+        }
+        while c < hd {
+            update_cols::<1>(ap.add(c), vp.add(c), hd, &grows[..m], w);
+            c += 8;
+        }
+    }
+}
+
+/// f32 → nearest f16 → f32, 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn round16(x: __m256) -> __m256 {
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+}
+
+/// `update_f16` for the 8·R columns at `acc` (values at `v`, rows `hd` apart), key by key with
+/// those columns in registers: the same rounding steps as `scale_f16_impl` and `mad_f16_impl`.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `acc` must point to 8·R writable values and `v` to `grows.len()` rows of
+/// `hd` values, of which this reads 8·R at the same offset; `w` must be at least as long as
+/// `grows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn update_cols<const R: usize>(
+    acc: *mut f16,
+    v: *const f16,
+    hd: usize,
+    grows: &[bool],
+    w: &[f32],
+) {
+    let mut a = [_mm256_setzero_ps(); R];
+    for (r, a) in a.iter_mut().enumerate() {
+        *a = _mm256_cvtph_ps(_mm_loadu_si128(acc.add(8 * r) as *const __m128i));
+    }
+    for (j, (&g, &wj)) in grows.iter().zip(w).enumerate() {
+        let mut wj = wj;
+        if g {
+            let s = _mm256_set1_ps(wj);
+            for a in a.iter_mut() {
+                *a = round16(_mm256_mul_ps(*a, s));
+            }
+            wj = 1.0;
+        }
+        let vw = _mm256_set1_ps(wj);
+        let row = v.add(j * hd);
+        for (r, a) in a.iter_mut().enumerate() {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * r) as *const __m128i));
+            *a = round16(_mm256_fmadd_ps(x, vw, *a));
+        }
+    }
+    for (r, a) in a.iter().enumerate() {
+        let p = acc.add(8 * r) as *mut __m128i;
+        _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*a));
+    }
 }
 
 fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
@@ -262,24 +461,89 @@ unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_f32_impl(a: &[f16], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
+    let whole = n - n % 64;
+    let mut sum = hsum_ps(f16_lanes(a.as_ptr(), b.as_ptr(), whole)) as f64;
+    for i in whole..n {
+        sum += (f16f(a[i]) * b[i]) as f64;
+    }
+    sum as f32
+}
+
+/// The 8 lanes [`dot_f16_f32_impl`] sums horizontally, for `n` (a multiple of 64) values at `a`
+/// and `b`: the 4 banks of 16 lanes of fused multiply-adds, added as (b0 + b2) + (b1 + b3), then
+/// lanes 0–7 + 8–15.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `a` and `b` must point to `n` values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_lanes(a: *const f16, b: *const f32, n: usize) -> __m256 {
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut i = 0;
     while i + 64 <= n {
         for (r, acc) in acc.iter_mut().enumerate() {
-            let av = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8 * r) as *const __m128i));
-            *acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.as_ptr().add(i + 8 * r)), *acc);
+            let av = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i + 8 * r) as *const __m128i));
+            *acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.add(i + 8 * r)), *acc);
         }
         i += 64;
     }
-    // Lanes 0–7 and 8–15 of (b0 + b2) + (b1 + b3), then the 16 lanes folded to 8 and summed.
     let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
     let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
-    let mut sum = hsum_ps(_mm256_add_ps(lo, hi)) as f64;
-    while i < n {
-        sum += (f16f(a[i]) * b[i]) as f64;
-        i += 1;
+    _mm256_add_ps(lo, hi)
+}
+
+/// `scores_f16` for `hd` a multiple of 64: each key's lanes as [`f16_lanes`], and the horizontal
+/// sums of eight keys as [`hsum_ps`] computes each (halves added, then lanes 0 + 2 and 1 + 3,
+/// then those two), done for the eight at once by shuffles.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `keys` must point to `out.len()` rows of `hd` values and `q` to `hd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_f16_impl(keys: *const f16, q: *const f32, hd: usize, out: &mut [f32]) {
+    let n = out.len();
+    let mut j = 0;
+    while j + 8 <= n {
+        let mut v = [_mm256_setzero_ps(); 8];
+        for (r, v) in v.iter_mut().enumerate() {
+            *v = f16_lanes(keys.add((j + r) * hd), q, hd);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(j), hsum_8x8(&v));
+        j += 8;
     }
-    sum as f32
+    while j < n {
+        out[j] = hsum_ps(f16_lanes(keys.add(j * hd), q, hd));
+        j += 1;
+    }
+}
+
+/// [`hsum_ps`] of each of eight vectors, as one vector (lane k: vector k's sum), with the same
+/// additions in the same operand order.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum_8x8(v: &[__m256; 8]) -> __m256 {
+    // Lane i of each 128-bit half: x_i + x_{i+4}, the low half key a's, the high half key b's.
+    let halves = |a: __m256, b: __m256| {
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
+    };
+    let (t01, t23) = (halves(v[0], v[1]), halves(v[2], v[3]));
+    let (t45, t67) = (halves(v[4], v[5]), halves(v[6], v[7]));
+    // (s0 + s2, s1 + s3) of two keys' sums per half.
+    let pairs = |t: __m256, u: __m256| {
+        _mm256_add_ps(
+            _mm256_shuffle_ps::<0b01_00_01_00>(t, u),
+            _mm256_shuffle_ps::<0b11_10_11_10>(t, u),
+        )
+    };
+    let (u0, u1) = (pairs(t01, t23), pairs(t45, t67));
+    // Lanes: keys 0, 2, 4, 6 | 1, 3, 5, 7.
+    let r = _mm256_add_ps(
+        _mm256_shuffle_ps::<0b10_00_10_00>(u0, u1),
+        _mm256_shuffle_ps::<0b11_01_11_01>(u0, u1),
+    );
+    _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
