@@ -326,39 +326,84 @@ unsafe fn tile<F: Unpack, const N: usize>(
             // SAFETY: the caller's features.
             sw = unsafe { scale_words(&next) };
         }
+        // Batches (N > 1) transpose the group once: `lo[c]` holds elements 4c..4c + 4 of every
+        // row's low half, `hi[c]` of its high half, row 4m + i in dword lane 4i + m (the folded
+        // order), so each token's sums come out of eight products against its activations'
+        // dwords, with no fold. One token folds its products instead (fewer instructions when
+        // nothing shares the transposition).
+        macro_rules! t4 {
+            ($a:expr, $b:expr, $c:expr, $d:expr) => {{
+                let (u0, u1) = (_mm512_unpacklo_epi32($a, $b), _mm512_unpackhi_epi32($a, $b));
+                let (u2, u3) = (_mm512_unpacklo_epi32($c, $d), _mm512_unpackhi_epi32($c, $d));
+                [
+                    _mm512_unpacklo_epi64(u0, u2),
+                    _mm512_unpackhi_epi64(u0, u2),
+                    _mm512_unpacklo_epi64(u1, u3),
+                    _mm512_unpackhi_epi64(u1, u3),
+                ]
+            }};
+        }
+        let (lo, hi) = if N > 1 {
+            (
+                t4!(quads[0].0, quads[1].0, quads[2].0, quads[3].0),
+                t4!(quads[0].1, quads[1].1, quads[2].1, quads[3].1),
+            )
+        } else {
+            ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4])
+        };
         for t in 0..N {
             let b = (t0 + t) * nb + g;
             let x = &a.qs[b * QK..b * QK + QK];
-            // SAFETY: 32 bytes in bounds (the slice above).
-            let (xl, xh) = unsafe {
-                (
-                    _mm512_broadcast_i32x4(_mm_loadu_si128(x.as_ptr().cast())),
-                    _mm512_broadcast_i32x4(_mm_loadu_si128(x[16..].as_ptr().cast())),
-                )
-            };
-            macro_rules! product {
-                ($k:expr) => {
-                    _mm512_dpbusd_epi32(
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), quads[$k].0, xl),
-                        quads[$k].1,
-                        xh,
+            let mut isum = if N > 1 {
+                macro_rules! dw4 {
+                    ($c:expr) => {
+                        // SAFETY: 4 bytes inside the 32 of `x` (c < 8).
+                        _mm512_set1_epi32(unsafe {
+                            x.as_ptr().cast::<i32>().add($c).read_unaligned()
+                        })
+                    };
+                }
+                macro_rules! dp {
+                    ($s:expr, $w:expr, $c:expr) => {
+                        _mm512_dpbusd_epi32($s, $w, dw4!($c))
+                    };
+                }
+                let z = _mm512_setzero_si512();
+                let s0 = dp!(dp!(dp!(dp!(z, lo[0], 0), lo[1], 1), lo[2], 2), lo[3], 3);
+                let s1 = dp!(dp!(dp!(dp!(z, hi[0], 4), hi[1], 5), hi[2], 6), hi[3], 7);
+                _mm512_add_epi32(s0, s1)
+            } else {
+                // SAFETY: 32 bytes in bounds (the slice above).
+                let (xl, xh) = unsafe {
+                    (
+                        _mm512_broadcast_i32x4(_mm_loadu_si128(x.as_ptr().cast())),
+                        _mm512_broadcast_i32x4(_mm_loadu_si128(x[16..].as_ptr().cast())),
                     )
                 };
-            }
-            let p = [product!(0), product!(1), product!(2), product!(3)];
-            // Fold: rows (i, 4 + i) then (i, 4 + i, 8 + i, 12 + i) in 128-bit lane i.
-            let s01 = _mm512_add_epi32(
-                _mm512_unpacklo_epi32(p[0], p[1]),
-                _mm512_unpackhi_epi32(p[0], p[1]),
-            );
-            let s23 = _mm512_add_epi32(
-                _mm512_unpacklo_epi32(p[2], p[3]),
-                _mm512_unpackhi_epi32(p[2], p[3]),
-            );
-            let mut isum = _mm512_add_epi32(
-                _mm512_unpacklo_epi64(s01, s23),
-                _mm512_unpackhi_epi64(s01, s23),
-            );
+                macro_rules! product {
+                    ($k:expr) => {
+                        _mm512_dpbusd_epi32(
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), quads[$k].0, xl),
+                            quads[$k].1,
+                            xh,
+                        )
+                    };
+                }
+                let p = [product!(0), product!(1), product!(2), product!(3)];
+                // Fold: rows (i, 4 + i) then (i, 4 + i, 8 + i, 12 + i) in 128-bit lane i.
+                let s01 = _mm512_add_epi32(
+                    _mm512_unpacklo_epi32(p[0], p[1]),
+                    _mm512_unpackhi_epi32(p[0], p[1]),
+                );
+                let s23 = _mm512_add_epi32(
+                    _mm512_unpacklo_epi32(p[2], p[3]),
+                    _mm512_unpackhi_epi32(p[2], p[3]),
+                );
+                _mm512_add_epi32(
+                    _mm512_unpacklo_epi64(s01, s23),
+                    _mm512_unpackhi_epi64(s01, s23),
+                )
+            };
             if offset != 0 {
                 isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(offset * a.sums[b]));
             }
