@@ -261,6 +261,10 @@ pub struct Kernels {
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     /// acc += Σ a_i · (row i of b, rows `stride` apart), in order ([`scalar::fma_rows`]).
     pub fma_rows: fn(&mut [f32], &[f32], &[f32], usize),
+    /// RoPE of one head, adjacent pairs ([`scalar::rope`]).
+    pub rope: fn(&mut [f32], &[f32]),
+    /// RoPE of one head, GPT-NeoX's halves ([`scalar::rope_neox`]).
+    pub rope_neox: fn(&mut [f32], &[f32]),
     /// One chunk of attention's online softmax ([`scalar::softmax_chunk`]).
     pub softmax: attend::SoftmaxFn,
     /// Attention scores over an f16 key cache, a chunk of keys at a time
@@ -456,6 +460,8 @@ impl Kernels {
         dot_f32: scalar::vec_dot_f32,
         dot_f16_f32: scalar::vec_dot_f16_f32,
         axpy_f32: scalar::axpy_f32,
+        rope: scalar::rope,
+        rope_neox: scalar::rope_neox,
         softmax: scalar::softmax_chunk,
         scores_f16: scalar::scores_f16,
         update_f16: scalar::update_f16,

@@ -211,6 +211,33 @@ pub fn scale_f16(y: &mut [f16], a: f32) {
     }
 }
 
+/// Rotates adjacent pairs (x[2i], x[2i+1]) of one head by the angles in `cs` (Llama's "normal"
+/// RoPE layout; dimensions past `cs.len()` are left as they are). Each output is one product
+/// rounded and one fused multiply-add, in the operand order of llama.cpp's compiled x86 loop
+/// (`vfmaddsub`), so the rotated queries and keys are its bits.
+#[inline]
+pub fn rope(x: &mut [f32], cs: &[f32]) {
+    for (pair, c) in x.chunks_exact_mut(2).zip(cs.chunks_exact(2)) {
+        let (x0, x1) = (pair[0], pair[1]);
+        pair[0] = fma(x0, c[0], -(x1 * c[1]));
+        pair[1] = fma(x0, c[1], x1 * c[0]);
+    }
+}
+
+/// Rotates the pairs (x[i], x[i + rope_dim/2]) of one head by the angles in `cs` (GPT-NeoX's
+/// layout, `rope_dim = cs.len()`; later dimensions are left as they are), with the arithmetic of
+/// [`rope`].
+#[inline]
+pub fn rope_neox(x: &mut [f32], cs: &[f32]) {
+    let half = cs.len() / 2;
+    let (lo, hi) = x.split_at_mut(half);
+    for ((a, b), c) in lo.iter_mut().zip(hi.iter_mut()).zip(cs.chunks_exact(2)) {
+        let (x0, x1) = (*a, *b);
+        *a = fma(x0, c[0], -(x1 * c[1]));
+        *b = fma(x0, c[1], x1 * c[0]);
+    }
+}
+
 /// One chunk of attention's online softmax. `x` holds the raw scores (k · q) of the chunk's keys
 /// in order; each, times `scale`, is s. Where s exceeds the running max M (`st.max`), the key
 /// `grows` it: its factor e^(M − s) rescales the running sums and M becomes s; elsewhere its

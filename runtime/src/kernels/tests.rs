@@ -465,6 +465,26 @@ fn chunked_attention_equals_the_per_key_spec_even_when_split_into_runs() {
 }
 
 #[test]
+fn rope_of_every_set_is_the_spec_bit_for_bit() {
+    let mut rng = Rng(12);
+    for k in Kernels::all_supported() {
+        for hd in [64usize, 128, 80] {
+            let x: Vec<f32> = (0..hd).map(|_| rng.f32() * 4.0).collect();
+            let cs: Vec<f32> = (0..hd - 16).map(|_| rng.f32()).collect();
+            for (spec, set) in [
+                (scalar::rope as fn(&mut [f32], &[f32]), k.rope),
+                (scalar::rope_neox, k.rope_neox),
+            ] {
+                let (mut a, mut b) = (x.clone(), x.clone());
+                spec(&mut a, &cs);
+                set(&mut b, &cs);
+                assert_eq!(bits32(&a), bits32(&b), "[{}] hd {hd}", k.isa);
+            }
+        }
+    }
+}
+
+#[test]
 fn the_softmax_chunk_of_every_set_is_the_spec_bit_for_bit_with_ties_nans_and_the_exp_limits() {
     use super::attend::Softmax;
     let mut rng = Rng(11);

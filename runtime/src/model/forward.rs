@@ -547,8 +547,8 @@ fn attention_block(
         &*s.rope
     };
     let rot = match arch.rope {
-        RopeLayout::Adjacent => rope,
-        RopeLayout::Neox => rope_neox,
+        RopeLayout::Adjacent => k.rope,
+        RopeLayout::Neox => k.rope_neox,
     };
     for i in 0..n {
         let cs = &table[i * c.rope_dim..(i + 1) * c.rope_dim];
@@ -1088,33 +1088,6 @@ pub fn rope_table(
 #[inline]
 fn sin_cos(th: f32) -> (f32, f32) {
     sincos::sincosf(th)
-}
-
-/// Rotates adjacent pairs (x[2i], x[2i+1]) of one head by the angles in `cs` (Llama's "normal"
-/// RoPE layout; dimensions past `cs.len()` are left as they are). Each output is one product
-/// rounded and one fused multiply-add, in the operand order of llama.cpp's compiled x86 loop
-/// (`vfmaddsub`), so the rotated queries and keys are its bits.
-pub fn rope(x: &mut [f32], cs: &[f32]) {
-    use crate::kernels::scalar::fma;
-    for (pair, c) in x.chunks_exact_mut(2).zip(cs.chunks_exact(2)) {
-        let (x0, x1) = (pair[0], pair[1]);
-        pair[0] = fma(x0, c[0], -(x1 * c[1]));
-        pair[1] = fma(x0, c[1], x1 * c[0]);
-    }
-}
-
-/// Rotates the pairs (x[i], x[i + rope_dim/2]) of one head by the angles in `cs` (GPT-NeoX's
-/// layout, `rope_dim = cs.len()`; later dimensions are left as they are), with the arithmetic of
-/// [`rope`].
-pub fn rope_neox(x: &mut [f32], cs: &[f32]) {
-    use crate::kernels::scalar::fma;
-    let half = cs.len() / 2;
-    let (lo, hi) = x.split_at_mut(half);
-    for ((a, b), c) in lo.iter_mut().zip(hi.iter_mut()).zip(cs.chunks_exact(2)) {
-        let (x0, x1) = (*a, *b);
-        *a = fma(x0, c[0], -(x1 * c[1]));
-        *b = fma(x0, c[1], x1 * c[0]);
-    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -29,6 +29,9 @@ pub fn kernels() -> Option<Kernels> {
         dot_f32,
         dot_f16_f32,
         axpy_f32,
+        // aarch64 has the fused multiply-add instruction in its base set: the spec compiles to it.
+        rope: scalar::rope,
+        rope_neox: scalar::rope_neox,
         softmax: scalar::softmax_chunk,
         scores_f16,
         update_f16,

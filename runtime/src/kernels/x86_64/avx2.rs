@@ -23,6 +23,8 @@ pub fn kernels() -> Option<Kernels> {
         dot_f32,
         dot_f16_f32,
         axpy_f32,
+        rope,
+        rope_neox,
         softmax: softmax_chunk,
         scores_f16,
         update_f16,
@@ -84,6 +86,31 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
     unsafe { dot_f16_f32_impl(a, b) }
+}
+
+/// [`scalar::rope`](crate::kernels::scalar::rope) with the FMA instruction (the spec's
+/// `mul_add` is a library call in a build without FMA enabled).
+fn rope(x: &mut [f32], cs: &[f32]) {
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn with_fma(x: &mut [f32], cs: &[f32]) {
+        crate::kernels::scalar::rope(x, cs)
+    }
+    // SAFETY: AVX2+FMA checked by `kernels()`.
+    unsafe { with_fma(x, cs) }
+}
+
+/// [`scalar::rope_neox`](crate::kernels::scalar::rope_neox) with the FMA instruction.
+fn rope_neox(x: &mut [f32], cs: &[f32]) {
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn with_fma(x: &mut [f32], cs: &[f32]) {
+        crate::kernels::scalar::rope_neox(x, cs)
+    }
+    // SAFETY: AVX2+FMA checked by `kernels()`.
+    unsafe { with_fma(x, cs) }
 }
 
 /// [`scalar::softmax_chunk`](crate::kernels::scalar::softmax_chunk): the running max as a prefix
