@@ -8,10 +8,13 @@
 //! several runs of cells (the sinks, the two halves of a wrapped ring, the batch being
 //! evaluated) and give the same bits as one run over the same keys in the same order.
 //!
-//! Here it is computed a chunk of keys at a time: the chunk's scores first (one matrix product
-//! for Q8_0 keys), their exponentials in one vectorized pass, then the running sum updated key by
-//! key. Every step is per key, so chunking changes no bits: the SIMD sets match the scalar set,
-//! which `tests.rs` checks against the plain per-key loop.
+//! Here it is computed a chunk of keys at a time, each step a kernel of the table: the chunk's
+//! scores (one matrix product for Q8_0 keys), its softmax step (which keys grow the max, their
+//! factors and weights, the sum of weights: [`Kernels::softmax`]), then its values added to the
+//! running sum in key order (for an f16 cache, column block by column block with the running sum
+//! in registers: [`Kernels::update_f16`]). Every value's chain is still per key, so chunking
+//! changes no bits: the SIMD sets match the scalar set, which `tests.rs` checks against the
+//! plain per-key loop.
 
 use super::{scalar, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ8_0, QK};
@@ -92,44 +95,6 @@ pub fn per_key<A>(
     }
 }
 
-/// One head over a cache of float rows (`q.len()` values each, one after another): the scores are
-/// `dot(key, q)`, the running sum is rescaled by `rescale` and grows by `mad(acc, value, w)`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn attend_rows<E, A>(
-    q: &[f32],
-    keys: &[E],
-    values: &[E],
-    n: usize,
-    scale: f32,
-    acc: &mut [A],
-    st: &mut Softmax,
-    softmax: SoftmaxFn,
-    dot: fn(&[E], &[f32]) -> f32,
-    rescale: fn(&mut [A], f32),
-    mad: impl Fn(&mut [A], &[E], f32),
-) {
-    let hd = q.len();
-    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
-    online(
-        softmax,
-        n,
-        scale,
-        st,
-        acc,
-        |c0, out| {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = dot(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
-            }
-        },
-        |acc, c0, grows, w| {
-            per_key(acc, c0, grows, w, rescale, |acc, j, w| {
-                mad(acc, &values[j * hd..(j + 1) * hd], w)
-            })
-        },
-    );
-}
-
 /// One head over an f16 cache: `q` (already rounded to f16 values, as llama.cpp converts it for
 /// an f16 cache) against `n` keys and values stored one after another, `q.len()` each. The
 /// running sum `acc` is f16, as llama.cpp keeps it.
@@ -169,9 +134,24 @@ pub fn attend_f32(
     acc: &mut [f32],
     st: &mut Softmax,
 ) {
-    let mad = |acc: &mut [f32], v: &[f32], w: f32| (k.axpy_f32)(acc, w, v);
-    attend_rows(
-        q, keys, values, n, scale, acc, st, k.softmax, k.dot_f32, scale_f32, mad,
+    let hd = q.len();
+    let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
+    online(
+        k.softmax,
+        n,
+        scale,
+        st,
+        acc,
+        |c0, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = (k.dot_f32)(&keys[(c0 + j) * hd..(c0 + j + 1) * hd], q);
+            }
+        },
+        |acc, c0, grows, w| {
+            per_key(acc, c0, grows, w, scale_f32, |acc, j, w| {
+                (k.axpy_f32)(acc, w, &values[j * hd..(j + 1) * hd])
+            })
+        },
     );
 }
 

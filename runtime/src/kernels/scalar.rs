@@ -249,7 +249,18 @@ pub fn softmax_chunk(
     scale: f32,
     st: &mut super::attend::Softmax,
 ) {
-    let mut run = st.max;
+    let run = softmax_factors(x, grows, scale, st.max);
+    for f in x.iter_mut() {
+        *f = exp_softmax(*f);
+    }
+    st.sum = softmax_sum(x, grows, st.sum);
+    st.max = run;
+}
+
+/// [`softmax_chunk`]'s first step, from the running max `run`: which keys grow it, and each
+/// key's exponent (M − s where it grows, s − M elsewhere). Returns the new running max.
+#[inline]
+pub fn softmax_factors(x: &mut [f32], grows: &mut [bool], scale: f32, mut run: f32) -> f32 {
     for (f, g) in x.iter_mut().zip(grows.iter_mut()) {
         let s = *f * scale;
         *g = s > run;
@@ -258,14 +269,18 @@ pub fn softmax_chunk(
             run = s;
         }
     }
-    for f in x.iter_mut() {
-        *f = exp_softmax(*f);
-    }
-    for (&f, &g) in x.iter().zip(grows.iter()) {
+    run
+}
+
+/// [`softmax_chunk`]'s last step: the sum of weights `sum` after the chunk's factors and
+/// weights `x`, in order.
+#[inline]
+pub fn softmax_sum(x: &[f32], grows: &[bool], mut sum: f32) -> f32 {
+    for (&f, &g) in x.iter().zip(grows) {
         let (ms, vs) = if g { (f, 1.0) } else { (1.0, f) };
-        st.sum = fma(st.sum, ms, vs);
+        sum = fma(sum, ms, vs);
     }
-    st.max = run;
+    sum
 }
 
 /// Scores of `out.len()` f16 keys stored one after another (`q.len()` values each) against `q`:

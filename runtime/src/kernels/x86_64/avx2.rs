@@ -135,7 +135,8 @@ unsafe fn shift_up<const K: i32, const MASK: i32>(v: __m256, fill: __m256) -> __
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_chunk_impl(x: &mut [f32], grows: &mut [bool], scale: f32, st: &mut Softmax) {
     use crate::kernels::scalar::{
-        exp_softmax, exp_softmax_consts, EXP_SOFTMAX_HI, EXP_SOFTMAX_LO, EXP_SOFTMAX_T,
+        exp_softmax, exp_softmax_consts, softmax_factors, softmax_sum, EXP_SOFTMAX_HI,
+        EXP_SOFTMAX_LO, EXP_SOFTMAX_T,
     };
     let n = x.len().min(grows.len());
     let (x, grows) = (&mut x[..n], &mut grows[..n]);
@@ -172,14 +173,7 @@ unsafe fn softmax_chunk_impl(x: &mut [f32], grows: &mut [bool], scale: f32, st: 
         run = _mm256_cvtss_f32(_mm256_permutevar8x32_ps(p, _mm256_set1_epi32(7)));
         j += 8;
     }
-    for (f, g) in x[j..].iter_mut().zip(grows[j..].iter_mut()) {
-        let s = *f * scale;
-        *g = s > run;
-        *f = if *g { run - s } else { s - run };
-        if *g {
-            run = s;
-        }
-    }
+    let run = softmax_factors(&mut x[j..], &mut grows[j..], scale, run);
     // e^x of 4 lanes in f64, operation for operation as `exp_softmax`.
     let [inv_ln2_n, c0, c1, c2, shift] = exp_softmax_consts().map(|c| _mm256_set1_pd(c));
     let (hi, lo) = (
@@ -211,10 +205,8 @@ unsafe fn softmax_chunk_impl(x: &mut [f32], grows: &mut [bool], scale: f32, st: 
     for f in x[j..].iter_mut() {
         *f = exp_softmax(*f);
     }
-    for (&f, &g) in x.iter().zip(grows.iter()) {
-        let (ms, vs) = if g { (f, 1.0) } else { (1.0, f) };
-        st.sum = crate::kernels::scalar::fma(st.sum, ms, vs);
-    }
+    // (Inlined here, the spec's fused multiply-adds are the FMA instruction.)
+    st.sum = softmax_sum(x, grows, st.sum);
     st.max = run;
 }
 

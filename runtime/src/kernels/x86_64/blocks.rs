@@ -37,6 +37,23 @@ struct G {
     dm: u16,
 }
 
+impl G {
+    /// All zero (the fill of unpack buffers before their first group).
+    ///
+    /// # Safety
+    /// AVX2 must be enabled (this is inlined into [`gemm`] and [`gemm_k`]).
+    #[inline(always)]
+    unsafe fn zero() -> G {
+        G {
+            q: _mm256_setzero_si256(),
+            sc: _mm256_setzero_si256(),
+            m: _mm256_setzero_si256(),
+            d: 0,
+            dm: 0,
+        }
+    }
+}
+
 /// How one format's groups unpack.
 trait Unpack {
     /// Whether groups have minimums (otherwise `m` and `dm` are never read).
@@ -872,13 +889,8 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         return unsafe { strips::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
     }
     // Prefill: CHUNK groups of a quad unpacked once, then used by up to TOKENS tokens.
-    let zero = G {
-        q: _mm256_setzero_si256(),
-        sc: _mm256_setzero_si256(),
-        m: _mm256_setzero_si256(),
-        d: 0,
-        dm: 0,
-    };
+    // SAFETY: the caller's features.
+    let zero = unsafe { G::zero() };
     let mut gs = [[zero; R]; CHUNK];
     let mut ls = [Lanes::of(&gs[0]); CHUNK];
     for r0 in (done..rows).step_by(R) {
@@ -1146,13 +1158,8 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
 
     // Prefill: a block of the quad unpacked once, then used by up to TOKENS tokens.
     let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
-    let zero = G {
-        q: _mm256_setzero_si256(),
-        sc: _mm256_setzero_si256(),
-        m: _mm256_setzero_si256(),
-        d: 0,
-        dm: 0,
-    };
+    // SAFETY: the caller's features.
+    let zero = unsafe { G::zero() };
     let mut gs = [[zero; R]; GPB_K];
     for r0 in (0..rows).step_by(R) {
         let q = quad(r0);
