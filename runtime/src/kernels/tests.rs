@@ -980,3 +980,69 @@ fn kernel_names_choose_the_set_and_the_order() {
         assert!(Kernels::from_name(bad).is_none(), "{bad}");
     }
 }
+
+/// The one-scale formats at the edges of their quants (every byte 0x00, 0xff, 0x80 or 0x77,
+/// the scales 1.0) against activations at ±127: the AVX2 strips add up to eight `maddubs`
+/// products in 16 bits, and a bound one too loose would saturate here.
+#[test]
+fn block_table_gemm_at_the_quants_edges_is_the_spec() {
+    use crate::weights::{GgmlType, BLOCK_TYPES};
+    let (rows, cols, toks) = (19, 576, 9);
+    for kind in BLOCK_TYPES.iter() {
+        let ty = kind.ty;
+        let mins = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
+        if !matches!(
+            ty,
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL
+        ) && !mins
+        {
+            continue;
+        }
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        for fill in [0x00u8, 0xff, 0x80, 0x77] {
+            let mut w = vec![fill; rows * rb];
+            for b in w.chunks_exact_mut(ty.type_size()) {
+                b[..2].copy_from_slice(&0x3c00u16.to_le_bytes());
+                if mins {
+                    b[2..4].copy_from_slice(&0x3c00u16.to_le_bytes());
+                }
+            }
+            for sign in [1.0f32, -1.0, 0.0] {
+                // 0.0: alternating signs, block by block.
+                let x: Vec<f32> = (0..toks * cols)
+                    .map(|i| {
+                        if sign == 0.0 {
+                            [1.0, -1.0][i / QK % 2]
+                        } else {
+                            sign
+                        }
+                    })
+                    .collect();
+                let q = Quant::of(&Kernels::SCALAR, &x, cols / QK);
+                let nb = q.nb;
+                for k in Kernels::all_supported() {
+                    let mut got = vec![0f32; toks * rows];
+                    let mut out = OutRows::new(&mut got, rows, rows, toks);
+                    (k.gemm_blocks)(kind, &w, rb, &q.acts(), &mut out);
+                    for t in 0..toks {
+                        for r in 0..rows {
+                            let want = (kind.dot)(
+                                &w[r * rb..(r + 1) * rb],
+                                &q.qs[t * cols..(t + 1) * cols],
+                                &q.d[t * nb..(t + 1) * nb],
+                                q.s.get(t * nb..(t + 1) * nb).unwrap_or(&[]),
+                            );
+                            let g = got[t * rows + r];
+                            assert!(
+                                same(g, want),
+                                "{} {} {fill:#x} {sign}: {g} vs {want}",
+                                k.isa,
+                                ty.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@
 
 mod decode;
 mod strips;
+mod strips_avx2;
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
 use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
@@ -104,6 +105,10 @@ trait Unpack {
     const HEADS: bool = false;
     /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
+    /// The largest quant plus [`Unpack::OFFSET`]: 15 for the 4-bit formats, 31 for the 5-bit
+    /// ones, and 255 where that is not known to be smaller. The AVX2 strips sum this many
+    /// `maddubs` products in 16 bits where their bound allows ([`strips_avx2`]).
+    const QMAX: u8 = 255;
     /// Group `g` of four rows for the AVX-512 decode ([`decode`]): the quants as unsigned bytes
     /// `q + OFFSET`, row i in 128-bit lane i, elements 0..16 in the first register and 16..32
     /// in the second. `head` and `tail` hold the first and the last 16 bytes of each row's
@@ -306,6 +311,7 @@ impl Unpack for Scalar {
 
 struct Q4_0;
 impl Unpack for Q4_0 {
+    const QMAX: u8 = 15;
     const ONE_SCALE: bool = true;
     const MINS: bool = false;
     #[inline(always)]
@@ -333,6 +339,7 @@ impl Unpack for Q4_0 {
 
 struct Q4_1;
 impl Unpack for Q4_1 {
+    const QMAX: u8 = 15;
     const ONE_SCALE: bool = true;
     const SUMS: bool = true;
     const MINS: bool = true;
@@ -387,6 +394,7 @@ impl Unpack for Q8_0 {
 
 struct Q5_0;
 impl Unpack for Q5_0 {
+    const QMAX: u8 = 31;
     const ONE_SCALE: bool = true;
     const MINS: bool = false;
     #[inline(always)]
@@ -414,6 +422,7 @@ impl Unpack for Q5_0 {
 
 struct Q5_1;
 impl Unpack for Q5_1 {
+    const QMAX: u8 = 31;
     const HEADS: bool = true;
     const ONE_SCALE: bool = true;
     const SUMS: bool = true;
@@ -887,6 +896,11 @@ unsafe fn gemm<F: Unpack, const V: bool>(
     if V && F::ONE_SCALE && F::GPB == 1 && toks >= strips::MIN_TOKENS && a.sums.len() >= toks * nb {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         return unsafe { strips::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
+    }
+    let avx2_strips = !V && F::ONE_SCALE && F::GPB == 1 && toks >= strips_avx2::MIN_TOKENS;
+    if avx2_strips && a.sums.len() >= toks * nb {
+        // SAFETY: the caller enabled AVX2, FMA and F16C.
+        return unsafe { strips_avx2::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
     }
     // Prefill: CHUNK groups of a quad unpacked once, then used by up to TOKENS tokens.
     // SAFETY: the caller's features.

@@ -87,30 +87,9 @@ unsafe fn pack<F: Unpack>(
             d[i] = gr.d;
             dm[i] = gr.dm;
         }
-        // The transpose of 4-byte words, four rows at a time: unpacking pairs of words, then
-        // pairs of pairs, leaves words k and k + 4 of the four rows in the two halves of one
-        // register.
         for (rq, u4) in u.chunks_exact(4).enumerate() {
-            let lo01 = _mm256_unpacklo_epi32(u4[0], u4[1]);
-            let hi01 = _mm256_unpackhi_epi32(u4[0], u4[1]);
-            let lo23 = _mm256_unpacklo_epi32(u4[2], u4[3]);
-            let hi23 = _mm256_unpackhi_epi32(u4[2], u4[3]);
-            let cols = [
-                _mm256_unpacklo_epi64(lo01, lo23), // words 0 | 4
-                _mm256_unpackhi_epi64(lo01, lo23), // words 1 | 5
-                _mm256_unpacklo_epi64(hi01, hi23), // words 2 | 6
-                _mm256_unpackhi_epi64(hi01, hi23), // words 3 | 7
-            ];
-            for (k, c) in cols.into_iter().enumerate() {
-                let a = &mut p.w[gi][k][4 * rq..4 * rq + 4];
-                // SAFETY: 16 bytes into the slice above.
-                unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), _mm256_castsi256_si128(c)) };
-                let b = &mut p.w[gi][k + 4][4 * rq..4 * rq + 4];
-                // SAFETY: as above.
-                unsafe {
-                    _mm_storeu_si128(b.as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(c))
-                };
-            }
+            // SAFETY: the caller's features.
+            unsafe { transpose4(u4, &mut p.w[gi], 4 * rq) };
         }
         // The scales, 16 f16 values at a time (exact).
         // SAFETY: 32 bytes from each array of 16 u16, 64 into each array of 16 f32.
@@ -124,6 +103,34 @@ unsafe fn pack<F: Unpack>(
             };
             _mm512_store_ps(p.dm[gi].as_mut_ptr(), mv);
         }
+    }
+}
+
+/// Words k = 0..8 of four rows' groups `u4` (32 bytes each) into `w[k][at..at + 4]`: the
+/// transpose of 4-byte words, by unpacking pairs of words, then pairs of pairs, which leaves
+/// words k and k + 4 of the four rows in the two halves of one register.
+///
+/// # Safety
+/// AVX2 must be enabled (this is inlined into the packing of a strip).
+#[inline(always)]
+pub(super) unsafe fn transpose4<const R: usize>(u4: &[__m256i], w: &mut [[u32; R]; 8], at: usize) {
+    let lo01 = _mm256_unpacklo_epi32(u4[0], u4[1]);
+    let hi01 = _mm256_unpackhi_epi32(u4[0], u4[1]);
+    let lo23 = _mm256_unpacklo_epi32(u4[2], u4[3]);
+    let hi23 = _mm256_unpackhi_epi32(u4[2], u4[3]);
+    let cols = [
+        _mm256_unpacklo_epi64(lo01, lo23), // words 0 | 4
+        _mm256_unpackhi_epi64(lo01, lo23), // words 1 | 5
+        _mm256_unpacklo_epi64(hi01, hi23), // words 2 | 6
+        _mm256_unpackhi_epi64(hi01, hi23), // words 3 | 7
+    ];
+    for (k, c) in cols.into_iter().enumerate() {
+        let a = &mut w[k][at..at + 4];
+        // SAFETY: 16 bytes into the slice above.
+        unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), _mm256_castsi256_si128(c)) };
+        let b = &mut w[k + 4][at..at + 4];
+        // SAFETY: as above.
+        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(c)) };
     }
 }
 
