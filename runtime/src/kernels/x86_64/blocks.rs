@@ -13,6 +13,7 @@
 //! scalar unpacker ([`Scalar`]) and still get the vector products.
 
 mod decode;
+mod decode_avx2;
 mod strips;
 mod strips_avx2;
 
@@ -105,6 +106,23 @@ trait Unpack {
     const HEADS: bool = false;
     /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
+    /// Whether decode (one token) takes eight rows a pass with AVX2 ([`decode_avx2`]): the
+    /// one-scale formats whose quants plus [`Unpack::OFFSET`] stay below 32 (Q4_0, Q4_1, Q5_0,
+    /// Q5_1), as their 16-bit sums allow.
+    const DECODE8: bool = Self::ONE_SCALE && Self::GPB == 1 && Self::QMAX <= 31;
+    /// Group `g` of two rows for the AVX2 decode ([`decode_avx2`]): the quants as unsigned bytes
+    /// `q + OFFSET`, row 2k in the low 128-bit lane and 2k + 1 in the high one, elements 0..16
+    /// in the first register and 16..32 in the second. `head` and `tail` hold the first and the
+    /// last 16 bytes of each row's group, in the same lanes. This default reads the 4-bit
+    /// formats' nibbles from the tail; the 5-bit ones add their fifth bits from the head.
+    ///
+    /// # Safety
+    /// AVX2 must be enabled.
+    #[inline(always)]
+    unsafe fn pair(_head: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe { decode_avx2::nibbles2(tail) }
+    }
     /// The largest quant plus [`Unpack::OFFSET`]: 15 for the 4-bit formats, 31 for the 5-bit
     /// ones, and 255 where that is not known to be smaller. The AVX2 strips sum this many
     /// `maddubs` products in 16 bits where their bound allows ([`strips_avx2`]).
@@ -394,6 +412,11 @@ impl Unpack for Q8_0 {
 
 struct Q5_0;
 impl Unpack for Q5_0 {
+    #[inline(always)]
+    unsafe fn pair(head: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe { decode_avx2::fifth2::<2>(head, decode_avx2::nibbles2(tail)) }
+    }
     const QMAX: u8 = 31;
     const ONE_SCALE: bool = true;
     const MINS: bool = false;
@@ -422,6 +445,11 @@ impl Unpack for Q5_0 {
 
 struct Q5_1;
 impl Unpack for Q5_1 {
+    #[inline(always)]
+    unsafe fn pair(head: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe { decode_avx2::fifth2::<4>(head, decode_avx2::nibbles2(tail)) }
+    }
     const QMAX: u8 = 31;
     const HEADS: bool = true;
     const ONE_SCALE: bool = true;
@@ -826,6 +854,9 @@ unsafe fn gemm<F: Unpack, const V: bool>(
     let done = if V && sixteen && a.sums.len() >= toks * nb {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         unsafe { decode::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) }
+    } else if !V && F::DECODE8 && toks == 1 && a.sums.len() >= nb {
+        // SAFETY: the caller enabled AVX2, FMA and F16C.
+        unsafe { decode_avx2::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows)) }
     } else {
         0
     };

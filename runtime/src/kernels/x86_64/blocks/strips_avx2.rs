@@ -158,7 +158,7 @@ unsafe fn tile<F: Unpack, const N: usize>(
         let (dm, live) = if F::MINS {
             // SAFETY: as above.
             let dm = unsafe { _mm256_load_ps(p.dm[gi].as_ptr()) };
-            (dm, _mm256_cmp_ps::<_CMP_NEQ_OQ>(dm, zero))
+            (dm, _mm256_cmp_ps::<_CMP_NEQ_UQ>(dm, zero))
         } else {
             (zero, zero)
         };
