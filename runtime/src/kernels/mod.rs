@@ -279,6 +279,9 @@ pub struct Kernels {
     pub exp_ggml: fn(&mut [f32]),
     /// y = fma(q·d, a, y) over Q8_0 blocks (attention over a Q8_0 value cache).
     pub mad_q8_0: fn(&mut [f32], &[BlockQ8_0], f32),
+    /// f16 → f32, element by element (exact; [`scalar::f16_f32`]): the cache rows tiled
+    /// attention reads.
+    pub f16_f32: fn(&[f16], &mut [f32]),
 }
 
 impl fmt::Debug for Kernels {
@@ -469,6 +472,7 @@ impl Kernels {
         fma_rows: scalar::fma_rows,
         exp_ggml: scalar::exp_ggml_inplace,
         mad_q8_0: attend::mad_q8_0_scalar,
+        f16_f32: scalar::f16_f32,
     };
 
     /// This set with llama.cpp's order for Q4_0 / Q4_1 / Q8_0 ([`Numerics::Exact`]).

@@ -189,6 +189,13 @@ pub fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
     }
 }
 
+/// `out[i] = f32(x[i])` over the shorter of the two (exact).
+pub fn f16_f32(x: &[f16], out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        *o = x.to_f32();
+    }
+}
+
 /// y = fma(a, x, y).
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {

@@ -1046,3 +1046,20 @@ fn block_table_gemm_at_the_quants_edges_is_the_spec() {
         }
     }
 }
+
+/// f16 → f32 of every set is the spec's for every f16 value (zeros, subnormals, infinities and
+/// NaNs among them), at lengths around the vector width.
+#[test]
+fn f16_f32_of_every_set_is_the_spec() {
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    for k in Kernels::all_supported() {
+        for n in [0usize, 1, 7, 8, 9, 17, all.len()] {
+            let (mut want, mut got) = (vec![0f32; n], vec![1f32; n]);
+            crate::kernels::scalar::f16_f32(&all[..n], &mut want);
+            (k.f16_f32)(&all[..n], &mut got);
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(same(*g, *e), "{} [{i}]: {g} vs {e}", k.isa);
+            }
+        }
+    }
+}

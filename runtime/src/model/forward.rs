@@ -678,8 +678,8 @@ fn attend_batch_tiled(
             } else {
                 (&sk, &sv, j - np)
             };
-            row_f32(rk, j, key);
-            row_f32(rv, j, value);
+            row_f32(k, rk, j, key);
+            row_f32(k, rv, j, value);
         };
         attend::attend_tiled(
             k,
@@ -698,14 +698,10 @@ fn attend_batch_tiled(
 }
 
 /// Row `j` of f16 or f32 cache rows (`out.len()` values each) as f32.
-fn row_f32(rows: &Rows<'_>, j: usize, out: &mut [f32]) {
+fn row_f32(k: &Kernels, rows: &Rows<'_>, j: usize, out: &mut [f32]) {
     let w = out.len();
     match rows {
-        Rows::F16(r) => {
-            for (o, x) in out.iter_mut().zip(&r[j * w..(j + 1) * w]) {
-                *o = x.to_f32();
-            }
-        }
+        Rows::F16(r) => (k.f16_f32)(&r[j * w..(j + 1) * w], out),
         Rows::F32(r) => out.copy_from_slice(&r[j * w..(j + 1) * w]),
         Rows::Q8_0(_) => unreachable!("tiled attention is only taken for f16 and f32 caches"),
     }

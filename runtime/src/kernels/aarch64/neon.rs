@@ -39,6 +39,7 @@ pub fn kernels() -> Option<Kernels> {
         exp_ggml,
         fma_rows,
         mad_q8_0,
+        f16_f32: scalar::f16_f32,
     })
 }
 

@@ -32,7 +32,28 @@ pub fn kernels() -> Option<Kernels> {
         exp_ggml,
         fma_rows,
         mad_q8_0,
+        f16_f32,
     })
+}
+
+fn f16_f32(x: &[f16], out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let v = n - n % 8;
+    for (o, x) in out[..v].chunks_exact_mut(8).zip(x[..v].chunks_exact(8)) {
+        // SAFETY: F16C and AVX checked by `kernels()`; 8 values in bounds of each chunk.
+        unsafe {
+            let h = _mm_loadu_si128(x.as_ptr().cast());
+            _mm256_storeu_ps(o.as_mut_ptr(), cvtph8(h));
+        }
+    }
+    crate::kernels::scalar::f16_f32(&x[v..n], &mut out[v..n]);
+}
+
+/// Eight f16 values as f32.
+#[inline]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn cvtph8(h: __m128i) -> __m256 {
+    _mm256_cvtph_ps(h)
 }
 
 fn exp_ggml(x: &mut [f32]) {
