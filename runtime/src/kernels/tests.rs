@@ -988,7 +988,7 @@ fn kernel_names_choose_the_set_and_the_order() {
 fn block_table_gemm_at_the_quants_edges_is_the_spec() {
     use crate::weights::{GgmlType, BLOCK_TYPES};
     let (rows, cols) = (19, 576);
-    for (kind, toks) in BLOCK_TYPES.iter().flat_map(|k| [(k, 1), (k, 9)]) {
+    for (kind, toks) in BLOCK_TYPES.iter().flat_map(|k| [(k, 1), (k, 4), (k, 9)]) {
         let ty = kind.ty;
         let mins = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
         if !matches!(

@@ -854,9 +854,9 @@ unsafe fn gemm<F: Unpack, const V: bool>(
     let done = if V && sixteen && a.sums.len() >= toks * nb {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         unsafe { decode::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) }
-    } else if !V && F::DECODE8 && toks == 1 && a.sums.len() >= nb {
+    } else if !V && F::DECODE8 && toks <= decode_avx2::MAX_TOKENS && a.sums.len() >= toks * nb {
         // SAFETY: the caller enabled AVX2, FMA and F16C.
-        unsafe { decode_avx2::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows)) }
+        unsafe { decode_avx2::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) }
     } else {
         0
     };
@@ -928,7 +928,9 @@ unsafe fn gemm<F: Unpack, const V: bool>(
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         return unsafe { strips::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };
     }
-    let avx2_strips = !V && F::ONE_SCALE && F::GPB == 1 && toks >= strips_avx2::MIN_TOKENS;
+    // (Batches the eight-row path took, done > 0, go on below with its last rows.)
+    let avx2_strips =
+        !V && done == 0 && F::ONE_SCALE && F::GPB == 1 && toks >= strips_avx2::MIN_TOKENS;
     if avx2_strips && a.sums.len() >= toks * nb {
         // SAFETY: the caller enabled AVX2, FMA and F16C.
         return unsafe { strips_avx2::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) };

@@ -32,7 +32,8 @@ const KC: usize = 48;
 const T: usize = 4;
 /// Tokens whose float chains a pass keeps, at most (as in `strips.rs`).
 const TS: usize = 128;
-/// Batches from this size take the strips; one token takes the four-row kernel. Measured
+/// Batches from this size take the strips, but those of the formats `decode_avx2.rs` takes (up
+/// to its `MAX_TOKENS`); one token takes the four-row kernel. Measured
 /// against the four-row kernel's batches (2026-12-05, AMD EPYC without AVX-512, 1536 × 576 from
 /// memory, `examples/gemm_speed`): 2 tokens Q4_0 78 µs against 117, Q4_1 96 against 182, Q8_0
 /// 142 against 196; 4 tokens Q4_0 110 against 171; 128 tokens Q4_0 1.44 ms against 3.93, Q8_0
