@@ -177,7 +177,7 @@ fn dot_by_lanes(n: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) ->
     s
 }
 
-/// acc[j] = fma(a[i], b[i·stride + j], acc[j]) for i = 0, 1, … in order, for every j:
+/// `acc[j] = fma(a[i], b[i·stride + j], acc[j])` for i = 0, 1, … in order, for every j:
 /// acc += Σ a_i · (row i of b), each element one chain of fused multiply-adds (the order of ggml's
 /// `simd_gemm`, which tiled attention uses for scores and for values).
 pub fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
@@ -218,7 +218,7 @@ pub fn scale_f16(y: &mut [f16], a: f32) {
     }
 }
 
-/// Rotates adjacent pairs (x[2i], x[2i+1]) of one head by the angles in `cs` (Llama's "normal"
+/// Rotates adjacent pairs `(x[2i], x[2i+1])` of one head by the angles in `cs` (Llama's "normal"
 /// RoPE layout; dimensions past `cs.len()` are left as they are). Each output is one product
 /// rounded and one fused multiply-add, in the operand order of llama.cpp's compiled x86 loop
 /// (`vfmaddsub`), so the rotated queries and keys are its bits.
@@ -231,7 +231,7 @@ pub fn rope(x: &mut [f32], cs: &[f32]) {
     }
 }
 
-/// Rotates the pairs (x[i], x[i + rope_dim/2]) of one head by the angles in `cs` (GPT-NeoX's
+/// Rotates the pairs `(x[i], x[i + rope_dim/2])` of one head by the angles in `cs` (GPT-NeoX's
 /// layout, `rope_dim = cs.len()`; later dimensions are left as they are), with the arithmetic of
 /// [`rope`].
 #[inline]

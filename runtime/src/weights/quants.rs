@@ -258,7 +258,7 @@ pub const IQ4_GRID: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
-/// 4-bit indices into [`IQ4_GRID`] with a scale: value = d·grid[q].
+/// 4-bit indices into [`IQ4_GRID`] with a scale: `value = d·grid[q]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockIq4Nl {
@@ -293,7 +293,7 @@ impl QuantBlock for BlockIq4Nl {
     }
 }
 
-/// IQ4_NL indices in 256-element blocks with a 6-bit scale per 32: value = d·(ls − 32)·grid[q].
+/// IQ4_NL indices in 256-element blocks with a 6-bit scale per 32: `value = d·(ls − 32)·grid[q]`.
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockIq4Xs {

@@ -106,7 +106,8 @@ trait Unpack {
     const HEADS: bool = false;
     /// What [`Unpack::quad`] adds to every quant to make it an unsigned byte.
     const OFFSET: u8 = if Self::UNSIGNED { 0 } else { 128 };
-    /// Whether decode (one token) takes eight rows a pass with AVX2 ([`decode_avx2`]): the
+    /// Whether decode (one token) and batches of up to `decode_avx2::MAX_TOKENS` take eight
+    /// rows a pass with AVX2 ([`decode_avx2`]): the
     /// one-scale formats whose quants plus [`Unpack::OFFSET`] stay below 32 (Q4_0, Q4_1, Q5_0,
     /// Q5_1), as their 16-bit sums allow.
     const DECODE8: bool = Self::ONE_SCALE && Self::GPB == 1 && Self::QMAX <= 31;
