@@ -31,7 +31,7 @@ const KC: usize = 48;
 const T: usize = 8;
 /// Tokens whose float chains a pass keeps, at most (Q4_1 / Q5_1 keep the minimum chain here;
 /// the scale chain goes to `out` between chunks of groups, exactly).
-const TS: usize = 128;
+pub(super) const TS: usize = 128;
 /// Batches from this size take the strips.
 pub(super) const MIN_TOKENS: usize = super::decode::MAX_TOKENS + 1;
 
@@ -211,40 +211,91 @@ pub(super) unsafe fn gemm<F: Unpack>(
     row_bytes: usize,
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
+    extent: (usize, usize, usize),
+) {
+    // SAFETY: the caller's features.
+    unsafe { drive::<F, Vnni, ROWS, T>(kind, w, row_bytes, a, out, extent) }
+}
+
+/// One instruction set's strips of `R` rows (a lane each): how a chunk of a strip's groups is
+/// packed, and how `N` tokens pass through it; [`drive`] runs them over a matrix.
+pub(super) trait Strips<const R: usize> {
+    /// Groups packed at a time.
+    const KC: usize;
+    /// A chunk of a strip's groups, unpacked.
+    type Packed;
+    /// An empty chunk.
+    fn packed() -> Self::Packed;
+    /// Unpacks groups `g0..g0 + gn` of the strip's rows `q` into `p` (`next`: the weights from
+    /// the next strip on, to prefetch).
+    ///
+    /// # Safety
+    /// The set's features must be enabled; the groups are in the rows.
+    unsafe fn pack<F: Unpack>(
+        kind: &BlockType,
+        q: &[&[u8]; R],
+        next: &[u8],
+        g0: usize,
+        gn: usize,
+        p: &mut Self::Packed,
+    );
+    /// Tokens `ts + j..ts + j + N` through the packed chunk: their chains read (the scale chain
+    /// from `out`, zeros at the first chunk; the minimum chain from `mbuf`), carried through the
+    /// chunk's groups, and written back.
+    ///
+    /// # Safety
+    /// The set's features must be enabled; `a` holds every block read (checked by [`drive`]).
+    unsafe fn run<F: Unpack, const N: usize>(
+        p: &Self::Packed,
+        a: &QActs<'_>,
+        out: &mut OutRows<'_>,
+        mbuf: &mut [[f32; R]; TS],
+        at: &Strip,
+        j: usize,
+    );
+}
+
+/// The strips of `S` over a matrix: strip after strip of `R` rows, chunk after chunk of `S::KC`
+/// groups packed once, tokens through each chunk in tiles of `T`, `TS` tokens' chains at a time;
+/// then acc − mins, the spec's result.
+///
+/// # Safety
+/// The features of `S` must be enabled (this is inlined into a function that enables them).
+#[inline(always)]
+pub(super) unsafe fn drive<F: Unpack, S: Strips<R>, const R: usize, const T: usize>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
     (nb, rows, toks): (usize, usize, usize),
 ) {
     assert!(F::GPB == 1 && F::ONE_SCALE);
-    // Everything `tile` reads (block_extent checked qs, d and s).
+    // Everything the tiles read (block_extent checked qs, d and s).
     assert!(a.sums.len() >= toks * nb);
-    let mut p = Packed {
-        w: [[[0; ROWS]; 8]; KC],
-        d: [[0.0; ROWS]; KC],
-        dm: [[0.0; ROWS]; KC],
-    };
-    let mut mbuf = [[0f32; ROWS]; TS];
-    for r0 in (0..rows).step_by(ROWS) {
-        let n = (rows - r0).min(ROWS);
-        let mask: __mmask16 = if n == ROWS { !0 } else { (1u16 << n) - 1 };
-        let q = row_group::<ROWS>(w, row_bytes, rows, r0);
+    let mut p = S::packed();
+    let mut mbuf = [[0f32; R]; TS];
+    for r0 in (0..rows).step_by(R) {
+        let n = (rows - r0).min(R);
+        let q = row_group::<R>(w, row_bytes, rows, r0);
         let mut packed = None;
         for ts in (0..toks).step_by(TS) {
             let tn = (toks - ts).min(TS);
             if F::MINS {
-                mbuf[..tn].fill([0.0; ROWS]);
+                mbuf[..tn].fill([0.0; R]);
             }
-            for g0 in (0..nb).step_by(KC) {
-                let gn = (nb - g0).min(KC);
+            for g0 in (0..nb).step_by(S::KC) {
+                let gn = (nb - g0).min(S::KC);
                 if packed != Some(g0) {
+                    let next = w.get((r0 + R) * row_bytes..).unwrap_or(&[]);
                     // SAFETY: the caller's features.
-                    let next = w.get((r0 + ROWS) * row_bytes..).unwrap_or(&[]);
-                    unsafe { pack::<F>(kind, &q, next, g0, gn, &mut p) };
+                    unsafe { S::pack::<F>(kind, &q, next, g0, gn, &mut p) };
                     packed = Some(g0);
                 }
                 let at = Strip {
                     ts,
                     r0,
                     n,
-                    mask,
                     g0,
                     gn,
                     nb,
@@ -252,12 +303,12 @@ pub(super) unsafe fn gemm<F: Unpack>(
                 let mut j = 0;
                 while j + T <= tn {
                     // SAFETY: the caller's features; every block read is inside `a`.
-                    unsafe { run::<F, T>(&p, a, out, &mut mbuf, &at, j) };
+                    unsafe { S::run::<F, T>(&p, a, out, &mut mbuf, &at, j) };
                     j += T;
                 }
                 while j < tn {
                     // SAFETY: as above.
-                    unsafe { run::<F, 1>(&p, a, out, &mut mbuf, &at, j) };
+                    unsafe { S::run::<F, 1>(&p, a, out, &mut mbuf, &at, j) };
                     j += 1;
                 }
             }
@@ -265,11 +316,8 @@ pub(super) unsafe fn gemm<F: Unpack>(
                 // The spec's result: acc − mins.
                 for (j, m) in mbuf[..tn].iter().enumerate() {
                     let o = &mut out.row_mut(ts + j)[r0..r0 + n];
-                    // SAFETY: n floats inside `o` and `m`.
-                    unsafe {
-                        let v = _mm512_maskz_loadu_ps(mask, o.as_ptr());
-                        let r = _mm512_sub_ps(v, _mm512_loadu_ps(m.as_ptr()));
-                        _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, r);
+                    for (o, m) in o.iter_mut().zip(m) {
+                        *o -= *m;
                     }
                 }
             }
@@ -277,25 +325,60 @@ pub(super) unsafe fn gemm<F: Unpack>(
     }
 }
 
-/// Where a pass of the strips is: tokens from `ts`, the strip's rows `r0..r0 + n` (`mask`), and
-/// the packed chunk of groups `g0..g0 + gn` of `nb`.
-struct Strip {
-    ts: usize,
-    r0: usize,
-    n: usize,
-    mask: __mmask16,
-    g0: usize,
-    gn: usize,
-    nb: usize,
+/// Where a pass of the strips is: tokens from `ts`, the strip's rows `r0..r0 + n`, and the
+/// packed chunk of groups `g0..g0 + gn` of `nb`.
+pub(super) struct Strip {
+    pub ts: usize,
+    pub r0: usize,
+    pub n: usize,
+    pub g0: usize,
+    pub gn: usize,
+    pub nb: usize,
 }
 
-/// Tokens `ts + j..ts + j + N` through the packed chunk: their chains read (the scale chain from
-/// `out`, zeros at the first chunk; the minimum chain from `mbuf`), carried through the chunk's
-/// groups ([`tile`]), and written back.
+/// The AVX-512 VNNI strips (see the module).
+struct Vnni;
+impl Strips<ROWS> for Vnni {
+    const KC: usize = KC;
+    type Packed = Packed;
+    fn packed() -> Packed {
+        Packed {
+            w: [[[0; ROWS]; 8]; KC],
+            d: [[0.0; ROWS]; KC],
+            dm: [[0.0; ROWS]; KC],
+        }
+    }
+    #[inline(always)]
+    unsafe fn pack<F: Unpack>(
+        kind: &BlockType,
+        q: &[&[u8]; ROWS],
+        next: &[u8],
+        g0: usize,
+        gn: usize,
+        p: &mut Packed,
+    ) {
+        // SAFETY: the caller's features.
+        unsafe { pack::<F>(kind, q, next, g0, gn, p) }
+    }
+    #[inline(always)]
+    unsafe fn run<F: Unpack, const N: usize>(
+        p: &Packed,
+        a: &QActs<'_>,
+        out: &mut OutRows<'_>,
+        mbuf: &mut [[f32; ROWS]; TS],
+        at: &Strip,
+        j: usize,
+    ) {
+        // SAFETY: the caller's features and check.
+        unsafe { run::<F, N>(p, a, out, mbuf, at, j) }
+    }
+}
+
+/// [`Strips::run`] with AVX-512 ([`tile`]).
 ///
 /// # Safety
 /// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`gemm`]);
-/// `a` holds every block read (checked by [`gemm`]).
+/// `a` holds every block read (checked by [`drive`]).
 #[inline(always)]
 unsafe fn run<F: Unpack, const N: usize>(
     p: &Packed,
@@ -306,13 +389,14 @@ unsafe fn run<F: Unpack, const N: usize>(
     j: usize,
 ) {
     let zero = _mm512_setzero_ps();
+    let mask: __mmask16 = if at.n >= ROWS { !0 } else { (1u16 << at.n) - 1 };
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
     for (t, (c, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
         let o = &out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
         // SAFETY: n floats inside `o` (the mask), 16 inside `mbuf[j + t]`.
         unsafe {
             if at.g0 > 0 {
-                *c = _mm512_maskz_loadu_ps(at.mask, o.as_ptr());
+                *c = _mm512_maskz_loadu_ps(mask, o.as_ptr());
             }
             if F::MINS {
                 *m = _mm512_loadu_ps(mbuf[j + t].as_ptr());
@@ -326,7 +410,7 @@ unsafe fn run<F: Unpack, const N: usize>(
         let o = &mut out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
         // SAFETY: as above.
         unsafe {
-            _mm512_mask_storeu_ps(o.as_mut_ptr(), at.mask, *c);
+            _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, *c);
             if F::MINS {
                 _mm512_storeu_ps(mbuf[j + t].as_mut_ptr(), *m);
             }

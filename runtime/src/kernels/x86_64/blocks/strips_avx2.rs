@@ -18,9 +18,9 @@
 //! ([`crate::weights::quants::group_step`]), as in `strips.rs`: every (row, token) is the spec's
 //! result bit for bit.
 
-use super::strips::transpose4;
+use super::strips::{drive, transpose4, Strip, Strips, TS};
 use super::{Unpack, G};
-use crate::kernels::{row_group, OutRows, QActs};
+use crate::kernels::{OutRows, QActs};
 use crate::weights::{BlockType, QK};
 use core::arch::x86_64::*;
 
@@ -30,8 +30,6 @@ const ROWS: usize = 8;
 const KC: usize = 48;
 /// Tokens of a tile (their chains stay in registers across a chunk's groups).
 const T: usize = 4;
-/// Tokens whose float chains a pass keeps, at most (as in `strips.rs`).
-const TS: usize = 128;
 /// Batches from this size take the strips, but those of the formats `decode_avx2.rs` takes (up
 /// to its `MAX_TOKENS`); one token takes the four-row kernel. Measured
 /// against the four-row kernel's batches (2026-12-05, AMD EPYC without AVX-512, 1536 × 576 from
@@ -236,8 +234,9 @@ unsafe fn tile<F: Unpack, const N: usize>(
     }
 }
 
-/// The product of rows of the one-scale format `F` with every token of `a` (see the module).
-/// `nb`, `rows`, `toks` as [`crate::kernels::block_extent`] checked them.
+/// The product of rows of the one-scale format `F` with every token of `a` (see the module;
+/// `strips::drive` runs the strips). `nb`, `rows`, `toks` as [`crate::kernels::block_extent`]
+/// checked them.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into a function that enables them).
@@ -248,77 +247,49 @@ pub(super) unsafe fn gemm<F: Unpack>(
     row_bytes: usize,
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
-    (nb, rows, toks): (usize, usize, usize),
+    extent: (usize, usize, usize),
 ) {
-    assert!(F::GPB == 1 && F::ONE_SCALE);
-    // Everything `tile` reads (block_extent checked qs, d and s).
-    assert!(a.sums.len() >= toks * nb);
-    let mut p = Packed {
-        w: [[[0; ROWS]; 8]; KC],
-        s: [[[0; ROWS]; 8]; KC],
-        d: [[0.0; ROWS]; KC],
-        dm: [[0.0; ROWS]; KC],
-    };
-    let mut mbuf = [[0f32; ROWS]; TS];
-    for r0 in (0..rows).step_by(ROWS) {
-        let n = (rows - r0).min(ROWS);
-        let q = row_group::<ROWS>(w, row_bytes, rows, r0);
-        let mut packed = None;
-        for ts in (0..toks).step_by(TS) {
-            let tn = (toks - ts).min(TS);
-            if F::MINS {
-                mbuf[..tn].fill([0.0; ROWS]);
-            }
-            for g0 in (0..nb).step_by(KC) {
-                let gn = (nb - g0).min(KC);
-                if packed != Some(g0) {
-                    let next = w.get((r0 + ROWS) * row_bytes..).unwrap_or(&[]);
-                    // SAFETY: the caller's features.
-                    unsafe { pack::<F>(kind, &q, next, g0, gn, &mut p) };
-                    packed = Some(g0);
-                }
-                let at = Strip {
-                    ts,
-                    r0,
-                    n,
-                    g0,
-                    gn,
-                    nb,
-                };
-                let mut j = 0;
-                while j + T <= tn {
-                    // SAFETY: the caller's features; every block read is inside `a`.
-                    unsafe { run::<F, T>(&p, a, out, &mut mbuf, &at, j) };
-                    j += T;
-                }
-                while j < tn {
-                    // SAFETY: as above.
-                    unsafe { run::<F, 1>(&p, a, out, &mut mbuf, &at, j) };
-                    j += 1;
-                }
-            }
-            if F::MINS {
-                // The spec's result: acc − mins.
-                for (j, m) in mbuf[..tn].iter().enumerate() {
-                    let o = &mut out.row_mut(ts + j)[r0..r0 + n];
-                    for (o, m) in o.iter_mut().zip(m) {
-                        *o -= *m;
-                    }
-                }
-            }
-        }
-    }
+    // SAFETY: the caller's features.
+    unsafe { drive::<F, Avx2, ROWS, T>(kind, w, row_bytes, a, out, extent) }
 }
 
-/// Where a pass of the strips is: tokens from `ts`, the strip's rows `r0..r0 + n`, and the
-/// packed chunk of groups `g0..g0 + gn` of `nb`.
-struct Strip {
-    ts: usize,
-    r0: usize,
-    n: usize,
-    g0: usize,
-    gn: usize,
-    nb: usize,
+/// The AVX2 strips (see the module).
+struct Avx2;
+impl Strips<ROWS> for Avx2 {
+    const KC: usize = KC;
+    type Packed = Packed;
+    fn packed() -> Packed {
+        Packed {
+            w: [[[0; ROWS]; 8]; KC],
+            s: [[[0; ROWS]; 8]; KC],
+            d: [[0.0; ROWS]; KC],
+            dm: [[0.0; ROWS]; KC],
+        }
+    }
+    #[inline(always)]
+    unsafe fn pack<F: Unpack>(
+        kind: &BlockType,
+        q: &[&[u8]; ROWS],
+        next: &[u8],
+        g0: usize,
+        gn: usize,
+        p: &mut Packed,
+    ) {
+        // SAFETY: the caller's features.
+        unsafe { pack::<F>(kind, q, next, g0, gn, p) }
+    }
+    #[inline(always)]
+    unsafe fn run<F: Unpack, const N: usize>(
+        p: &Packed,
+        a: &QActs<'_>,
+        out: &mut OutRows<'_>,
+        mbuf: &mut [[f32; ROWS]; TS],
+        at: &Strip,
+        j: usize,
+    ) {
+        // SAFETY: the caller's features and check.
+        unsafe { run::<F, N>(p, a, out, mbuf, at, j) }
+    }
 }
 
 /// Up to eight floats of `o` as a register (zeros past its end).
@@ -356,13 +327,11 @@ unsafe fn store8(o: &mut [f32], v: __m256) {
     }
 }
 
-/// Tokens `ts + j..ts + j + N` through the packed chunk: their chains read (the scale chain from
-/// `out`, zeros at the first chunk; the minimum chain from `mbuf`), carried through the chunk's
-/// groups ([`tile`]), and written back.
+/// [`Strips::run`] with AVX2 ([`tile`]).
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]); `a` holds every block
-/// read (checked by [`gemm`]).
+/// read (checked by `drive`).
 #[inline(always)]
 unsafe fn run<F: Unpack, const N: usize>(
     p: &Packed,
