@@ -46,64 +46,37 @@ struct Packed {
     dm: [[f32; ROWS]; KC],
 }
 
-/// Unpacks groups `g0..g0 + gn` of the strip's rows `q` into `p`.
+/// Group `g` of each of a strip's rows `q`, as the format's [`Unpack::group`] gives it; every
+/// second group also prefetches the same place in the rows of the next strip (`next`, the
+/// weights from there on: rows are contiguous, small batches are bound by memory, and the rows
+/// read side by side are more streams than the hardware prefetcher follows).
 ///
 /// # Safety
-/// AVX2, FMA, F16C and AVX-512 F must be enabled (this is inlined into [`gemm`]).
+/// AVX2, FMA and F16C must be enabled (this is inlined into a strip's packing); group `g` is in
+/// every row.
 #[inline(always)]
-unsafe fn pack<F: Unpack>(
+pub(super) unsafe fn groups<F: Unpack, const R: usize>(
     kind: &BlockType,
-    q: &[&[u8]; ROWS],
+    q: &[&[u8]; R],
     next: &[u8],
-    g0: usize,
-    gn: usize,
-    p: &mut Packed,
-) {
+    g: usize,
+) -> [G; R] {
     // Bytes of a group (one block of 32: these formats' blocks).
     let gb = kind.ty.type_size();
-    let (mut d, mut dm) = ([0u16; ROWS], [0u16; ROWS]);
-    let mut u = [_mm256_setzero_si256(); ROWS];
-    for gi in 0..gn {
-        let g = g0 + gi;
-        for (i, row) in q.iter().enumerate() {
-            if g.is_multiple_of(2) {
-                // The same place in row i of the next strip (rows are contiguous): small
-                // batches are bound by memory, and 16 rows read side by side are 16 streams.
-                let at = i * row.len() + g * gb;
-                if at < next.len() {
-                    // A prefetch of an address inside the weights (it never faults).
-                    _mm_prefetch::<_MM_HINT_T0>(next[at..].as_ptr().cast());
-                }
+    // SAFETY: the caller's features.
+    let mut out = [unsafe { G::zero() }; R];
+    for (i, (row, o)) in q.iter().zip(out.iter_mut()).enumerate() {
+        if g.is_multiple_of(2) {
+            let at = i * row.len() + g * gb;
+            if at < next.len() {
+                // A prefetch of an address inside the weights (it never faults).
+                _mm_prefetch::<_MM_HINT_T0>(next[at..].as_ptr().cast());
             }
-            // SAFETY: the features are the caller's; group g is in the row (checked by the
-            // caller's extent).
-            let gr: G = unsafe { F::group(kind, row, &F::head(row, g / F::GPB), g) };
-            u[i] = if F::UNSIGNED {
-                gr.q
-            } else {
-                // q + 128 as an unsigned byte.
-                _mm256_xor_si256(gr.q, _mm256_set1_epi8(-128))
-            };
-            d[i] = gr.d;
-            dm[i] = gr.dm;
         }
-        for (rq, u4) in u.chunks_exact(4).enumerate() {
-            // SAFETY: the caller's features.
-            unsafe { transpose4(u4, &mut p.w[gi], 4 * rq) };
-        }
-        // The scales, 16 f16 values at a time (exact).
-        // SAFETY: 32 bytes from each array of 16 u16, 64 into each array of 16 f32.
-        unsafe {
-            let dv = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().cast()));
-            _mm512_store_ps(p.d[gi].as_mut_ptr(), dv);
-            let mv = if F::MINS {
-                _mm512_cvtph_ps(_mm256_loadu_si256(dm.as_ptr().cast()))
-            } else {
-                _mm512_setzero_ps()
-            };
-            _mm512_store_ps(p.dm[gi].as_mut_ptr(), mv);
-        }
+        // SAFETY: the caller's features; group g is in the row.
+        *o = unsafe { F::group(kind, row, &F::head(row, g / F::GPB), g) };
     }
+    out
 }
 
 /// Words k = 0..8 of four rows' groups `u4` (32 bytes each) into `w[k][at..at + 4]`: the
@@ -357,8 +330,39 @@ impl Strips<ROWS> for Vnni {
         gn: usize,
         p: &mut Packed,
     ) {
-        // SAFETY: the caller's features.
-        unsafe { pack::<F>(kind, q, next, g0, gn, p) }
+        let (mut d, mut dm) = ([0u16; ROWS], [0u16; ROWS]);
+        let mut u = [_mm256_setzero_si256(); ROWS];
+        for gi in 0..gn {
+            let g = g0 + gi;
+            // SAFETY: the caller's features; group g is in the rows (the caller's extent).
+            let gs = unsafe { groups::<F, ROWS>(kind, q, next, g) };
+            for (i, gr) in gs.iter().enumerate() {
+                u[i] = if F::UNSIGNED {
+                    gr.q
+                } else {
+                    // q + 128 as an unsigned byte.
+                    _mm256_xor_si256(gr.q, _mm256_set1_epi8(-128))
+                };
+                d[i] = gr.d;
+                dm[i] = gr.dm;
+            }
+            for (rq, u4) in u.chunks_exact(4).enumerate() {
+                // SAFETY: the caller's features.
+                unsafe { transpose4(u4, &mut p.w[gi], 4 * rq) };
+            }
+            // The scales, 16 f16 values at a time (exact).
+            // SAFETY: 32 bytes from each array of 16 u16, 64 into each array of 16 f32.
+            unsafe {
+                let dv = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().cast()));
+                _mm512_store_ps(p.d[gi].as_mut_ptr(), dv);
+                let mv = if F::MINS {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(dm.as_ptr().cast()))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                _mm512_store_ps(p.dm[gi].as_mut_ptr(), mv);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn run<F: Unpack, const N: usize>(
@@ -369,50 +373,32 @@ impl Strips<ROWS> for Vnni {
         at: &Strip,
         j: usize,
     ) {
-        // SAFETY: the caller's features and check.
-        unsafe { run::<F, N>(p, a, out, mbuf, at, j) }
-    }
-}
-
-/// [`Strips::run`] with AVX-512 ([`tile`]).
-///
-/// # Safety
-/// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`gemm`]);
-/// `a` holds every block read (checked by [`drive`]).
-#[inline(always)]
-unsafe fn run<F: Unpack, const N: usize>(
-    p: &Packed,
-    a: &QActs<'_>,
-    out: &mut OutRows<'_>,
-    mbuf: &mut [[f32; ROWS]; TS],
-    at: &Strip,
-    j: usize,
-) {
-    let zero = _mm512_setzero_ps();
-    let mask: __mmask16 = if at.n >= ROWS { !0 } else { (1u16 << at.n) - 1 };
-    let (mut acc, mut mins) = ([zero; N], [zero; N]);
-    for (t, (c, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
-        let o = &out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
-        // SAFETY: n floats inside `o` (the mask), 16 inside `mbuf[j + t]`.
-        unsafe {
-            if at.g0 > 0 {
-                *c = _mm512_maskz_loadu_ps(mask, o.as_ptr());
-            }
-            if F::MINS {
-                *m = _mm512_loadu_ps(mbuf[j + t].as_ptr());
+        let zero = _mm512_setzero_ps();
+        let mask: __mmask16 = if at.n >= ROWS { !0 } else { (1u16 << at.n) - 1 };
+        let (mut acc, mut mins) = ([zero; N], [zero; N]);
+        for (t, (c, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
+            let o = &out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
+            // SAFETY: n floats inside `o` (the mask), 16 inside `mbuf[j + t]`.
+            unsafe {
+                if at.g0 > 0 {
+                    *c = _mm512_maskz_loadu_ps(mask, o.as_ptr());
+                }
+                if F::MINS {
+                    *m = _mm512_loadu_ps(mbuf[j + t].as_ptr());
+                }
             }
         }
-    }
-    let first = core::array::from_fn(|t| (at.ts + j + t) * at.nb + at.g0);
-    // SAFETY: the caller's features and check.
-    unsafe { tile::<F, N>(p, at.gn, a, first, &mut acc, &mut mins) };
-    for (t, (c, m)) in acc.iter().zip(mins.iter()).enumerate() {
-        let o = &mut out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
-        // SAFETY: as above.
-        unsafe {
-            _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, *c);
-            if F::MINS {
-                _mm512_storeu_ps(mbuf[j + t].as_mut_ptr(), *m);
+        let first = core::array::from_fn(|t| (at.ts + j + t) * at.nb + at.g0);
+        // SAFETY: the caller's features and check.
+        unsafe { tile::<F, N>(p, at.gn, a, first, &mut acc, &mut mins) };
+        for (t, (c, m)) in acc.iter().zip(mins.iter()).enumerate() {
+            let o = &mut out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n];
+            // SAFETY: as above.
+            unsafe {
+                _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, *c);
+                if F::MINS {
+                    _mm512_storeu_ps(mbuf[j + t].as_mut_ptr(), *m);
+                }
             }
         }
     }

@@ -18,8 +18,8 @@
 //! ([`crate::weights::quants::group_step`]), as in `strips.rs`: every (row, token) is the spec's
 //! result bit for bit.
 
-use super::strips::{drive, transpose4, Strip, Strips, TS};
-use super::{Unpack, G};
+use super::strips::{drive, groups, transpose4, Strip, Strips, TS};
+use super::Unpack;
 use crate::kernels::{OutRows, QActs};
 use crate::weights::{BlockType, QK};
 use core::arch::x86_64::*;
@@ -63,73 +63,6 @@ struct Packed {
     d: [[f32; ROWS]; KC],
     /// The rows' minimum scales (zero for formats without one).
     dm: [[f32; ROWS]; KC],
-}
-
-/// Unpacks groups `g0..g0 + gn` of the strip's rows `q` into `p`.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]).
-#[inline(always)]
-unsafe fn pack<F: Unpack>(
-    kind: &BlockType,
-    q: &[&[u8]; ROWS],
-    next: &[u8],
-    g0: usize,
-    gn: usize,
-    p: &mut Packed,
-) {
-    let wide = run_len(F::QMAX) == 0;
-    // Bytes of a group (one block of 32: these formats' blocks).
-    let gb = kind.ty.type_size();
-    let (mut d, mut dm) = ([0u16; ROWS], [0u16; ROWS]);
-    let mut u = [_mm256_setzero_si256(); ROWS];
-    let mut sq = [_mm256_setzero_si256(); ROWS];
-    for gi in 0..gn {
-        let g = g0 + gi;
-        for (i, row) in q.iter().enumerate() {
-            if g.is_multiple_of(2) {
-                // The same place in row i of the next strip (rows are contiguous).
-                let at = i * row.len() + g * gb;
-                if at < next.len() {
-                    // A prefetch of an address inside the weights (it never faults).
-                    _mm_prefetch::<_MM_HINT_T0>(next[at..].as_ptr().cast());
-                }
-            }
-            // SAFETY: the features are the caller's; group g is in the row (checked by the
-            // caller's extent).
-            let gr: G = unsafe { F::group(kind, row, &F::head(row, g / F::GPB), g) };
-            u[i] = if wide {
-                sq[i] = gr.q;
-                _mm256_abs_epi8(gr.q)
-            } else if F::UNSIGNED {
-                gr.q
-            } else {
-                _mm256_add_epi8(gr.q, _mm256_set1_epi8(F::OFFSET as i8))
-            };
-            d[i] = gr.d;
-            dm[i] = gr.dm;
-        }
-        for r in 0..ROWS / 4 {
-            // SAFETY: the caller's features.
-            unsafe { transpose4(&u[4 * r..4 * r + 4], &mut p.w[gi], 4 * r) };
-            if wide {
-                // SAFETY: as above.
-                unsafe { transpose4(&sq[4 * r..4 * r + 4], &mut p.s[gi], 4 * r) };
-            }
-        }
-        // The scales, 8 f16 values at a time (exact).
-        // SAFETY: 16 bytes from each array of 8 u16, 32 into each array of 8 f32.
-        unsafe {
-            let dv = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
-            _mm256_store_ps(p.d[gi].as_mut_ptr(), dv);
-            let mv = if F::MINS {
-                _mm256_cvtph_ps(_mm_loadu_si128(dm.as_ptr().cast()))
-            } else {
-                _mm256_setzero_ps()
-            };
-            _mm256_store_ps(p.dm[gi].as_mut_ptr(), mv);
-        }
-    }
 }
 
 /// The chains of `N` tokens (activation blocks `first[t]..` of the tile's tokens) over the
@@ -275,8 +208,47 @@ impl Strips<ROWS> for Avx2 {
         gn: usize,
         p: &mut Packed,
     ) {
-        // SAFETY: the caller's features.
-        unsafe { pack::<F>(kind, q, next, g0, gn, p) }
+        let wide = run_len(F::QMAX) == 0;
+        let (mut d, mut dm) = ([0u16; ROWS], [0u16; ROWS]);
+        let mut u = [_mm256_setzero_si256(); ROWS];
+        let mut sq = [_mm256_setzero_si256(); ROWS];
+        for gi in 0..gn {
+            let g = g0 + gi;
+            // SAFETY: the caller's features; group g is in the rows (the caller's extent).
+            let gs = unsafe { groups::<F, ROWS>(kind, q, next, g) };
+            for (i, gr) in gs.iter().enumerate() {
+                u[i] = if wide {
+                    sq[i] = gr.q;
+                    _mm256_abs_epi8(gr.q)
+                } else if F::UNSIGNED {
+                    gr.q
+                } else {
+                    _mm256_add_epi8(gr.q, _mm256_set1_epi8(F::OFFSET as i8))
+                };
+                d[i] = gr.d;
+                dm[i] = gr.dm;
+            }
+            for r in 0..ROWS / 4 {
+                // SAFETY: the caller's features.
+                unsafe { transpose4(&u[4 * r..4 * r + 4], &mut p.w[gi], 4 * r) };
+                if wide {
+                    // SAFETY: as above.
+                    unsafe { transpose4(&sq[4 * r..4 * r + 4], &mut p.s[gi], 4 * r) };
+                }
+            }
+            // The scales, 8 f16 values at a time (exact).
+            // SAFETY: 16 bytes from each array of 8 u16, 32 into each array of 8 f32.
+            unsafe {
+                let dv = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+                _mm256_store_ps(p.d[gi].as_mut_ptr(), dv);
+                let mv = if F::MINS {
+                    _mm256_cvtph_ps(_mm_loadu_si128(dm.as_ptr().cast()))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                _mm256_store_ps(p.dm[gi].as_mut_ptr(), mv);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn run<F: Unpack, const N: usize>(
@@ -287,8 +259,27 @@ impl Strips<ROWS> for Avx2 {
         at: &Strip,
         j: usize,
     ) {
+        let zero = _mm256_setzero_ps();
+        let (mut acc, mut mins) = ([zero; N], [zero; N]);
+        for (t, (c, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
+            // SAFETY (both): the caller's features.
+            if at.g0 > 0 {
+                *c = unsafe { load8(&out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n]) };
+            }
+            if F::MINS {
+                *m = unsafe { load8(&mbuf[j + t]) };
+            }
+        }
+        let first = core::array::from_fn(|t| (at.ts + j + t) * at.nb + at.g0);
         // SAFETY: the caller's features and check.
-        unsafe { run::<F, N>(p, a, out, mbuf, at, j) }
+        unsafe { tile::<F, N>(p, at.gn, a, first, &mut acc, &mut mins) };
+        for (t, (c, m)) in acc.iter().zip(mins.iter()).enumerate() {
+            // SAFETY (both): the caller's features.
+            unsafe { store8(&mut out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n], *c) };
+            if F::MINS {
+                unsafe { store8(&mut mbuf[j + t], *m) };
+            }
+        }
     }
 }
 
@@ -324,42 +315,5 @@ unsafe fn store8(o: &mut [f32], v: __m256) {
         unsafe { _mm256_storeu_ps(b.as_mut_ptr(), v) };
         let n = o.len();
         o.copy_from_slice(&b[..n]);
-    }
-}
-
-/// [`Strips::run`] with AVX2 ([`tile`]).
-///
-/// # Safety
-/// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm`]); `a` holds every block
-/// read (checked by `drive`).
-#[inline(always)]
-unsafe fn run<F: Unpack, const N: usize>(
-    p: &Packed,
-    a: &QActs<'_>,
-    out: &mut OutRows<'_>,
-    mbuf: &mut [[f32; ROWS]; TS],
-    at: &Strip,
-    j: usize,
-) {
-    let zero = _mm256_setzero_ps();
-    let (mut acc, mut mins) = ([zero; N], [zero; N]);
-    for (t, (c, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
-        // SAFETY (both): the caller's features.
-        if at.g0 > 0 {
-            *c = unsafe { load8(&out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n]) };
-        }
-        if F::MINS {
-            *m = unsafe { load8(&mbuf[j + t]) };
-        }
-    }
-    let first = core::array::from_fn(|t| (at.ts + j + t) * at.nb + at.g0);
-    // SAFETY: the caller's features and check.
-    unsafe { tile::<F, N>(p, at.gn, a, first, &mut acc, &mut mins) };
-    for (t, (c, m)) in acc.iter().zip(mins.iter()).enumerate() {
-        // SAFETY (both): the caller's features.
-        unsafe { store8(&mut out.row_mut(at.ts + j + t)[at.r0..at.r0 + at.n], *c) };
-        if F::MINS {
-            unsafe { store8(&mut mbuf[j + t], *m) };
-        }
     }
 }
