@@ -110,17 +110,26 @@ trait Unpack {
     /// rows a pass with AVX2 ([`decode_avx2`]): the
     /// one-scale formats whose quants plus [`Unpack::OFFSET`] stay below 32 (Q4_0, Q4_1, Q5_0,
     /// Q5_1), as their 16-bit sums allow.
-    const DECODE8: bool = Self::ONE_SCALE && Self::GPB == 1 && Self::QMAX <= 31;
+    const DECODE8: bool = Self::ONE_SCALE && Self::GPB == 1 && (Self::QMAX <= 31 || Self::PAIR8);
+    /// Whether this format gives its own [`Unpack::pair`] of signed quants (Q8_0, IQ4_NL, whose
+    /// quants span ±128): the eight-row decode then multiplies with the sign trick, each
+    /// product widened at once.
+    const PAIR8: bool = false;
+    /// Whether [`Unpack::pair`] reads `before` (the 16 bytes before the tail: Q8_0's first
+    /// half).
+    const BEFORE: bool = false;
     /// Group `g` of two rows for the AVX2 decode ([`decode_avx2`]): the quants as unsigned bytes
-    /// `q + OFFSET`, row 2k in the low 128-bit lane and 2k + 1 in the high one, elements 0..16
-    /// in the first register and 16..32 in the second. `head` and `tail` hold the first and the
-    /// last 16 bytes of each row's group, in the same lanes. This default reads the 4-bit
-    /// formats' nibbles from the tail; the 5-bit ones add their fifth bits from the head.
+    /// `q + OFFSET` (signed quants with [`Unpack::PAIR8`]), row 2k in the low 128-bit lane and
+    /// 2k + 1 in the high one, elements 0..16 in the first register and 16..32 in the second.
+    /// `head`, `before` and `tail` hold the first 16 bytes of each row's group, the 16 before
+    /// its last 16 (read only with [`Unpack::BEFORE`]) and its last 16, in the same lanes. This
+    /// default reads the 4-bit formats' nibbles from the tail; the 5-bit ones add their fifth
+    /// bits from the head.
     ///
     /// # Safety
     /// AVX2 must be enabled.
     #[inline(always)]
-    unsafe fn pair(_head: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+    unsafe fn pair(_head: __m256i, _before: __m256i, tail: __m256i) -> (__m256i, __m256i) {
         // SAFETY: the caller's features.
         unsafe { decode_avx2::nibbles2(tail) }
     }
@@ -383,6 +392,12 @@ impl Unpack for Q4_1 {
 
 struct Q8_0;
 impl Unpack for Q8_0 {
+    const PAIR8: bool = true;
+    const BEFORE: bool = true;
+    #[inline(always)]
+    unsafe fn pair(_: __m256i, before: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+        (before, tail)
+    }
     const DECODE16: bool = false;
     const ONE_SCALE: bool = true;
     const MINS: bool = false;
@@ -414,7 +429,7 @@ impl Unpack for Q8_0 {
 struct Q5_0;
 impl Unpack for Q5_0 {
     #[inline(always)]
-    unsafe fn pair(head: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+    unsafe fn pair(head: __m256i, _: __m256i, tail: __m256i) -> (__m256i, __m256i) {
         // SAFETY: the caller's features.
         unsafe { decode_avx2::fifth2::<2>(head, decode_avx2::nibbles2(tail)) }
     }
@@ -447,7 +462,7 @@ impl Unpack for Q5_0 {
 struct Q5_1;
 impl Unpack for Q5_1 {
     #[inline(always)]
-    unsafe fn pair(head: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+    unsafe fn pair(head: __m256i, _: __m256i, tail: __m256i) -> (__m256i, __m256i) {
         // SAFETY: the caller's features.
         unsafe { decode_avx2::fifth2::<4>(head, decode_avx2::nibbles2(tail)) }
     }
@@ -491,6 +506,16 @@ unsafe fn iq4(idx: __m256i) -> __m256i {
 
 struct Iq4Nl;
 impl Unpack for Iq4Nl {
+    const PAIR8: bool = true;
+    #[inline(always)]
+    unsafe fn pair(_: __m256i, _: __m256i, tail: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: 16 bytes.
+        let grid = unsafe { _mm_loadu_si128(IQ4_GRID.as_ptr().cast()) };
+        let grid = _mm256_broadcastsi128_si256(grid);
+        // SAFETY: the caller's features.
+        let (lo, hi) = unsafe { decode_avx2::nibbles2(tail) };
+        (_mm256_shuffle_epi8(grid, lo), _mm256_shuffle_epi8(grid, hi))
+    }
     const ONE_SCALE: bool = true;
     const MINS: bool = false;
     #[inline(always)]

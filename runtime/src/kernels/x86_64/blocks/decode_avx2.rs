@@ -1,24 +1,29 @@
-//! Decode and small batches (up to [`MAX_TOKENS`] tokens) of the 4- and 5-bit formats of one scale per block of 32 (Q4_0, Q4_1,
-//! Q5_0, Q5_1) with AVX2: `decode.rs`'s passes, eight rows a pass, two rows to a register.
+//! Decode and small batches (up to [`MAX_TOKENS`] tokens) of the formats of one scale per block
+//! of 32 (Q4_0, Q4_1, Q5_0, Q5_1, and with signed quants Q8_0 and IQ4_NL) with AVX2: `decode.rs`'s
+//! passes, eight rows a pass, two rows to a register.
 //!
 //! A row's group is read as two halves of 16 quants (elements 0..16 and 16..32: the low and
-//! high nibbles of its last 16 bytes), as unsigned bytes `q + OFFSET` of at most 31
-//! ([`Unpack::pair`]); rows 2k and 2k + 1 fill the two 128-bit lanes of register k. Two
-//! `maddubs` against the token's halves, each broadcast to both lanes, add up in 16 bits (pairs
-//! below 2·31·128, two of them), and one `madd` leaves four partial sums per row. The four
-//! registers (8 rows) fold into one in two rounds of in-lane unpacks and adds, lane `4i + j`
-//! holding row `2j + i` — the order the rows' scales are put in, undone when the results are
-//! stored. The scales come without a gather: each row's group is read as 32 bytes from its last
-//! 16, which brings the next group's head along (its scale words, and the 5-bit formats' fifth
-//! bits). `OFFSET·Σx` then comes back out of each sum (`QActs::sums`), so every sum is exact
-//! and each lane takes the spec's float steps for its row
-//! ([`crate::weights::quants::group_step`]): the result is the spec's bit for bit.
+//! high nibbles of its last 16 bytes, or Q8_0's two halves), rows 2k and 2k + 1 in the two
+//! 128-bit lanes of register k ([`Unpack::pair`]). The 4- and 5-bit formats come as unsigned
+//! bytes `q + OFFSET` of at most 31: two `maddubs` against the token's halves, each broadcast to
+//! both lanes, add up in 16 bits (pairs below 2·31·128, two of them), and one `madd` leaves four
+//! partial sums per row; `OFFSET·Σx` then comes back out of each sum (`QActs::sums`). Q8_0 and
+//! IQ4_NL come signed (quants up to ±128): each half goes in as |q| against the activations with
+//! q's sign, and each product is widened at once. The four registers (8 rows) fold into one in
+//! two rounds of in-lane unpacks and adds, lane `4i + j` holding row `2j + i` — the order the
+//! rows' scales are put in, undone when the results are stored. The scales come without a
+//! gather: each row's group is read as 32 bytes from its last 16, which brings the next group's
+//! head along (its scale words, and the 5-bit formats' fifth bits). Every sum is exact and each
+//! lane takes the spec's float steps for its row ([`crate::weights::quants::group_step`]): the
+//! result is the spec's bit for bit.
 //!
 //! Against the four-row kernel (each row's 32 quants unpacked, signed, multiplied with the sign
 //! trick, and four rows reduced by `vphaddd` per group), this takes about half the instructions
 //! per row. Measured (2026-12-05, AMD EPYC without AVX-512, 1536 × 576 from memory,
 //! `examples/gemm_speed`): Q4_0 30 µs against 59, Q4_1 34 against 64, Q5_0 44 against 77, Q5_1
-//! 50 against 80; SmolLM2 Q4_0 decode at one thread 147–148 tokens/s against 99–102.
+//! 50 against 80, Q8_0 46 against 59, IQ4_NL 40 against 64; SmolLM2's 49152 × 576 Q8_0 output
+//! head 1.44 ms against 2.47. SmolLM2 decode at one thread: Q4_0 147–148 tokens/s against
+//! 99–102, then with Q8_0 here (its output head) 152–156 against 150; Q8_0 121 against 98–100.
 
 use super::Unpack;
 use crate::kernels::{OutRows, QActs};
@@ -191,7 +196,7 @@ pub(super) unsafe fn gemm<F: Unpack>(
     // Bytes of a group (one block of 32), whose first two bytes are its f16 scale (and, with a
     // minimum, the next two its minimum's).
     let gb = kind.ty.type_size();
-    assert!(gb >= 16 && row_bytes >= nb * gb);
+    assert!(gb >= 16 && row_bytes >= nb * gb && (gb >= 32 || !F::BEFORE));
     let full = rows / ROWS * ROWS;
     // The first pass and the lead at once (the window in `pass` then runs ahead of the reads).
     for line in w[..(ROWS * row_bytes + LEAD).min(w.len())].chunks(64) {
@@ -241,7 +246,9 @@ unsafe fn pass<F: Unpack, const N: usize>(
 ) {
     // Lane 4i + j of a folded sum is row 2j + i: the permutation back to row order.
     let lane_row = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let offset = F::OFFSET as i32;
+    // Signed pairs (the wide formats) take the sign trick and need no offset.
+    let wide = F::PAIR8;
+    let offset = if wide { 0 } else { F::OFFSET as i32 };
     let ones = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_ps();
     let slen = ROWS * row_bytes;
@@ -291,14 +298,28 @@ unsafe fn pass<F: Unpack, const N: usize>(
         // A group's quants, unpacked once for the tile's tokens (one token unpacks them next
         // to its products: measured faster).
         let z = _mm256_setzero_si256();
+        let before = if F::BEFORE {
+            // SAFETY (each): the caller's features; the 16 bytes before the tail are in the
+            // group (gb ≥ 32 where a format reads them).
+            unsafe {
+                [
+                    pair16(strip, row_bytes, 0, off - 16),
+                    pair16(strip, row_bytes, 2, off - 16),
+                    pair16(strip, row_bytes, 4, off - 16),
+                    pair16(strip, row_bytes, 6, off - 16),
+                ]
+            }
+        } else {
+            [z; 4]
+        };
         let q = if N > 1 {
             // SAFETY (each): the caller's features.
             unsafe {
                 [
-                    F::pair(heads[0], tails[0]),
-                    F::pair(heads[1], tails[1]),
-                    F::pair(heads[2], tails[2]),
-                    F::pair(heads[3], tails[3]),
+                    F::pair(heads[0], before[0], tails[0]),
+                    F::pair(heads[1], before[1], tails[1]),
+                    F::pair(heads[2], before[2], tails[2]),
+                    F::pair(heads[3], before[3], tails[3]),
                 ]
             }
         } else {
@@ -324,13 +345,23 @@ unsafe fn pass<F: Unpack, const N: usize>(
                         q[$k]
                     } else {
                         // SAFETY: the caller's features.
-                        unsafe { F::pair(heads[$k], tails[$k]) }
+                        unsafe { F::pair(heads[$k], before[$k], tails[$k]) }
                     };
-                    let s16 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo, xl),
-                        _mm256_maddubs_epi16(hi, xh),
-                    );
-                    _mm256_madd_epi16(s16, ones)
+                    if wide {
+                        // |q| times x with q's sign (activations are never −128); the pairs
+                        // reach 2·128·127, so each product is widened at once.
+                        let pl =
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(lo), _mm256_sign_epi8(xl, lo));
+                        let ph =
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(hi), _mm256_sign_epi8(xh, hi));
+                        _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones))
+                    } else {
+                        let s16 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, xl),
+                            _mm256_maddubs_epi16(hi, xh),
+                        );
+                        _mm256_madd_epi16(s16, ones)
+                    }
                 }};
             }
             let p = [product!(0), product!(1), product!(2), product!(3)];
