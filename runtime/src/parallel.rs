@@ -11,13 +11,23 @@
 //! the rest, and a worker that wakes after the last item was taken does not join at all, so the
 //! caller never waits for it. Which thread computes an item never changes its bits.
 //!
-//! A worker descheduled in the middle of an item still holds it, and the caller waits for it:
-//! with another process on every core, each product of a forward pass can wait a scheduler
-//! time slice. So the pool watches for that: when a call's last item ends well after the
-//! caller's own (by more than the caller's whole share and `STALL`), the next calls run on
-//! the caller alone, [`SOLO`] of them at first, twice as many after each further stall (up to
-//! [`MAX_SOLO`]) until [`CLEAN`] calls in a row pass without one. On a busy machine `-t 2` then
-//! runs about as `-t 1` does instead of slower, and on a quiet one nothing changes.
+//! Threads beyond the CPUs the machine gives the pool only slow it down: with another process
+//! busy on every core, the caller's thread (which runs the forward pass between the calls)
+//! waits its turn for a CPU as often as the others and nothing progresses meanwhile, and a
+//! product can wait a scheduler time slice for a worker descheduled in the middle of an item.
+//! So the pool keeps a *limit* on the threads a call uses (the workers above it sleep, and
+//! [`Parallel::active`] tells the forward pass how finely to cut its work) and chooses it by timing the forward passes themselves ([`Parallel::pass_done`]). A *trial* runs
+//! decode-sized passes (up to [`TRIAL_TOKENS`]) at two adjacent limits, two passes at a time
+//! (the first of each two not timed, while workers wake or go to sleep), until each limit has
+//! [`TRIAL_PASSES`] timed; it keeps the fewer threads unless the more are faster by a sixteenth
+//! (else they only take CPU from other work). The choice then holds [`HOLD`], twice as long
+//! each time a trial confirms it (up to [`MAX_HOLD`]). Below every thread, each hold ends in a
+//! trial of one thread more. At every thread, a trial starts only once the pool sees
+//! contention: the caller's thread runnable but not running for over [`BUSY_PER_MILLE`] of two
+//! [`WINDOW`]s in a row (Linux's `/proc/thread-self/schedstat`); where that cannot be read, a
+//! stall (a call whose last item ends well after the caller's own, by more than the caller's
+//! whole share and [`STALL`]). On a busy machine `-t 2` thus runs as `-t 1` does instead of
+//! slower, and a quiet one does not notice.
 //!
 //! A panic in an item, on any thread, ends the call with that panic on the caller's thread,
 //! after every thread has left the job (so nothing runs the closure once the call has
@@ -29,8 +39,17 @@
 pub trait Parallel: Sync {
     /// Number of threads (including the caller's).
     fn threads(&self) -> usize;
+    /// The threads a call would use now, at most [`threads`](Parallel::threads) (a pool may
+    /// use fewer on a busy machine): for cutting work into items. Per-thread scratch is sized
+    /// by `threads`.
+    fn active(&self) -> usize {
+        self.threads()
+    }
     /// Runs every item, each exactly once, on at most `slots` threads at a time, and waits.
     fn for_each(&self, items: usize, slots: usize, f: &(dyn Fn(usize, usize) + Sync));
+    /// A forward pass of `tokens` tokens (0: a pass that failed) ended: a [`ThreadPool`] times
+    /// the passes to choose how many threads to use. Nothing by default.
+    fn pass_done(&self, _tokens: usize) {}
 }
 
 /// Runs everything on the calling thread.
@@ -52,13 +71,29 @@ impl Parallel for Serial {
 /// caller's own time in the call, before the pool counts a stall (see the module).
 #[cfg(feature = "std")]
 pub const STALL: std::time::Duration = std::time::Duration::from_micros(200);
-/// Calls a [`ThreadPool`] runs on the caller alone after a first stall.
-pub const SOLO: u32 = 64;
-/// The most calls it runs alone after a stall.
-pub const MAX_SOLO: u32 = 4096;
-/// Calls without a stall, in a row, after which a stall counts as a first one again (about a
-/// decoded token of a small model).
-pub const CLEAN: u32 = 256;
+/// How long the pool watches the caller's waits for a CPU before it judges them (about two
+/// decoded tokens of a small model).
+#[cfg(feature = "std")]
+pub const WINDOW: std::time::Duration = std::time::Duration::from_millis(16);
+/// The share of a window, in thousandths, that the caller's thread may spend waiting for a CPU
+/// (two windows in a row) before the pool tries fewer threads. Two threads decoding SmolLM2
+/// (2026-12-05, two cores): on a quiet machine 97% of windows wait at most 13 ‰ (the most
+/// seen: 109 ‰, never two in a row); beside one CPU-bound process, half wait over 75 ‰ and
+/// 90% over 14 ‰.
+pub const BUSY_PER_MILLE: u64 = 30;
+/// Passes a trial times at each of its two limits (in turn, of the same token count).
+pub const TRIAL_PASSES: u32 = 6;
+/// The largest passes a trial times (decode steps and small batches): a pass of a long
+/// prompt at the slower limit would cost more than the trial can win back.
+pub const TRIAL_TOKENS: usize = 8;
+/// How long a trial's choice holds at first.
+#[cfg(feature = "std")]
+pub const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest a trial's choice holds (on a quiet machine, each trial costs
+/// [`TRIAL_PASSES`] passes at one thread fewer; on a busy one that turns quiet, the pool may
+/// run this long on fewer threads than it could).
+#[cfg(feature = "std")]
+pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Rows per chunk when `rows` are shared by `threads`: about two chunks per thread (taken as
 /// threads come free, so a stalled thread holds a quarter of a product with two threads), a
@@ -118,11 +153,15 @@ pub use pool::ThreadPool;
 
 #[cfg(feature = "std")]
 mod pool {
-    use super::{Parallel, CLEAN, MAX_SOLO, SOLO, STALL};
+    use super::{
+        Parallel, BUSY_PER_MILLE, HOLD, MAX_HOLD, STALL, TRIAL_PASSES, TRIAL_TOKENS, WINDOW,
+    };
     use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::thread::JoinHandle;
+    use std::thread::ThreadId;
+    use std::time::{Duration, Instant};
 
     /// The current job: a type-erased pointer to the caller's closure and its extent.
     #[derive(Clone, Copy)]
@@ -146,8 +185,13 @@ mod pool {
         /// workers inside (they joined through `gate`, whose release/acquire orders the write).
         job: UnsafeCell<Job>,
         stop: AtomicBool,
-        /// Workers asleep on `wake` (or about to be).
+        /// Workers asleep on `wake` (or about to be), waiting for a job.
         sleepers: AtomicUsize,
+        /// The threads calls use now (see the module): worker `i` sleeps on `wake` while
+        /// `i >= limit`.
+        limit: AtomicUsize,
+        /// Workers asleep on `wake` (or about to be) above the limit.
+        parked: AtomicUsize,
         lock: Mutex<()>,
         wake: Condvar,
         n: usize,
@@ -178,23 +222,199 @@ mod pool {
         running: Mutex<Adapt>,
     }
 
-    /// The caller-alone state (see the module).
+    /// What the pool learns of the CPUs it gets (see the module): the threads calls use.
     #[derive(Debug)]
     struct Adapt {
-        /// Calls still to run on the caller alone.
-        solo: u32,
-        /// How many to run alone after the next stall.
-        next: u32,
-        /// Calls in a row without a stall.
-        clean: u32,
+        /// The pool's threads.
+        n: usize,
+        /// The threads calls use outside a trial, `1..=n`.
+        limit: usize,
+        /// Until when the last trial's choice holds.
+        until: Option<Instant>,
+        /// How long the next choice holds.
+        hold: Duration,
+        /// Contention seen since the last trial (a reason to try fewer threads).
+        suspect: bool,
+        /// Windows in a row whose waits were over the share.
+        busy: u32,
+        /// The window being watched: its start, the caller's thread and that thread's time
+        /// waiting for a CPU then (ns).
+        window: Option<(Instant, ThreadId, u64)>,
+        /// Whether the waits can be read here (else stalls alone are contention).
+        readable: bool,
+        /// When the current pass's first call started.
+        pass_start: Option<Instant>,
+        trial: Option<Trial>,
+    }
+
+    /// Passes timed at two limits.
+    #[derive(Debug)]
+    struct Trial {
+        /// The limits, more threads first.
+        limits: [usize; 2],
+        /// The token count of the passes timed (others are not).
+        tokens: usize,
+        /// The arm of the next pass.
+        arm: usize,
+        /// Whether the last pass ran on this arm too (the first pass after a change of
+        /// limit is not timed: workers are waking or going to sleep).
+        warm: bool,
+        passes: [u32; 2],
+        time: [Duration; 2],
+        /// Passes seen, timed or not (a trial whose passes keep changing size gives up).
+        seen: u32,
     }
 
     impl Adapt {
-        const NEW: Adapt = Adapt {
-            solo: 0,
-            next: SOLO,
-            clean: 0,
-        };
+        fn new(n: usize) -> Self {
+            Adapt {
+                n,
+                limit: n,
+                until: None,
+                hold: HOLD,
+                suspect: false,
+                busy: 0,
+                window: None,
+                readable: true,
+                pass_start: None,
+                trial: None,
+            }
+        }
+
+        /// The threads a call at `now` may use (marking the start of a pass).
+        fn threads(&mut self, now: Instant) -> usize {
+            self.pass_start.get_or_insert(now);
+            match &self.trial {
+                Some(t) => t.limits[t.arm],
+                None => self.limit,
+            }
+        }
+
+        /// After a call on more than one thread that ended at `now`: `stalled` if a worker
+        /// held it up (see [`STALL`]); `wait` reads the caller's thread and its time waiting for
+        /// a CPU so far (asked only when a window starts or ends).
+        fn observe(
+            &mut self,
+            now: Instant,
+            stalled: bool,
+            wait: &mut dyn FnMut() -> Option<(ThreadId, u64)>,
+        ) {
+            if self.trial.is_some() {
+                return;
+            }
+            if !self.readable {
+                self.suspect |= stalled;
+                return;
+            }
+            if self
+                .window
+                .is_some_and(|(t0, ..)| now.duration_since(t0) < WINDOW)
+            {
+                return;
+            }
+            let Some((id, ns)) = wait() else {
+                self.readable = false;
+                return;
+            };
+            if let Some((t0, was_id, was)) = self.window {
+                if was_id == id {
+                    let span = now.duration_since(t0).as_nanos();
+                    let waited = u128::from(ns.saturating_sub(was));
+                    // Two windows in a row (one alone is as often a quiet machine's hiccup).
+                    if waited * 1000 > span * u128::from(BUSY_PER_MILLE) {
+                        self.busy += 1;
+                        self.suspect |= self.busy >= 2;
+                    } else {
+                        self.busy = 0;
+                    }
+                }
+            }
+            self.window = Some((now, id, ns));
+        }
+
+        /// A pass of `tokens` tokens (0: failed) ended at `now`: timed for a trial, which may
+        /// end or begin here.
+        fn pass_done(&mut self, now: Instant, tokens: usize) {
+            let Some(start) = self.pass_start.take() else {
+                return;
+            };
+            if let Some(t) = &mut self.trial {
+                t.seen += 1;
+                if tokens == t.tokens {
+                    if t.warm {
+                        t.time[t.arm] += now.duration_since(start);
+                        t.passes[t.arm] += 1;
+                        t.arm ^= 1;
+                    }
+                    t.warm = !t.warm;
+                }
+                if t.passes.iter().all(|&p| p >= TRIAL_PASSES) {
+                    // More threads must be faster by a sixteenth (else they only take CPU
+                    // from the machine's other work).
+                    let more = t.time[0].as_nanos() * 17 < t.time[1].as_nanos() * 16;
+                    let won = t.limits[usize::from(!more)];
+                    self.hold = if won == self.limit {
+                        (self.hold * 2).min(MAX_HOLD)
+                    } else {
+                        HOLD
+                    };
+                    self.limit = won;
+                    self.settle(now);
+                } else if t.seen > 16 * TRIAL_PASSES {
+                    self.settle(now);
+                }
+                return;
+            }
+            let due = self.until.is_none_or(|u| now >= u);
+            if !due {
+                // Contention during a hold is the hold's business.
+                self.suspect = false;
+                return;
+            }
+            // Contention: one thread fewer against the limit; else, below every thread, one
+            // more.
+            let hi = if self.suspect && self.limit > 1 {
+                self.limit
+            } else if self.limit < self.n {
+                self.limit + 1
+            } else {
+                return;
+            };
+            if tokens == 0 || tokens > TRIAL_TOKENS {
+                return;
+            }
+            self.trial = Some(Trial {
+                limits: [hi, hi - 1],
+                tokens,
+                arm: 0,
+                warm: false,
+                passes: [0; 2],
+                time: [Duration::ZERO; 2],
+                seen: 0,
+            });
+        }
+
+        /// Ends a trial: its choice holds from `now`.
+        fn settle(&mut self, now: Instant) {
+            self.trial = None;
+            self.until = Some(now + self.hold);
+            self.suspect = false;
+            self.busy = 0;
+            self.window = None;
+        }
+    }
+
+    /// The calling thread's time waiting for a CPU while runnable, in ns (the second field of
+    /// Linux's `/proc/thread-self/schedstat`), with its id; `None` where that cannot be read.
+    /// No heap allocation.
+    fn run_queue_wait() -> Option<(ThreadId, u64)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open("/proc/thread-self/schedstat").ok()?;
+        let mut buf = [0u8; 128];
+        let len = f.read(&mut buf).ok()?;
+        let text = core::str::from_utf8(buf.get(..len)?).ok()?;
+        let ns = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+        Some((std::thread::current().id(), ns))
     }
 
     /// Busy-wait rounds before yielding: the forward pass publishes jobs microseconds apart.
@@ -217,6 +437,8 @@ mod pool {
                 }),
                 stop: AtomicBool::new(false),
                 sleepers: AtomicUsize::new(0),
+                limit: AtomicUsize::new(n),
+                parked: AtomicUsize::new(0),
                 lock: Mutex::new(()),
                 wake: Condvar::new(),
                 n,
@@ -238,7 +460,7 @@ mod pool {
                         drop(ThreadPool {
                             shared,
                             workers,
-                            running: Mutex::new(Adapt::NEW),
+                            running: Mutex::new(Adapt::new(n)),
                         });
                         return Err(e);
                     }
@@ -247,7 +469,7 @@ mod pool {
             Ok(ThreadPool {
                 shared,
                 workers,
-                running: Mutex::new(Adapt::NEW),
+                running: Mutex::new(Adapt::new(n)),
             })
         }
     }
@@ -304,6 +526,10 @@ mod pool {
                 if s.stop.load(Ordering::Acquire) {
                     return;
                 }
+                if i >= s.limit.load(Ordering::Relaxed) {
+                    park(s, i);
+                    continue;
+                }
                 let g = s.generation.load(Ordering::Acquire);
                 if g != seen {
                     seen = g;
@@ -342,6 +568,18 @@ mod pool {
                 }
             }
         }
+    }
+
+    /// Sleeps while worker `i` is above the pool's limit (until `stop`).
+    fn park(s: &Shared, i: usize) {
+        let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.parked.fetch_add(1, Ordering::SeqCst);
+        // Either the caller that raises the limit sees `parked` (and wakes this worker under the
+        // lock, which it holds until it sleeps), or this load sees the new limit.
+        while i >= s.limit.load(Ordering::SeqCst) && !s.stop.load(Ordering::SeqCst) {
+            guard = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        s.parked.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Closes the job and waits for the workers inside, when dropped (also on a panic in the
@@ -383,6 +621,15 @@ mod pool {
             self.shared.n
         }
 
+        fn active(&self) -> usize {
+            self.shared.limit.load(Ordering::Relaxed)
+        }
+
+        fn pass_done(&self, tokens: usize) {
+            let mut adapt = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            adapt.pass_done(Instant::now(), tokens);
+        }
+
         fn for_each(&self, items: usize, slots: usize, f: &(dyn Fn(usize, usize) + Sync)) {
             let s = &*self.shared;
             if s.n == 1 || slots <= 1 || items <= 1 {
@@ -392,8 +639,16 @@ mod pool {
                 return;
             }
             let mut adapt = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            if adapt.solo > 0 {
-                adapt.solo -= 1;
+            let limit = adapt.threads(Instant::now());
+            if s.limit.load(Ordering::Relaxed) != limit {
+                s.limit.store(limit, Ordering::SeqCst);
+                if s.parked.load(Ordering::SeqCst) != 0 {
+                    let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    s.wake.notify_all();
+                }
+            }
+            let slots = slots.min(limit);
+            if slots <= 1 {
                 for i in 0..items {
                     f(i, 0);
                 }
@@ -432,16 +687,8 @@ mod pool {
             }
             // Every worker has left the job (`Close`). A stall: the caller waited for a worker
             // longer than its own share took, and by more than STALL.
-            if t0.elapsed() > own * 2 + STALL {
-                adapt.solo = adapt.next;
-                adapt.next = adapt.next.saturating_mul(2).min(MAX_SOLO);
-                adapt.clean = 0;
-            } else {
-                adapt.clean = adapt.clean.saturating_add(1);
-                if adapt.clean >= CLEAN {
-                    adapt.next = SOLO;
-                }
-            }
+            let stalled = t0.elapsed() > own * 2 + STALL;
+            adapt.observe(Instant::now(), stalled, &mut run_queue_wait);
             drop(adapt);
             // Re-raise the first panic a worker caught.
             if s.panicked.swap(false, Ordering::AcqRel) {
@@ -506,68 +753,244 @@ mod pool {
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
 
+        fn ms(n: u64) -> Duration {
+            Duration::from_millis(n)
+        }
+
+        /// Times one pass at `at` lasting `took`, at the limit the policy gives it; returns
+        /// that limit.
+        fn pass(a: &mut Adapt, at: Instant, took: Duration, tokens: usize) -> usize {
+            let limit = a.threads(at);
+            a.pass_done(at + took, tokens);
+            limit
+        }
+
+        /// An Adapt of `n` threads that cannot read waits (stalls are its contention).
+        fn stall_driven(n: usize, t: Instant) -> Adapt {
+            let mut a = Adapt::new(n);
+            a.observe(t, false, &mut || None);
+            assert!(!a.readable);
+            a
+        }
+
+        /// Runs the trial under way to its end, each pass at `*at` taking `took(limit)`
+        /// (`at` then moves past it); returns the limits the passes ran at.
+        fn finish_trial(
+            a: &mut Adapt,
+            at: &mut Instant,
+            took: &dyn Fn(usize) -> Duration,
+        ) -> Vec<usize> {
+            let tokens = a.trial.as_ref().expect("a trial").tokens;
+            let mut ran = vec![];
+            while a.trial.is_some() {
+                let limit = a.threads(*at);
+                *at += took(limit);
+                a.pass_done(*at, tokens);
+                ran.push(limit);
+                assert!(ran.len() <= 4 * TRIAL_PASSES as usize, "{ran:?}");
+            }
+            ran
+        }
+
         #[test]
-        fn after_a_stalled_worker_the_caller_runs_alone_then_tries_again() {
-            let pool = ThreadPool::new(2).unwrap();
-            // The worker's first item sleeps 100 ms; the caller's items wait (up to 10 s) for
-            // the worker to have joined, then take far less.
-            let joined = AtomicBool::new(false);
-            pool.for_each(64, 2, &|_, slot| {
-                if slot == 1 && !joined.swap(true, Ordering::SeqCst) {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+        fn contention_starts_a_trial_whose_faster_limit_holds() {
+            let t = Instant::now();
+            let mut a = stall_driven(2, t);
+            // Quiet: passes and calls without stalls never leave every thread.
+            for i in 0..100 {
+                a.observe(t + ms(i), false, &mut || None);
+                assert_eq!(pass(&mut a, t + ms(i), ms(1), 1), 2);
+            }
+            assert!(a.trial.is_none());
+            // A stall: the pass that saw it starts a trial, each limit two passes in a row
+            // (the first of each pair untimed), more threads first.
+            a.observe(t + ms(100), true, &mut || None);
+            assert_eq!(pass(&mut a, t + ms(100), ms(1), 1), 2);
+            let mut at = t + ms(200);
+            // Two threads take 5 ms a pass, one 4 ms.
+            let ran = finish_trial(&mut a, &mut at, &|l| ms(3 + l as u64));
+            let pairs: Vec<usize> = [2, 2, 1, 1].repeat(TRIAL_PASSES as usize);
+            assert_eq!(ran, pairs);
+            assert_eq!((a.limit, a.hold), (1, HOLD), "a new choice holds HOLD");
+            // Contention during the hold changes nothing.
+            a.observe(at, true, &mut || None);
+            assert_eq!(pass(&mut a, at, ms(4), 1), 1);
+            assert!(a.trial.is_none() && !a.suspect);
+            // After it, one thread more is tried; one thread wins again and holds twice as long.
+            at += HOLD;
+            assert_eq!(pass(&mut a, at, ms(4), 1), 1, "the pass that ends the hold");
+            finish_trial(&mut a, &mut at, &|l| ms(2 + 2 * l as u64));
+            assert_eq!((a.limit, a.hold), (1, 2 * HOLD));
+            // Then two threads win: they hold HOLD, and no trial starts without contention.
+            at += 2 * HOLD;
+            pass(&mut a, at, ms(4), 1);
+            finish_trial(&mut a, &mut at, &|l| ms(if l == 2 { 3 } else { 4 }));
+            assert_eq!((a.limit, a.hold), (2, HOLD));
+            at += MAX_HOLD;
+            for _ in 0..100 {
+                assert_eq!(pass(&mut a, at, ms(3), 1), 2);
+            }
+            assert!(a.trial.is_none());
+        }
+
+        #[test]
+        fn more_threads_must_be_faster_by_a_sixteenth() {
+            for (more, fewer, kept) in [(100, 100, 1), (95, 100, 1), (93, 100, 2), (50, 100, 2)] {
+                let mut at = Instant::now();
+                let mut a = stall_driven(2, at);
+                a.observe(at, true, &mut || None);
+                pass(&mut a, at, ms(1), 1);
+                let us = |l: usize| Duration::from_micros(if l == 2 { more } else { fewer });
+                finish_trial(&mut a, &mut at, &us);
+                assert_eq!(a.limit, kept, "{more} against {fewer} us");
+            }
+        }
+
+        #[test]
+        fn the_limit_moves_one_thread_at_a_time_and_holds_at_most_max_hold() {
+            let mut at = Instant::now();
+            let mut a = stall_driven(4, at);
+            let mut limits = vec![];
+            // Fewer threads always faster, contention always seen: 4 → 3 → 2 → 1, each through
+            // a trial of two adjacent limits, the hold growing while a trial keeps the choice.
+            for _ in 0..12 {
+                // Every hold ends before the next pass.
+                at += MAX_HOLD;
+                a.observe(at, true, &mut || None);
+                limits.push(pass(&mut a, at, ms(1), 2));
+                let [hi, lo] = a.trial.as_ref().expect("a trial").limits;
+                assert!(hi == lo + 1 && lo >= 1 && hi <= 4);
+                let ran = finish_trial(&mut a, &mut at, &|l| ms(l as u64));
+                assert!(ran.iter().all(|&l| l == hi || l == lo));
+                limits.push(a.limit);
+                assert!(a.hold <= MAX_HOLD);
+            }
+            assert!(
+                limits.windows(2).all(|w| w[0].abs_diff(w[1]) <= 1),
+                "{limits:?}"
+            );
+            assert_eq!(a.limit, 1, "{limits:?}");
+            assert_eq!(a.hold, MAX_HOLD);
+        }
+
+        #[test]
+        fn two_windows_in_a_row_of_waits_over_the_share_are_contention() {
+            let t = Instant::now();
+            let me = std::thread::current().id();
+            let window = WINDOW.as_nanos() as u64;
+            for (waits, busy) in [
+                (&[0u64, 0, 0][..], false),
+                (&[window / 40, window / 40, window / 40], false),
+                (&[window / 5, 0, window / 5], false),
+                (&[0, window / 5, window / 5], true),
+            ] {
+                let mut a = Adapt::new(2);
+                let mut read = 0u64;
+                a.observe(t, false, &mut || Some((me, read)));
+                // A stall is not contention where waits are read.
+                a.observe(t, true, &mut || panic!("read within the window"));
+                for (i, w) in waits.iter().enumerate() {
+                    let end = t + WINDOW * (i as u32 + 1);
+                    a.observe(end - WINDOW / 2, false, &mut || {
+                        panic!("read in the window")
+                    });
+                    read += w;
+                    a.observe(end, false, &mut || Some((me, read)));
                 }
-                let t0 = std::time::Instant::now();
-                while !joined.load(Ordering::SeqCst)
-                    && t0.elapsed() < std::time::Duration::from_secs(10)
-                {
-                    std::thread::yield_now();
-                }
-            });
-            assert_eq!(pool.running.lock().unwrap().solo, SOLO, "a stall");
-            // The next SOLO calls run every item on the caller.
-            for _ in 0..SOLO {
+                assert_eq!(a.suspect, busy, "{waits:?} ns waited");
+                pass(&mut a, t + 4 * WINDOW, ms(1), 1);
+                assert_eq!(a.trial.is_some(), busy);
+            }
+            // Another thread's reading is not compared with this one's.
+            let mut a = Adapt::new(2);
+            a.observe(t, false, &mut || Some((me, 0)));
+            let other = std::thread::spawn(|| std::thread::current().id())
+                .join()
+                .unwrap();
+            // (Each window ends on the other thread: none is compared.)
+            for i in 1..5u32 {
+                let id = if i % 2 == 1 { other } else { me };
+                let ns = u64::MAX / 8 * u64::from(i);
+                a.observe(t + WINDOW * i, false, &mut || Some((id, ns)));
+            }
+            assert!(!a.suspect);
+        }
+
+        #[test]
+        fn a_trial_times_passes_of_its_size_only_and_gives_up_on_others() {
+            let t = Instant::now();
+            // Passes over TRIAL_TOKENS never start one.
+            let mut b = stall_driven(2, t);
+            b.observe(t, true, &mut || None);
+            pass(&mut b, t, ms(1), TRIAL_TOKENS + 1);
+            assert!(b.trial.is_none());
+            let mut a = stall_driven(2, t);
+            a.observe(t, true, &mut || None);
+            pass(&mut a, t, ms(1), 1);
+            // Passes of 4 tokens (or failed ones) are not timed and do not move the trial.
+            for _ in 0..3 {
+                assert_eq!(pass(&mut a, t, ms(50), 4), 2);
+                assert_eq!(pass(&mut a, t, ms(50), 0), 2);
+            }
+            let tr = a.trial.as_ref().unwrap();
+            assert_eq!((tr.passes, tr.arm, tr.warm), ([0, 0], 0, false));
+            // Too many of them: the trial ends with the limit it had.
+            for _ in 0..16 * TRIAL_PASSES {
+                pass(&mut a, t, ms(50), 4);
+            }
+            assert!(a.trial.is_none());
+            assert_eq!(a.limit, 2);
+        }
+
+        #[test]
+        fn workers_above_the_limit_sleep_and_come_back() {
+            let pool = ThreadPool::new(3).unwrap();
+            pool.running.lock().unwrap().limit = 1;
+            for _ in 0..50 {
                 let on_worker = AtomicUsize::new(0);
-                pool.for_each(64, 2, &|_, slot| {
+                pool.for_each(64, 3, &|_, slot| {
                     if slot != 0 {
                         on_worker.fetch_add(1, Ordering::Relaxed);
                     }
                 });
                 assert_eq!(on_worker.load(Ordering::Relaxed), 0);
             }
-            {
-                let adapt = pool.running.lock().unwrap();
-                assert_eq!(
-                    (adapt.solo, adapt.next),
-                    (0, 2 * SOLO),
-                    "done alone, backoff kept"
-                );
+            // Items are cut for the threads in use.
+            assert_eq!((pool.threads(), pool.active()), (3, 1));
+            // Both workers park (within 10 s).
+            let t0 = Instant::now();
+            while pool.shared.parked.load(Ordering::SeqCst) != 2 && t0.elapsed() < ms(10_000) {
+                std::thread::sleep(ms(1));
             }
-            // Then the workers take part again; CLEAN calls in a row without a stall reset the
-            // backoff (on a loaded machine a call may stall again, so it runs until then).
+            assert_eq!(pool.shared.parked.load(Ordering::SeqCst), 2);
+            // At two threads, worker 1 comes back and worker 2 stays asleep.
+            pool.running.lock().unwrap().limit = 2;
+            let ran: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+            on_slots(&pool, 2, &|slot| {
+                ran[slot].fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(ran[2].load(Ordering::Relaxed), 0);
+            assert_eq!(pool.active(), 2);
+            // All three again.
             on_every_slot(&pool, &|_| {});
-            let mut calls = 0;
-            while pool.running.lock().unwrap().clean < CLEAN && calls < 100_000 {
-                pool.for_each(2, 2, &|_, _| {});
-                calls += 1;
-            }
-            let adapt = pool.running.lock().unwrap();
-            assert!(adapt.clean >= CLEAN, "{calls} calls");
-            assert_eq!(adapt.next, SOLO);
         }
 
         /// Runs a job whose items wait (up to 10 s) until every slot has joined, so each
         /// thread of the pool takes part; `f(slot)` then runs on each.
         fn on_every_slot(pool: &ThreadPool, f: &(dyn Fn(usize) + Sync)) {
-            // (Not after a stall, when calls run on the caller alone: these items wait for
-            // each other.)
-            pool.running.lock().unwrap_or_else(|e| e.into_inner()).solo = 0;
-            let n = pool.threads();
+            // (At every thread, and with no trial: these items wait for each other.)
+            *pool.running.lock().unwrap_or_else(|e| e.into_inner()) = Adapt::new(pool.threads());
+            on_slots(pool, pool.threads(), f);
+        }
+
+        /// As [`on_every_slot`] for the first `n` slots, at the pool's current limit.
+        fn on_slots(pool: &ThreadPool, n: usize, f: &(dyn Fn(usize) + Sync)) {
             let joined: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
             pool.for_each(64 * n, n, &|_, slot| {
                 joined[slot].store(true, Ordering::SeqCst);
-                let t0 = std::time::Instant::now();
+                let t0 = Instant::now();
                 while !joined.iter().all(|j| j.load(Ordering::SeqCst))
-                    && t0.elapsed() < std::time::Duration::from_secs(10)
+                    && t0.elapsed() < Duration::from_secs(10)
                 {
                     std::thread::yield_now();
                 }

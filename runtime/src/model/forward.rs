@@ -189,7 +189,7 @@ pub fn forward(
             available: kv.max_batch() as u64,
         });
     }
-    run(
+    let done = run(
         model,
         par,
         state,
@@ -198,7 +198,9 @@ pub fn forward(
         want,
         cancel,
         on_logits,
-    )
+    );
+    par.pass_done(if done.is_ok() { tokens.len() } else { 0 });
+    done
 }
 
 /// Runs one token of each of several sequences together: `tokens[i]` at the next position of
@@ -219,7 +221,7 @@ pub fn forward_each<'k>(
             "one token per sequence (as many caches as tokens)",
         ));
     }
-    run(
+    let done = run(
         model,
         par,
         state,
@@ -228,7 +230,9 @@ pub fn forward_each<'k>(
         Logits::All,
         None,
         on_logits,
-    )
+    );
+    par.pass_done(if done.is_ok() { tokens.len() } else { 0 });
+    done
 }
 
 /// The caches of the sequences a [`forward_each`] batch runs, by index.
@@ -906,8 +910,10 @@ fn gemm_fused(
     if paired {
         assert_eq!(rows(0), rows(1), "paired products differ in rows");
     }
-    // Items: for each job (the pair counting as one), its chunks, in order.
-    let threads = par.threads();
+    // Items: for each job (the pair counting as one), its chunks, in order, as many as the
+    // threads the pool uses now want (a busy machine's pool running alone takes the larger
+    // chunks of one thread).
+    let threads = par.active();
     let mut first = [0usize; MAX_JOBS + 1];
     let mut chunk = [ROW_ALIGN; MAX_JOBS];
     for j in 0..nj {
