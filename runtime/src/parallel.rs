@@ -149,7 +149,7 @@ pub fn default_threads() -> usize {
 }
 
 #[cfg(feature = "std")]
-pub use pool::ThreadPool;
+pub use pool::{PassCounts, ThreadPool};
 
 #[cfg(feature = "std")]
 mod pool {
@@ -213,6 +213,15 @@ mod pool {
     // that stored it.
     unsafe impl Send for Shared {}
 
+    /// Forward passes a [`ThreadPool`] has run (see [`ThreadPool::passes`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct PassCounts {
+        /// Passes done (failed ones are not counted).
+        pub all: u64,
+        /// Those begun on fewer threads than the pool has (the machine was busy, or a trial).
+        pub fewer: u64,
+    }
+
     /// A fixed set of worker threads, alive as long as the pool.
     pub struct ThreadPool {
         shared: Arc<Shared>,
@@ -242,8 +251,10 @@ mod pool {
         window: Option<(Instant, ThreadId, u64)>,
         /// Whether the waits can be read here (else stalls alone are contention).
         readable: bool,
-        /// When the current pass's first call started.
-        pass_start: Option<Instant>,
+        /// When the current pass's first call started, and at how many threads.
+        pass_start: Option<(Instant, usize)>,
+        /// Passes done (not failed), and those of them begun below every thread.
+        passes: PassCounts,
         trial: Option<Trial>,
     }
 
@@ -277,17 +288,19 @@ mod pool {
                 window: None,
                 readable: true,
                 pass_start: None,
+                passes: PassCounts { all: 0, fewer: 0 },
                 trial: None,
             }
         }
 
         /// The threads a call at `now` may use (marking the start of a pass).
         fn threads(&mut self, now: Instant) -> usize {
-            self.pass_start.get_or_insert(now);
-            match &self.trial {
+            let limit = match &self.trial {
                 Some(t) => t.limits[t.arm],
                 None => self.limit,
-            }
+            };
+            self.pass_start.get_or_insert((now, limit));
+            limit
         }
 
         /// After a call on more than one thread that ended at `now`: `stalled` if a worker
@@ -335,7 +348,12 @@ mod pool {
         /// A pass of `tokens` tokens (0: failed) ended at `now`: timed for a trial, which may
         /// end or begin here.
         fn pass_done(&mut self, now: Instant, tokens: usize) {
-            let Some(start) = self.pass_start.take() else {
+            let started = self.pass_start.take();
+            if tokens > 0 {
+                self.passes.all += 1;
+                self.passes.fewer += u64::from(started.is_some_and(|(_, at)| at < self.n));
+            }
+            let Some((start, _)) = started else {
                 return;
             };
             if let Some(t) = &mut self.trial {
@@ -471,6 +489,18 @@ mod pool {
                 workers,
                 running: Mutex::new(Adapt::new(n)),
             })
+        }
+    }
+
+    impl ThreadPool {
+        /// The forward passes run so far, and how many of them began on fewer threads than
+        /// the pool has (see the module): what a front end reports when a busy machine held
+        /// it back.
+        pub fn passes(&self) -> PassCounts {
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .passes
         }
     }
 
@@ -831,6 +861,27 @@ mod pool {
                 assert_eq!(pass(&mut a, at, ms(3), 1), 2);
             }
             assert!(a.trial.is_none());
+        }
+
+        #[test]
+        fn passes_are_counted_with_those_below_every_thread() {
+            let mut at = Instant::now();
+            let mut a = stall_driven(2, at);
+            let mut fewer = 0;
+            for i in 0..200u64 {
+                if i == 50 {
+                    a.observe(at, true, &mut || None);
+                }
+                let l = a.threads(at);
+                at += ms(if l == 2 { 5 } else { 4 });
+                a.pass_done(at, 1);
+                fewer += u64::from(l < 2);
+                // A failed pass is not counted.
+                a.threads(at);
+                a.pass_done(at, 0);
+            }
+            assert!(fewer > 0);
+            assert_eq!(a.passes, PassCounts { all: 200, fewer });
         }
 
         #[test]

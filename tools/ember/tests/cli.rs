@@ -516,6 +516,10 @@ fn bench_reports_its_share_of_the_bandwidth_bound() {
     assert!(bw > 0.1 && tg > 0.0, "{bw} {tg}");
     assert!((share - tg * bytes / 1e9 / bw).abs() < 1e-9, "{share}");
     assert!(text.contains("% of the bandwidth"), "{text}");
+    // Every decoded token is a forward pass (a warm-up repetition and one timed: 2 × 4); one
+    // thread never runs on fewer.
+    assert_eq!(o["passes"].as_u64(), Some(8), "{text}");
+    assert_eq!(o["passes_on_fewer_threads"].as_u64(), Some(0), "{text}");
     // --no-bandwidth skips it.
     let out = ember()
         .args([

@@ -216,6 +216,15 @@ pub fn main(a: Args) -> CliResult {
             )?;
             results.push(("tg", mean, sd));
         }
+        let passes = pool.passes();
+        if passes.fewer > 0 {
+            outln!(
+                "\nthe CPUs were busy: {} of {} forward passes ran on fewer than {threads} \
+                 threads (the pool times passes and takes fewer threads when more are not faster)",
+                passes.fewer,
+                passes.all
+            )?;
+        }
         let mut bound = None;
         if a.n_gen > 0 && !a.no_bandwidth {
             let bw = bandwidth(threads)?;
@@ -241,6 +250,11 @@ pub fn main(a: Args) -> CliResult {
             o.insert("n_gen".into(), serde_json::json!(a.n_gen));
             o.insert("repetitions".into(), serde_json::json!(a.reps));
             o.insert("threads".into(), serde_json::json!(threads));
+            o.insert("passes".into(), serde_json::json!(passes.all));
+            o.insert(
+                "passes_on_fewer_threads".into(),
+                serde_json::json!(passes.fewer),
+            );
             o.insert("kernels".into(), serde_json::json!(m.kernels.name()));
             o.insert("model".into(), serde_json::json!(name));
             o.insert("load_ms".into(), serde_json::json!(load_ms));
