@@ -74,7 +74,7 @@ fn online<A>(
     }
 }
 
-/// [`online`]'s `apply` key by key: `rescale(acc, m)` multiplies the running sum by m, and
+/// `online`'s `apply` key by key: `rescale(acc, m)` multiplies the running sum by m, and
 /// `add(acc, j, w)` adds w times value j.
 #[inline(always)]
 pub fn per_key<A>(

@@ -1046,7 +1046,7 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
     1.0 / libm::sqrtf(mean + eps)
 }
 
-/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` ([`rms_scale`]).
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` (`rms_scale`).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
     for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         let scale = rms_scale(xr, eps);
