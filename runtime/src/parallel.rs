@@ -995,7 +995,15 @@ mod pool {
 
         #[test]
         fn workers_above_the_limit_sleep_and_come_back() {
+            // The limit falls at once, or once the workers have fallen asleep waiting for a job.
+            for idle in [0, 100] {
+                workers_above_the_limit_after(ms(idle));
+            }
+        }
+
+        fn workers_above_the_limit_after(idle: Duration) {
             let pool = ThreadPool::new(3).unwrap();
+            std::thread::sleep(idle);
             pool.running.lock().unwrap().limit = 1;
             for _ in 0..50 {
                 let on_worker = AtomicUsize::new(0);
@@ -1008,12 +1016,17 @@ mod pool {
             }
             // Items are cut for the threads in use.
             assert_eq!((pool.threads(), pool.active()), (3, 1));
-            // Both workers park (within 10 s).
+            // Both workers sleep within 10 s: parked above the limit, or (one that was asleep
+            // before the limit fell: no job has woken it since) waiting for a job.
+            let asleep = || {
+                pool.shared.parked.load(Ordering::SeqCst)
+                    + pool.shared.sleepers.load(Ordering::SeqCst)
+            };
             let t0 = Instant::now();
-            while pool.shared.parked.load(Ordering::SeqCst) != 2 && t0.elapsed() < ms(10_000) {
+            while asleep() != 2 && t0.elapsed() < ms(10_000) {
                 std::thread::sleep(ms(1));
             }
-            assert_eq!(pool.shared.parked.load(Ordering::SeqCst), 2);
+            assert_eq!(asleep(), 2);
             // At two threads, worker 1 comes back and worker 2 stays asleep.
             pool.running.lock().unwrap().limit = 2;
             let ran: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
