@@ -717,8 +717,9 @@ mod pool {
             }
             // Every worker has left the job (`Close`). A stall: the caller waited for a worker
             // longer than its own share took, and by more than STALL.
-            let stalled = t0.elapsed() > own * 2 + STALL;
-            adapt.observe(Instant::now(), stalled, &mut run_queue_wait);
+            let end = Instant::now();
+            let stalled = end.duration_since(t0) > own * 2 + STALL;
+            adapt.observe(end, stalled, &mut run_queue_wait);
             drop(adapt);
             // Re-raise the first panic a worker caught.
             if s.panicked.swap(false, Ordering::AcqRel) {
