@@ -1047,6 +1047,70 @@ fn block_table_gemm_at_the_quants_edges_is_the_spec() {
     }
 }
 
+/// Groups whose minimum is ±0 are skipped by the spec's minimum chain. A set may drop that skip
+/// only while it changes nothing: here some activation sums are infinite or NaN, where a skipped
+/// group and a fused multiply-add by 0 differ (0·∞ is NaN), and others are finite.
+#[test]
+fn block_table_gemm_skips_zero_minimums_as_the_spec() {
+    use crate::weights::{GgmlType, BLOCK_TYPES};
+    let mut rng = Rng(0x2e60_0001_5eed_0002);
+    let (rows, cols) = (19, 576);
+    for kind in BLOCK_TYPES.iter() {
+        let ty = kind.ty;
+        if !matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            continue;
+        }
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut w: Vec<u8> = bytemuck::cast_slice(&table_blocks(&mut rng, ty, rows, cols)).to_vec();
+        for (i, b) in w.chunks_exact_mut(ty.type_size()).enumerate() {
+            // The minimum (f16 at byte 2): +0 or −0 in every third group.
+            match i % 6 {
+                0 => b[2..4].copy_from_slice(&0x0000u16.to_le_bytes()),
+                3 => b[2..4].copy_from_slice(&0x8000u16.to_le_bytes()),
+                _ => {}
+            }
+        }
+        for toks in [1, 2, 3, 4, 6, 9] {
+            let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
+            let mut q = Quant::of(&Kernels::SCALAR, &x, cols / QK);
+            let nb = q.nb;
+            for poison in [
+                None,
+                Some(f32::INFINITY),
+                Some(f32::NEG_INFINITY),
+                Some(f32::NAN),
+            ] {
+                if let Some(v) = poison {
+                    // A block sum of the last token, in a group whose minimum is +0.
+                    q.s[(toks - 1) * nb + 6] = v;
+                }
+                for k in Kernels::all_supported() {
+                    let mut got = vec![0f32; toks * rows];
+                    let mut out = OutRows::new(&mut got, rows, rows, toks);
+                    (k.gemm_blocks)(kind, &w, rb, &q.acts(), &mut out);
+                    for t in 0..toks {
+                        for r in 0..rows {
+                            let want = (kind.dot)(
+                                &w[r * rb..(r + 1) * rb],
+                                &q.qs[t * cols..(t + 1) * cols],
+                                &q.d[t * nb..(t + 1) * nb],
+                                &q.s[t * nb..(t + 1) * nb],
+                            );
+                            let g = got[t * rows + r];
+                            assert!(
+                                same(g, want),
+                                "{} {} toks {toks} {poison:?} [{t}, {r}]: {g} vs {want}",
+                                k.isa,
+                                ty.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// f16 → f32 of every set is the spec's for every f16 value (zeros, subnormals, infinities and
 /// NaNs among them), at lengths around the vector width.
 #[test]

@@ -7,7 +7,8 @@
 //! 128-bit lanes of register k ([`Unpack::pair`]). The 4- and 5-bit formats come as unsigned
 //! bytes `q + OFFSET` of at most 31: two `maddubs` against the token's halves, each broadcast to
 //! both lanes, add up in 16 bits (pairs below 2·31·128, two of them), and one `madd` leaves four
-//! partial sums per row; `OFFSET·Σx` then comes back out of each sum (`QActs::sums`). Q8_0 and
+//! partial sums per row (the 4-bit formats, quants of at most 15, fold the four registers in 16
+//! bits first and widen once); `OFFSET·Σx` then comes back out of each sum (`QActs::sums`). Q8_0 and
 //! IQ4_NL come signed (quants up to ±128): each half goes in as |q| against the activations with
 //! q's sign, and each product is widened at once. The four registers (8 rows) fold into one in
 //! two rounds of in-lane unpacks and adds, lane `4i + j` holding row `2j + i` — the order the
@@ -254,6 +255,11 @@ unsafe fn pass<F: Unpack, const N: usize>(
     let wide = F::PAIR8;
     let offset = if wide { 0 } else { F::OFFSET as i32 };
     let ones = _mm256_set1_epi16(1);
+    // The 4-bit formats' products fold in 16 bits, and one `madd` then widens each row's
+    // sum: a 16-bit lane of the fold sums 8 of the row's `maddubs` pairs, each below
+    // 2·15·127 = 3810, so at most 30480 (activations are never −128). The 5-bit formats'
+    // would reach 63000: they are widened before the fold.
+    let fold16 = !wide && F::QMAX <= 15;
     let zero = _mm256_setzero_ps();
     let slen = ROWS * row_bytes;
     let step = slen.div_ceil(nb).next_multiple_of(64);
@@ -364,7 +370,11 @@ unsafe fn pass<F: Unpack, const N: usize>(
                             _mm256_maddubs_epi16(lo, xl),
                             _mm256_maddubs_epi16(hi, xh),
                         );
-                        _mm256_madd_epi16(s16, ones)
+                        if fold16 {
+                            s16
+                        } else {
+                            _mm256_madd_epi16(s16, ones)
+                        }
                     }
                 }};
             }
@@ -379,18 +389,36 @@ unsafe fn pass<F: Unpack, const N: usize>(
                 }
             }
             // Fold: rows (i, 2 + i) then (i, 2 + i, 4 + i, 6 + i) in lane i.
-            let s01 = _mm256_add_epi32(
-                _mm256_unpacklo_epi32(p[0], p[1]),
-                _mm256_unpackhi_epi32(p[0], p[1]),
-            );
-            let s23 = _mm256_add_epi32(
-                _mm256_unpacklo_epi32(p[2], p[3]),
-                _mm256_unpackhi_epi32(p[2], p[3]),
-            );
-            let mut isum = _mm256_add_epi32(
-                _mm256_unpacklo_epi64(s01, s23),
-                _mm256_unpackhi_epi64(s01, s23),
-            );
+            let mut isum = if fold16 {
+                let s01 = _mm256_add_epi16(
+                    _mm256_unpacklo_epi32(p[0], p[1]),
+                    _mm256_unpackhi_epi32(p[0], p[1]),
+                );
+                let s23 = _mm256_add_epi16(
+                    _mm256_unpacklo_epi32(p[2], p[3]),
+                    _mm256_unpackhi_epi32(p[2], p[3]),
+                );
+                _mm256_madd_epi16(
+                    _mm256_add_epi16(
+                        _mm256_unpacklo_epi64(s01, s23),
+                        _mm256_unpackhi_epi64(s01, s23),
+                    ),
+                    ones,
+                )
+            } else {
+                let s01 = _mm256_add_epi32(
+                    _mm256_unpacklo_epi32(p[0], p[1]),
+                    _mm256_unpackhi_epi32(p[0], p[1]),
+                );
+                let s23 = _mm256_add_epi32(
+                    _mm256_unpacklo_epi32(p[2], p[3]),
+                    _mm256_unpackhi_epi32(p[2], p[3]),
+                );
+                _mm256_add_epi32(
+                    _mm256_unpacklo_epi64(s01, s23),
+                    _mm256_unpackhi_epi64(s01, s23),
+                )
+            };
             if offset != 0 {
                 isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * a.sums[b]));
             }
