@@ -25,6 +25,14 @@
 //! 50 against 80, Q8_0 46 against 59, IQ4_NL 40 against 64; SmolLM2's 49152 × 576 Q8_0 output
 //! head 1.44 ms against 2.47. SmolLM2 decode at one thread: Q4_0 147–148 tokens/s against
 //! 99–102, then with Q8_0 here (its output head) 152–156 against 150; Q8_0 121 against 98–100.
+//! The 4-bit formats' fold in 16 bits (2026-12-05, three alternating runs each, from memory):
+//! Q4_0 one token 29.7–30.4 µs against 32.7–32.8, four tokens 70.5–72 against 75–77; Q4_1 four
+//! tokens 73.8–75.5 against 78.7–80.7 (one token level). Tried and dropped the same day: a
+//! batch tile transposing each group once, as the AVX-512 kernel does, so that tokens need no
+//! fold (eight `maddubs` against broadcast dwords; Q4_0 four tokens 75–81 µs against 71, Q4_1
+//! 76–79 against 74, only Q5_1 faster: 91 against 95); the minimum chains held back and run a
+//! segment of groups at a time (Q4_1 four tokens 97–104 µs against 80); and skipping the zero
+//! minimums' mask when every activation sum is finite (level).
 
 use super::Unpack;
 use crate::kernels::{OutRows, QActs};
