@@ -981,6 +981,43 @@ fn kernel_names_choose_the_set_and_the_order() {
     }
 }
 
+/// Checks every set's `gemm_blocks` of `rows` rows of `w` (rows of `rb` bytes) with the tokens
+/// of `q` against the format's dot spec, bit for bit; `what` names the case.
+fn gemm_blocks_is_the_spec(
+    kind: &crate::weights::BlockType,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    q: &Quant,
+    what: &str,
+) {
+    let nb = q.nb;
+    let cols = nb * QK;
+    let toks = q.d.len() / nb;
+    for k in Kernels::all_supported() {
+        let mut got = vec![0f32; toks * rows];
+        let mut out = OutRows::new(&mut got, rows, rows, toks);
+        (k.gemm_blocks)(kind, w, rb, &q.acts(), &mut out);
+        for t in 0..toks {
+            for r in 0..rows {
+                let want = (kind.dot)(
+                    &w[r * rb..(r + 1) * rb],
+                    &q.qs[t * cols..(t + 1) * cols],
+                    &q.d[t * nb..(t + 1) * nb],
+                    q.s.get(t * nb..(t + 1) * nb).unwrap_or(&[]),
+                );
+                let g = got[t * rows + r];
+                assert!(
+                    same(g, want),
+                    "{} {} {what} [{t}, {r}]: {g} vs {want}",
+                    k.isa,
+                    kind.ty.name()
+                );
+            }
+        }
+    }
+}
+
 /// The one-scale formats at the edges of their quants (every byte 0x00, 0xff, 0x80 or 0x77,
 /// the scales 1.0) against activations at ±127: the AVX2 strips add up to eight `maddubs`
 /// products in 16 bits (their decode two), and a bound one too loose would saturate here.
@@ -1019,29 +1056,7 @@ fn block_table_gemm_at_the_quants_edges_is_the_spec() {
                     })
                     .collect();
                 let q = Quant::of(&Kernels::SCALAR, &x, cols / QK);
-                let nb = q.nb;
-                for k in Kernels::all_supported() {
-                    let mut got = vec![0f32; toks * rows];
-                    let mut out = OutRows::new(&mut got, rows, rows, toks);
-                    (k.gemm_blocks)(kind, &w, rb, &q.acts(), &mut out);
-                    for t in 0..toks {
-                        for r in 0..rows {
-                            let want = (kind.dot)(
-                                &w[r * rb..(r + 1) * rb],
-                                &q.qs[t * cols..(t + 1) * cols],
-                                &q.d[t * nb..(t + 1) * nb],
-                                q.s.get(t * nb..(t + 1) * nb).unwrap_or(&[]),
-                            );
-                            let g = got[t * rows + r];
-                            assert!(
-                                same(g, want),
-                                "{} {} {fill:#x} {sign}: {g} vs {want}",
-                                k.isa,
-                                ty.name()
-                            );
-                        }
-                    }
-                }
+                gemm_blocks_is_the_spec(kind, &w, rb, rows, &q, &format!("{fill:#x} {sign}"));
             }
         }
     }
@@ -1084,28 +1099,14 @@ fn block_table_gemm_skips_zero_minimums_as_the_spec() {
                     // A block sum of the last token, in a group whose minimum is +0.
                     q.s[(toks - 1) * nb + 6] = v;
                 }
-                for k in Kernels::all_supported() {
-                    let mut got = vec![0f32; toks * rows];
-                    let mut out = OutRows::new(&mut got, rows, rows, toks);
-                    (k.gemm_blocks)(kind, &w, rb, &q.acts(), &mut out);
-                    for t in 0..toks {
-                        for r in 0..rows {
-                            let want = (kind.dot)(
-                                &w[r * rb..(r + 1) * rb],
-                                &q.qs[t * cols..(t + 1) * cols],
-                                &q.d[t * nb..(t + 1) * nb],
-                                &q.s[t * nb..(t + 1) * nb],
-                            );
-                            let g = got[t * rows + r];
-                            assert!(
-                                same(g, want),
-                                "{} {} toks {toks} {poison:?} [{t}, {r}]: {g} vs {want}",
-                                k.isa,
-                                ty.name()
-                            );
-                        }
-                    }
-                }
+                gemm_blocks_is_the_spec(
+                    kind,
+                    &w,
+                    rb,
+                    rows,
+                    &q,
+                    &format!("{toks} tokens {poison:?}"),
+                );
             }
         }
     }

@@ -396,36 +396,28 @@ unsafe fn pass<F: Unpack, const N: usize>(
                     sw = unsafe { scale_words(&next) };
                 }
             }
-            // Fold: rows (i, 2 + i) then (i, 2 + i, 4 + i, 6 + i) in lane i.
-            let mut isum = if fold16 {
-                let s01 = _mm256_add_epi16(
-                    _mm256_unpacklo_epi32(p[0], p[1]),
-                    _mm256_unpackhi_epi32(p[0], p[1]),
-                );
-                let s23 = _mm256_add_epi16(
-                    _mm256_unpacklo_epi32(p[2], p[3]),
-                    _mm256_unpackhi_epi32(p[2], p[3]),
-                );
-                _mm256_madd_epi16(
-                    _mm256_add_epi16(
+            // Fold: rows (i, 2 + i) then (i, 2 + i, 4 + i, 6 + i) in lane i, adding dwords
+            // as i32 or, with `fold16`, as pairs of i16 that one `madd` then widens.
+            macro_rules! fold {
+                ($add:ident) => {{
+                    let s01 = $add(
+                        _mm256_unpacklo_epi32(p[0], p[1]),
+                        _mm256_unpackhi_epi32(p[0], p[1]),
+                    );
+                    let s23 = $add(
+                        _mm256_unpacklo_epi32(p[2], p[3]),
+                        _mm256_unpackhi_epi32(p[2], p[3]),
+                    );
+                    $add(
                         _mm256_unpacklo_epi64(s01, s23),
                         _mm256_unpackhi_epi64(s01, s23),
-                    ),
-                    ones,
-                )
+                    )
+                }};
+            }
+            let mut isum = if fold16 {
+                _mm256_madd_epi16(fold!(_mm256_add_epi16), ones)
             } else {
-                let s01 = _mm256_add_epi32(
-                    _mm256_unpacklo_epi32(p[0], p[1]),
-                    _mm256_unpackhi_epi32(p[0], p[1]),
-                );
-                let s23 = _mm256_add_epi32(
-                    _mm256_unpacklo_epi32(p[2], p[3]),
-                    _mm256_unpackhi_epi32(p[2], p[3]),
-                );
-                _mm256_add_epi32(
-                    _mm256_unpacklo_epi64(s01, s23),
-                    _mm256_unpackhi_epi64(s01, s23),
-                )
+                fold!(_mm256_add_epi32)
             };
             if offset != 0 {
                 isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * a.sums[b]));
