@@ -8,8 +8,8 @@
 //! bytes `q + OFFSET` of at most 31: two `maddubs` against the token's halves, each broadcast to
 //! both lanes, add up in 16 bits (pairs below 2·31·128, two of them), and one `madd` leaves four
 //! partial sums per row (the 4-bit formats, quants of at most 15, fold the four registers in 16
-//! bits first and widen once); `OFFSET·Σx` then comes back out of each sum (`QActs::sums`). Q8_0 and
-//! IQ4_NL come signed (quants up to ±128): each half goes in as |q| against the activations with
+//! bits first and widen once); `OFFSET·Σx` then comes back out of each sum (`QActs::sums`).
+//! Q8_0 and IQ4_NL come signed (quants up to ±128): each half goes in as |q| against the activations with
 //! q's sign, and each product is widened at once. The four registers (8 rows) fold into one in
 //! two rounds of in-lane unpacks and adds, lane `4i + j` holding row `2j + i` — the order the
 //! rows' scales are put in, undone when the results are stored. The scales come without a
@@ -26,12 +26,12 @@
 //! head 1.44 ms against 2.47. SmolLM2 decode at one thread: Q4_0 147–148 tokens/s against
 //! 99–102, then with Q8_0 here (its output head) 152–156 against 150; Q8_0 121 against 98–100.
 //! The 4-bit formats' fold in 16 bits (2026-12-05, three alternating runs each, from memory):
-//! Q4_0 one token 29.7–30.4 µs against 32.7–32.8, four tokens 70.5–72 against 75–77; Q4_1 four
+//! Q4_0 one token 30.3–30.9 µs against 32.4–32.8, four tokens 70.5–72 against 75–77; Q4_1 four
 //! tokens 73.8–75.5 against 78.7–80.7 (one token level). Tried and dropped the same day: a
 //! batch tile transposing each group once, as the AVX-512 kernel does, so that tokens need no
 //! fold (eight `maddubs` against broadcast dwords; Q4_0 four tokens 75–81 µs against 71, Q4_1
 //! 76–79 against 74, only Q5_1 faster: 91 against 95); the minimum chains held back and run a
-//! segment of groups at a time (Q4_1 four tokens 97–104 µs against 80); and skipping the zero
+//! segment of groups at a time (Q4_1 four tokens 96–106 µs against 80–83); and skipping the zero
 //! minimums' mask when every activation sum is finite (level).
 
 use super::Unpack;
