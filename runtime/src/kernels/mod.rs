@@ -275,6 +275,10 @@ pub struct Kernels {
     pub update_f16: UpdateF16Fn,
     /// gate = silu(gate)·up with ggml's exp ([`scalar::exp_ggml`]).
     pub swiglu: fn(&mut [f32], &[f32]),
+    /// gate = gelu_tanh(gate)·up with libm's tanh ([`scalar::geglu`]).
+    pub geglu: fn(&mut [f32], &[f32]),
+    /// x ← tanh(x) with libm's tanh ([`scalar::tanh_inplace`]; logit soft-capping).
+    pub tanh: fn(&mut [f32]),
     /// x ← e^x with ggml's exp ([`scalar::exp_ggml`]; the weights of tiled attention).
     pub exp_ggml: fn(&mut [f32]),
     /// y = fma(q·d, a, y) over Q8_0 blocks (attention over a Q8_0 value cache).
@@ -469,6 +473,8 @@ impl Kernels {
         scores_f16: scalar::scores_f16,
         update_f16: scalar::update_f16,
         swiglu: scalar::swiglu,
+        geglu: scalar::geglu,
+        tanh: scalar::tanh_inplace,
         fma_rows: scalar::fma_rows,
         exp_ggml: scalar::exp_ggml_inplace,
         mad_q8_0: attend::mad_q8_0_scalar,

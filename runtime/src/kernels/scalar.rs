@@ -503,13 +503,25 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// √(2/π) in [`gelu_tanh`].
+pub const GELU_SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The cubic term's factor in [`gelu_tanh`].
+pub const GELU_A: f32 = 0.044_715;
+
 /// GELU with the tanh approximation, in f32:
-/// `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`. The reference implementations (PyTorch's
+/// `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`, the tanh being the `libm` crate's `tanhf`
+/// (musl's, after FreeBSD's: its `expm1f` and a division, every step a rounded f32 operation, so
+/// a SIMD set can take the same steps). The reference implementations (PyTorch's
 /// `gelu(approximate="tanh")`) compute it so; llama.cpp looks it up in an f16 table instead.
 pub fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const A: f32 = 0.044_715;
-    0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * x * (1.0 + A * x * x)))
+    0.5 * x * (1.0 + libm::tanhf(GELU_SQRT_2_OVER_PI * x * (1.0 + GELU_A * x * x)))
+}
+
+/// x ← tanh(x), element-wise, with the `libm` crate's `tanhf` (as [`gelu_tanh`]).
+pub fn tanh_inplace(x: &mut [f32]) {
+    for v in x {
+        *v = libm::tanhf(*v);
+    }
 }
 
 /// gate = gelu_tanh(gate) · up, element-wise (GeGLU).

@@ -1,7 +1,7 @@
 //! One shared runner: every kernel set this CPU supports against the scalar reference, on random
 //! and edge inputs, for every block count up to 20 and the model's widths.
 
-use super::{scalar, Kernels, OutRows, QActs};
+use super::{scalar, Isa, Kernels, OutRows, QActs};
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use half::f16;
 
@@ -403,6 +403,112 @@ fn swiglu_is_bit_identical_to_the_scalar_reference() {
             let (mut a, mut b) = (g.clone(), g.clone());
             scalar::swiglu(&mut a, &u);
             (k.swiglu)(&mut b, &u);
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    same(*p, *q),
+                    "[{}] n={n} i={i}: {p} vs {q} (gate {})",
+                    k.isa,
+                    g[i]
+                );
+            }
+        }
+    }
+}
+
+/// Inputs of libm's `tanhf` that reach each of its branches and of its `expm1f`'s, with
+/// both signs: the branch points (|z| bits over 10, log(3)/2, log(5/3)/2, the least normal;
+/// 2|z| at 1.5·ln 2, ln 2 / 2, 2⁻²⁵) a few ulps either side, every 13th float from 2⁻⁸ to 11
+/// (each k of the reduction), every 1021st float, and the specials.
+fn tanh_inputs() -> Vec<f32> {
+    let mut bits: Vec<u32> = vec![];
+    for edge in [
+        0x4120_0000u32,
+        0x3f0c_9f54,
+        0x3e82_c578,
+        0x0080_0000,
+        0x3f85_1592 - 0x0080_0000,
+        0x3eb1_7218 - 0x0080_0000,
+        0x3300_0000 - 0x0080_0000,
+    ] {
+        bits.extend(edge - 3..=edge + 3);
+    }
+    bits.extend((0x3b80_0000u32..0x4130_0000).step_by(13));
+    bits.extend((0..0x7f80_0000u32).step_by(1021));
+    bits.extend([0, 1, 0x7f80_0000, 0x7fc0_0000, 0x7f80_0001, 0x7f7f_ffff]);
+    let mut v: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    v.extend(bits.iter().map(|&b| -f32::from_bits(b)));
+    v
+}
+
+#[test]
+fn tanh_is_libms_bit_for_bit() {
+    let x = tanh_inputs();
+    for k in Kernels::all_supported() {
+        let mut y = x.clone();
+        (k.tanh)(&mut y);
+        for (&x, &y) in x.iter().zip(&y) {
+            let want = libm::tanhf(x);
+            assert!(
+                same(want, y),
+                "[{}] tanh({x:e} = {:#x}): {y:e} against {want:e}",
+                k.isa,
+                x.to_bits()
+            );
+        }
+    }
+}
+
+/// Every float (2³² of them) through each SIMD set's tanh against libm's: rare inputs tell
+/// apart steps the sample above cannot (a last bit of one of expm1f's coefficients changes a
+/// few results). About 30 s a set in a release build; under qemu (the aarch64 cross test) it
+/// is left out, run it on a board with `-- --ignored`.
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "2^32 evaluations: too slow under emulation"
+)]
+fn tanh_of_every_float_is_libms() {
+    for k in Kernels::all_supported().filter(|k| k.isa != Isa::Scalar) {
+        let mut buf = vec![0f32; 1 << 16];
+        for hi in 0..1u32 << 16 {
+            for (i, v) in buf.iter_mut().enumerate() {
+                *v = f32::from_bits(hi << 16 | i as u32);
+            }
+            (k.tanh)(&mut buf);
+            for (i, &y) in buf.iter().enumerate() {
+                let x = f32::from_bits(hi << 16 | i as u32);
+                let want = libm::tanhf(x);
+                assert!(
+                    same(want, y),
+                    "[{}] tanh({x:e}): {y:e} against {want:e}",
+                    k.isa
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn geglu_is_bit_identical_to_the_scalar_reference() {
+    let mut rng = Rng(11);
+    for k in Kernels::all_supported() {
+        for n in [0usize, 1, 7, 8, 9, 64, 2048, 2053] {
+            // Magnitudes from 1e-30 to 1e4, both signs, and the specials.
+            let mut g: Vec<f32> = (0..n)
+                .map(|i| rng.f32() * 10f32.powi((i % 35) as i32 - 30))
+                .collect();
+            for (i, s) in [f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0, -0.0, 1e-45]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(v) = g.get_mut(3 * i + 1) {
+                    *v = s;
+                }
+            }
+            let u: Vec<f32> = (0..n).map(|_| rng.f32() * 4.0).collect();
+            let (mut a, mut b) = (g.clone(), g.clone());
+            scalar::geglu(&mut a, &u);
+            (k.geglu)(&mut b, &u);
             for (i, (p, q)) in a.iter().zip(&b).enumerate() {
                 assert!(
                     same(*p, *q),

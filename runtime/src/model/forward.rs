@@ -411,7 +411,7 @@ fn run(
         let gated = |g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
             for t in 0..g.n_toks() {
                 if gelu {
-                    crate::kernels::scalar::geglu(g.row_mut(t), u.row_mut(t));
+                    (k.geglu)(g.row_mut(t), u.row_mut(t));
                 } else {
                     (k.swiglu)(g.row_mut(t), u.row_mut(t));
                 }
@@ -478,9 +478,11 @@ fn run(
         );
         if c.logit_softcap > 0.0 {
             let (cap, inv) = (c.logit_softcap, 1.0 / c.logit_softcap);
-            for v in s.logits[..m * c.n_vocab].iter_mut() {
-                *v = libm::tanhf(*v * inv) * cap;
-            }
+            let logits = &mut s.logits[..m * c.n_vocab];
+            // tanh(v·inv)·cap, each step rounded as one expression would.
+            logits.iter_mut().for_each(|v| *v *= inv);
+            (k.tanh)(logits);
+            logits.iter_mut().for_each(|v| *v *= cap);
         }
         trace::tensor("result_output", None, &s.logits[..m * c.n_vocab]);
         for j in 0..m {

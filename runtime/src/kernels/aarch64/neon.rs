@@ -36,6 +36,8 @@ pub fn kernels() -> Option<Kernels> {
         scores_f16,
         update_f16,
         swiglu,
+        geglu,
+        tanh,
         exp_ggml,
         fma_rows,
         mad_q8_0,
@@ -601,6 +603,119 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
         }
     }
     scalar::swiglu(&mut gate[i..n], &up[i..n]);
+}
+
+/// [`scalar::geglu`], 4 lanes at a time: the same multiplications and additions (none fused),
+/// the tanh as [`tanh4`].
+fn geglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let mut i = 0;
+    // SAFETY: whole groups of 4 below `n`.
+    unsafe {
+        let (one, half) = (vdupq_n_f32(1.0), vdupq_n_f32(0.5));
+        let (c, a) = (
+            vdupq_n_f32(scalar::GELU_SQRT_2_OVER_PI),
+            vdupq_n_f32(scalar::GELU_A),
+        );
+        while i + 4 <= n {
+            let x = vld1q_f32(gate.as_ptr().add(i));
+            // (c·x)·(1 + (a·x)·x), then (0.5·x)·(1 + tanh), then ·up: the spec's order.
+            let cube = vaddq_f32(one, vmulq_f32(vmulq_f32(a, x), x));
+            let t = tanh4(vmulq_f32(vmulq_f32(c, x), cube));
+            let g = vmulq_f32(vmulq_f32(half, x), vaddq_f32(one, t));
+            vst1q_f32(
+                gate.as_mut_ptr().add(i),
+                vmulq_f32(g, vld1q_f32(up.as_ptr().add(i))),
+            );
+            i += 4;
+        }
+    }
+    scalar::geglu(&mut gate[i..n], &up[i..n]);
+}
+
+fn tanh(x: &mut [f32]) {
+    let n = x.len() - x.len() % 4;
+    for c in x[..n].chunks_exact_mut(4) {
+        // SAFETY: 4 floats in bounds.
+        unsafe { vst1q_f32(c.as_mut_ptr(), tanh4(vld1q_f32(c.as_ptr()))) };
+    }
+    scalar::tanh_inplace(&mut x[n..]);
+}
+
+/// The `libm` crate's `tanhf` of 4 lanes, bit for bit (NaN payloads aside): the steps of the
+/// AVX2 set's `tanh8` (which spells out the branches), with `vbslq` for its blends.
+#[inline]
+unsafe fn tanh4(z: float32x4_t) -> float32x4_t {
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7180);
+    const LN2_LO: f32 = f32::from_bits(0x3717_f7d1);
+    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    const Q1: f32 = f32::from_bits(0xbd08_8868);
+    const Q2: f32 = f32::from_bits(0x3acf_3010);
+    let f = vdupq_n_f32;
+    let sign = vdupq_n_u32(0x8000_0000);
+    let zb = vreinterpretq_u32_f32(z);
+    let w = vbicq_u32(zb, sign);
+    let abs = vreinterpretq_f32_u32(w);
+    let above = |v: uint32x4_t, c: u32| vcgtq_u32(v, vdupq_n_u32(c));
+    let (huge, big, mid, normal) = (
+        above(w, 0x4120_0000),
+        above(w, 0x3f0c_9f54),
+        above(w, 0x3e82_c578),
+        above(w, 0x007f_ffff),
+    );
+    // expm1f's argument: −2|z| on the lanes of its third branch, else 2|z|.
+    let small = vbicq_u32(normal, mid);
+    let two = vaddq_f32(abs, abs);
+    let hy = vreinterpretq_u32_f32(two);
+    let y = vreinterpretq_f32_u32(veorq_u32(hy, vandq_u32(small, sign)));
+    // k, as expm1f picks it.
+    let kgen = vcvtq_s32_f32(vaddq_f32(vmulq_f32(f(INV_LN2), y), f(0.5)));
+    let kpos = vbslq_s32(above(hy, 0x3f85_1591), kgen, vdupq_n_s32(1));
+    let kneg = vreinterpretq_s32_u32(above(hy, 0x3eb1_7218));
+    let k = vbslq_s32(small, kneg, kpos);
+    let t = vcvtq_f32_s32(k);
+    let hi = vsubq_f32(y, vmulq_f32(t, f(LN2_HI)));
+    let lo = vmulq_f32(t, f(LN2_LO));
+    let x = vsubq_f32(hi, lo);
+    let c = vsubq_f32(vsubq_f32(hi, x), lo);
+    // The primary range.
+    let hfx = vmulq_f32(f(0.5), x);
+    let hxs = vmulq_f32(x, hfx);
+    let r1 = vaddq_f32(
+        f(1.0),
+        vmulq_f32(hxs, vaddq_f32(f(Q1), vmulq_f32(hxs, f(Q2)))),
+    );
+    let t3 = vsubq_f32(f(3.0), vmulq_f32(r1, hfx));
+    let e = vmulq_f32(
+        hxs,
+        vdivq_f32(vsubq_f32(r1, t3), vsubq_f32(f(6.0), vmulq_f32(x, t3))),
+    );
+    let k0 = vsubq_f32(x, vsubq_f32(vmulq_f32(x, e), hxs));
+    let e = vsubq_f32(vsubq_f32(vmulq_f32(x, vsubq_f32(e, c)), c), hxs);
+    let km1 = vsubq_f32(vmulq_f32(f(0.5), vsubq_f32(x, e)), f(0.5));
+    let k1 = vbslq_f32(
+        vcltq_f32(x, f(-0.25)),
+        vmulq_f32(f(-2.0), vsubq_f32(e, vaddq_f32(x, f(0.5)))),
+        vaddq_f32(f(1.0), vmulq_f32(f(2.0), vsubq_f32(x, e))),
+    );
+    let twopk = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(k, vdupq_n_s32(0x7f))));
+    let uf = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vsubq_s32(vdupq_n_s32(0x7f), k)));
+    let below23 = vmulq_f32(vaddq_f32(vsubq_f32(x, e), vsubq_f32(f(1.0), uf)), twopk);
+    let from23 = vmulq_f32(vaddq_f32(vsubq_f32(x, vaddq_f32(e, uf)), f(1.0)), twopk);
+    let is = |v: i32| vceqq_s32(k, vdupq_n_s32(v));
+    let mut em1 = vbslq_f32(vcgtq_s32(k, vdupq_n_s32(22)), from23, below23);
+    em1 = vbslq_f32(is(1), k1, em1);
+    em1 = vbslq_f32(is(-1), km1, em1);
+    em1 = vbslq_f32(is(0), k0, em1);
+    em1 = vbslq_f32(above(hy, 0x32ff_ffff), em1, y);
+    // tanhf's branches: one division for t/(t + 2) or 2/(t + 2).
+    let num = vbslq_f32(big, f(2.0), em1);
+    let q = vdivq_f32(num, vaddq_f32(em1, f(2.0)));
+    let mut tt = vbslq_f32(big, vsubq_f32(f(1.0), q), q);
+    tt = vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(tt), vandq_u32(small, sign)));
+    tt = vbslq_f32(huge, vaddq_f32(f(1.0), vdivq_f32(f(0.0), abs)), tt);
+    tt = vbslq_f32(normal, tt, abs);
+    vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(tt), vandq_u32(zb, sign)))
 }
 
 fn exp_ggml(x: &mut [f32]) {

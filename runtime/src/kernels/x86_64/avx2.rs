@@ -29,6 +29,8 @@ pub fn kernels() -> Option<Kernels> {
         scores_f16,
         update_f16,
         swiglu,
+        geglu,
+        tanh,
         exp_ggml,
         fma_rows,
         mad_q8_0,
@@ -37,29 +39,36 @@ pub fn kernels() -> Option<Kernels> {
 }
 
 fn f16_f32(x: &[f16], out: &mut [f32]) {
+    // SAFETY: F16C and AVX checked by `kernels()`.
+    unsafe { f16_f32_impl(x, out) }
+}
+
+/// [`scalar::f16_f32`](crate::kernels::scalar::f16_f32), eight values at a time (the loop
+/// inside the target features, so the loads and stores are inlined).
+#[target_feature(enable = "avx,f16c")]
+unsafe fn f16_f32_impl(x: &[f16], out: &mut [f32]) {
     let n = x.len().min(out.len());
     let v = n - n % 8;
     for (o, x) in out[..v].chunks_exact_mut(8).zip(x[..v].chunks_exact(8)) {
-        // SAFETY: F16C and AVX checked by `kernels()`; 8 values in bounds of each chunk.
+        // SAFETY: 8 values in bounds of each chunk.
         unsafe {
             let h = _mm_loadu_si128(x.as_ptr().cast());
-            _mm256_storeu_ps(o.as_mut_ptr(), cvtph8(h));
+            _mm256_storeu_ps(o.as_mut_ptr(), _mm256_cvtph_ps(h));
         }
     }
     crate::kernels::scalar::f16_f32(&x[v..n], &mut out[v..n]);
 }
 
-/// Eight f16 values as f32.
-#[inline]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn cvtph8(h: __m128i) -> __m256 {
-    _mm256_cvtph_ps(h)
+fn exp_ggml(x: &mut [f32]) {
+    // SAFETY: AVX2+FMA checked by `kernels()`.
+    unsafe { exp_ggml_impl(x) }
 }
 
-fn exp_ggml(x: &mut [f32]) {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_ggml_impl(x: &mut [f32]) {
     let n = x.len() - x.len() % 8;
     for c in x[..n].chunks_exact_mut(8) {
-        // SAFETY: AVX2+FMA checked by `kernels()`; 8 floats in bounds.
+        // SAFETY: 8 floats in bounds.
         unsafe { _mm256_storeu_ps(c.as_mut_ptr(), exp_ggml8(_mm256_loadu_ps(c.as_ptr()))) };
     }
     crate::kernels::scalar::exp_ggml_inplace(&mut x[n..]);
@@ -68,6 +77,26 @@ fn exp_ggml(x: &mut [f32]) {
 fn swiglu(gate: &mut [f32], up: &[f32]) {
     // SAFETY: AVX2+FMA checked by `kernels()`.
     unsafe { swiglu_impl(gate, up) }
+}
+
+fn geglu(gate: &mut [f32], up: &[f32]) {
+    // SAFETY: AVX2 checked by `kernels()`.
+    unsafe { geglu_impl(gate, up) }
+}
+
+fn tanh(x: &mut [f32]) {
+    // SAFETY: AVX2 checked by `kernels()`.
+    unsafe { tanh_impl(x) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn tanh_impl(x: &mut [f32]) {
+    let n = x.len() - x.len() % 8;
+    for c in x[..n].chunks_exact_mut(8) {
+        // SAFETY: 8 floats in bounds.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), tanh8(_mm256_loadu_ps(c.as_ptr()))) };
+    }
+    crate::kernels::scalar::tanh_inplace(&mut x[n..]);
 }
 
 // The safe wrappers below are only placed in a table by `kernels()` after the CPU check.
@@ -731,6 +760,152 @@ pub(crate) unsafe fn exp_ggml8(x: __m256) -> __m256 {
         _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ),
     );
     _mm256_blendv_ps(res, alt, big)
+}
+
+/// [`scalar::geglu`](crate::kernels::scalar::geglu), 8 lanes at a time: the same multiplications
+/// and additions (none fused), the tanh as [`tanh8`].
+#[target_feature(enable = "avx2")]
+unsafe fn geglu_impl(gate: &mut [f32], up: &[f32]) {
+    use crate::kernels::scalar::{GELU_A, GELU_SQRT_2_OVER_PI};
+    let n = gate.len().min(up.len());
+    let (one, half) = (_mm256_set1_ps(1.0), _mm256_set1_ps(0.5));
+    let (c, a) = (_mm256_set1_ps(GELU_SQRT_2_OVER_PI), _mm256_set1_ps(GELU_A));
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let u = _mm256_loadu_ps(up.as_ptr().add(i));
+        // (c·x)·(1 + (a·x)·x), then (0.5·x)·(1 + tanh), then ·up: the spec's order.
+        let cube = _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(a, x), x));
+        let t = tanh8(_mm256_mul_ps(_mm256_mul_ps(c, x), cube));
+        let g = _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, t));
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(g, u));
+        i += 8;
+    }
+    crate::kernels::scalar::geglu(&mut gate[i..n], &up[i..n]);
+}
+
+/// The `libm` crate's `tanhf` (the spec's tanh) of 8 lanes, bit for bit (NaN payloads aside):
+/// every lane takes every step and blends pick each lane's branch. The branches, by |z|:
+/// over 10 (or NaN), `1 + 0/|z|`; over log(3)/2, `1 − 2/(t + 2)` with t = expm1f(2|z|); over
+/// log(5/3)/2, `t/(t + 2)`; from the least normal up, `−t/(t + 2)` with t = expm1f(−2|z|);
+/// below it, |z|; then z's sign. In `expm1f(y)` (|y| ≤ 20 here) the reduction by k·ln 2 is one
+/// formula for every k (k = 1 and −1 subtract ±ln2_hi and ±ln2_lo as k·ln2_hi and k·ln2_lo do
+/// exactly, and k = 0 leaves y and c = 0 as its skipped reduction does); k is 0 or −1 for the
+/// negative arguments (|y| over ln 2 / 2), else 1 below 1.5·ln 2, else ⌊y/ln 2 + 0.5⌋; the
+/// result is picked by k (0, −1, 1, 2..23, 23..) or is y below 2⁻²⁵.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tanh8(z: __m256) -> __m256 {
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7180);
+    const LN2_LO: f32 = f32::from_bits(0x3717_f7d1);
+    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    const Q1: f32 = f32::from_bits(0xbd08_8868);
+    const Q2: f32 = f32::from_bits(0x3acf_3010);
+    let f = _mm256_set1_ps;
+    let sign = f(-0.0);
+    let abs = _mm256_andnot_ps(sign, z);
+    let w = _mm256_castps_si256(abs);
+    // Bits of a non-negative float compare as integers (NaN's above every finite one).
+    let above = |v: __m256i, c: u32| {
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(v, _mm256_set1_epi32(c as i32)))
+    };
+    let (huge, big, mid, normal) = (
+        above(w, 0x4120_0000),
+        above(w, 0x3f0c_9f54),
+        above(w, 0x3e82_c578),
+        above(w, 0x007f_ffff),
+    );
+    // expm1f's argument: −2|z| on the lanes of its third branch, else 2|z|.
+    let small = _mm256_andnot_ps(mid, normal);
+    let two = _mm256_add_ps(abs, abs);
+    let y = _mm256_xor_ps(two, _mm256_and_ps(small, sign));
+    let hy = _mm256_castps_si256(two);
+    // k, as expm1f picks it.
+    let kgen = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(f(INV_LN2), y), f(0.5)));
+    let one_i = _mm256_set1_epi32(1);
+    let kpos = _mm256_blendv_epi8(
+        kgen,
+        one_i,
+        _mm256_castps_si256(_mm256_andnot_ps(
+            above(hy, 0x3f85_1591),
+            f(f32::from_bits(u32::MAX)),
+        )),
+    );
+    let kneg = _mm256_and_si256(
+        _mm256_castps_si256(above(hy, 0x3eb1_7218)),
+        _mm256_set1_epi32(-1),
+    );
+    let k = _mm256_blendv_epi8(kpos, kneg, _mm256_castps_si256(small));
+    let t = _mm256_cvtepi32_ps(k);
+    let hi = _mm256_sub_ps(y, _mm256_mul_ps(t, f(LN2_HI)));
+    let lo = _mm256_mul_ps(t, f(LN2_LO));
+    let x = _mm256_sub_ps(hi, lo);
+    let c = _mm256_sub_ps(_mm256_sub_ps(hi, x), lo);
+    // The primary range.
+    let hfx = _mm256_mul_ps(f(0.5), x);
+    let hxs = _mm256_mul_ps(x, hfx);
+    let r1 = _mm256_add_ps(
+        f(1.0),
+        _mm256_mul_ps(hxs, _mm256_add_ps(f(Q1), _mm256_mul_ps(hxs, f(Q2)))),
+    );
+    let t3 = _mm256_sub_ps(f(3.0), _mm256_mul_ps(r1, hfx));
+    let e = _mm256_mul_ps(
+        hxs,
+        _mm256_div_ps(
+            _mm256_sub_ps(r1, t3),
+            _mm256_sub_ps(f(6.0), _mm256_mul_ps(x, t3)),
+        ),
+    );
+    let k0 = _mm256_sub_ps(x, _mm256_sub_ps(_mm256_mul_ps(x, e), hxs));
+    let e = _mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(x, _mm256_sub_ps(e, c)), c), hxs);
+    let km1 = _mm256_sub_ps(_mm256_mul_ps(f(0.5), _mm256_sub_ps(x, e)), f(0.5));
+    let k1 = _mm256_blendv_ps(
+        _mm256_add_ps(f(1.0), _mm256_mul_ps(f(2.0), _mm256_sub_ps(x, e))),
+        _mm256_mul_ps(f(-2.0), _mm256_sub_ps(e, _mm256_add_ps(x, f(0.5)))),
+        _mm256_cmp_ps::<_CMP_LT_OQ>(x, f(-0.25)),
+    );
+    let twopk = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        k,
+        _mm256_set1_epi32(0x7f),
+    )));
+    let uf = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_sub_epi32(
+        _mm256_set1_epi32(0x7f),
+        k,
+    )));
+    let below23 = _mm256_mul_ps(
+        _mm256_add_ps(_mm256_sub_ps(x, e), _mm256_sub_ps(f(1.0), uf)),
+        twopk,
+    );
+    let from23 = _mm256_mul_ps(
+        _mm256_add_ps(_mm256_sub_ps(x, _mm256_add_ps(e, uf)), f(1.0)),
+        twopk,
+    );
+    let is = |v: i32| _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(v)));
+    let mut em1 = _mm256_blendv_ps(
+        below23,
+        from23,
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, _mm256_set1_epi32(22))),
+    );
+    em1 = _mm256_blendv_ps(em1, k1, is(1));
+    em1 = _mm256_blendv_ps(em1, km1, is(-1));
+    em1 = _mm256_blendv_ps(em1, k0, is(0));
+    em1 = _mm256_blendv_ps(
+        em1,
+        y,
+        _mm256_andnot_ps(above(hy, 0x32ff_ffff), f(f32::from_bits(u32::MAX))),
+    );
+    // tanhf's branches: one division for t/(t + 2) or 2/(t + 2).
+    let num = _mm256_blendv_ps(em1, f(2.0), big);
+    let q = _mm256_div_ps(num, _mm256_add_ps(em1, f(2.0)));
+    let mut tt = _mm256_blendv_ps(q, _mm256_sub_ps(f(1.0), q), big);
+    tt = _mm256_xor_ps(tt, _mm256_and_ps(small, sign));
+    tt = _mm256_blendv_ps(
+        tt,
+        _mm256_add_ps(f(1.0), _mm256_div_ps(_mm256_setzero_ps(), abs)),
+        huge,
+    );
+    tt = _mm256_blendv_ps(abs, tt, normal);
+    _mm256_xor_ps(tt, _mm256_and_ps(z, sign))
 }
 
 #[target_feature(enable = "avx2,fma")]
