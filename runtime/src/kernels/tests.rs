@@ -947,7 +947,9 @@ fn tiled_attention_is_bit_identical_across_sets_and_is_causal_softmax_attention(
 fn fma_rows_is_bit_identical_to_the_scalar_reference() {
     let mut rng = Rng(12);
     for k in Kernels::all_supported() {
-        for (n, rows, stride) in [
+        // Every count of whole registers in a pass (1 to 8 of 8 lanes, 1 to 16 of 4), the
+        // tails, more than a pass.
+        let mut cases = vec![
             (0usize, 3usize, 8usize),
             (1, 5, 1),
             (7, 64, 9),
@@ -955,7 +957,10 @@ fn fma_rows_is_bit_identical_to_the_scalar_reference() {
             (64, 64, 64),
             (67, 13, 70),
             (130, 4, 130),
-        ] {
+            (256, 9, 260),
+        ];
+        cases.extend((4..=72).step_by(4).map(|n| (n, 1 + n % 7, n + n % 3)));
+        for (n, rows, stride) in cases {
             let a: Vec<f32> = (0..rows).map(|_| rng.f32() * 3.0).collect();
             let b: Vec<f32> = (0..rows * stride).map(|_| rng.f32()).collect();
             let init: Vec<f32> = (0..n).map(|_| rng.f32()).collect();

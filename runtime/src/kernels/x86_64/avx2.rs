@@ -627,32 +627,55 @@ fn fma_rows(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
 }
 
 /// [`scalar::fma_rows`](crate::kernels::scalar::fma_rows) with up to 64 accumulators held in
-/// registers across all the rows.
+/// registers across all the rows: 64 columns at a time, then the rest of the whole registers in
+/// one pass (a fixed count of registers each, so the loop over the rows tests none of them:
+/// with a test per register, 64 × 64 took 233 ns against 173, 2026-12-05).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_rows_impl(acc: &mut [f32], a: &[f32], b: &[f32], stride: usize) {
     let n = acc.len();
     let (ap, bp) = (acc.as_mut_ptr(), b.as_ptr());
     let mut j0 = 0;
     while j0 + 8 <= n {
+        let (p, q) = (ap.add(j0), bp.add(j0));
         let w = ((n - j0) / 8).min(8);
-        let mut r = [_mm256_setzero_ps(); 8];
-        for (k, r) in r.iter_mut().enumerate().take(w) {
-            *r = _mm256_loadu_ps(ap.add(j0 + 8 * k));
-        }
-        for (i, &ai) in a.iter().enumerate() {
-            let va = _mm256_set1_ps(ai);
-            let row = bp.add(i * stride + j0);
-            for (k, r) in r.iter_mut().enumerate().take(w) {
-                *r = _mm256_fmadd_ps(va, _mm256_loadu_ps(row.add(8 * k)), *r);
-            }
-        }
-        for (k, r) in r.iter().enumerate().take(w) {
-            _mm256_storeu_ps(ap.add(j0 + 8 * k), *r);
+        match w {
+            1 => fma_cols::<1>(p, a, q, stride),
+            2 => fma_cols::<2>(p, a, q, stride),
+            3 => fma_cols::<3>(p, a, q, stride),
+            4 => fma_cols::<4>(p, a, q, stride),
+            5 => fma_cols::<5>(p, a, q, stride),
+            6 => fma_cols::<6>(p, a, q, stride),
+            7 => fma_cols::<7>(p, a, q, stride),
+            _ => fma_cols::<8>(p, a, q, stride),
         }
         j0 += 8 * w;
     }
     // The last columns (fewer than a register's worth): the scalar spec on them.
     crate::kernels::scalar::fma_rows(&mut acc[j0..], a, &b[j0..], stride);
+}
+
+/// `fma_rows` for the 8·R columns at `acc`, rows of `b` at `b`, `stride` apart.
+///
+/// # Safety
+/// AVX2 and FMA; `acc` must point to 8·R writable floats and `b` to `a.len()` rows of which
+/// this reads 8·R at the same offset.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_cols<const R: usize>(acc: *mut f32, a: &[f32], b: *const f32, stride: usize) {
+    let mut r = [_mm256_setzero_ps(); R];
+    for (k, r) in r.iter_mut().enumerate() {
+        *r = _mm256_loadu_ps(acc.add(8 * k));
+    }
+    for (i, &ai) in a.iter().enumerate() {
+        let va = _mm256_set1_ps(ai);
+        let row = b.add(i * stride);
+        for (k, r) in r.iter_mut().enumerate() {
+            *r = _mm256_fmadd_ps(va, _mm256_loadu_ps(row.add(8 * k)), *r);
+        }
+    }
+    for (k, r) in r.iter().enumerate() {
+        _mm256_storeu_ps(acc.add(8 * k), *r);
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
