@@ -671,6 +671,9 @@ fn tanh(x: &mut [f32]) {
 
 /// The `libm` crate's `tanhf` of 4 lanes, bit for bit (NaN payloads aside): the steps of the
 /// AVX2 set's `tanh8` (which spells out the branches), with `vbslq` for its blends.
+///
+/// # Safety
+/// None beyond NEON, which every aarch64 CPU has (lane arithmetic only, no memory access).
 #[inline]
 unsafe fn tanh4(z: float32x4_t) -> float32x4_t {
     const LN2_HI: f32 = f32::from_bits(0x3f31_7180);

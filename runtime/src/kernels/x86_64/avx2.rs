@@ -45,6 +45,9 @@ fn f16_f32(x: &[f16], out: &mut [f32]) {
 
 /// [`scalar::f16_f32`](crate::kernels::scalar::f16_f32), eight values at a time (the loop
 /// inside the target features, so the loads and stores are inlined).
+///
+/// # Safety
+/// AVX and F16C.
 #[target_feature(enable = "avx,f16c")]
 unsafe fn f16_f32_impl(x: &[f16], out: &mut [f32]) {
     let n = x.len().min(out.len());
@@ -64,6 +67,10 @@ fn exp_ggml(x: &mut [f32]) {
     unsafe { exp_ggml_impl(x) }
 }
 
+/// `exp_ggml` with its loop inside the target features.
+///
+/// # Safety
+/// AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_ggml_impl(x: &mut [f32]) {
     let n = x.len() - x.len() % 8;
@@ -89,6 +96,10 @@ fn tanh(x: &mut [f32]) {
     unsafe { tanh_impl(x) }
 }
 
+/// `tanh` with its loop inside the target features.
+///
+/// # Safety
+/// AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn tanh_impl(x: &mut [f32]) {
     let n = x.len() - x.len() % 8;
@@ -787,6 +798,9 @@ pub(crate) unsafe fn exp_ggml8(x: __m256) -> __m256 {
 
 /// [`scalar::geglu`](crate::kernels::scalar::geglu), 8 lanes at a time: the same multiplications
 /// and additions (none fused), the tanh as [`tanh8`].
+///
+/// # Safety
+/// AVX2 (the loads and stores stay below the shorter slice's length).
 #[target_feature(enable = "avx2")]
 unsafe fn geglu_impl(gate: &mut [f32], up: &[f32]) {
     use crate::kernels::scalar::{GELU_A, GELU_SQRT_2_OVER_PI};
@@ -816,6 +830,9 @@ unsafe fn geglu_impl(gate: &mut [f32], up: &[f32]) {
 /// exactly, and k = 0 leaves y and c = 0 as its skipped reduction does); k is 0 or −1 for the
 /// negative arguments (|y| over ln 2 / 2), else 1 below 1.5·ln 2, else ⌊y/ln 2 + 0.5⌋; the
 /// result is picked by k (0, −1, 1, 2..23, 23..) or is y below 2⁻²⁵.
+///
+/// # Safety
+/// AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn tanh8(z: __m256) -> __m256 {
