@@ -177,6 +177,26 @@ fn small_ops(c: &mut Criterion) {
                 (k.swiglu)(black_box(&mut gate), &up)
             })
         });
+        // Gemma's gated feed-forward (libm's tanh, step by step in the SIMD sets).
+        g.bench_function(BenchmarkId::new("geglu", k.isa.name()), |b| {
+            b.iter(|| {
+                gate.copy_from_slice(&x);
+                (k.geglu)(black_box(&mut gate), &up)
+            })
+        });
+    }
+    g.finish();
+
+    // Tiled attention's inner product: one query row's scores over a tile of 64 keys of a
+    // 64-wide head (keys transposed, 64 apart), as `attend_tiled` calls it.
+    let mut g = c.benchmark_group("fma_rows_64x64");
+    g.throughput(Throughput::Elements(64 * 64));
+    let (a, b) = (data(64, 5), data(64 * 64, 6));
+    for k in Kernels::all_supported() {
+        let mut acc = vec![0.0f32; 64];
+        g.bench_function(BenchmarkId::new("fma_rows", k.isa.name()), |bch| {
+            bch.iter(|| (k.fma_rows)(black_box(&mut acc), &a, &b, 64))
+        });
     }
     g.finish();
 
