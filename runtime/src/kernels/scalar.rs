@@ -503,6 +503,18 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// The constants of the `libm` crate's `expm1f` inside its `tanhf` (ln 2 in two parts, 1/ln 2,
+/// and the two polynomial coefficients), as bits: the SIMD sets' tanh takes its steps with them.
+pub const EXPM1F_LN2_HI: f32 = f32::from_bits(0x3f31_7180);
+/// See [`EXPM1F_LN2_HI`].
+pub const EXPM1F_LN2_LO: f32 = f32::from_bits(0x3717_f7d1);
+/// See [`EXPM1F_LN2_HI`].
+pub const EXPM1F_INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+/// See [`EXPM1F_LN2_HI`].
+pub const EXPM1F_Q1: f32 = f32::from_bits(0xbd08_8868);
+/// See [`EXPM1F_LN2_HI`].
+pub const EXPM1F_Q2: f32 = f32::from_bits(0x3acf_3010);
+
 /// √(2/π) in [`gelu_tanh`].
 pub const GELU_SQRT_2_OVER_PI: f32 = 0.797_884_6;
 /// The cubic term's factor in [`gelu_tanh`].

@@ -676,11 +676,10 @@ fn tanh(x: &mut [f32]) {
 /// None beyond NEON, which every aarch64 CPU has (lane arithmetic only, no memory access).
 #[inline]
 unsafe fn tanh4(z: float32x4_t) -> float32x4_t {
-    const LN2_HI: f32 = f32::from_bits(0x3f31_7180);
-    const LN2_LO: f32 = f32::from_bits(0x3717_f7d1);
-    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
-    const Q1: f32 = f32::from_bits(0xbd08_8868);
-    const Q2: f32 = f32::from_bits(0x3acf_3010);
+    use scalar::{
+        EXPM1F_INV_LN2 as INV_LN2, EXPM1F_LN2_HI as LN2_HI, EXPM1F_LN2_LO as LN2_LO,
+        EXPM1F_Q1 as Q1, EXPM1F_Q2 as Q2,
+    };
     let f = vdupq_n_f32;
     let sign = vdupq_n_u32(0x8000_0000);
     let zb = vreinterpretq_u32_f32(z);

@@ -836,11 +836,10 @@ unsafe fn geglu_impl(gate: &mut [f32], up: &[f32]) {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn tanh8(z: __m256) -> __m256 {
-    const LN2_HI: f32 = f32::from_bits(0x3f31_7180);
-    const LN2_LO: f32 = f32::from_bits(0x3717_f7d1);
-    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
-    const Q1: f32 = f32::from_bits(0xbd08_8868);
-    const Q2: f32 = f32::from_bits(0x3acf_3010);
+    use crate::kernels::scalar::{
+        EXPM1F_INV_LN2 as INV_LN2, EXPM1F_LN2_HI as LN2_HI, EXPM1F_LN2_LO as LN2_LO,
+        EXPM1F_Q1 as Q1, EXPM1F_Q2 as Q2,
+    };
     let f = _mm256_set1_ps;
     let sign = f(-0.0);
     let abs = _mm256_andnot_ps(sign, z);
