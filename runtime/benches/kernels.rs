@@ -105,14 +105,16 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
                 s: Vec::new(),
                 nb: cols / QK_K,
             };
+            let mut ksums = vec![0i32; x.len() / 32];
             if cols.is_multiple_of(QK_K) {
                 quantize_q8k(&x, &mut kq.qs, &mut kq.d);
+                ember_runtime::kernels::block_sums(&kq.qs, &mut ksums);
             }
             let kacts = QActs {
                 qs: &kq.qs,
                 d: &kq.d,
                 s: &kq.s,
-                sums: &[],
+                sums: &ksums,
                 nb: kq.nb,
             };
             let mut out = vec![0.0f32; toks * rows];

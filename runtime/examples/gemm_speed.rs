@@ -3,7 +3,8 @@
 //! --example gemm_speed`. The weights are random bytes (valid f16 scales) spread over enough
 //! copies of the matrix (`MB`, default 256 MiB) that each product reads them from memory, as
 //! decode does (`ITERS` sets the repetitions); `EXACT=1` also times llama.cpp's order (Q4_0,
-//! Q4_1, Q8_0).
+//! Q4_1, Q8_0); `NO_SUMS=1` leaves out the activations' integer sums (the slower way some
+//! products take without them).
 use ember_runtime::kernels::{block_sums, Kernels, Numerics, OutRows, QActs};
 use ember_runtime::weights::{quants, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, BLOCK_TYPES, QK};
 use std::time::Instant;
@@ -25,6 +26,14 @@ fn main() {
         std::process::exit(2);
     };
     let (rows, cols, toks) = (env("ROWS", 1536), env("COLS", 576), env("TOKS", 1));
+    if cols == 0 || cols % kind.ty.block_size() != 0 {
+        eprintln!(
+            "COLS: {cols} is not whole blocks of {} ({})",
+            kind.ty.block_size(),
+            kind.ty.name()
+        );
+        std::process::exit(2);
+    }
     let total = env("MB", 256) << 20;
     let per = kind.ty.type_size() * cols / kind.ty.block_size();
     let copies = (total / (rows * per)).max(1);
@@ -65,8 +74,10 @@ fn main() {
             }
         }
         let mut sums = vec![0i32; toks * cols / QK];
-        if !k8 {
+        if std::env::var("NO_SUMS").is_err() {
             block_sums(&qs, &mut sums);
+        } else {
+            sums.clear();
         }
         let a = QActs {
             qs: &qs,

@@ -103,9 +103,10 @@ pub struct QActs<'a> {
     pub d: &'a [f32],
     /// Block sums times scale, `[tokens][nb]`.
     pub s: &'a [f32],
-    /// The blocks' integer sums Σq, `[tokens][nb]` ([`block_sums`]), or empty. Some SIMD
-    /// products of the blocks of 32 read them (a weight offset's correction); without them
-    /// they take a slower way to the same result.
+    /// The integer sums Σq of each 32 quants ([`block_sums`]): `[tokens][nb]`, or with Q8_K
+    /// `[tokens][nb * 8]`; or empty. Some SIMD products read them (a weight offset's
+    /// correction, the K formats' minimums); without them they take a slower way to the same
+    /// result.
     pub sums: &'a [i32],
     /// Blocks per token.
     pub nb: usize,

@@ -121,17 +121,29 @@ impl Quant {
         super::block_sums(&q.qs, &mut q.sums);
         q
     }
-    /// Q8_K activations (`nb` blocks of 256 a token).
+    /// Q8_K activations (`nb` blocks of 256 a token), with the sums of each 32 quants.
     fn q8k(x: &[f32], nb: usize) -> Quant {
         let mut q = Quant {
             qs: vec![0; x.len()],
             d: vec![0.0; x.len() / crate::weights::quants::QK_K],
             s: Vec::new(),
-            sums: Vec::new(),
+            sums: vec![0; x.len() / QK],
             nb,
         };
         crate::weights::quants::quantize_q8k(x, &mut q.qs, &mut q.d);
+        super::block_sums(&q.qs, &mut q.sums);
         q
+    }
+    /// The same activations without their integer sums (products that read them take their
+    /// other way).
+    fn without_sums(&self) -> Quant {
+        Quant {
+            qs: self.qs.clone(),
+            d: self.d.clone(),
+            s: self.s.clone(),
+            sums: Vec::new(),
+            nb: self.nb,
+        }
     }
     fn acts(&self) -> QActs<'_> {
         QActs {
@@ -1018,6 +1030,9 @@ fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
                     Acts::Q8K => Quant::q8k(&x, cols / QK_K),
                 };
                 let nb = q.nb;
+                // With the activations' integer sums and without (a product may read them).
+                let bare = q.without_sums();
+                let both = [q.acts(), bare.acts()];
                 let mut want = vec![0f32; toks * rows];
                 for r in 0..rows {
                     for t in 0..toks {
@@ -1029,16 +1044,17 @@ fn block_table_gemm_is_the_dot_spec_bit_for_bit_on_every_set() {
                         );
                     }
                 }
-                for k in Kernels::all_supported() {
+                for (k, a) in Kernels::all_supported().flat_map(|k| both.map(|a| (k, a))) {
                     let mut got = vec![0f32; toks * rows];
                     let mut out = OutRows::new(&mut got, rows, rows, toks);
-                    (k.gemm_blocks)(kind, w, rb, &q.acts(), &mut out);
+                    (k.gemm_blocks)(kind, w, rb, &a, &mut out);
                     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             same(*g, *e),
-                            "{} {} cols {cols} [{i}]: {g} vs {e}",
+                            "{} {} cols {cols} sums {} [{i}]: {g} vs {e}",
                             k.isa,
-                            ty.name()
+                            ty.name(),
+                            a.sums.len()
                         );
                     }
                 }

@@ -85,6 +85,7 @@ impl<'a> State<'a> {
             + Arena::size_of::<i32>(batch * wide.div_ceil(QK))
             + Arena::size_of::<i8>(batch * k_wide(c))
             + Arena::size_of::<f32>(batch * k_wide(c) / QK_K)
+            + Arena::size_of::<i32>(batch * k_wide(c) / QK)
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(local_rope_len(c, batch))
             + Arena::size_of::<f32>(lr * c.n_vocab)
@@ -116,6 +117,7 @@ impl<'a> State<'a> {
                 sums: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
                 kqs: arena.alloc(batch * k_wide(c), "forward state")?,
                 kd: arena.alloc(batch * k_wide(c) / QK_K, "forward state")?,
+                ksums: arena.alloc(batch * k_wide(c) / QK, "forward state")?,
             },
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             rope_local: arena.alloc(local_rope_len(c, batch), "forward state")?,
@@ -792,7 +794,7 @@ fn finish(acc: impl Iterator<Item = f32>, sum: f32, out: &mut dyn FnMut(usize, f
 /// The buffers of the quantized activations: quants `[batch][wide]` (`wide`: the widest matrix
 /// input) with block scales, sums and integer sums `[batch][wide / 32]`, and the Q8_K form (for the
 /// 256-element block formats; empty when the model has none): quants `[batch][wide]`, scales
-/// `[batch][wide / 256]`.
+/// `[batch][wide / 256]`, integer sums of each 32 quants `[batch][wide / 32]`.
 struct ActBufs<'a> {
     qs: &'a mut [i8],
     d: &'a mut [f32],
@@ -800,6 +802,7 @@ struct ActBufs<'a> {
     sums: &'a mut [i32],
     kqs: &'a mut [i8],
     kd: &'a mut [f32],
+    ksums: &'a mut [i32],
 }
 
 /// Activations in every form the matrix products read: f32 (f32/f16/bf16 weights), 8-bit blocks
@@ -810,7 +813,7 @@ struct Act<'b> {
     q: QActs<'b>,
     k: Option<QActs<'b>>,
     /// Where the Q8_K form goes, until it is made.
-    kbuf: Option<(&'b mut [i8], &'b mut [f32])>,
+    kbuf: Option<(&'b mut [i8], &'b mut [f32], &'b mut [i32])>,
 }
 
 impl<'b> Act<'b> {
@@ -832,19 +835,21 @@ impl<'b> Act<'b> {
         }
         let cols = self.q.nb * QK;
         let rows = self.q.tokens();
-        let Some((qs, d)) = self.kbuf.take() else {
+        let Some((qs, d, sums)) = self.kbuf.take() else {
             return;
         };
         if !cols.is_multiple_of(QK_K) || qs.len() < rows * cols {
             return;
         }
         let (qs, d) = (&mut qs[..rows * cols], &mut d[..rows * cols / QK_K]);
+        let sums = &mut sums[..rows * cols / QK];
         quants::quantize_q8k(self.f32, qs, d);
+        crate::kernels::block_sums(qs, sums);
         self.k = Some(QActs {
             qs,
             d,
             s: &[],
-            sums: &[],
+            sums,
             nb: cols / QK_K,
         });
     }
@@ -874,7 +879,7 @@ fn quantize<'b>(k: &Kernels, x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_
             nb,
         },
         k: None,
-        kbuf: Some((&mut *bufs.kqs, &mut *bufs.kd)),
+        kbuf: Some((&mut *bufs.kqs, &mut *bufs.kd, &mut *bufs.ksums)),
     }
 }
 

@@ -75,6 +75,10 @@ trait Unpack {
     const SUMS: bool = false;
     /// Groups per block: what [`Unpack::head`] decodes is shared by this many groups.
     const GPB: usize = 1;
+    /// Whether each group has one minimum for its 32 quants, `head.m[j]` (Q4_K, Q5_K). With the
+    /// activations' sums of 32 ([`QActs::sums`]) a block's minimum term is then one product of
+    /// the eight minimums with the eight sums ([`block_mins`]), not one per group.
+    const BLOCK_MINS: bool = false;
     /// What the groups of block `bi` share (scales decoded once per block), or nothing.
     ///
     /// # Safety
@@ -583,6 +587,7 @@ impl Unpack for Q4K {
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     const GPB: usize = 8;
+    const BLOCK_MINS: bool = true;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
         Head::k4(&row[144 * bi..144 * bi + 144])
@@ -606,6 +611,7 @@ impl Unpack for Q5K {
     const MINS: bool = true;
     const UNSIGNED: bool = true;
     const GPB: usize = 8;
+    const BLOCK_MINS: bool = true;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
         Head::k4(&row[176 * bi..176 * bi + 176])
@@ -692,6 +698,10 @@ const TOKENS: usize = 64;
 struct Lanes {
     d: __m128,
     dm: __m128,
+    /// The lanes whose `dm` is ±0 (all ones there).
+    dm_zero: __m128,
+    /// Whether any lane's `dm` is ±0.
+    any_dm_zero: bool,
 }
 
 impl Lanes {
@@ -713,9 +723,29 @@ impl Lanes {
                 ))
             };
         }
+        let dm = f16x4!(dm);
+        let dm_zero = _mm_cmpeq_ps(dm, _mm_setzero_ps());
         Lanes {
             d: f16x4!(d),
-            dm: f16x4!(dm),
+            dm,
+            dm_zero,
+            any_dm_zero: _mm_movemask_ps(dm_zero) != 0,
+        }
+    }
+
+    /// `next` in the lanes whose `dm` is not 0, `old` in the others: the spec skips the minimum
+    /// terms of groups whose `dm` is 0. Only quads that have such a row take the select, which
+    /// the compiler makes a masked store when `old` is read from where the result goes: that
+    /// took most of the time of a K-format prefill on AMD Zen 3 (`vmaskmovps`).
+    ///
+    /// # Safety
+    /// SSE4.1 is enabled (this is inlined into [`gemm`]).
+    #[inline(always)]
+    unsafe fn keep_zero_dm(&self, next: __m128, old: __m128) -> __m128 {
+        if self.any_dm_zero {
+            _mm_blendv_ps(next, old, self.dm_zero)
+        } else {
+            next
         }
     }
 }
@@ -785,8 +815,7 @@ unsafe fn step<F: Unpack, const V: bool>(
             ];
             _mm_fmadd_ps(_mm_mul_ps(l.dm, dx), _mm_cvtepi32_ps(reduce4(pm)), *mins)
         };
-        // The spec skips groups whose dm is 0.
-        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
+        *mins = l.keep_zero_dm(next, *mins);
     }
 }
 
@@ -1007,19 +1036,20 @@ unsafe fn gemm<F: Unpack, const V: bool>(
 const GPB_K: usize = 8;
 
 /// One group of four rows (`gq`) times 32 Q8_K activation quants (`xv`): each row's integer
-/// products added to its i32 lanes `p` (scales applied), and its minimum terms to `pm`.
+/// products added to its i32 lanes `p` (scales applied), and unless `BM` (the minimums come
+/// from [`block_mins`]) its minimum terms to `pm`.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
 #[inline(always)]
-unsafe fn group_k<F: Unpack, const V: bool>(
+unsafe fn group_k<F: Unpack, const V: bool, const BM: bool>(
     gq: &[G; R],
     xv: __m256i,
     p: &mut [__m256i; R],
     pm: &mut [__m256i; R],
 ) {
     let ax = _mm256_sign_epi8(xv, xv);
-    let xs = if F::MINS {
+    let xs = if F::MINS && !BM {
         _mm256_maddubs_epi16(_mm256_set1_epi8(1), xv)
     } else {
         _mm256_setzero_si256()
@@ -1033,39 +1063,76 @@ unsafe fn group_k<F: Unpack, const V: bool>(
         // With VNNI, `vpdpwssd` fuses the scale's `madd` and the sum (the same integers).
         if V {
             p[j] = _mm256_dpwssd_epi32(p[j], s16, gq[j].sc);
-            if F::MINS {
+            if F::MINS && !BM {
                 pm[j] = _mm256_dpwssd_epi32(pm[j], xs, gq[j].m);
             }
         } else {
             p[j] = _mm256_add_epi32(p[j], _mm256_madd_epi16(s16, gq[j].sc));
-            if F::MINS {
+            if F::MINS && !BM {
                 pm[j] = _mm256_add_epi32(pm[j], _mm256_madd_epi16(xs, gq[j].m));
             }
         }
     }
 }
 
-/// The end of a block of 256 for four rows: their lanes `p`, `pm` reduced (exact), and each
-/// row's lane of `acc` and `mins` takes the spec's fused multiply-add with the activation
-/// block's scale `dx` ([`crate::weights::quants::block_step_k`]).
+/// The minimums of block `bi` of four rows (their `heads`) laid out for [`block_mins`]: rows 0
+/// and 1 in the first vector, 2 and 3 in the second, as i16; in each, 128-bit lane 0 holds both
+/// rows' minimums of groups 0..4 and lane 1 those of groups 4..8 (the order `packs` leaves).
+///
+/// # Safety
+/// AVX2 must be enabled (this is inlined into [`gemm_k`]).
+#[inline(always)]
+unsafe fn mins_k(heads: &[Head; R]) -> [__m256i; 2] {
+    // SAFETY: `m` is eight i32, 32 bytes.
+    let m = |h: &Head| unsafe { _mm256_loadu_si256(h.m.as_ptr().cast()) };
+    // Minimums are 6-bit: `packs` keeps them.
+    [
+        _mm256_packs_epi32(m(&heads[0]), m(&heads[1])),
+        _mm256_packs_epi32(m(&heads[2]), m(&heads[3])),
+    ]
+}
+
+/// A block's `Σ m·x` for four rows (lane i: row i; exact): the rows' minimums `ms`
+/// ([`mins_k`]) times the token's eight sums of 32 quants `s` (each at most 32·128 in size,
+/// so i16 holds them).
+///
+/// # Safety
+/// AVX2 must be enabled (this is inlined into [`gemm_k`]).
+#[inline(always)]
+unsafe fn block_mins(ms: &[__m256i; 2], s: &[i32]) -> __m128i {
+    let s = &s[..GPB_K];
+    // SAFETY: eight i32 (the slice above).
+    let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
+    // Lane 0: sums 0..4 twice, lane 1: sums 4..8 twice, as `ms` pairs them.
+    let s16 = _mm256_packs_epi32(v, v);
+    // Per lane, two i32 of each row: [row a, row a, row b, row b].
+    let (a, b) = (_mm256_madd_epi16(ms[0], s16), _mm256_madd_epi16(ms[1], s16));
+    // Per lane [row 0, row 1, row 2, row 3]: groups 0..4 in lane 0, 4..8 in lane 1.
+    let h = _mm256_hadd_epi32(a, b);
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
+}
+
+/// The end of a block of 256 for four rows: their exact sums `isum` (`Σ sc·q·x`) and `imin`
+/// (`Σ m·x`), row i in lane i, and each row's lane of `acc` and `mins` takes the spec's fused
+/// multiply-add with the activation block's scale `dx`
+/// ([`crate::weights::quants::block_step_k`]).
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
 #[inline(always)]
 unsafe fn finish_k<F: Unpack>(
-    p: [__m256i; R],
-    pm: [__m256i; R],
+    isum: __m128i,
+    imin: __m128i,
     l: &Lanes,
     dx: f32,
     acc: &mut __m128,
     mins: &mut __m128,
 ) {
     let dx = _mm_set1_ps(dx);
-    *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), _mm_cvtepi32_ps(reduce4(p)), *acc);
+    *acc = _mm_fmadd_ps(_mm_mul_ps(l.d, dx), _mm_cvtepi32_ps(isum), *acc);
     if F::MINS {
-        let next = _mm_fmadd_ps(_mm_mul_ps(l.dm, dx), _mm_cvtepi32_ps(reduce4(pm)), *mins);
-        // The spec skips blocks whose dm is 0.
-        *mins = _mm_blendv_ps(next, *mins, _mm_cmpeq_ps(l.dm, _mm_setzero_ps()));
+        let next = _mm_fmadd_ps(_mm_mul_ps(l.dm, dx), _mm_cvtepi32_ps(imin), *mins);
+        *mins = l.keep_zero_dm(next, *mins);
     }
 }
 
@@ -1081,7 +1148,8 @@ unsafe fn x32(x: &[i8], off: usize) -> __m256i {
 }
 
 /// Block `bi` of four rows (`q`) unpacked into `gs` (scales decoded once a row), with the rows'
-/// float scales. (A function, not a closure: closures do not take the caller's target features.)
+/// float scales and their minimums for [`block_mins`] (zero unless `F::BLOCK_MINS`). (A
+/// function, not a closure: closures do not take the caller's target features.)
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be enabled (this is inlined into [`gemm_k`]).
@@ -1091,7 +1159,7 @@ unsafe fn unpack_block<F: Unpack>(
     q: &[&[u8]; R],
     bi: usize,
     gs: &mut [[G; R]; GPB_K],
-) -> Lanes {
+) -> (Lanes, [__m256i; 2]) {
     let heads = [
         F::head(q[0], bi),
         F::head(q[1], bi),
@@ -1107,7 +1175,12 @@ unsafe fn unpack_block<F: Unpack>(
             F::group(kind, q[3], &heads[3], g),
         ];
     }
-    Lanes::of(&gs[0])
+    let ms = if F::BLOCK_MINS {
+        mins_k(&heads)
+    } else {
+        [_mm256_setzero_si256(); 2]
+    };
+    (Lanes::of(&gs[0]), ms)
 }
 
 /// Tokens a tile of the small-batch K-format path takes together.
@@ -1122,13 +1195,14 @@ const K_SMALL: usize = 24;
 /// rows at a time, each group unpacked from the rows once and multiplied by the N tokens'
 /// activations in registers; with `t0 = 0` (the pass that reads the rows from memory) the quad
 /// [`PREFETCH_ROWS`] ahead is prefetched a share per block. Each token's lanes take the spec's
-/// steps ([`group_k`], [`finish_k`]), as in a product of that token alone.
+/// steps ([`group_k`], [`finish_k`]), as in a product of that token alone. `BM`: a block's
+/// minimum terms come from the activations' sums ([`block_mins`]), not group by group.
 ///
 /// # Safety
 /// As [`gemm`]; `a` holds the tokens' blocks and `out` their rows (checked by
-/// [`block_extent`]).
+/// [`block_extent`]), and with `BM` their sums of 32.
 #[inline(always)]
-unsafe fn quads_k<F: Unpack, const V: bool, const N: usize>(
+unsafe fn quads_k<F: Unpack, const V: bool, const BM: bool, const N: usize>(
     kind: &BlockType,
     w: &[u8],
     row_bytes: usize,
@@ -1177,13 +1251,19 @@ unsafe fn quads_k<F: Unpack, const V: bool, const N: usize>(
                     l = Some(Lanes::of(&gq));
                 }
                 for t in 0..N {
-                    group_k::<F, V>(&gq, x32(x[t], 32 * i), &mut p[t], &mut pm[t]);
+                    group_k::<F, V, BM>(&gq, x32(x[t], 32 * i), &mut p[t], &mut pm[t]);
                 }
             }
+            let ms = if BM { mins_k(&heads) } else { [zero; 2] };
             if let Some(l) = l {
                 for t in 0..N {
                     let i = (t0 + t) * nb + bi;
-                    finish_k::<F>(p[t], pm[t], &l, a.d[i], &mut acc[t], &mut mins[t]);
+                    let imin = if BM {
+                        block_mins(&ms, &a.sums[i * GPB_K..])
+                    } else {
+                        reduce4(pm[t])
+                    };
+                    finish_k::<F>(reduce4(p[t]), imin, &l, a.d[i], &mut acc[t], &mut mins[t]);
                 }
             }
         }
@@ -1195,7 +1275,8 @@ unsafe fn quads_k<F: Unpack, const V: bool, const N: usize>(
 
 /// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
 /// 256 a token): [`crate::weights::quants::dot`]'s Q8_K order, four rows at a time; `V`: with
-/// AVX-512 VNNI's integer products.
+/// AVX-512 VNNI's integer products. Formats with [`Unpack::BLOCK_MINS`] take their minimum
+/// terms from the activations' sums of 32 when `a` has them ([`QActs::sums`]).
 ///
 /// # Safety
 /// As [`gemm`].
@@ -1207,21 +1288,45 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
+    let Some(ext) = block_extent(kind, w, row_bytes, a, out) else {
         return;
     };
+    // SAFETY (both): the caller's features; the extents are checked above, and the sums'.
+    unsafe {
+        if F::BLOCK_MINS && a.sums.len() == a.qs.len() / QK {
+            gemm_k_with::<F, V, true>(kind, w, row_bytes, a, out, ext)
+        } else {
+            gemm_k_with::<F, V, false>(kind, w, row_bytes, a, out, ext)
+        }
+    }
+}
+
+/// [`gemm_k`] on its extent `(nb, rows, toks)`; `BM` as in [`quads_k`].
+///
+/// # Safety
+/// As [`quads_k`].
+#[inline(always)]
+unsafe fn gemm_k_with<F: Unpack, const V: bool, const BM: bool>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+    (nb, rows, toks): (usize, usize, usize),
+) {
     // Decode and small batches: each group of four rows straight from the rows into the
     // products of a tile of up to K_TILE tokens (unpacked once per tile).
     if toks <= K_SMALL {
         let mut t0 = 0;
         while t0 < toks {
-            // SAFETY (each): the caller's features; the extents are checked above.
+            let e = (nb, rows, t0);
+            // SAFETY (each): the caller's.
             unsafe {
                 match toks - t0 {
-                    1 => quads_k::<F, V, 1>(kind, w, row_bytes, a, out, (nb, rows, t0)),
-                    2 => quads_k::<F, V, 2>(kind, w, row_bytes, a, out, (nb, rows, t0)),
-                    3 => quads_k::<F, V, 3>(kind, w, row_bytes, a, out, (nb, rows, t0)),
-                    _ => quads_k::<F, V, K_TILE>(kind, w, row_bytes, a, out, (nb, rows, t0)),
+                    1 => quads_k::<F, V, BM, 1>(kind, w, row_bytes, a, out, e),
+                    2 => quads_k::<F, V, BM, 2>(kind, w, row_bytes, a, out, e),
+                    3 => quads_k::<F, V, BM, 3>(kind, w, row_bytes, a, out, e),
+                    _ => quads_k::<F, V, BM, K_TILE>(kind, w, row_bytes, a, out, e),
                 }
             }
             t0 += K_TILE;
@@ -1241,22 +1346,67 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
             let mut acc = [_mm_setzero_ps(); TOKENS];
             let mut mins = [_mm_setzero_ps(); TOKENS];
             for bi in 0..nb {
-                let l = unpack_block::<F>(kind, &q, bi, &mut gs);
-                for t in 0..tn {
-                    let i = (t0 + t) * nb + bi;
-                    let x = &a.qs[i * QK_K..(i + 1) * QK_K];
-                    let (mut p, mut pm) =
-                        ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
-                    for (g, gq) in gs.iter().enumerate() {
-                        group_k::<F, V>(gq, x32(x, 32 * g), &mut p, &mut pm);
-                    }
-                    finish_k::<F>(p, pm, &l, a.d[i], &mut acc[t], &mut mins[t]);
+                let (l, ms) = unpack_block::<F>(kind, &q, bi, &mut gs);
+                let mut t = 0;
+                // SAFETY (each): the caller's; `t + n <= tn`.
+                while t + K_PAIR <= tn {
+                    let at = (t0 + t, bi, nb);
+                    let (acc, mins) = (&mut acc[t..t + K_PAIR], &mut mins[t..t + K_PAIR]);
+                    unsafe { tokens_k::<F, V, BM, K_PAIR>(&gs, &l, &ms, a, at, acc, mins) };
+                    t += K_PAIR;
+                }
+                while t < tn {
+                    let at = (t0 + t, bi, nb);
+                    let (acc, mins) = (&mut acc[t..t + 1], &mut mins[t..t + 1]);
+                    unsafe { tokens_k::<F, V, BM, 1>(&gs, &l, &ms, a, at, acc, mins) };
+                    t += 1;
                 }
             }
             for t in 0..tn {
                 store(out, t0 + t, r0, rows, acc[t], mins[t]);
             }
         }
+    }
+}
+
+/// Tokens the prefill of the K formats takes through a block together ([`tokens_k`]).
+const K_PAIR: usize = 2;
+
+/// Block `bi` of four rows, unpacked (`gs`, with its scales `l` and minimums `ms`), times
+/// tokens `t..t + N` (`at = (t, bi, nb)`): their chains `acc`, `mins` (N each) take the block's
+/// steps. The tokens share each group's loads, and their dependency chains overlap.
+///
+/// # Safety
+/// As [`quads_k`]; `a` holds the tokens.
+#[inline(always)]
+unsafe fn tokens_k<F: Unpack, const V: bool, const BM: bool, const N: usize>(
+    gs: &[[G; R]; GPB_K],
+    l: &Lanes,
+    ms: &[__m256i; 2],
+    a: &QActs<'_>,
+    (t, bi, nb): (usize, usize, usize),
+    acc: &mut [__m128],
+    mins: &mut [__m128],
+) {
+    let x: [&[i8]; N] = core::array::from_fn(|u| {
+        let i = (t + u) * nb + bi;
+        &a.qs[i * QK_K..(i + 1) * QK_K]
+    });
+    let zero = _mm256_setzero_si256();
+    let (mut p, mut pm) = ([[zero; R]; N], [[zero; R]; N]);
+    for (g, gq) in gs.iter().enumerate() {
+        for u in 0..N {
+            group_k::<F, V, BM>(gq, x32(x[u], 32 * g), &mut p[u], &mut pm[u]);
+        }
+    }
+    for u in 0..N {
+        let i = (t + u) * nb + bi;
+        let imin = if BM {
+            block_mins(ms, &a.sums[i * GPB_K..])
+        } else {
+            reduce4(pm[u])
+        };
+        finish_k::<F>(reduce4(p[u]), imin, l, a.d[i], &mut acc[u], &mut mins[u]);
     }
 }
 
