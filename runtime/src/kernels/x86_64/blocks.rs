@@ -1186,10 +1186,11 @@ unsafe fn unpack_block<F: Unpack>(
 /// Tokens a tile of the small-batch K-format path takes together.
 const K_TILE: usize = 4;
 /// Batches up to this size take that path ([`quads_k`]); larger ones unpack each block once
-/// into memory for up to [`TOKENS`] tokens. Measured (576 × 1536, 2026-12-05): Q4_K 2 tokens
-/// 50 µs against 164 the other way, 4 tokens 88 against 193, 8 171 against 262, 16 335
-/// against 413, 24 499 against 554, 32 level, 64 1497 against 1230; Q6_K alike.
-const K_SMALL: usize = 24;
+/// into memory for up to [`TOKENS`] tokens. Measured (576 × 1536, AVX2, 2026-12-05, since the
+/// minimums come from the activations' sums): Q4_K 8 tokens 200 µs against 233 the other way,
+/// 12 level (308, 307), 16 394 against 384, 24 584 against 496; Q6_K 8 tokens 283 against 321,
+/// 12 426 against 400, 16 562 against 454, 24 837 against 587.
+const K_SMALL: usize = 8;
 
 /// Tokens `t0..t0 + N` times every row of the 256-element format `F` (`nb` blocks a row): four
 /// rows at a time, each group unpacked from the rows once and multiplied by the N tokens'
