@@ -499,6 +499,26 @@ impl BlockScales {
     }
 }
 
+/// All eight 6-bit scales and minimums of a Q4_K/Q5_K block's 12 scale bytes at once, as the
+/// bytes of two little-endian words: byte j of the first is group j's scale, of the second its
+/// minimum ([`scale_min_k4`] for every j, in word operations for the SIMD kernels). `q` holds
+/// the 12 bytes (more are ignored).
+#[inline(always)]
+pub fn scales_mins_k4(q: &[u8]) -> (u64, u64) {
+    let q = &q[..12];
+    let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    // Groups 0..4: the low 6 bits of bytes 0..4 (scales) and 4..8 (minimums). Groups 4..8: a
+    // nibble of bytes 8..12 (low: scale, high: minimum) below the top 2 bits of bytes 0..4 or
+    // 4..8, each byte's bits moved within the byte.
+    let sc = (w0 & LOW6) as u64 | (((w2 & LOW4) | (((w0 >> 6) & TOP2) << 4)) as u64) << 32;
+    let m = (w1 & LOW6) as u64 | ((((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4)) as u64) << 32;
+    (sc, m)
+}
+
 /// The 6-bit scale and minimum of group j (0..8) of a Q4_K/Q5_K block (ggml's
 /// `get_scale_min_k4`).
 pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
@@ -786,6 +806,28 @@ pub fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_k4_scales_are_each_groups() {
+        // Every value of each byte position, the others from a generator.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..12 * 256 * 4 {
+            let mut q = [0u8; 12];
+            for b in q.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = (seed >> 32) as u8;
+            }
+            q[i / 1024 % 12] = (i % 256) as u8;
+            let (sc, m) = scales_mins_k4(&q);
+            for j in 0..8 {
+                let want = scale_min_k4(j, &q);
+                let got = ((sc >> (8 * j)) as u8, (m >> (8 * j)) as u8);
+                assert_eq!(got, want, "group {j} of {q:?}");
+            }
+        }
+    }
 
     #[test]
     fn q8k_activations_follow_ggml_q8_k() {

@@ -37,6 +37,12 @@ trait Unpack {
     const SUMS: bool = false;
     /// Groups per block.
     const GPB: usize = 1;
+    /// Each group has one minimum for its 32 quants, `head.m[j]` (Q4_K, Q5_K): with the
+    /// activations' sums of 32 ([`QActs::sums`]) a block's minimum terms come from them.
+    const BLOCK_MINS: bool = false;
+    /// A kernel that takes a row's block straight from the row (decode with the activations'
+    /// sums then runs it, [`direct_k`], rather than unpacking groups into memory).
+    const DIRECT_K: Option<RowK> = None;
     /// The ggml type number, naming this format's llvm-mca markers (`tools/mca-arm.py`).
     #[cfg_attr(not(ember_mca), allow(dead_code))]
     const MCA_ID: u32 = 0;
@@ -53,6 +59,21 @@ trait Dot {
     /// # Safety
     /// The CPU must have the instructions the implementation uses.
     unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t;
+    /// `acc` plus the lanes of `a0·b0` and of `a1·b1`.
+    ///
+    /// # Safety
+    /// As [`Dot::dot`].
+    #[inline(always)]
+    unsafe fn dot2(
+        acc: int32x4_t,
+        a0: int8x16_t,
+        b0: int8x16_t,
+        a1: int8x16_t,
+        b1: int8x16_t,
+    ) -> int32x4_t {
+        // SAFETY: the caller's.
+        unsafe { vaddq_s32(acc, vaddq_s32(Self::dot(a0, b0), Self::dot(a1, b1))) }
+    }
 }
 
 /// Plain NEON (the lanes of the Q4/Q8 tiles, `neon::plain`).
@@ -72,6 +93,31 @@ impl Dot for Sdot {
     unsafe fn dot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
         // SAFETY: the caller checked the dot-product extension.
         unsafe { super::neon::sdot::lanes(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn dot2(
+        acc: int32x4_t,
+        a0: int8x16_t,
+        b0: int8x16_t,
+        a1: int8x16_t,
+        b1: int8x16_t,
+    ) -> int32x4_t {
+        let mut r = acc;
+        // SAFETY: the caller checked the dot-product extension; registers only.
+        unsafe {
+            core::arch::asm!(
+                ".arch_extension dotprod",
+                "sdot {r:v}.4s, {a0:v}.16b, {b0:v}.16b",
+                "sdot {r:v}.4s, {a1:v}.16b, {b1:v}.16b",
+                r = inout(vreg) r,
+                a0 = in(vreg) a0,
+                b0 = in(vreg) b0,
+                a1 = in(vreg) a1,
+                b1 = in(vreg) b1,
+                options(pure, nomem, nostack)
+            );
+        }
+        r
     }
 }
 
@@ -311,6 +357,8 @@ impl Unpack for Q4K {
     const MCA_ID: u32 = 12;
     const MINS: bool = true;
     const GPB: usize = 8;
+    const BLOCK_MINS: bool = true;
+    const DIRECT_K: Option<RowK> = Some(RowK::Q4K);
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
         Head::k4(&row[144 * bi..144 * bi + 144])
@@ -328,6 +376,7 @@ impl Unpack for Q5K {
     const MCA_ID: u32 = 13;
     const MINS: bool = true;
     const GPB: usize = 8;
+    const BLOCK_MINS: bool = true;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
         Head::k4(&row[176 * bi..176 * bi + 176])
@@ -355,6 +404,7 @@ impl Unpack for Q6K {
     const MCA_ID: u32 = 14;
     const MINS: bool = false;
     const GPB: usize = 8;
+    const DIRECT_K: Option<RowK> = Some(RowK::Q6K);
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
         Head::q6k(&row[210 * bi..210 * bi + 210])
@@ -564,23 +614,32 @@ unsafe fn gemm<F: Unpack, D: Dot>(
 /// Groups in a block of 256 (the Q8_K formats).
 const GPB_K: usize = 8;
 
+/// Each row's eight group minimums of a block (two vectors a row), for [`block_k`] with the
+/// activations' sums; zero unless `F::BLOCK_MINS`.
+type Mins = [[int32x4_t; 2]; R];
+
 /// One block of 256 of four rows (`gs`, their eight groups each) times one Q8_K activation block
 /// (`x`, 256 quants; scale `dx`): integer sums kept across the block, reduced once, and each
 /// row's lane takes the spec's two fused multiply-adds
-/// ([`crate::weights::quants::block_step_k`]).
+/// ([`crate::weights::quants::block_step_k`]). With `BM` the minimum terms are the rows'
+/// minimums `ms` times the block's eight sums of 32 quants `sums`, not taken group by group.
 ///
 /// # Safety
 /// The CPU must have what `D` uses.
 #[inline(always)]
-unsafe fn block_k<F: Unpack, D: Dot>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_k<F: Unpack, D: Dot, const BM: bool>(
     gs: &[[G; R]; GPB_K],
     x: &[i8],
     dx: f32,
+    ms: &Mins,
+    sums: &[i32],
     acc: &mut float32x4_t,
     mins: &mut float32x4_t,
 ) {
     let x = &x[..QK_K];
-    // SAFETY: NEON is baseline; `D` is the caller's to check; loads of 16 bytes inside `x`.
+    // SAFETY: NEON is baseline; `D` is the caller's to check; loads of 16 bytes inside `x`, of
+    // four i32 inside `sums`.
     unsafe {
         let mut p = [vdupq_n_s32(0); R];
         let mut imin = [0i32; R];
@@ -594,7 +653,7 @@ unsafe fn block_k<F: Unpack, D: Dot>(
                 let h1 = D::dot(gq[j].q[1], xv[1]);
                 p[j] = vmlaq_n_s32(vmlaq_n_s32(p[j], h0, gq[j].sc[0]), h1, gq[j].sc[1]);
             }
-            if F::MINS {
+            if F::MINS && !BM {
                 let (sx0, sx1) = (vaddlvq_s8(xv[0]) as i32, vaddlvq_s8(xv[1]) as i32);
                 for j in 0..R {
                     imin[j] += gq[j].m[0] * sx0 + gq[j].m[1] * sx1;
@@ -608,7 +667,15 @@ unsafe fn block_k<F: Unpack, D: Dot>(
         *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), isum);
         if F::MINS {
             let dm4 = f16x4([g0[0].dm, g0[1].dm, g0[2].dm, g0[3].dm]);
-            let imin = vcvtq_f32_s32(vld1q_s32(imin.as_ptr()));
+            let imin = if BM {
+                let sums = &sums[..GPB_K];
+                let s = [vld1q_s32(sums.as_ptr()), vld1q_s32(sums[4..].as_ptr())];
+                let row = |j: usize| vmlaq_s32(vmulq_s32(ms[j][0], s[0]), ms[j][1], s[1]);
+                reduce4([row(0), row(1), row(2), row(3)])
+            } else {
+                vld1q_s32(imin.as_ptr())
+            };
+            let imin = vcvtq_f32_s32(imin);
             let next = vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), imin);
             // The spec skips blocks whose dm is 0.
             *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
@@ -616,19 +683,256 @@ unsafe fn block_k<F: Unpack, D: Dot>(
     }
 }
 
-/// Block `bi` of four rows (`q`) unpacked into `gs`, scales decoded once a row. (A function
-/// inlined into its callers, not a closure: the closure was called, not inlined.)
+/// One row's Q4_K block `b` (144 bytes) times 256 activation quants `xv` with their eight
+/// sums of 32 `s`: the exact `Σ sc·q·x` and `Σ m·x` spread over four lanes each. Each run of
+/// 32 bytes gives two groups (low and high nibbles) of four lanes; pairwise adds make one lane
+/// a group, and the scales multiply the eight group sums in two vector products (the
+/// minimums the activations' sums likewise).
+///
+/// # Safety
+/// The CPU must have what `D` uses.
 #[inline(always)]
-fn unpack_k<F: Unpack>(kind: &BlockType, q: &[&[u8]; R], bi: usize, gs: &mut [[G; R]; GPB_K]) {
+unsafe fn q4k_row<D: Dot>(
+    b: &[u8],
+    xv: &[int8x16_t; 16],
+    s: &[int32x4_t; 2],
+) -> (int32x4_t, int32x4_t) {
+    let b = &b[..144];
+    let (sc, m) = crate::weights::quants::scales_mins_k4(&b[4..16]);
+    // SAFETY: NEON is baseline and `D` the caller's to check; loads of 16 bytes inside `b`.
+    unsafe {
+        let zero = vdupq_n_s32(0);
+        let low = vdupq_n_u8(0x0f);
+        let nib = |v: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(v, low));
+        let top = |v: uint8x16_t| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+        let mut g = [zero; GPB_K];
+        for r in 0..4 {
+            let run = &b[16 + 32 * r..16 + 32 * r + 32];
+            let (v0, v1) = (vld1q_u8(run.as_ptr()), vld1q_u8(run[16..].as_ptr()));
+            g[2 * r] = D::dot2(zero, nib(v0), xv[4 * r], nib(v1), xv[4 * r + 1]);
+            g[2 * r + 1] = D::dot2(zero, top(v0), xv[4 * r + 2], top(v1), xv[4 * r + 3]);
+        }
+        let s03 = vpaddq_s32(vpaddq_s32(g[0], g[1]), vpaddq_s32(g[2], g[3]));
+        let s47 = vpaddq_s32(vpaddq_s32(g[4], g[5]), vpaddq_s32(g[6], g[7]));
+        // Eight bytes widened to two i32 vectors.
+        let widen = |v: u64| {
+            let h = vmovl_u8(vcreate_u8(v));
+            [
+                vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h))),
+                vreinterpretq_s32_u32(vmovl_high_u16(h)),
+            ]
+        };
+        let ([sc0, sc1], [m0, m1]) = (widen(sc), widen(m));
+        (
+            vmlaq_s32(vmulq_s32(s03, sc0), s47, sc1),
+            vmlaq_s32(vmulq_s32(m0, s[0]), m1, s[1]),
+        )
+    }
+}
+
+/// One row's Q6_K block `b` (210 bytes) times 256 activation quants `xv`: the exact
+/// `Σ sc·q·x` spread over four lanes. Each 16 quants are 4 bits of `ql` with 2 of `qh` inserted
+/// above them (`sli`), less 32, and have their own scale: sixteen products, pairwise adds to
+/// one lane each, and four vector products with the widened scales.
+///
+/// # Safety
+/// The CPU must have what `D` uses.
+#[inline(always)]
+unsafe fn q6k_row<D: Dot>(b: &[u8], xv: &[int8x16_t; 16]) -> int32x4_t {
+    let b = &b[..210];
+    // SAFETY: NEON is baseline and `D` the caller's to check; loads of 16 bytes inside `b`.
+    unsafe {
+        let zero = vdupq_n_s32(0);
+        let (three, bias) = (vdupq_n_u8(3), vdupq_n_s8(32));
+        // Bits 2r..2r + 2 of each byte of `v`, as the low two.
+        let pair = |v: uint8x16_t, r: usize| match r {
+            0 => vandq_u8(v, three),
+            1 => vandq_u8(vshrq_n_u8::<2>(v), three),
+            2 => vandq_u8(vshrq_n_u8::<4>(v), three),
+            _ => vshrq_n_u8::<6>(v),
+        };
+        let mut h = [zero; 16];
+        // Sixteen quants `e` (0, 1) of run `r` of half `half` (group 4·half + r), written out
+        // for each: as loops, they stayed loops with SDOT.
+        macro_rules! sixteens {
+            ($half:literal: $(($r:literal, $e:literal))*) => {{
+                let ql: [uint8x16_t; 4] =
+                    core::array::from_fn(|i| vld1q_u8(b[64 * $half + 16 * i..].as_ptr()));
+                let qh: [uint8x16_t; 2] =
+                    core::array::from_fn(|i| vld1q_u8(b[128 + 32 * $half + 16 * i..].as_ptr()));
+                $({
+                    let l = ql[2 * ($r % 2) + $e];
+                    // `sli` keeps the destination's low nibble: the high one needs a shift.
+                    let nib = if $r < 2 { l } else { vshrq_n_u8::<4>(l) };
+                    let q = vsliq_n_u8::<4>(nib, pair(qh[$e], $r));
+                    let q = vsubq_s8(vreinterpretq_s8_u8(q), bias);
+                    let i = 2 * (4 * $half + $r) + $e;
+                    h[i] = D::dot(q, xv[i]);
+                })*
+            }};
+        }
+        sixteens!(0: (0, 0) (0, 1) (1, 0) (1, 1) (2, 0) (2, 1) (3, 0) (3, 1));
+        sixteens!(1: (0, 0) (0, 1) (1, 0) (1, 1) (2, 0) (2, 1) (3, 0) (3, 1));
+        let quad = |i: usize| {
+            vpaddq_s32(
+                vpaddq_s32(h[4 * i], h[4 * i + 1]),
+                vpaddq_s32(h[4 * i + 2], h[4 * i + 3]),
+            )
+        };
+        let sc = vreinterpretq_s8_u8(vld1q_u8(b[192..].as_ptr()));
+        let (lo, hi) = (vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc));
+        let sc = [
+            vmovl_s16(vget_low_s16(lo)),
+            vmovl_high_s16(lo),
+            vmovl_s16(vget_low_s16(hi)),
+            vmovl_high_s16(hi),
+        ];
+        let p = vmlaq_s32(vmulq_s32(quad(0), sc[0]), quad(1), sc[1]);
+        vmlaq_s32(vmlaq_s32(p, quad(2), sc[2]), quad(3), sc[3])
+    }
+}
+
+/// The formats whose rows' blocks have a kernel of their own ([`Unpack::DIRECT_K`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowK {
+    /// [`q4k_row`].
+    Q4K,
+    /// [`q6k_row`] (no minimums).
+    Q6K,
+}
+
+impl RowK {
+    /// Bytes of a block.
+    const fn bytes(self) -> usize {
+        match self {
+            RowK::Q4K => 144,
+            RowK::Q6K => 210,
+        }
+    }
+
+    /// Where the block's f16 scale `d` is.
+    const fn d_at(self) -> usize {
+        match self {
+            RowK::Q4K => 0,
+            RowK::Q6K => 208,
+        }
+    }
+
+    /// The row's block `b` times the activations `xv` (sums of 32 `s`): `Σ sc·q·x` and
+    /// `Σ m·x`, each spread over four lanes.
+    ///
+    /// # Safety
+    /// The CPU must have what `D` uses.
+    #[inline(always)]
+    unsafe fn row<D: Dot>(
+        self,
+        b: &[u8],
+        xv: &[int8x16_t; 16],
+        s: &[int32x4_t; 2],
+    ) -> (int32x4_t, int32x4_t) {
+        // SAFETY: the caller's.
+        unsafe {
+            match self {
+                RowK::Q4K => q4k_row::<D>(b, xv, s),
+                RowK::Q6K => (q6k_row::<D>(b, xv), vdupq_n_s32(0)),
+            }
+        }
+    }
+}
+
+/// Four rows' block `bi` of a format with a [`RowK`] kernel times one Q8_K activation block
+/// (`x`, 256 quants, scale `dx`, its eight sums of 32 `sums`), straight from the rows: the
+/// spec's integer sums ([`crate::weights::quants::block_sums_k`]) and its two fused
+/// multiply-adds a row, as [`block_k`] takes them.
+///
+/// # Safety
+/// The CPU must have what `D` uses; each row holds block `bi`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct_k<D: Dot, const MINS: bool>(
+    kind: RowK,
+    q: &[&[u8]; R],
+    bi: usize,
+    x: &[i8],
+    sums: &[i32],
+    dx: f32,
+    acc: &mut float32x4_t,
+    mins: &mut float32x4_t,
+) {
+    let x = &x[..QK_K];
+    let bytes = kind.bytes();
+    let b = |j: usize| &q[j][bytes * bi..bytes * (bi + 1)];
+    // SAFETY: NEON is baseline and `D` the caller's to check; loads of 16 bytes (or four i32)
+    // inside the slices bounded above.
+    unsafe {
+        let xv: [int8x16_t; 16] = core::array::from_fn(|i| vld1q_s8(x[16 * i..].as_ptr()));
+        let s = if MINS {
+            let sums = &sums[..GPB_K];
+            [vld1q_s32(sums.as_ptr()), vld1q_s32(sums[4..].as_ptr())]
+        } else {
+            [vdupq_n_s32(0); 2]
+        };
+        // The four rows written out (a loop over them stayed a loop without SDOT).
+        let r0 = kind.row::<D>(b(0), &xv, &s);
+        let r1 = kind.row::<D>(b(1), &xv, &s);
+        let r2 = kind.row::<D>(b(2), &xv, &s);
+        let r3 = kind.row::<D>(b(3), &xv, &s);
+        // The rows' f16 words at `off` as four floats. (A macro: a closure here was called,
+        // not inlined, and the vector registers spilled around the calls.)
+        macro_rules! f16x4 {
+            ($off:expr) => {{
+                let off = $off;
+                let v = [
+                    f16_at(b(0), off),
+                    f16_at(b(1), off),
+                    f16_at(b(2), off),
+                    f16_at(b(3), off),
+                ];
+                super::neon::cvt_f16x4(vld1_u16(v.as_ptr()))
+            }};
+        }
+        let d4 = f16x4!(kind.d_at());
+        let isum = reduce4([r0.0, r1.0, r2.0, r3.0]);
+        *acc = vfmaq_f32(*acc, vmulq_n_f32(d4, dx), vcvtq_f32_s32(isum));
+        if MINS {
+            let dm4 = f16x4!(2);
+            let imin = reduce4([r0.1, r1.1, r2.1, r3.1]);
+            let next = vfmaq_f32(*mins, vmulq_n_f32(dm4, dx), vcvtq_f32_s32(imin));
+            // The spec skips blocks whose dm is 0.
+            *mins = vbslq_f32(vceqzq_f32(dm4), *mins, next);
+        }
+    }
+}
+
+/// Block `bi` of four rows (`q`) unpacked into `gs`, scales decoded once a row; returns the
+/// rows' minimums for [`block_k`] (zero unless `F::BLOCK_MINS`). (A function inlined into its
+/// callers, not a closure: the closure was called, not inlined.)
+#[inline(always)]
+fn unpack_k<F: Unpack>(
+    kind: &BlockType,
+    q: &[&[u8]; R],
+    bi: usize,
+    gs: &mut [[G; R]; GPB_K],
+) -> Mins {
     let heads: [Head; R] = core::array::from_fn(|j| F::head(q[j], bi));
     for (i, gq) in gs.iter_mut().enumerate() {
         let g = bi * GPB_K + i;
         *gq = core::array::from_fn(|j| F::group(kind, q[j], &heads[j], g));
     }
+    // SAFETY: NEON is baseline on aarch64; four i32 inside each row's eight minimums.
+    core::array::from_fn(|j| unsafe {
+        if F::BLOCK_MINS {
+            let m = &heads[j].m;
+            [vld1q_s32(m.as_ptr()), vld1q_s32(m[4..].as_ptr())]
+        } else {
+            [vdupq_n_s32(0); 2]
+        }
+    })
 }
 
 /// The product of rows of a 256-element format `F` with Q8_K activations (`a`: `nb` blocks of
-/// 256 a token), four rows at a time.
+/// 256 a token), four rows at a time; formats with [`Unpack::BLOCK_MINS`] take their minimum
+/// terms from the activations' sums of 32 when `a` has them.
 ///
 /// # Safety
 /// The CPU must have what `D` uses.
@@ -640,9 +944,33 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
 ) {
-    let Some((nb, rows, toks)) = block_extent(kind, w, row_bytes, a, out) else {
+    let Some(ext) = block_extent(kind, w, row_bytes, a, out) else {
         return;
     };
+    // SAFETY (both): passed on from the caller; the extents are checked above, and the sums'.
+    unsafe {
+        if F::BLOCK_MINS && a.sums.len() == a.qs.len() / QK {
+            gemm_k_with::<F, D, true>(kind, w, row_bytes, a, out, ext)
+        } else {
+            gemm_k_with::<F, D, false>(kind, w, row_bytes, a, out, ext)
+        }
+    }
+}
+
+/// [`gemm_k`] on its extent `(nb, rows, toks)`; `BM` as in [`block_k`].
+///
+/// # Safety
+/// The CPU must have what `D` uses; with `BM`, `a` has its sums.
+#[inline(always)]
+unsafe fn gemm_k_with<F: Unpack, D: Dot, const BM: bool>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+    (nb, rows, toks): (usize, usize, usize),
+) {
+    let sums = |i: usize| if BM { &a.sums[i * GPB_K..] } else { &[][..] };
     let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
     // SAFETY: NEON is baseline on aarch64.
     let (zero, zq) = unsafe { (vdupq_n_f32(0.0), vdupq_n_s8(0)) };
@@ -652,12 +980,24 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
             let q = quad(r0);
             let (mut acc, mut mins) = (zero, zero);
             for bi in 0..nb {
-                mca_mark!("BEGIN", F::MCA_ID);
-                unpack_k::<F>(kind, &q, bi, &mut gs);
                 let x = &a.qs[bi * QK_K..(bi + 1) * QK_K];
-                // SAFETY: passed on from the caller.
-                unsafe { block_k::<F, D>(&gs, x, a.d[bi], &mut acc, &mut mins) };
-                mca_mark!("END", F::MCA_ID);
+                let (dx, s) = (a.d[bi], sums(bi));
+                // llvm-mca measures the path the model takes (with the sums where they are read).
+                let measured = BM == F::BLOCK_MINS;
+                if measured {
+                    mca_mark!("BEGIN", F::MCA_ID);
+                }
+                if let (Some(k), true) = (F::DIRECT_K, BM == F::MINS) {
+                    // SAFETY: passed on from the caller; the quad holds block bi.
+                    unsafe { direct_k::<D, BM>(k, &q, bi, x, s, dx, &mut acc, &mut mins) };
+                } else {
+                    let ms = unpack_k::<F>(kind, &q, bi, &mut gs);
+                    // SAFETY: passed on from the caller.
+                    unsafe { block_k::<F, D, BM>(&gs, x, dx, &ms, s, &mut acc, &mut mins) };
+                }
+                if measured {
+                    mca_mark!("END", F::MCA_ID);
+                }
             }
             store(out, 0, r0, rows, acc, mins);
         }
@@ -670,12 +1010,13 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
             let mut acc = [zero; TOKENS];
             let mut mins = [zero; TOKENS];
             for bi in 0..nb {
-                unpack_k::<F>(kind, &q, bi, &mut gs);
+                let ms = unpack_k::<F>(kind, &q, bi, &mut gs);
                 for t in 0..tn {
                     let i = (t0 + t) * nb + bi;
                     let x = &a.qs[i * QK_K..(i + 1) * QK_K];
+                    let (dx, s, acc, mins) = (a.d[i], sums(i), &mut acc[t], &mut mins[t]);
                     // SAFETY: passed on from the caller.
-                    unsafe { block_k::<F, D>(&gs, x, a.d[i], &mut acc[t], &mut mins[t]) };
+                    unsafe { block_k::<F, D, BM>(&gs, x, dx, &ms, s, acc, mins) };
                 }
             }
             for t in 0..tn {
