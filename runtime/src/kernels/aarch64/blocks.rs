@@ -377,6 +377,7 @@ impl Unpack for Q5K {
     const MINS: bool = true;
     const GPB: usize = 8;
     const BLOCK_MINS: bool = true;
+    const DIRECT_K: Option<RowK> = Some(RowK::Q5K);
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
         Head::k4(&row[176 * bi..176 * bi + 176])
@@ -683,35 +684,60 @@ unsafe fn block_k<F: Unpack, D: Dot, const BM: bool>(
     }
 }
 
-/// One row's Q4_K block `b` (144 bytes) times 256 activation quants `xv` with their eight
+/// One row's Q4_K block `b` (144 bytes), or with `FIFTH` Q5_K's (176: the fifth bits of each
+/// quant in the 32 bytes after the scales), times 256 activation quants `xv` with their eight
 /// sums of 32 `s`: the exact `Σ sc·q·x` and `Σ m·x` spread over four lanes each. Each run of
-/// 32 bytes gives two groups (low and high nibbles) of four lanes; pairwise adds make one lane
-/// a group, and the scales multiply the eight group sums in two vector products (the
-/// minimums the activations' sums likewise).
+/// 32 bytes gives two groups (low and high nibbles, group g's fifth bits being bit g of each
+/// byte of the fifth-bit run) of four lanes; pairwise adds make one lane a group, and the scales
+/// multiply the eight group sums in two vector products (the minimums the activations' sums
+/// likewise).
 ///
 /// # Safety
 /// The CPU must have what `D` uses.
 #[inline(always)]
-unsafe fn q4k_row<D: Dot>(
+unsafe fn k4_row<D: Dot, const FIFTH: bool>(
     b: &[u8],
     xv: &[int8x16_t; 16],
     s: &[int32x4_t; 2],
 ) -> (int32x4_t, int32x4_t) {
-    let b = &b[..144];
+    let (bytes, quants) = if FIFTH { (176, 48) } else { (144, 16) };
+    let b = &b[..bytes];
     let (sc, m) = crate::weights::quants::scales_mins_k4(&b[4..16]);
     // SAFETY: NEON is baseline and `D` the caller's to check; loads of 16 bytes inside `b`.
     unsafe {
         let zero = vdupq_n_s32(0);
         let low = vdupq_n_u8(0x0f);
-        let nib = |v: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(v, low));
-        let top = |v: uint8x16_t| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+        let five = vdupq_n_u8(0x10);
+        let fifth = if FIFTH {
+            [vld1q_u8(b[16..].as_ptr()), vld1q_u8(b[32..].as_ptr())]
+        } else {
+            [vdupq_n_u8(0); 2]
+        };
+        // Group g's 16 quants `e` (0, 1) from their nibbles `v`.
+        let quant = |v: uint8x16_t, g: usize, e: usize| {
+            let v = if FIFTH {
+                let bit = vandq_u8(vtstq_u8(fifth[e], vdupq_n_u8(1 << g)), five);
+                vorrq_u8(v, bit)
+            } else {
+                v
+            };
+            vreinterpretq_s8_u8(v)
+        };
         let mut g = [zero; GPB_K];
-        for r in 0..4 {
-            let run = &b[16 + 32 * r..16 + 32 * r + 32];
-            let (v0, v1) = (vld1q_u8(run.as_ptr()), vld1q_u8(run[16..].as_ptr()));
-            g[2 * r] = D::dot2(zero, nib(v0), xv[4 * r], nib(v1), xv[4 * r + 1]);
-            g[2 * r + 1] = D::dot2(zero, top(v0), xv[4 * r + 2], top(v1), xv[4 * r + 3]);
+        // Run r of the four, written out for each (as a loop it stayed one with Q5_K).
+        macro_rules! run {
+            ($($r:literal)*) => {$({
+                let run = &b[quants + 32 * $r..quants + 32 * $r + 32];
+                let (v0, v1) = (vld1q_u8(run.as_ptr()), vld1q_u8(run[16..].as_ptr()));
+                let (l0, l1) = (vandq_u8(v0, low), vandq_u8(v1, low));
+                let (h0, h1) = (vshrq_n_u8::<4>(v0), vshrq_n_u8::<4>(v1));
+                let (ge, go) = (2 * $r, 2 * $r + 1);
+                let (xe, xo) = (4 * $r, 4 * $r + 2);
+                g[ge] = D::dot2(zero, quant(l0, ge, 0), xv[xe], quant(l1, ge, 1), xv[xe + 1]);
+                g[go] = D::dot2(zero, quant(h0, go, 0), xv[xo], quant(h1, go, 1), xv[xo + 1]);
+            })*};
         }
+        run!(0 1 2 3);
         let s03 = vpaddq_s32(vpaddq_s32(g[0], g[1]), vpaddq_s32(g[2], g[3]));
         let s47 = vpaddq_s32(vpaddq_s32(g[4], g[5]), vpaddq_s32(g[6], g[7]));
         // Eight bytes widened to two i32 vectors.
@@ -795,8 +821,10 @@ unsafe fn q6k_row<D: Dot>(b: &[u8], xv: &[int8x16_t; 16]) -> int32x4_t {
 /// The formats whose rows' blocks have a kernel of their own ([`Unpack::DIRECT_K`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RowK {
-    /// [`q4k_row`].
+    /// [`k4_row`].
     Q4K,
+    /// [`k4_row`] with fifth bits.
+    Q5K,
     /// [`q6k_row`] (no minimums).
     Q6K,
 }
@@ -806,6 +834,7 @@ impl RowK {
     const fn bytes(self) -> usize {
         match self {
             RowK::Q4K => 144,
+            RowK::Q5K => 176,
             RowK::Q6K => 210,
         }
     }
@@ -813,7 +842,7 @@ impl RowK {
     /// Where the block's f16 scale `d` is.
     const fn d_at(self) -> usize {
         match self {
-            RowK::Q4K => 0,
+            RowK::Q4K | RowK::Q5K => 0,
             RowK::Q6K => 208,
         }
     }
@@ -833,7 +862,8 @@ impl RowK {
         // SAFETY: the caller's.
         unsafe {
             match self {
-                RowK::Q4K => q4k_row::<D>(b, xv, s),
+                RowK::Q4K => k4_row::<D, false>(b, xv, s),
+                RowK::Q5K => k4_row::<D, true>(b, xv, s),
                 RowK::Q6K => (q6k_row::<D>(b, xv), vdupq_n_s32(0)),
             }
         }
