@@ -117,6 +117,11 @@ impl QActs<'_> {
     pub fn tokens(&self) -> usize {
         self.d.len().checked_div(self.nb).unwrap_or(0)
     }
+
+    /// Whether the integer sums of every 32 quants are here ([`QActs::sums`]).
+    pub fn has_sums(&self) -> bool {
+        self.sums.len() * QK == self.qs.len()
+    }
 }
 
 /// Each block's integer sum: `sums[b] = Σ qs[32b..32b + 32]`.

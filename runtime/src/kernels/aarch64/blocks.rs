@@ -979,7 +979,7 @@ unsafe fn gemm_k<F: Unpack, D: Dot>(
     };
     // SAFETY (both): passed on from the caller; the extents are checked above, and the sums'.
     unsafe {
-        if F::BLOCK_MINS && a.sums.len() == a.qs.len() / QK {
+        if F::BLOCK_MINS && a.has_sums() {
             gemm_k_with::<F, D, true>(kind, w, row_bytes, a, out, ext)
         } else {
             gemm_k_with::<F, D, false>(kind, w, row_bytes, a, out, ext)

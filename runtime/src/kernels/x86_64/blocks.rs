@@ -1294,7 +1294,7 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
     };
     // SAFETY (both): the caller's features; the extents are checked above, and the sums'.
     unsafe {
-        if F::BLOCK_MINS && a.sums.len() == a.qs.len() / QK {
+        if F::BLOCK_MINS && a.has_sums() {
             gemm_k_with::<F, V, true>(kind, w, row_bytes, a, out, ext)
         } else {
             gemm_k_with::<F, V, false>(kind, w, row_bytes, a, out, ext)
