@@ -165,6 +165,7 @@ trait Unpack {
         macro_rules! unsigned {
             ($i:expr) => {{
                 let row = rows.row($i);
+                // SAFETY: the caller's features; the row holds group g.
                 let gr = unsafe { Self::group(kind, row, &Self::head(row, g / Self::GPB), g) };
                 if Self::UNSIGNED {
                     gr.q
@@ -1349,16 +1350,17 @@ unsafe fn gemm_k_with<F: Unpack, const V: bool, const BM: bool>(
             for bi in 0..nb {
                 let (l, ms) = unpack_block::<F>(kind, &q, bi, &mut gs);
                 let mut t = 0;
-                // SAFETY (each): the caller's; `t + n <= tn`.
                 while t + K_PAIR <= tn {
                     let at = (t0 + t, bi, nb);
                     let (acc, mins) = (&mut acc[t..t + K_PAIR], &mut mins[t..t + K_PAIR]);
+                    // SAFETY: the caller's features and extents; tokens t0 + t.. are in `a`.
                     unsafe { tokens_k::<F, V, BM, K_PAIR>(&gs, &l, &ms, a, at, acc, mins) };
                     t += K_PAIR;
                 }
                 while t < tn {
                     let at = (t0 + t, bi, nb);
                     let (acc, mins) = (&mut acc[t..t + 1], &mut mins[t..t + 1]);
+                    // SAFETY: as above.
                     unsafe { tokens_k::<F, V, BM, 1>(&gs, &l, &ms, a, at, acc, mins) };
                     t += 1;
                 }
