@@ -67,6 +67,11 @@ fn main() {
         if b == 1 {
             base = best;
         }
-        println!("B={b}: {best:.1} tok/s ({:.2}x)", best / base);
+        if base > 0.0 {
+            println!("B={b}: {best:.1} tok/s ({:.2}x)", best / base);
+        } else {
+            // B = 1 was not run: no ratio to print.
+            println!("B={b}: {best:.1} tok/s");
+        }
     }
 }

@@ -273,8 +273,14 @@ unsafe fn pass<F: Unpack, const N: usize>(
     let step = slen.div_ceil(nb).next_multiple_of(64);
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     // The prefetch window (read as if in order): a pass and LEAD bytes ahead, `step` bytes of
-    // it per group.
-    let ahead = (r0 + ROWS) * row_bytes + LEAD;
+    // it per group. A prefetch is a hint that never faults, so the window is not clamped to
+    // the weights (past the last pass it touches at most a pass and LEAD bytes beyond them):
+    // the address arithmetic stays out of the group loop.
+    let window = w.as_ptr().wrapping_add((r0 + ROWS) * row_bytes + LEAD);
+    let lines = step / 64;
+    // Each token's first block: block (t0 + t)·nb + g is below toks·nb, which `gemm` checked
+    // that qs, d, s and sums cover.
+    let first: [usize; N] = core::array::from_fn(|t| (t0 + t) * nb);
     // SAFETY (each): the caller's features; every row holds group 0 (gb ≥ 16).
     let mut heads = unsafe {
         [
@@ -288,11 +294,10 @@ unsafe fn pass<F: Unpack, const N: usize>(
     let mut sw = unsafe { scale_words(&heads) };
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
     for g in 0..nb {
-        let from = ahead + step * g;
-        let to = (from + step).min(ahead + slen).min(w.len());
-        for at in (from..to).step_by(64) {
-            // A prefetch of an address inside the weights (it never faults).
-            _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(at).cast());
+        let at = window.wrapping_add(step * g);
+        for i in 0..lines {
+            // A prefetch (a hint: it never faults).
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * i).cast());
         }
         // The last 16 bytes of each row's group g.
         let off = g * gb + gb - 16;
@@ -343,17 +348,28 @@ unsafe fn pass<F: Unpack, const N: usize>(
         } else {
             [(z, z); 4]
         };
+        if N > 1 {
+            // The next group's heads and scale words, now that this group's quants are
+            // unpacked: the tokens' products below hold one register of them, not four.
+            heads = next;
+            if g + 1 < nb {
+                // SAFETY: the caller's features.
+                sw = unsafe { scale_words(&next) };
+            }
+        }
         // The minimum is added: its chain takes −m; the spec skips groups whose dm is 0.
         let dm = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
         let live = _mm256_cmp_ps::<_CMP_NEQ_UQ>(dm, zero);
         for t in 0..N {
-            let b = (t0 + t) * nb + g;
-            let x = &a.qs[b * QK..b * QK + QK];
-            // SAFETY: 32 bytes in bounds (the slice above).
-            let (xl, xh) = unsafe {
+            let b = first[t] + g;
+            // SAFETY: block b's 32 quants, scale and sums are in bounds (see `first`).
+            let (xl, xh, dx, sx) = unsafe {
+                let x = a.qs.as_ptr().add(b * QK);
                 (
-                    _mm256_broadcastsi128_si256(_mm_loadu_si128(x.as_ptr().cast())),
-                    _mm256_broadcastsi128_si256(_mm_loadu_si128(x[16..].as_ptr().cast())),
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(x.cast())),
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(16).cast())),
+                    *a.d.get_unchecked(b),
+                    *a.s.get_unchecked(b),
                 )
             };
             // (A macro: a closure would not take the enclosing target features.)
@@ -387,9 +403,9 @@ unsafe fn pass<F: Unpack, const N: usize>(
                 }};
             }
             let p = [product!(0), product!(1), product!(2), product!(3)];
-            if t + 1 == N {
-                // The next group's heads and scale words (once the last token's products have
-                // read this group's).
+            if N == 1 {
+                // The next group's heads and scale words (once the token's products have read
+                // this group's).
                 heads = next;
                 if g + 1 < nb {
                     // SAFETY: the caller's features.
@@ -420,12 +436,14 @@ unsafe fn pass<F: Unpack, const N: usize>(
                 fold!(_mm256_add_epi32)
             };
             if offset != 0 {
-                isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * a.sums[b]));
+                // SAFETY: block b's sum is in bounds (see `first`).
+                let sum = unsafe { *a.sums.get_unchecked(b) };
+                isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * sum));
             }
-            let dx = _mm256_set1_ps(a.d[b]);
+            let dx = _mm256_set1_ps(dx);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(isum), acc[t]);
             if F::MINS {
-                let next = _mm256_fmadd_ps(dm, _mm256_set1_ps(a.s[b]), mins[t]);
+                let next = _mm256_fmadd_ps(dm, _mm256_set1_ps(sx), mins[t]);
                 mins[t] = _mm256_blendv_ps(mins[t], next, live);
             }
         }
