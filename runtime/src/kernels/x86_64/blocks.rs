@@ -1215,18 +1215,22 @@ unsafe fn quads_k<F: Unpack, const V: bool, const BM: bool, const N: usize>(
     let zero = _mm256_setzero_si256();
     for r0 in (0..rows).step_by(R) {
         let q = row_group::<R>(w, row_bytes, rows, r0);
-        let ahead = if t0 == 0 && r0 + PREFETCH_ROWS < rows {
-            let end = (r0 + PREFETCH_ROWS + R).min(rows) * row_bytes;
-            &w[(r0 + PREFETCH_ROWS) * row_bytes..end]
+        // The window: `step` bytes a block from the start of the rows PREFETCH_ROWS ahead (a
+        // whole number of lines, so it runs up to nb lines past their end: prefetches are
+        // hints that never fault), no division inside the block loop.
+        let (ahead, step) = if t0 == 0 && r0 + PREFETCH_ROWS < rows {
+            let len = ((r0 + PREFETCH_ROWS + R).min(rows) - r0 - PREFETCH_ROWS) * row_bytes;
+            let at = w.as_ptr().wrapping_add((r0 + PREFETCH_ROWS) * row_bytes);
+            (at, len.div_ceil(nb).next_multiple_of(64))
         } else {
-            &w[..0]
+            (w.as_ptr(), 0)
         };
         let (mut acc, mut mins) = ([_mm_setzero_ps(); N], [_mm_setzero_ps(); N]);
         for bi in 0..nb {
-            let part = ahead.len() * bi / nb..ahead.len() * (bi + 1) / nb;
-            for line in ahead[part].chunks(64) {
-                // A prefetch of an address inside `w` (it never faults).
-                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            let at = ahead.wrapping_add(step * bi);
+            for i in (0..step).step_by(64) {
+                // A prefetch (a hint: it never faults).
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(i).cast());
             }
             // Groups straight from the rows into the products (not through memory).
             let heads = [
