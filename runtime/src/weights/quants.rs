@@ -505,9 +505,14 @@ impl BlockScales {
 /// the 12 bytes (more are ignored).
 #[inline(always)]
 pub fn scales_mins_k4(q: &[u8]) -> (u64, u64) {
-    let q = &q[..12];
-    let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
-    let (w0, w1, w2) = (w(0), w(1), w(2));
+    let q: &[u8; 12] = q[..12].try_into().expect("12 bytes");
+    // (Not a closure: the kernels inline this into loops, and a closure was left a call there.)
+    let [a, b, c, d, e, f, g, h, i, j, k, l] = *q;
+    let (w0, w1, w2) = (
+        u32::from_le_bytes([a, b, c, d]),
+        u32::from_le_bytes([e, f, g, h]),
+        u32::from_le_bytes([i, j, k, l]),
+    );
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const TOP2: u32 = 0x0303_0303;

@@ -18,7 +18,7 @@ mod strips;
 mod strips_avx2;
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
-use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
+use crate::weights::quants::{scales_mins_k4, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
 use decode::Rows4;
@@ -583,6 +583,34 @@ unsafe fn k4_nibbles(b: &[u8], off: usize, g: usize) -> __m256i {
     _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
 }
 
+/// The scales of the Q4_K / Q5_K block `b` (its bytes: d, dmin, then the 12 bytes of scales),
+/// as [`Head::k4`] gives them: the 6-bit scales and minimums come out of word operations
+/// ([`scales_mins_k4`]) and are widened to the i32 arrays by two byte extensions, not one group
+/// at a time.
+///
+/// # Safety
+/// AVX2 must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn k4_head(b: &[u8]) -> Head {
+    let (sc, m) = scales_mins_k4(&b[4..16]);
+    let mut h = Head {
+        d: u16::from_le_bytes([b[0], b[1]]),
+        dm: u16::from_le_bytes([b[2], b[3]]),
+        ..Head::NONE
+    };
+    // (No closure: it would not take the enclosing target features.)
+    let (sc, m) = (
+        _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc as i64)),
+        _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)),
+    );
+    // SAFETY: each array is eight i32, 32 bytes.
+    unsafe {
+        _mm256_storeu_si256(h.sc.as_mut_ptr().cast(), sc);
+        _mm256_storeu_si256(h.m.as_mut_ptr().cast(), m);
+    }
+    h
+}
+
 struct Q4K;
 impl Unpack for Q4K {
     const MINS: bool = true;
@@ -591,7 +619,7 @@ impl Unpack for Q4K {
     const BLOCK_MINS: bool = true;
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
-        Head::k4(&row[144 * bi..144 * bi + 144])
+        k4_head(&row[144 * bi..144 * bi + 144])
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
