@@ -764,8 +764,9 @@ impl Lanes {
 
     /// `next` in the lanes whose `dm` is not 0, `old` in the others: the spec skips the minimum
     /// terms of groups whose `dm` is 0. Only quads that have such a row take the select, which
-    /// the compiler makes a masked store when `old` is read from where the result goes: that
-    /// took most of the time of a K-format prefill on AMD Zen 3 (`vmaskmovps`).
+    /// the compiler made a masked store (`vmaskmovps`, slow on AMD Zen 3) when `old` is read
+    /// from where the result goes. (This went in with the K formats' minimums from the sums;
+    /// its own share of that change's gain was not measured apart.)
     ///
     /// # Safety
     /// SSE4.1 is enabled (this is inlined into [`gemm`]).
