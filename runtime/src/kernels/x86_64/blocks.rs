@@ -691,10 +691,19 @@ impl Unpack for Q6K {
             _mm256_set1_epi8(3),
         );
         let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-        let (s0, s1) = (b[192 + 2 * j] as i8, b[192 + 2 * j + 1] as i8);
+        // The group's two scales (i8 at bytes 192 + 2j and 193 + 2j): the block's sixteen
+        // widened to i16 (one load the unrolled groups share), dword j (the pair) to every
+        // lane, then the first to the low half's lanes and the second to the high half's.
+        // SAFETY: bytes 192..208 of the block.
+        let all = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(b[192..208].as_ptr().cast()) });
+        let pair = _mm256_permutevar8x32_epi32(all, _mm256_set1_epi32(j as i32));
+        let halves = _mm256_setr_epi8(
+            0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+            3, 2, 3,
+        );
         G {
             q: _mm256_sub_epi8(q, _mm256_set1_epi8(32)),
-            sc: halves16(s0 as i32, s1 as i32),
+            sc: _mm256_shuffle_epi8(pair, halves),
             m: _mm256_setzero_si256(),
             d: h.d,
             dm: 0,
