@@ -369,6 +369,19 @@ impl QuantBlock for BlockQ2K {
     }
 }
 
+/// Scale k (0..16) of a Q3_K block's 12 scale bytes, unpacked (0..64; the format subtracts 32):
+/// its low 4 bits are a nibble of bytes 0..8, its top 2 bits a pair of bytes 8..12.
+#[inline(always)]
+pub fn q3k_scale(s: &[u8; 12], k: usize) -> i32 {
+    let lo = if k < 8 {
+        s[k % 8] & 0x0f
+    } else {
+        s[k % 8] >> 4
+    };
+    let hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+    (lo | hi << 4) as i32
+}
+
 /// 3-bit K-quants: 2 low bits in `qs`, the high bit in `hmask` (set means no −4), 16 signed 6-bit
 /// scales: value = d·(sc − 32)·q.
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -388,16 +401,7 @@ const _: () = assert!(core::mem::size_of::<BlockQ3K>() == 110);
 impl BlockQ3K {
     /// The 16 scales, unpacked (each 0..64; the format subtracts 32).
     fn scales(&self) -> [i32; 16] {
-        let s = &self.scales;
-        core::array::from_fn(|k| {
-            let lo = if k < 8 {
-                s[k % 8] & 0x0f
-            } else {
-                s[k % 8] >> 4
-            };
-            let hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
-            (lo | hi << 4) as i32
-        })
+        core::array::from_fn(|k| q3k_scale(&self.scales, k))
     }
 
     /// Quant of element e, centred (−4..4).
