@@ -19,9 +19,7 @@ mod strips;
 mod strips_avx2;
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
-use crate::weights::quants::{
-    q3k_scale, scales_mins_k4, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K,
-};
+use crate::weights::quants::{scales_mins_k4, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
 use decode::Rows4;
@@ -668,6 +666,22 @@ impl Unpack for Q5K {
     }
 }
 
+/// i16 lanes: scale 2j (8 ×, half 0) then scale 2j + 1 (8 ×, half 1) of a block's sixteen
+/// scales `all` (i16, in order): dword j (the pair) to every lane by one permute, then each
+/// half's by one byte shuffle (j is a constant once the kernels' group loop is unrolled).
+///
+/// # Safety
+/// AVX2 must be enabled (this is inlined into [`gemm`]).
+#[inline(always)]
+unsafe fn pair_halves(all: __m256i, j: usize) -> __m256i {
+    let pair = _mm256_permutevar8x32_epi32(all, _mm256_set1_epi32(j as i32));
+    let halves = _mm256_setr_epi8(
+        0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+        2, 3,
+    );
+    _mm256_shuffle_epi8(pair, halves)
+}
+
 struct Q6K;
 impl Unpack for Q6K {
     const MINS: bool = false;
@@ -694,19 +708,14 @@ impl Unpack for Q6K {
             _mm256_set1_epi8(3),
         );
         let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-        // The group's two scales (i8 at bytes 192 + 2j and 193 + 2j): the block's sixteen
-        // widened to i16 (one load the unrolled groups share), dword j (the pair) to every
-        // lane, then the first to the low half's lanes and the second to the high half's.
+        // The group's two scales (i8 at bytes 192 + 2j and 193 + 2j) from the block's sixteen
+        // widened to i16 (one load the unrolled groups share).
         // SAFETY: bytes 192..208 of the block.
         let all = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(b[192..208].as_ptr().cast()) });
-        let pair = _mm256_permutevar8x32_epi32(all, _mm256_set1_epi32(j as i32));
-        let halves = _mm256_setr_epi8(
-            0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
-            3, 2, 3,
-        );
         G {
             q: _mm256_sub_epi8(q, _mm256_set1_epi8(32)),
-            sc: _mm256_shuffle_epi8(pair, halves),
+            // SAFETY: the caller's features.
+            sc: unsafe { pair_halves(all, j) },
             m: _mm256_setzero_si256(),
             d: h.d,
             dm: 0,
@@ -747,13 +756,17 @@ impl Unpack for Q2K {
         let (bi, j) = (g / 8, g % 8);
         let b = &row[84 * bi..84 * bi + 84];
         // Group j: plane j % 4 of the quant bytes 16 + 32·(j / 4)..; each half's scale (low
-        // nibble) and minimum (high nibble) at bytes 2j and 2j + 1.
-        let (s0, s1) = (b[2 * j] as i32, b[2 * j + 1] as i32);
+        // nibble) and minimum (high nibble) at bytes 2j and 2j + 1, from the block's sixteen
+        // widened to i16 (one load the unrolled groups share).
+        // SAFETY: bytes 0..16 of the block.
+        let s = unsafe { _mm_loadu_si128(b.as_ptr().cast()) };
+        let low = _mm_and_si128(s, _mm_set1_epi8(0x0f));
+        let high = _mm_and_si128(_mm_srli_epi16::<4>(s), _mm_set1_epi8(0x0f));
+        // SAFETY (each): the caller's features; the 32 bytes are in the block.
         G {
-            // SAFETY: the caller's features; the 32 bytes are in the block.
             q: unsafe { plane2(b, 16 + 32 * (j / 4), j % 4) },
-            sc: halves16(s0 & 15, s1 & 15),
-            m: halves16(s0 >> 4, s1 >> 4),
+            sc: unsafe { pair_halves(_mm256_cvtepu8_epi16(low), j) },
+            m: unsafe { pair_halves(_mm256_cvtepu8_epi16(high), j) },
             d: h.d,
             dm: h.dm,
         }
@@ -767,10 +780,35 @@ impl Unpack for Q3K {
     #[inline(always)]
     unsafe fn head(row: &[u8], bi: usize) -> Head {
         let b = &row[110 * bi..110 * bi + 110];
-        Head {
+        let mut h = Head {
             d: u16::from_le_bytes([b[108], b[109]]),
             ..Head::NONE
+        };
+        // The sixteen scales (`quants::q3k_scale` for every k) in word operations, centred, widened
+        // to i16 and kept as `sc`'s eight dwords (dword j: group j's pair), for
+        // [`pair_halves`]. Scale k's low nibble is nibble k / 8 of byte k % 8; its top two bits
+        // are bits 2·(k / 4) of byte 8 + k % 4.
+        let [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]: [u8; 12] =
+            b[96..108].try_into().expect("12 bytes");
+        let (w0, w1, top) = (
+            u32::from_le_bytes([s0, s1, s2, s3]),
+            u32::from_le_bytes([s4, s5, s6, s7]),
+            u32::from_le_bytes([s8, s9, s10, s11]),
+        );
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const TOP2: u32 = 0x0303_0303;
+        let s = [
+            (w0 & LOW4) | (top & TOP2) << 4,
+            (w1 & LOW4) | (top >> 2 & TOP2) << 4,
+            (w0 >> 4 & LOW4) | (top >> 4 & TOP2) << 4,
+            (w1 >> 4 & LOW4) | (top >> 6 & TOP2) << 4,
+        ];
+        // SAFETY: 16 bytes read, `sc` is eight i32 (32 bytes) written.
+        unsafe {
+            let v = _mm_sub_epi8(_mm_loadu_si128(s.as_ptr().cast()), _mm_set1_epi8(32));
+            _mm256_storeu_si256(h.sc.as_mut_ptr().cast(), _mm256_cvtepi8_epi16(v));
         }
+        h
     }
     #[inline(always)]
     unsafe fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
@@ -784,10 +822,11 @@ impl Unpack for Q3K {
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(load32(b, 0), bit), bit);
         let four = _mm256_set1_epi8(4);
         let q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_and_si256(set, four)), four);
-        let sc: &[u8; 12] = b[96..108].try_into().expect("12 bytes");
+        // SAFETY: `sc` is eight i32, 32 bytes; the caller's features.
+        let sc = unsafe { pair_halves(_mm256_loadu_si256(h.sc.as_ptr().cast()), j) };
         G {
             q,
-            sc: halves16(q3k_scale(sc, 2 * j) - 32, q3k_scale(sc, 2 * j + 1) - 32),
+            sc,
             m: _mm256_setzero_si256(),
             d: h.d,
             dm: 0,
