@@ -4,11 +4,11 @@
 //! worked on together, their sums reduced side by side into the four lanes of one vector, and
 //! each lane takes that row's fused multiply-adds: every result is the spec's, bit for bit.
 //!
-//! Formats without a row here (Q2_K, Q3_K) go through the table's scalar unpacker ([`Scalar`])
-//! and still get the vector products.
+//! A format without a row here would go through the table's scalar unpacker ([`Scalar`]) and
+//! still get the vector products (Q2_K and Q3_K did until 2026-12-06).
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
-use crate::weights::quants::{Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
+use crate::weights::quants::{q3k_scale, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::aarch64::*;
 
@@ -432,6 +432,87 @@ impl Unpack for Q6K {
         G {
             q: signed(q, 32),
             sc,
+            m: [0; 2],
+            d: h.d,
+            dm: 0,
+        }
+    }
+}
+
+/// Bits `2r..2r + 2` of each of the 32 bytes at `off` of `b` (r < 4): one plane of 2-bit
+/// quants (Q2_K, Q3_K).
+fn plane2(b: &[u8], off: usize, r: usize) -> [uint8x16_t; 2] {
+    // SAFETY: NEON is baseline on aarch64.
+    unsafe {
+        let m = vdupq_n_u8(3);
+        [
+            vandq_u8(shr(u8x16(b, off), 2 * r), m),
+            vandq_u8(shr(u8x16(b, off + 16), 2 * r), m),
+        ]
+    }
+}
+
+struct Q2K;
+impl Unpack for Q2K {
+    const MINS: bool = true;
+    const GPB: usize = 8;
+    #[inline(always)]
+    fn head(row: &[u8], bi: usize) -> Head {
+        let b = &row[84 * bi..84 * bi + 84];
+        Head {
+            d: f16_at(b, 80),
+            dm: f16_at(b, 82),
+            ..Head::NONE
+        }
+    }
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[84 * bi..84 * bi + 84];
+        // Group j: plane j % 4 of the quant bytes 16 + 32·(j / 4)..; each half's scale (low
+        // nibble) and minimum (high nibble) at bytes 2j and 2j + 1.
+        let (s0, s1) = (b[2 * j] as i32, b[2 * j + 1] as i32);
+        G {
+            q: signed(plane2(b, 16 + 32 * (j / 4), j % 4), 0),
+            sc: [s0 & 15, s1 & 15],
+            m: [s0 >> 4, s1 >> 4],
+            d: h.d,
+            dm: h.dm,
+        }
+    }
+}
+
+struct Q3K;
+impl Unpack for Q3K {
+    const MINS: bool = false;
+    const GPB: usize = 8;
+    #[inline(always)]
+    fn head(row: &[u8], bi: usize) -> Head {
+        Head {
+            d: f16_at(&row[110 * bi..110 * bi + 110], 108),
+            ..Head::NONE
+        }
+    }
+    #[inline(always)]
+    fn group(_: &BlockType, row: &[u8], h: &Head, g: usize) -> G {
+        let (bi, j) = (g / 8, g % 8);
+        let b = &row[110 * bi..110 * bi + 110];
+        // Group j: plane j % 4 of the low bits at 32 + 32·(j / 4)..; bit j of each of the 32
+        // mask bytes set means no −4: q = low + (set ? 4 : 0) − 4, in −4..4.
+        let low = plane2(b, 32 + 32 * (j / 4), j % 4);
+        // SAFETY: NEON is baseline on aarch64.
+        let q = unsafe {
+            let (bit, four) = (vdupq_n_u8(1 << j), vdupq_n_u8(4));
+            let one = |k: usize| {
+                let set = vtstq_u8(u8x16(b, 16 * k), bit);
+                vorrq_u8(low[k], vandq_u8(set, four))
+            };
+            [one(0), one(1)]
+        };
+        let s: &[u8; 12] = b[96..108].try_into().expect("12 bytes");
+        G {
+            q: signed(q, 4),
+            sc: [q3k_scale(s, 2 * j) - 32, q3k_scale(s, 2 * j + 1) - 32],
             m: [0; 2],
             d: h.d,
             dm: 0,
@@ -1074,6 +1155,8 @@ unsafe fn dispatch<D: Dot>(
             GgmlType::Q5_0 => gemm::<Q5_0, D>(kind, w, row_bytes, a, out),
             GgmlType::Q5_1 => gemm::<Q5_1, D>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_NL => gemm::<Iq4Nl, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q2_K => gemm_k::<Q2K, D>(kind, w, row_bytes, a, out),
+            GgmlType::Q3_K => gemm_k::<Q3K, D>(kind, w, row_bytes, a, out),
             GgmlType::Q4_K => gemm_k::<Q4K, D>(kind, w, row_bytes, a, out),
             GgmlType::Q5_K => gemm_k::<Q5K, D>(kind, w, row_bytes, a, out),
             GgmlType::Q6_K => gemm_k::<Q6K, D>(kind, w, row_bytes, a, out),
