@@ -369,17 +369,26 @@ impl QuantBlock for BlockQ2K {
     }
 }
 
-/// Scale k (0..16) of a Q3_K block's 12 scale bytes, unpacked (0..64; the format subtracts 32):
-/// its low 4 bits are a nibble of bytes 0..8, its top 2 bits a pair of bytes 8..12.
+/// The sixteen scales of a Q3_K block's 12 scale bytes, unpacked (each 0..64; the format
+/// subtracts 32), in word operations (the spec every kernel shares): scale k's low 4 bits are
+/// nibble k / 8 of byte k % 8, its top 2 bits are bits 2·(k / 4) of byte 8 + k % 4.
 #[inline(always)]
-pub fn q3k_scale(s: &[u8; 12], k: usize) -> i32 {
-    let lo = if k < 8 {
-        s[k % 8] & 0x0f
-    } else {
-        s[k % 8] >> 4
-    };
-    let hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
-    (lo | hi << 4) as i32
+pub fn q3k_scales(s: &[u8; 12]) -> [u8; 16] {
+    let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (w0, w1, top) = (word(0), word(4), word(8));
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    let w = [
+        (w0 & LOW4) | (top & TOP2) << 4,
+        (w1 & LOW4) | (top >> 2 & TOP2) << 4,
+        (w0 >> 4 & LOW4) | (top >> 4 & TOP2) << 4,
+        (w1 >> 4 & LOW4) | (top >> 6 & TOP2) << 4,
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(w) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
 }
 
 /// 3-bit K-quants: 2 low bits in `qs`, the high bit in `hmask` (set means no −4), 16 signed 6-bit
@@ -401,7 +410,7 @@ const _: () = assert!(core::mem::size_of::<BlockQ3K>() == 110);
 impl BlockQ3K {
     /// The 16 scales, unpacked (each 0..64; the format subtracts 32).
     fn scales(&self) -> [i32; 16] {
-        core::array::from_fn(|k| q3k_scale(&self.scales, k))
+        q3k_scales(&self.scales).map(i32::from)
     }
 
     /// Quant of element e, centred (−4..4).
@@ -834,6 +843,29 @@ mod tests {
                 let want = scale_min_k4(j, &q);
                 let got = ((sc >> (8 * j)) as u8, (m >> (8 * j)) as u8);
                 assert_eq!(got, want, "group {j} of {q:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn q3k_scales_are_each_scale_bit_by_bit() {
+        // Every value of each byte position, the others from a generator; each scale read
+        // from the packing's definition, one bit field at a time.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..12 * 256 * 4 {
+            let mut s = [0u8; 12];
+            for b in s.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = (seed >> 32) as u8;
+            }
+            s[i / 1024 % 12] = (i % 256) as u8;
+            let got = q3k_scales(&s);
+            for k in 0..16 {
+                let low = (s[k % 8] >> (4 * (k / 8))) & 0x0f;
+                let top = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+                assert_eq!(got[k], low | top << 4, "scale {k} of {s:?}");
             }
         }
     }

@@ -8,7 +8,7 @@
 //! still get the vector products (Q2_K and Q3_K did until 2026-12-06).
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
-use crate::weights::quants::{q3k_scale, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
+use crate::weights::quants::{q3k_scales, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::aarch64::*;
 
@@ -488,9 +488,15 @@ impl Unpack for Q3K {
     const GPB: usize = 8;
     #[inline(always)]
     fn head(row: &[u8], bi: usize) -> Head {
+        let b = &row[110 * bi..110 * bi + 110];
+        // The sixteen scales, centred, once a block: group j's pair in `sc[j]` and `m[j]`
+        // (Q3_K has no minimums; `m` holds each pair's second scale).
+        let s = q3k_scales(b[96..108].try_into().expect("12 bytes"));
         Head {
-            d: f16_at(&row[110 * bi..110 * bi + 110], 108),
-            ..Head::NONE
+            d: f16_at(b, 108),
+            dm: 0,
+            sc: core::array::from_fn(|j| i32::from(s[2 * j]) - 32),
+            m: core::array::from_fn(|j| i32::from(s[2 * j + 1]) - 32),
         }
     }
     #[inline(always)]
@@ -509,10 +515,9 @@ impl Unpack for Q3K {
             };
             [one(0), one(1)]
         };
-        let s: &[u8; 12] = b[96..108].try_into().expect("12 bytes");
         G {
             q: signed(q, 4),
-            sc: [q3k_scale(s, 2 * j) - 32, q3k_scale(s, 2 * j + 1) - 32],
+            sc: [h.sc[j], h.m[j]],
             m: [0; 2],
             d: h.d,
             dm: 0,

@@ -11,7 +11,7 @@
 //! Each format is one [`Unpack`] row: how group `g` of a row reads as 32 signed quants in a
 //! register with its scales. A format without a row here would go through the table's scalar
 //! unpacker ([`Scalar`]) and still get the vector products (Q2_K and Q3_K did until 2026-12-06,
-//! about ten times slower than a row: 576 × 1536 from memory, one token, 570 and 507 µs).
+//! about ten times slower than a row: 576 × 1536 from memory, one token, 577 and 522 µs).
 
 mod decode;
 mod decode_avx2;
@@ -19,7 +19,9 @@ mod strips;
 mod strips_avx2;
 
 use crate::kernels::{block_extent, row_group, OutRows, QActs};
-use crate::weights::quants::{scales_mins_k4, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K};
+use crate::weights::quants::{
+    q3k_scales, scales_mins_k4, Acts, BlockScales as Head, Group, IQ4_GRID, QK_K,
+};
 use crate::weights::{BlockType, GgmlType, QK};
 use core::arch::x86_64::*;
 use decode::Rows4;
@@ -784,25 +786,9 @@ impl Unpack for Q3K {
             d: u16::from_le_bytes([b[108], b[109]]),
             ..Head::NONE
         };
-        // The sixteen scales (`quants::q3k_scale` for every k) in word operations, centred, widened
-        // to i16 and kept as `sc`'s eight dwords (dword j: group j's pair), for
-        // [`pair_halves`]. Scale k's low nibble is nibble k / 8 of byte k % 8; its top two bits
-        // are bits 2·(k / 4) of byte 8 + k % 4.
-        let [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]: [u8; 12] =
-            b[96..108].try_into().expect("12 bytes");
-        let (w0, w1, top) = (
-            u32::from_le_bytes([s0, s1, s2, s3]),
-            u32::from_le_bytes([s4, s5, s6, s7]),
-            u32::from_le_bytes([s8, s9, s10, s11]),
-        );
-        const LOW4: u32 = 0x0f0f_0f0f;
-        const TOP2: u32 = 0x0303_0303;
-        let s = [
-            (w0 & LOW4) | (top & TOP2) << 4,
-            (w1 & LOW4) | (top >> 2 & TOP2) << 4,
-            (w0 >> 4 & LOW4) | (top >> 4 & TOP2) << 4,
-            (w1 >> 4 & LOW4) | (top >> 6 & TOP2) << 4,
-        ];
+        // The sixteen scales, centred, widened to i16 and kept as `sc`'s eight dwords (dword
+        // j: group j's pair), for [`pair_halves`].
+        let s = q3k_scales(b[96..108].try_into().expect("12 bytes"));
         // SAFETY: 16 bytes read, `sc` is eight i32 (32 bytes) written.
         unsafe {
             let v = _mm_sub_epi8(_mm_loadu_si128(s.as_ptr().cast()), _mm_set1_epi8(32));

@@ -348,14 +348,20 @@ unsafe fn pass<F: Unpack, const N: usize>(
         } else {
             [(z, z); 4]
         };
+        // The next group's heads and scale words, once this group's quants are read: with
+        // several tokens right after the unpack above (the tokens' products below then hold
+        // one register of them, not four), with one after its products.
+        macro_rules! advance {
+            () => {
+                heads = next;
+                if g + 1 < nb {
+                    // SAFETY: the caller's features.
+                    sw = unsafe { scale_words(&next) };
+                }
+            };
+        }
         if N > 1 {
-            // The next group's heads and scale words, now that this group's quants are
-            // unpacked: the tokens' products below hold one register of them, not four.
-            heads = next;
-            if g + 1 < nb {
-                // SAFETY: the caller's features.
-                sw = unsafe { scale_words(&next) };
-            }
+            advance!();
         }
         // The minimum is added: its chain takes −m; the spec skips groups whose dm is 0.
         let dm = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
@@ -404,13 +410,7 @@ unsafe fn pass<F: Unpack, const N: usize>(
             }
             let p = [product!(0), product!(1), product!(2), product!(3)];
             if N == 1 {
-                // The next group's heads and scale words (once the token's products have read
-                // this group's).
-                heads = next;
-                if g + 1 < nb {
-                    // SAFETY: the caller's features.
-                    sw = unsafe { scale_words(&next) };
-                }
+                advance!();
             }
             // Fold: rows (i, 2 + i) then (i, 2 + i, 4 + i, 6 + i) in lane i, adding dwords
             // as i32 or, with `fold16`, as pairs of i16 that one `madd` then widens.
