@@ -96,11 +96,12 @@ trait Unpack {
     /// # Safety
     /// AVX2 and F16C must be enabled; `row` holds group `g`.
     unsafe fn group(kind: &BlockType, row: &[u8], head: &Head, g: usize) -> G;
-    /// Whether decode (one token) takes sixteen rows a pass ([`decode`]) rather than four:
-    /// true for the one-scale formats but Q8_0, whose 34-byte groups were measured slower that
-    /// way (88 µs against 48 for 1536 × 576 from memory, as its strips of 9.8 KB and their
-    /// prefetched successors crowd the L1). Batches of 2 to [`decode::MAX_TOKENS`] tokens take
-    /// that path for every one-scale format.
+    /// Whether decode (one token) takes sixteen rows a pass ([`decode`]) with AVX-512: true for
+    /// the one-scale formats but Q8_0, whose 34-byte groups make strips of 9.8 KB for rows of
+    /// 576 (see [`NEAR`]); its decode takes the eight-row passes of [`decode_avx2`] instead
+    /// (2026-12-06, 1536 × 576 from memory: 35 µs against 48 with four rows a pass; SmolLM2's
+    /// 49152 × 576 output head 1.06–1.25 ms against 1.55–1.64). Batches of 2 to
+    /// [`decode::MAX_TOKENS`] tokens take sixteen rows for every one-scale format.
     const DECODE16: bool = Self::ONE_SCALE && Self::GPB == 1;
     /// Whether the decode loads a group's tails with 32-byte reads that bring the next
     /// group's heads (scale words) along, instead of gathering the scale words: true where
@@ -830,6 +831,36 @@ unsafe fn reduce4(p: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
 }
 
+/// The largest pass (rows read side by side, in bytes) whose successor the decode kernels
+/// prefetch into the L1; a larger one's goes to the L2 (`prefetch_window`). A pass of long rows
+/// and its prefetched successor crowd the L1 out of what the pass still reads: measured
+/// (2026-12-06, AMD EPYC with AVX-512, 576 × 1536 from memory, one token), the 8-row Q8_0
+/// pass (13 KB) 78 µs with the L1 hint against 36 with the L2 one, the 16-row Q4_0 and Q5_0
+/// strips (14 and 17 KB) 40 and 50 µs against 27 and 28; below it the L1 hint is the faster
+/// (1536 × 576, the 16-row Q4_0 strip of 5 KB: 28 µs against 36).
+const NEAR: usize = 8 << 10;
+
+/// Prefetches the `lines` cache lines from `at` into the L1, or with `far` into the L2 (the
+/// decode kernels' windows, see [`NEAR`]). A prefetch is a hint that never faults: `at` may
+/// point anywhere.
+///
+/// # Safety
+/// SSE must be enabled (this is inlined into the decode kernels, which enable more).
+#[inline(always)]
+unsafe fn prefetch_window(at: *const u8, lines: usize, far: bool) {
+    if far {
+        for i in 0..lines {
+            // SAFETY: a prefetch is a hint: it never faults; SSE is the caller's.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(64 * i).cast()) };
+        }
+    } else {
+        for i in 0..lines {
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * i).cast()) };
+        }
+    }
+}
+
 /// Rows worked on together.
 const R: usize = 4;
 /// Groups unpacked at a time (per row).
@@ -1057,8 +1088,9 @@ unsafe fn gemm<F: Unpack, const V: bool>(
     let done = if V && sixteen && a.sums.len() >= toks * nb {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL).
         unsafe { decode::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) }
-    } else if !V && F::DECODE8 && toks <= decode_avx2::MAX_TOKENS && a.sums.len() >= toks * nb {
-        // SAFETY: the caller enabled AVX2, FMA and F16C.
+    } else if F::DECODE8 && toks <= decode_avx2::MAX_TOKENS && a.sums.len() >= toks * nb {
+        // (With V, only Q8_0's decode comes here: see `DECODE16`.)
+        // SAFETY: the caller enabled AVX2, FMA and F16C (and with V more).
         unsafe { decode_avx2::gemm::<F>(kind, w, row_bytes, a, out, (nb, rows, toks)) }
     } else {
         0

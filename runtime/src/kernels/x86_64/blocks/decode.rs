@@ -35,7 +35,11 @@
 //! in cache Q5_0 31–32 µs against 36–38, Q5_1 31 against 44–46; SmolLM2 decode at one thread
 //! Q4_K_M (mostly Q5_0) 129–131 tokens/s against 102–104, Q5_K_M (Q5_1) 123 against 107–108.
 //! Four sequences decoded together (`examples/decode_together`, 1 thread) Q4_1 248 tokens/s
-//! against 177 with the strips, Q8_0 two sequences 154 against 90 (equal at eight).
+//! against 177 with the strips, Q8_0 two sequences 154 against 90 (equal at eight). The
+//! tokens' blocks read without bounds checks, the prefetch window unclamped, and a strip of
+//! more than [`super::NEAR`] bytes prefetched into the L2 (2026-12-06, `ember bench`, one
+//! thread, three alternating runs): SmolLM2 Q4_0 decode 126–151 tokens/s → 171–211, Q4_K_M
+//! 126–138 → 148–163.
 
 use super::Unpack;
 use crate::kernels::{OutRows, QActs};
@@ -246,10 +250,17 @@ unsafe fn tile<F: Unpack, S: Sums, const N: usize>(
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);
     // The prefetch window (read as if in order): a strip and LEAD bytes ahead, `step` bytes of
-    // it per group.
+    // it per group. A prefetch is a hint that never faults, so the window is not clamped to
+    // the weights (past the last strip it touches at most a strip and LEAD bytes beyond them):
+    // the address arithmetic stays out of the group loop.
     let slen = ROWS * row_bytes;
-    let ahead = (r0 + ROWS) * row_bytes + LEAD;
     let step = slen.div_ceil(nb).next_multiple_of(64);
+    let window = w.as_ptr().wrapping_add((r0 + ROWS) * row_bytes + LEAD);
+    let lines = step / 64;
+    let far = slen > super::NEAR;
+    // Each token's first block: block (t0 + t)·nb + g is below toks·nb, which `gemm` checked
+    // that qs, d, s and sums cover.
+    let first: [usize; N] = core::array::from_fn(|t| (t0 + t) * nb);
     let zero = _mm512_setzero_ps();
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
     // Group 0's scale words, gathered in lane order, and its heads where the format reads them
@@ -272,12 +283,8 @@ unsafe fn tile<F: Unpack, S: Sums, const N: usize>(
     }
     for g in 0..nb {
         if t0 == 0 {
-            let from = ahead + step * g;
-            let to = (from + step).min(ahead + slen).min(w.len());
-            for at in (from..to).step_by(64) {
-                // A prefetch of an address inside the weights (it never faults).
-                _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(at).cast());
-            }
+            // SAFETY: the caller's features.
+            unsafe { super::prefetch_window(window.wrapping_add(step * g), lines, far) };
         }
         // The last 16 bytes of each row's group g.
         let off = g * gb + gb - 16;
@@ -330,17 +337,25 @@ unsafe fn tile<F: Unpack, S: Sums, const N: usize>(
             sw = unsafe { scale_words(&next) };
         }
         for t in 0..N {
-            let b = (t0 + t) * nb + g;
-            let x = &a.qs[b * QK..b * QK + QK];
+            let b = first[t] + g;
+            // SAFETY: block b's 32 quants, scale, minimum and sum are in bounds (see `first`).
+            let (x, dx, sx, sum) = unsafe {
+                (
+                    a.qs.as_ptr().add(b * QK),
+                    *a.d.get_unchecked(b),
+                    *a.s.get_unchecked(b),
+                    *a.sums.get_unchecked(b),
+                )
+            };
             // SAFETY: the caller's features; `x` is the token's 32 quants of this group.
             let mut isum = unsafe { S::sums(&prep, x) };
             if offset != 0 {
-                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(offset * a.sums[b]));
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(offset * sum));
             }
-            let dx = _mm512_set1_ps(a.d[b]);
+            let dx = _mm512_set1_ps(dx);
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum), acc[t]);
             if F::MINS {
-                mins[t] = _mm512_mask3_fmadd_ps(dm, _mm512_set1_ps(a.s[b]), mins[t], live);
+                mins[t] = _mm512_mask3_fmadd_ps(dm, _mm512_set1_ps(sx), mins[t], live);
             }
         }
     }
@@ -361,9 +376,9 @@ pub(super) trait Sums {
     /// AVX-512 F/BW must be enabled (this is inlined into [`tile`]).
     unsafe fn prepare(quads: [(__m512i, __m512i); 4]) -> Self::Group;
     /// # Safety
-    /// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`tile`]); `x` holds 32
-    /// quants.
-    unsafe fn sums(g: &Self::Group, x: &[i8]) -> __m512i;
+    /// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`tile`]); `x` points to
+    /// 32 readable quants.
+    unsafe fn sums(g: &Self::Group, x: *const i8) -> __m512i;
 }
 
 /// One token: two products per four rows against the token's halves broadcast to every lane,
@@ -377,13 +392,12 @@ impl Sums for Fold {
         quads
     }
     #[inline(always)]
-    unsafe fn sums(quads: &Self::Group, x: &[i8]) -> __m512i {
-        let x = &x[..QK];
-        // SAFETY: 32 bytes in bounds (the slice above).
+    unsafe fn sums(quads: &Self::Group, x: *const i8) -> __m512i {
+        // SAFETY: 32 readable bytes (the caller's).
         let (xl, xh) = unsafe {
             (
-                _mm512_broadcast_i32x4(_mm_loadu_si128(x.as_ptr().cast())),
-                _mm512_broadcast_i32x4(_mm_loadu_si128(x[16..].as_ptr().cast())),
+                _mm512_broadcast_i32x4(_mm_loadu_si128(x.cast())),
+                _mm512_broadcast_i32x4(_mm_loadu_si128(x.add(16).cast())),
             )
         };
         macro_rules! product {
@@ -441,15 +455,14 @@ impl Sums for Transposed {
         )
     }
     #[inline(always)]
-    unsafe fn sums((lo, hi): &Self::Group, x: &[i8]) -> __m512i {
-        let x = &x[..QK];
+    unsafe fn sums((lo, hi): &Self::Group, x: *const i8) -> __m512i {
         macro_rules! dp {
             ($s:expr, $w:expr, $c:expr) => {
-                // SAFETY: dword $c (< 8) of the 32 bytes of `x` (the slice above).
+                // SAFETY: dword $c (< 8) of the 32 readable bytes at `x` (the caller's).
                 _mm512_dpbusd_epi32(
                     $s,
                     $w,
-                    _mm512_set1_epi32(unsafe { x.as_ptr().cast::<i32>().add($c).read_unaligned() }),
+                    _mm512_set1_epi32(unsafe { x.cast::<i32>().add($c).read_unaligned() }),
                 )
             };
         }

@@ -278,6 +278,7 @@ unsafe fn pass<F: Unpack, const N: usize>(
     // the address arithmetic stays out of the group loop.
     let window = w.as_ptr().wrapping_add((r0 + ROWS) * row_bytes + LEAD);
     let lines = step / 64;
+    let far = slen > super::NEAR;
     // Each token's first block: block (t0 + t)·nb + g is below toks·nb, which `gemm` checked
     // that qs, d, s and sums cover.
     let first: [usize; N] = core::array::from_fn(|t| (t0 + t) * nb);
@@ -294,11 +295,8 @@ unsafe fn pass<F: Unpack, const N: usize>(
     let mut sw = unsafe { scale_words(&heads) };
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
     for g in 0..nb {
-        let at = window.wrapping_add(step * g);
-        for i in 0..lines {
-            // A prefetch (a hint: it never faults).
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * i).cast());
-        }
+        // SAFETY: the caller's features.
+        unsafe { super::prefetch_window(window.wrapping_add(step * g), lines, far) };
         // The last 16 bytes of each row's group g.
         let off = g * gb + gb - 16;
         let (tails, next) = if g + 1 < nb {
