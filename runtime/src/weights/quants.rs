@@ -825,11 +825,10 @@ pub fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn packed_k4_scales_are_each_groups() {
-        // Every value of each byte position, the others from a generator.
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..12 * 256 * 4 {
+    /// Twelve scale bytes for each of 12·256·4 cases: every value of each byte position four
+    /// times, the other bytes from a generator seeded with `seed`.
+    fn scale_bytes_cases(mut seed: u64) -> impl Iterator<Item = [u8; 12]> {
+        (0..12 * 256 * 4).map(move |i| {
             let mut q = [0u8; 12];
             for b in q.iter_mut() {
                 seed ^= seed << 13;
@@ -838,6 +837,13 @@ mod tests {
                 *b = (seed >> 32) as u8;
             }
             q[i / 1024 % 12] = (i % 256) as u8;
+            q
+        })
+    }
+
+    #[test]
+    fn packed_k4_scales_are_each_groups() {
+        for q in scale_bytes_cases(0x9e37_79b9_7f4a_7c15) {
             let (sc, m) = scales_mins_k4(&q);
             for j in 0..8 {
                 let want = scale_min_k4(j, &q);
@@ -849,18 +855,8 @@ mod tests {
 
     #[test]
     fn q3k_scales_are_each_scale_bit_by_bit() {
-        // Every value of each byte position, the others from a generator; each scale read
-        // from the packing's definition, one bit field at a time.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for i in 0..12 * 256 * 4 {
-            let mut s = [0u8; 12];
-            for b in s.iter_mut() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                *b = (seed >> 32) as u8;
-            }
-            s[i / 1024 % 12] = (i % 256) as u8;
+        // Each scale read from the packing's definition, one bit field at a time.
+        for s in scale_bytes_cases(0x2545_f491_4f6c_dd1d) {
             let got = q3k_scales(&s);
             for k in 0..16 {
                 let low = (s[k % 8] >> (4 * (k / 8))) & 0x0f;
