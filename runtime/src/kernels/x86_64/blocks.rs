@@ -103,6 +103,16 @@ trait Unpack {
     /// 49152 × 576 output head 1.06–1.25 ms against 1.55–1.64). Batches of 2 to
     /// [`decode::MAX_TOKENS`] tokens take sixteen rows for every one-scale format.
     const DECODE16: bool = Self::ONE_SCALE && Self::GPB == 1;
+    /// Whether a batch's tile ([`decode`]) sums every token's integer products of a group
+    /// before any token's float steps, taking each transposed word of the group to every token
+    /// in turn (the words then die early: fewer registers live), rather than each token's sums
+    /// as its steps come. True for the formats whose next heads stay in registers
+    /// ([`Unpack::HEADS`]: the 5-bit ones), which otherwise spill. Measured (2026-12-07, from
+    /// memory, 4 tokens, alternating runs): Q5_0 1536 × 576 44 µs against 55–63, 576 × 1536 42
+    /// against 54–80; Q5_1 45 against 68–69 and 44–46 against 63–68; 3 tokens Q5_0 38 against
+    /// 62, 8 tokens Q5_1 93 against 130. For the others it was no better (Q4_1 45 against
+    /// 37–40, Q4_0 37 against 42–44 on 1536 × 576 but 42–44 against 38 on 576 × 1536).
+    const SUMS_FIRST: bool = Self::HEADS;
     /// Whether the decode loads a group's tails with 32-byte reads that bring the next
     /// group's heads (scale words) along, instead of gathering the scale words: true where
     /// the quants end the block in one 16-byte run. Q8_0 (batches only) gathers, and its

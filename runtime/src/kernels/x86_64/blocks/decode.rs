@@ -336,19 +336,34 @@ unsafe fn tile<F: Unpack, S: Sums, const N: usize>(
             // SAFETY: the caller's features.
             sw = unsafe { scale_words(&next) };
         }
+        // Every token's integer sums before the float steps (the group's words then die
+        // token after token), or each token's as its steps come ([`Unpack::SUMS_FIRST`]).
+        let mut isums = [_mm512_setzero_si512(); N];
+        if F::SUMS_FIRST {
+            let mut xs = [a.qs.as_ptr(); N];
+            for (x, &f) in xs.iter_mut().zip(&first) {
+                // SAFETY: each token's 32 quants of this group are in bounds (see `first`).
+                *x = unsafe { x.add((f + g) * QK) };
+            }
+            // SAFETY: the caller's features; `xs` point to the tokens' quants of this group.
+            isums = unsafe { S::sums::<N>(&prep, &xs) };
+        }
         for t in 0..N {
             let b = first[t] + g;
-            // SAFETY: block b's 32 quants, scale, minimum and sum are in bounds (see `first`).
-            let (x, dx, sx, sum) = unsafe {
+            // SAFETY: block b's scale, minimum and sum are in bounds (see `first`).
+            let (dx, sx, sum) = unsafe {
                 (
-                    a.qs.as_ptr().add(b * QK),
                     *a.d.get_unchecked(b),
                     *a.s.get_unchecked(b),
                     *a.sums.get_unchecked(b),
                 )
             };
-            // SAFETY: the caller's features; `x` is the token's 32 quants of this group.
-            let mut isum = unsafe { S::sums(&prep, x) };
+            let mut isum = if F::SUMS_FIRST {
+                isums[t]
+            } else {
+                // SAFETY: the caller's features; block b's 32 quants are in bounds.
+                unsafe { S::one(&prep, a.qs.as_ptr().add(b * QK)) }
+            };
             if offset != 0 {
                 isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(offset * sum));
             }
@@ -375,10 +390,18 @@ pub(super) trait Sums {
     /// # Safety
     /// AVX-512 F/BW must be enabled (this is inlined into [`tile`]).
     unsafe fn prepare(quads: [(__m512i, __m512i); 4]) -> Self::Group;
+    /// One token's sums (`x`: its 32 quants of the group).
+    ///
     /// # Safety
     /// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`tile`]); `x` points to
     /// 32 readable quants.
-    unsafe fn sums(g: &Self::Group, x: *const i8) -> __m512i;
+    unsafe fn one(g: &Self::Group, x: *const i8) -> __m512i;
+    /// The sums of each of `N` tokens (`xs[t]`: its 32 quants of the group).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`tile`]); each of `xs`
+    /// points to 32 readable quants.
+    unsafe fn sums<const N: usize>(g: &Self::Group, xs: &[*const i8; N]) -> [__m512i; N];
 }
 
 /// One token: two products per four rows against the token's halves broadcast to every lane,
@@ -392,7 +415,28 @@ impl Sums for Fold {
         quads
     }
     #[inline(always)]
-    unsafe fn sums(quads: &Self::Group, x: *const i8) -> __m512i {
+    unsafe fn sums<const N: usize>(quads: &Self::Group, xs: &[*const i8; N]) -> [__m512i; N] {
+        let mut s = [_mm512_setzero_si512(); N];
+        for (s, &x) in s.iter_mut().zip(xs) {
+            // SAFETY: the caller's features and quants.
+            *s = unsafe { Self::fold(quads, x) };
+        }
+        s
+    }
+    #[inline(always)]
+    unsafe fn one(quads: &Self::Group, x: *const i8) -> __m512i {
+        // SAFETY: the caller's features and quants.
+        unsafe { Self::fold(quads, x) }
+    }
+}
+
+impl Fold {
+    /// One token's sums (`x`: its 32 quants of the group).
+    ///
+    /// # Safety
+    /// As [`Sums::one`].
+    #[inline(always)]
+    unsafe fn fold(quads: &[(__m512i, __m512i); 4], x: *const i8) -> __m512i {
         // SAFETY: 32 readable bytes (the caller's).
         let (xl, xh) = unsafe {
             (
@@ -455,7 +499,7 @@ impl Sums for Transposed {
         )
     }
     #[inline(always)]
-    unsafe fn sums((lo, hi): &Self::Group, x: *const i8) -> __m512i {
+    unsafe fn one((lo, hi): &Self::Group, x: *const i8) -> __m512i {
         macro_rules! dp {
             ($s:expr, $w:expr, $c:expr) => {
                 // SAFETY: dword $c (< 8) of the 32 readable bytes at `x` (the caller's).
@@ -470,5 +514,28 @@ impl Sums for Transposed {
         let s0 = dp!(dp!(dp!(dp!(z, lo[0], 0), lo[1], 1), lo[2], 2), lo[3], 3);
         let s1 = dp!(dp!(dp!(dp!(z, hi[0], 4), hi[1], 5), hi[2], 6), hi[3], 7);
         _mm512_add_epi32(s0, s1)
+    }
+    #[inline(always)]
+    unsafe fn sums<const N: usize>((lo, hi): &Self::Group, xs: &[*const i8; N]) -> [__m512i; N] {
+        // Word c of every token in turn, so each transposed word dies after its N products;
+        // two chains a token (low and high half), as latency needs.
+        let (mut s0, mut s1) = ([_mm512_setzero_si512(); N], [_mm512_setzero_si512(); N]);
+        for c in 0..4 {
+            for t in 0..N {
+                // SAFETY: dwords c and 4 + c (< 8) of the 32 readable bytes at `xs[t]` (the
+                // caller's).
+                let (xl, xh) = unsafe {
+                    let x = xs[t].cast::<i32>();
+                    (x.add(c).read_unaligned(), x.add(4 + c).read_unaligned())
+                };
+                s0[t] = _mm512_dpbusd_epi32(s0[t], lo[c], _mm512_set1_epi32(xl));
+                s1[t] = _mm512_dpbusd_epi32(s1[t], hi[c], _mm512_set1_epi32(xh));
+            }
+        }
+        let mut s = s0;
+        for (s, s1) in s.iter_mut().zip(s1) {
+            *s = _mm512_add_epi32(*s, s1);
+        }
+        s
     }
 }
