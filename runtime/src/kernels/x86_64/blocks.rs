@@ -1428,10 +1428,12 @@ unsafe fn quads_k<F: Unpack, const V: bool, const BM: bool, const N: usize>(
                 F::head(q[2], bi),
                 F::head(q[3], bi),
             ];
-            let x: [&[i8]; N] = core::array::from_fn(|t| {
-                let i = (t0 + t) * nb + bi;
-                &a.qs[i * QK_K..(i + 1) * QK_K]
-            });
+            // Each token's 256 quants of block bi, unchecked: token t0 + t < toks and bi < nb,
+            // and `block_extent` checked that qs holds toks·nb blocks of QK_K.
+            let mut x = [a.qs.as_ptr(); N];
+            for (t, x) in x.iter_mut().enumerate() {
+                *x = x.wrapping_add(((t0 + t) * nb + bi) * QK_K);
+            }
             let (mut p, mut pm) = ([[zero; R]; N], [[zero; R]; N]);
             let mut l = None;
             for i in 0..GPB_K {
@@ -1446,7 +1448,9 @@ unsafe fn quads_k<F: Unpack, const V: bool, const BM: bool, const N: usize>(
                     l = Some(Lanes::of(&gq));
                 }
                 for t in 0..N {
-                    group_k::<F, V, BM>(&gq, x32(x[t], 32 * i), &mut p[t], &mut pm[t]);
+                    // SAFETY: quants 32i..32i + 32 of the token's block (see `x`).
+                    let xv = unsafe { _mm256_loadu_si256(x[t].add(32 * i).cast()) };
+                    group_k::<F, V, BM>(&gq, xv, &mut p[t], &mut pm[t]);
                 }
             }
             let ms = if BM { mins_k(&heads) } else { [zero; 2] };
