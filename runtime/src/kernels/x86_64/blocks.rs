@@ -107,7 +107,7 @@ trait Unpack {
     /// before any token's float steps, taking each transposed word of the group to every token
     /// in turn (the words then die early: fewer registers live), rather than each token's sums
     /// as its steps come. True for the formats whose next heads stay in registers
-    /// ([`Unpack::HEADS`]: the 5-bit ones), which otherwise spill. Measured (2026-12-07, from
+    /// ([`Unpack::HEADS`]: the 5-bit ones), which otherwise spill. Measured (2026-12-06, from
     /// memory, 4 tokens, alternating runs): Q5_0 1536 × 576 44 µs against 55–63, 576 × 1536 42
     /// against 54–80; Q5_1 45 against 68–69 and 44–46 against 63–68; 3 tokens Q5_0 38 against
     /// 62, 8 tokens Q5_1 93 against 130. For the others it was no better (Q4_1 45 against
