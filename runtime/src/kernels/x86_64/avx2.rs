@@ -113,14 +113,25 @@ unsafe fn tanh_impl(x: &mut [f32]) {
 // The safe wrappers below are only placed in a table by `kernels()` after the CPU check.
 
 fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    // SAFETY: AVX2+FMA+F16C checked by `kernels()`.
+    unsafe { quantize_impl(x, qs, d, s) }
+}
+
+/// `quantize` with its loop inside the target features (so the block kernel and the f16
+/// roundings inline: called for every block of every activation row, on the caller's thread
+/// alone).
+///
+/// # Safety
+/// AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_impl(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     let nb = (x.len() / QK).min(d.len()).min(s.len()).min(qs.len() / QK);
     for b in 0..nb {
-        // SAFETY: AVX2 checked by `kernels()`; block b's 32 floats and 32 bytes are in bounds.
-        unsafe {
-            let (dd, sum) = quantize_block(x.as_ptr().add(b * QK), qs.as_mut_ptr().add(b * QK));
-            d[b] = f16f(f32h(dd));
-            s[b] = f16f(f32h(dd * sum as f32));
-        }
+        // SAFETY: block b's 32 floats and 32 bytes are in bounds.
+        let (dd, sum) =
+            unsafe { quantize_block(x.as_ptr().add(b * QK), qs.as_mut_ptr().add(b * QK)) };
+        d[b] = f16f(f32h(dd));
+        s[b] = f16f(f32h(dd * sum as f32));
     }
 }
 
@@ -385,7 +396,10 @@ fn mad_q8_0(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
 
 /// y = fma(q·d, a, y) over whole blocks, 8 values at a time (q·d is exact, so this matches the
 /// scalar spec).
-#[target_feature(enable = "avx2,fma")]
+///
+/// # Safety
+/// AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mad_q8_0_impl(y: &mut [f32], x: &[BlockQ8_0], a: f32) {
     let va = _mm256_set1_ps(a);
     for (yb, b) in y.chunks_exact_mut(QK).zip(x) {
