@@ -851,7 +851,7 @@ unsafe fn reduce4(p: [__m256i; 4]) -> __m128i {
 const NEAR: usize = 8 << 10;
 
 /// The prefetch window of a decode pass (rows read side by side): the next pass and `lead`
-/// bytes beyond it, read as if in order, `step` bytes of it (whole lines) per group, into the
+/// bytes beyond it, read as if in order, `lines` whole cache lines of it per group, into the
 /// L1, or into the L2 when the pass is larger than [`NEAR`]. A prefetch is a hint that never
 /// faults, so the window is not clamped to the weights (past the last pass it touches at most
 /// a pass and `lead` bytes beyond them): the address arithmetic stays out of the group loop.
