@@ -388,12 +388,21 @@ pub(super) trait Sums {
     /// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`tile`]); `x` points to
     /// 32 readable quants.
     unsafe fn one(g: &Self::Group, x: *const i8) -> __m512i;
-    /// The sums of each of `N` tokens (`xs[t]`: its 32 quants of the group).
+    /// The sums of each of `N` tokens (`xs[t]`: its 32 quants of the group); by default
+    /// [`Sums::one`] token after token.
     ///
     /// # Safety
     /// AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into [`tile`]); each of `xs`
     /// points to 32 readable quants.
-    unsafe fn sums<const N: usize>(g: &Self::Group, xs: &[*const i8; N]) -> [__m512i; N];
+    #[inline(always)]
+    unsafe fn sums<const N: usize>(g: &Self::Group, xs: &[*const i8; N]) -> [__m512i; N] {
+        let mut s = [_mm512_setzero_si512(); N];
+        for (s, &x) in s.iter_mut().zip(xs) {
+            // SAFETY: the caller's features and quants.
+            *s = unsafe { Self::one(g, x) };
+        }
+        s
+    }
 }
 
 /// One token: two products per four rows against the token's halves broadcast to every lane,
@@ -407,28 +416,7 @@ impl Sums for Fold {
         quads
     }
     #[inline(always)]
-    unsafe fn sums<const N: usize>(quads: &Self::Group, xs: &[*const i8; N]) -> [__m512i; N] {
-        let mut s = [_mm512_setzero_si512(); N];
-        for (s, &x) in s.iter_mut().zip(xs) {
-            // SAFETY: the caller's features and quants.
-            *s = unsafe { Self::fold(quads, x) };
-        }
-        s
-    }
-    #[inline(always)]
     unsafe fn one(quads: &Self::Group, x: *const i8) -> __m512i {
-        // SAFETY: the caller's features and quants.
-        unsafe { Self::fold(quads, x) }
-    }
-}
-
-impl Fold {
-    /// One token's sums (`x`: its 32 quants of the group).
-    ///
-    /// # Safety
-    /// As [`Sums::one`].
-    #[inline(always)]
-    unsafe fn fold(quads: &[(__m512i, __m512i); 4], x: *const i8) -> __m512i {
         // SAFETY: 32 readable bytes (the caller's).
         let (xl, xh) = unsafe {
             (
