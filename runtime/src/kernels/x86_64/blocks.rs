@@ -842,7 +842,7 @@ unsafe fn reduce4(p: [__m256i; 4]) -> __m128i {
 }
 
 /// The largest pass (rows read side by side, in bytes) whose successor the decode kernels
-/// prefetch into the L1; a larger one's goes to the L2 ([`Window`]). A pass of long rows
+/// prefetch into the L1; a larger one's goes to the L2 (`prefetch_window`). A pass of long rows
 /// and its prefetched successor crowd the L1 out of what the pass still reads: measured
 /// (2026-12-06, AMD EPYC with AVX-512, 576 × 1536 from memory, one token), the 8-row Q8_0
 /// pass (13 KB) 78 µs with the L1 hint against 36 with the L2 one, the 16-row Q4_0 and Q5_0
@@ -850,49 +850,23 @@ unsafe fn reduce4(p: [__m256i; 4]) -> __m128i {
 /// (1536 × 576, the 16-row Q4_0 strip of 5 KB: 28 µs against 36).
 const NEAR: usize = 8 << 10;
 
-/// The prefetch window of a decode pass (rows read side by side): the next pass and `lead`
-/// bytes beyond it, read as if in order, `lines` whole cache lines of it per group, into the
-/// L1, or into the L2 when the pass is larger than [`NEAR`]. A prefetch is a hint that never
-/// faults, so the window is not clamped to the weights (past the last pass it touches at most
-/// a pass and `lead` bytes beyond them): the address arithmetic stays out of the group loop.
-#[derive(Clone, Copy)]
-struct Window {
-    at: *const u8,
-    /// Lines per group.
-    lines: usize,
-    far: bool,
-}
-
-impl Window {
-    /// The window of the pass of `rows` rows from row `r0` of `w` (rows of `row_bytes`, `nb`
-    /// groups each).
-    #[inline(always)]
-    fn after(w: &[u8], r0: usize, rows: usize, row_bytes: usize, nb: usize, lead: usize) -> Window {
-        let len = rows * row_bytes;
-        Window {
-            at: w.as_ptr().wrapping_add((r0 + rows) * row_bytes + lead),
-            lines: len.div_ceil(nb).div_ceil(64),
-            far: len > NEAR,
+/// Prefetches the `lines` cache lines from `at` into the L1, or with `far` into the L2 (the
+/// decode kernels' windows, see [`NEAR`]). A prefetch is a hint that never faults: `at` may
+/// point anywhere.
+///
+/// # Safety
+/// SSE must be enabled (this is inlined into the decode kernels, which enable more).
+#[inline(always)]
+unsafe fn prefetch_window(at: *const u8, lines: usize, far: bool) {
+    if far {
+        for i in 0..lines {
+            // SAFETY: a prefetch is a hint: it never faults; SSE is the caller's.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(64 * i).cast()) };
         }
-    }
-
-    /// Prefetches group `g`'s share.
-    ///
-    /// # Safety
-    /// SSE must be enabled (this is inlined into the decode kernels, which enable more).
-    #[inline(always)]
-    unsafe fn group(&self, g: usize) {
-        let at = self.at.wrapping_add(64 * self.lines * g);
-        if self.far {
-            for i in 0..self.lines {
-                // SAFETY: a prefetch is a hint: it never faults; SSE is the caller's.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(64 * i).cast()) };
-            }
-        } else {
-            for i in 0..self.lines {
-                // SAFETY: as above.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * i).cast()) };
-            }
+    } else {
+        for i in 0..lines {
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * i).cast()) };
         }
     }
 }

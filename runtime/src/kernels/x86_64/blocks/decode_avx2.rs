@@ -269,8 +269,16 @@ unsafe fn pass<F: Unpack, const N: usize>(
     // would reach 63000: they are widened before the fold.
     let fold16 = !wide && F::QMAX <= 15;
     let zero = _mm256_setzero_ps();
+    let slen = ROWS * row_bytes;
+    let step = slen.div_ceil(nb).next_multiple_of(64);
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
-    let window = super::Window::after(w, r0, ROWS, row_bytes, nb, LEAD);
+    // The prefetch window (read as if in order): a pass and LEAD bytes ahead, `step` bytes of
+    // it per group. A prefetch is a hint that never faults, so the window is not clamped to
+    // the weights (past the last pass it touches at most a pass and LEAD bytes beyond them):
+    // the address arithmetic stays out of the group loop.
+    let window = w.as_ptr().wrapping_add((r0 + ROWS) * row_bytes + LEAD);
+    let lines = step / 64;
+    let far = slen > super::NEAR;
     // Each token's first block: block (t0 + t)·nb + g is below toks·nb, which `gemm` checked
     // that qs, d, s and sums cover.
     let first: [usize; N] = core::array::from_fn(|t| (t0 + t) * nb);
@@ -288,7 +296,7 @@ unsafe fn pass<F: Unpack, const N: usize>(
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
     for g in 0..nb {
         // SAFETY: the caller's features.
-        unsafe { window.group(g) };
+        unsafe { super::prefetch_window(window.wrapping_add(step * g), lines, far) };
         // The last 16 bytes of each row's group g.
         let off = g * gb + gb - 16;
         let (tails, next) = if g + 1 < nb {
