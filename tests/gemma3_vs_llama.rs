@@ -14,12 +14,16 @@ use ember_runtime::session::{Session, SessionConfig};
 use ember_tests::{fixture, fixture_json, named_model_path};
 
 fn with_gemma<R>(f: impl FnOnce(&Model<'_>) -> R) -> R {
+    with_gemma_kernels(Kernels::best(), f)
+}
+
+fn with_gemma_kernels<R>(kernels: Kernels, f: impl FnOnce(&Model<'_>) -> R) -> R {
     let file = MappedFile::open(named_model_path("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"))
         .expect("the Gemma file");
     let g = Gguf::parse(file.bytes()).expect("parse");
     let mut mem = vec![0u8; Model::memory_needed(&g).expect("plan")];
     let mut arena = Arena::new(&mut mem);
-    let model = Model::load(g, &mut arena, Kernels::best()).expect("load");
+    let model = Model::load(g, &mut arena, kernels).expect("load");
     f(&model)
 }
 
@@ -108,19 +112,45 @@ fn gemma3_matches_llama_cpp() {
         }
 
         // Perplexity, llama-perplexity's protocol (BOS in front of each chunk, second halves):
-        // 2 chunks of 512, and one of 1024, where the sliding-window layers mask the oldest keys
-        // and keep rings of their own.
-        for (key, ctx, chunks) in [("chunks2", 512, 2), ("ctx1024_chunks1", 1024, 1)] {
-            let ppl = perplexity(m, ctx, chunks);
-            let want = fx["perplexity"][key]["ppl"].as_f64().unwrap();
-            let rel = (ppl - want) / want;
-            eprintln!("gemma3 perplexity ({chunks} x {ctx}): ember {ppl:.4}, llama.cpp {want:.4} ({:+.2}%)", rel * 100.0);
-            assert!(
-                rel.abs() < 0.005,
-                "perplexity {ppl} vs llama.cpp {want} ({chunks} x {ctx})"
-            );
-        }
+        // 2 chunks of 512 (all of it in batches of 512, tiled attention).
+        check_perplexity(m, &fx, "chunks2", 512, 2, 0.005);
     });
+    // One chunk of 1024, where the sliding-window layers mask the oldest keys and keep rings of
+    // their own, so its second batch attends token by token. There llama.cpp's order (`exact`:
+    // an f16 running sum of values) must be within 0.5% of llama.cpp; ember's (an f32 running
+    // sum) within 1%: on this one chunk, ember's four variants (either order, an f16 or f32
+    // cache) span 15.94–16.10 against llama.cpp's 16.04, so summation order alone moves it
+    // ±0.5% (2026-12-06; over the whole text at 1024, ember's order gives 13.889 against
+    // llama.cpp's 13.881). A masking or ring fault moves it by far more.
+    let fx = fixture_json("gemma3/expected.json");
+    with_gemma_kernels(Kernels::best().exact(), |m| {
+        check_perplexity(m, &fx, "ctx1024_chunks1", 1024, 1, 0.005)
+    });
+    with_gemma(|m| check_perplexity(m, &fx, "ctx1024_chunks1", 1024, 1, 0.01));
+}
+
+/// Perplexity of `chunks` chunks of `ctx` within `bound` (relative) of llama.cpp's in `fx`.
+fn check_perplexity(
+    m: &Model<'_>,
+    fx: &serde_json::Value,
+    key: &str,
+    ctx: usize,
+    chunks: usize,
+    bound: f64,
+) {
+    let ppl = perplexity(m, ctx, chunks);
+    let want = fx["perplexity"][key]["ppl"].as_f64().unwrap();
+    let rel = (ppl - want) / want;
+    eprintln!(
+        "gemma3 perplexity ({chunks} x {ctx}, {}): ember {ppl:.4}, llama.cpp {want:.4} ({:+.2}%)",
+        m.kernels.name(),
+        rel * 100.0
+    );
+    assert!(
+        rel.abs() < bound,
+        "perplexity {ppl} vs llama.cpp {want} ({chunks} x {ctx}, {})",
+        m.kernels.name()
+    );
 }
 
 fn perplexity(m: &Model<'_>, ctx: usize, chunks: usize) -> f64 {

@@ -118,7 +118,7 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
                 nb: kq.nb,
             };
             let mut out = vec![0.0f32; toks * rows];
-            g.bench_function(BenchmarkId::new("q4_1", k.isa.name()), |b| {
+            g.bench_function(BenchmarkId::new("q4_1-exact", k.isa.name()), |b| {
                 b.iter(|| {
                     (k.gemm_q4_1)(
                         black_box(&w),
@@ -127,7 +127,7 @@ fn gemm_shape(c: &mut Criterion, rows: usize, cols: usize) {
                     )
                 })
             });
-            g.bench_function(BenchmarkId::new("q8_0", k.isa.name()), |b| {
+            g.bench_function(BenchmarkId::new("q8_0-exact", k.isa.name()), |b| {
                 b.iter(|| {
                     (k.gemm_q8_0)(
                         black_box(&w8),
@@ -245,6 +245,14 @@ fn small_ops(c: &mut Criterion) {
                     &mut a16,
                     &mut st,
                 );
+                st.sum
+            })
+        });
+        let mut s32 = vec![0.0f32; hd];
+        g.bench_function(BenchmarkId::new("f16-f32-sum", k.isa.name()), |b| {
+            b.iter(|| {
+                let mut st = Softmax::NEW;
+                attend::attend_f16(&k, black_box(&q), &k16, &v16, ctx, 0.125, &mut s32, &mut st);
                 st.sum
             })
         });

@@ -12,11 +12,11 @@
 //! scores (one matrix product for Q8_0 keys), its softmax step (which keys grow the max, their
 //! factors and weights, the sum of weights: [`Kernels::softmax`]), then its values added to the
 //! running sum in key order (for an f16 cache, column block by column block with the running sum
-//! in registers: [`Kernels::update_f16`]). Every value's chain is still per key, so chunking
+//! in registers: [`Kernels::update_f16`], [`Kernels::update_f16_f32`]). Every value's chain is still per key, so chunking
 //! changes no bits: the SIMD sets match the scalar set, which `tests.rs` checks against the
 //! plain per-key loop.
 
-use super::{scalar, Kernels, OutRows, QActs};
+use super::{scalar, Kernels, OutRows, QActs, UpdateF16Fn};
 use crate::weights::{BlockQ8_0, QK};
 use half::f16;
 
@@ -45,6 +45,61 @@ impl Softmax {
         max: f32::NEG_INFINITY,
         sum: 0.0,
     };
+}
+
+/// The element of attention's running sum of values over an f16 value cache. llama.cpp keeps it
+/// in f16, rounding after every key (the `exact` sets keep that, [`super::Numerics::Exact`]);
+/// ember's numerics keep it in f32 ([`super::Numerics::Ember`]): fewer roundings, and no
+/// conversions of the sum in the additions' loop.
+pub trait RunningSum: Copy {
+    /// The empty sum.
+    const ZERO: Self;
+    /// Whether the query meets the keys rounded to f16 values (llama.cpp's f16 path converts
+    /// it so; ember's numerics keep it in f32).
+    const ROUNDS_QUERY: bool;
+    /// The table's kernel that adds a chunk of f16 values to a running sum of this type
+    /// ([`scalar::update_f16`]).
+    fn update(k: &Kernels) -> UpdateF16Fn<Self>;
+    /// self·a, rounded to this type.
+    fn scaled(self, a: f32) -> Self;
+    /// fma(x, a, self), rounded to this type.
+    fn mad(self, x: f16, a: f32) -> Self;
+    /// As f32 (exact).
+    fn to_f32(self) -> f32;
+}
+
+impl RunningSum for f16 {
+    const ZERO: Self = f16::ZERO;
+    const ROUNDS_QUERY: bool = true;
+    fn update(k: &Kernels) -> UpdateF16Fn<Self> {
+        k.update_f16
+    }
+    fn scaled(self, a: f32) -> Self {
+        f16::from_f32(self.to_f32() * a)
+    }
+    fn mad(self, x: f16, a: f32) -> Self {
+        f16::from_f32(scalar::fma(x.to_f32(), a, self.to_f32()))
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl RunningSum for f32 {
+    const ZERO: Self = 0.0;
+    const ROUNDS_QUERY: bool = false;
+    fn update(k: &Kernels) -> UpdateF16Fn<Self> {
+        k.update_f16_f32
+    }
+    fn scaled(self, a: f32) -> Self {
+        self * a
+    }
+    fn mad(self, x: f16, a: f32) -> Self {
+        scalar::fma(x.to_f32(), a, self)
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
 }
 
 /// The online-softmax update over `n` keys, a chunk at a time: `scores(c0, out)` writes the raw
@@ -95,22 +150,23 @@ pub fn per_key<A>(
     }
 }
 
-/// One head over an f16 cache: `q` (already rounded to f16 values, as llama.cpp converts it for
-/// an f16 cache) against `n` keys and values stored one after another, `q.len()` each. The
-/// running sum `acc` is f16, as llama.cpp keeps it.
+/// One head over an f16 cache: `q` against `n` keys and values stored one after another,
+/// `q.len()` each, into the running sum `acc` (f16 as llama.cpp keeps it, with `q` rounded to
+/// f16 values as llama.cpp converts it; or f32: [`RunningSum`]).
 #[allow(clippy::too_many_arguments)]
-pub fn attend_f16(
+pub fn attend_f16<A: RunningSum>(
     k: &Kernels,
     q: &[f32],
     keys: &[f16],
     values: &[f16],
     n: usize,
     scale: f32,
-    acc: &mut [f16],
+    acc: &mut [A],
     st: &mut Softmax,
 ) {
     let hd = q.len();
     let (keys, values) = (&keys[..n * hd], &values[..n * hd]);
+    let update = A::update(k);
     online(
         k.softmax,
         n,
@@ -118,7 +174,7 @@ pub fn attend_f16(
         st,
         acc,
         |c0, out| (k.scores_f16)(&keys[c0 * hd..(c0 + out.len()) * hd], q, out),
-        |acc, c0, grows, w| (k.update_f16)(acc, &values[c0 * hd..(c0 + w.len()) * hd], grows, w),
+        |acc, c0, grows, w| update(acc, &values[c0 * hd..(c0 + w.len()) * hd], grows, w),
     );
 }
 

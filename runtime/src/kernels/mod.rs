@@ -277,8 +277,10 @@ pub struct Kernels {
     /// ([`scalar::scores_f16`]).
     pub scores_f16: fn(&[f16], &[f32], &mut [f32]),
     /// A chunk of f16 values into attention's f16 running sum, rescaled where the max grew
-    /// ([`scalar::update_f16`]).
-    pub update_f16: UpdateF16Fn,
+    /// ([`scalar::update_f16`]; llama.cpp's numerics).
+    pub update_f16: UpdateF16Fn<f16>,
+    /// The same into an f32 running sum (ember's numerics, [`attend::RunningSum`]).
+    pub update_f16_f32: UpdateF16Fn<f32>,
     /// gate = silu(gate)·up with ggml's exp ([`scalar::exp_ggml`]).
     pub swiglu: fn(&mut [f32], &[f32]),
     /// gate = gelu_tanh(gate)·up with libm's tanh ([`scalar::geglu`]).
@@ -300,9 +302,9 @@ impl fmt::Debug for Kernels {
     }
 }
 
-/// Adds a chunk of f16 values to attention's f16 running sum ([`scalar::update_f16`]): running
-/// sum, values, which keys grow the max, their factors or weights.
-pub type UpdateF16Fn = fn(&mut [f16], &[f16], &[bool], &[f32]);
+/// Adds a chunk of f16 values to attention's running sum ([`scalar::update_f16`]): running sum,
+/// values, which keys grow the max, their factors or weights.
+pub type UpdateF16Fn<A> = fn(&mut [A], &[f16], &[bool], &[f32]);
 
 /// Row-by-row product with a per-(row, token) dot function: the scalar set's GEMM.
 pub fn gemm_by_rows<W>(
@@ -477,7 +479,8 @@ impl Kernels {
         rope_neox: scalar::rope_neox,
         softmax: scalar::softmax_chunk,
         scores_f16: scalar::scores_f16,
-        update_f16: scalar::update_f16,
+        update_f16: scalar::update_f16::<f16>,
+        update_f16_f32: scalar::update_f16::<f32>,
         swiglu: scalar::swiglu,
         geglu: scalar::geglu,
         tanh: scalar::tanh_inplace,

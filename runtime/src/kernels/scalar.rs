@@ -1,6 +1,7 @@
 //! The scalar kernels: plain Rust, no intrinsics, written to be read. They are the spec — every
 //! SIMD kernel is tested against these — and the fallback on CPUs without a faster set.
 
+use super::attend::RunningSum;
 use crate::weights::blocks::round_even;
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use half::f16;
@@ -203,18 +204,19 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// y = f16(x·a + y), fused multiply-add then one rounding to f16 per element: the f16 running sum
-/// of attention over an f16 value cache (as llama.cpp's flash attention keeps it).
-pub fn mad_f16(y: &mut [f16], x: &[f16], a: f32) {
+/// An f16 value row added to attention's running sum over an f16 value cache, element by
+/// element: `y = y.mad(x, a)` ([`RunningSum::mad`]: one fused multiply-add, then the sum's
+/// rounding).
+pub fn mad_f16<A: RunningSum>(y: &mut [A], x: &[f16], a: f32) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = f16::from_f32(fma(x.to_f32(), a, y.to_f32()));
+        *y = y.mad(x, a);
     }
 }
 
-/// y = f16(y·a).
-pub fn scale_f16(y: &mut [f16], a: f32) {
+/// Attention's running sum rescaled, element by element ([`RunningSum::scaled`]).
+pub fn scale_f16<A: RunningSum>(y: &mut [A], a: f32) {
     for y in y.iter_mut() {
-        *y = f16::from_f32(y.to_f32() * a);
+        *y = y.scaled(a);
     }
 }
 
@@ -299,10 +301,11 @@ pub fn scores_f16(keys: &[f16], q: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Adds a chunk of f16 values (`acc.len()` each, one after another) to the f16 running sum `acc`
-/// in order: value j, where `grows[j]`, after `scale_f16(acc, w[j])` and with weight 1; else with
-/// weight `w[j]` (each addition a [`mad_f16`]).
-pub fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
+/// Adds a chunk of f16 values (`acc.len()` each, one after another) to the running sum `acc` (f16
+/// in llama.cpp's numerics, f32 in ember's) in order: value j, where `grows[j]`, after
+/// `scale_f16(acc, w[j])` and with weight 1; else with weight `w[j]` (each addition a
+/// [`mad_f16`]).
+pub fn update_f16<A: RunningSum>(acc: &mut [A], values: &[f16], grows: &[bool], w: &[f32]) {
     let hd = acc.len();
     for (j, (&g, &w)) in grows.iter().zip(w).enumerate() {
         let v = &values[j * hd..(j + 1) * hd];
@@ -547,18 +550,18 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
 // Attention of one query head, key by key (the spec `kernels/attend.rs` computes chunk by chunk).
 // ---------------------------------------------------------------------------------------------
 
-/// Attends query `q` (already rounded to f16 values) to `n` f16 keys and values stored one after
-/// another (`q.len()` each), continuing the online softmax `st` and the f16 running sum `acc`:
+/// Attends query `q` to `n` f16 keys and values stored one after another (`q.len()` each),
+/// continuing the online softmax `st` and the running sum `acc` (f16 or f32, [`RunningSum`]):
 /// for each key, score = (k · q)·scale; a new max M rescales `acc` and the sum by e^(M_old − M),
 /// otherwise the value is added with weight e^(score − M).
 #[allow(clippy::too_many_arguments)]
-pub fn attend_f16(
+pub fn attend_f16<A: RunningSum>(
     q: &[f32],
     keys: &[f16],
     values: &[f16],
     n: usize,
     scale: f32,
-    acc: &mut [f16],
+    acc: &mut [A],
     st: &mut super::attend::Softmax,
 ) {
     let hd = q.len();
@@ -566,11 +569,11 @@ pub fn attend_f16(
         let score = vec_dot_f16_f32(&keys[j * hd..(j + 1) * hd], q) * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if score > st.max {
-            ms = exp(st.max - score);
+            ms = exp_softmax(st.max - score);
             st.max = score;
             scale_f16(acc, ms);
         } else {
-            vs = exp(score - st.max);
+            vs = exp_softmax(score - st.max);
         }
         mad_f16(acc, &values[j * hd..(j + 1) * hd], vs);
         st.sum = fma(st.sum, ms, vs);

@@ -540,6 +540,17 @@ fn bits32(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn chunked_attention_equals_the_per_key_spec_even_when_split_into_runs() {
+    chunked_attention_equals_the_per_key_spec::<f16>(|a| {
+        bits16(a).into_iter().map(u32::from).collect()
+    });
+    chunked_attention_equals_the_per_key_spec::<f32>(bits32);
+}
+
+/// The chunked kernels of the scalar set against the key-by-key spec, for a running sum of type
+/// `A` (`bits` its bits).
+fn chunked_attention_equals_the_per_key_spec<A: super::attend::RunningSum>(
+    bits: impl Fn(&[A]) -> Vec<u32>,
+) {
     use super::attend::{attend_f16, Softmax};
     let mut rng = Rng(5);
     let k = Kernels::SCALAR;
@@ -549,12 +560,12 @@ fn chunked_attention_equals_the_per_key_spec_even_when_split_into_runs() {
             .collect();
         let values: Vec<f16> = (0..n * hd).map(|_| f16::from_f32(rng.f32())).collect();
         let q: Vec<f32> = (0..hd).map(|_| f16::from_f32(rng.f32()).to_f32()).collect();
-        let (mut a1, mut s1) = (vec![f16::ZERO; hd], Softmax::NEW);
+        let (mut a1, mut s1) = (vec![A::ZERO; hd], Softmax::NEW);
         scalar::attend_f16(&q, &keys, &values, n, 0.125, &mut a1, &mut s1);
         // Whole, and in three runs continuing one state.
-        let (mut a2, mut s2) = (vec![f16::ZERO; hd], Softmax::NEW);
+        let (mut a2, mut s2) = (vec![A::ZERO; hd], Softmax::NEW);
         attend_f16(&k, &q, &keys, &values, n, 0.125, &mut a2, &mut s2);
-        let (mut a3, mut s3) = (vec![f16::ZERO; hd], Softmax::NEW);
+        let (mut a3, mut s3) = (vec![A::ZERO; hd], Softmax::NEW);
         let cuts = [0, n / 3, n / 3 + n / 5, n];
         for w in cuts.windows(2) {
             let r = w[0] * hd..w[1] * hd;
@@ -569,14 +580,8 @@ fn chunked_attention_equals_the_per_key_spec_even_when_split_into_runs() {
                 &mut s3,
             );
         }
-        assert_eq!(
-            (bits16(&a1), s1.sum.to_bits()),
-            (bits16(&a2), s2.sum.to_bits())
-        );
-        assert_eq!(
-            (bits16(&a1), s1.sum.to_bits()),
-            (bits16(&a3), s3.sum.to_bits())
-        );
+        assert_eq!((bits(&a1), s1.sum.to_bits()), (bits(&a2), s2.sum.to_bits()));
+        assert_eq!((bits(&a1), s1.sum.to_bits()), (bits(&a3), s3.sum.to_bits()));
     }
 }
 
@@ -751,6 +756,21 @@ fn attention_is_bit_identical_to_the_scalar_reference_for_every_kv_type() {
             }
             assert_eq!(bits16(&r[0].0), bits16(&r[1].0), "[{}] f16 n={n}", k.isa);
             assert_eq!(r[0].1, r[1].1, "[{}] f16 n={n}", k.isa);
+            // f16 cache, f32 running sum (ember's numerics), the query as it is.
+            let mut r = [
+                (vec![0.0f32; hd], Softmax::NEW),
+                (vec![0.0f32; hd], Softmax::NEW),
+            ];
+            for (t, (acc, st)) in [s, k].iter().zip(r.iter_mut()) {
+                attend_f16(t, &q, &k16, &v16, n, 0.125, acc, st);
+            }
+            assert_eq!(
+                bits32(&r[0].0),
+                bits32(&r[1].0),
+                "[{}] f16→f32 n={n}",
+                k.isa
+            );
+            assert_eq!(r[0].1, r[1].1, "[{}] f16→f32 n={n}", k.isa);
             // f32
             let mut r = [
                 (vec![0.0f32; hd], Softmax::NEW),

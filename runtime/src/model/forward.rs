@@ -16,7 +16,7 @@ use super::trace;
 use super::{Config, Layer, Model};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
-use crate::kernels::attend::{self, Softmax, MAX_HEAD_DIM};
+use crate::kernels::attend::{self, RunningSum, Softmax, MAX_HEAD_DIM};
 use crate::kernels::{sincos, Kernels, Numerics, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{chunk_rows, Parallel};
@@ -732,22 +732,12 @@ fn attend_head(
     let hd = qh.len();
     let mut st = Softmax::NEW;
     match kv.config().ty {
-        KvType::F16 => {
-            // Queries meet an f16 cache at f16 precision, with an f16 running sum: the order and
-            // precision of llama.cpp's CPU flash attention.
-            let mut q16 = [0.0f32; MAX_HEAD_DIM];
-            for (d, &x) in q16.iter_mut().zip(qh) {
-                *d = f16::from_f32(x).to_f32();
-            }
-            let mut acc = [f16::ZERO; MAX_HEAD_DIM];
-            let (q16, acc) = (&q16[..hd], &mut acc[..hd]);
-            kv.for_each_run(l, kh, i, window, &mut |keys, values, n| {
-                if let (Rows::F16(ks), Rows::F16(vs)) = (keys, values) {
-                    attend::attend_f16(k, q16, ks, vs, n, scale, acc, &mut st);
-                }
-            });
-            finish(acc.iter().map(|a| a.to_f32()), st.sum, out);
-        }
+        // llama.cpp's numerics meet an f16 cache with the query rounded to f16 and an f16
+        // running sum, as its CPU flash attention does; ember's keep both in f32.
+        KvType::F16 => match k.numerics {
+            Numerics::Exact => attend_f16_cache::<f16>(k, kv, l, kh, i, window, qh, scale, out),
+            Numerics::Ember => attend_f16_cache::<f32>(k, kv, l, kh, i, window, qh, scale, out),
+        },
         KvType::F32 => {
             let mut acc = [0.0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
@@ -781,6 +771,40 @@ fn attend_head(
             finish(acc.iter().copied(), st.sum, out);
         }
     }
+}
+
+/// [`attend_head`] over an f16 cache with a running sum of type `A` (for an f16 sum, the query is
+/// rounded to f16 values first: [`RunningSum::ROUNDS_QUERY`]).
+#[allow(clippy::too_many_arguments)]
+fn attend_f16_cache<A: RunningSum>(
+    k: &Kernels,
+    kv: &KvCache<'_>,
+    l: usize,
+    kh: usize,
+    i: usize,
+    window: Option<usize>,
+    qh: &[f32],
+    scale: f32,
+    out: &mut dyn FnMut(usize, f32),
+) {
+    let hd = qh.len();
+    let mut st = Softmax::NEW;
+    let mut q = [0.0f32; MAX_HEAD_DIM];
+    for (d, &x) in q.iter_mut().zip(qh) {
+        *d = if A::ROUNDS_QUERY {
+            f16::from_f32(x).to_f32()
+        } else {
+            x
+        };
+    }
+    let mut acc = [A::ZERO; MAX_HEAD_DIM];
+    let (q, acc) = (&q[..hd], &mut acc[..hd]);
+    kv.for_each_run(l, kh, i, window, &mut |keys, values, n| {
+        if let (Rows::F16(ks), Rows::F16(vs)) = (keys, values) {
+            attend::attend_f16(k, q, ks, vs, n, scale, acc, &mut st);
+        }
+    });
+    finish(acc.iter().map(|a| a.to_f32()), st.sum, out);
 }
 
 /// Writes acc / sum (0 when nothing was attended).

@@ -286,7 +286,8 @@ fn beam_search_of_width_one_is_greedy_and_chat_takes_beams() {
 
 #[test]
 fn a_chat_longer_than_the_context_goes_on_through_the_ring() {
-    // A 96-token context: the system prompt and the first turn already fill most of it.
+    // A 96-token context: the system prompt and the first turn already fill most of it. Each
+    // reply ends at its first line break (so a reply is one line of stdout).
     let out = chat(
         &[
             "chat",
@@ -298,6 +299,8 @@ fn a_chat_longer_than_the_context_goes_on_through_the_ring() {
             "1",
             "--system",
             "You are brief.",
+            "--stop",
+            "\n",
         ],
         b"Tell me about the sea.\nAnd the mountains?\nAnd rivers?\nAnd deserts?\nThanks!\n",
     );

@@ -35,6 +35,7 @@ pub fn kernels() -> Option<Kernels> {
         softmax: scalar::softmax_chunk,
         scores_f16,
         update_f16,
+        update_f16_f32,
         swiglu,
         geglu,
         tanh,
@@ -545,6 +546,39 @@ fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
         // SAFETY: bounds as in the loops.
         unsafe { mad_f16_impl(acc, &values[j * hd..(j + 1) * hd], w) }
     });
+}
+
+/// [`scalar::update_f16`] into an f32 running sum (ember's numerics), key by key.
+fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
+    let hd = acc.len();
+    let values = &values[..grows.len().min(w.len()) * hd];
+    crate::kernels::attend::per_key(
+        acc,
+        0,
+        grows,
+        w,
+        crate::kernels::attend::scale_f32,
+        |acc, j, w| {
+            let (y, x) = (acc, &values[j * hd..(j + 1) * hd]);
+            let n = y.len().min(x.len());
+            let mut i = 0;
+            // SAFETY: lanes i..i + 4 lie inside both y and x (i + 4 <= n).
+            unsafe {
+                let va = vdupq_n_f32(w);
+                while i + 4 <= n {
+                    let p = y.as_mut_ptr().add(i);
+                    vst1q_f32(
+                        p,
+                        vfmaq_f32(vld1q_f32(p), load_f16x4(x.as_ptr().add(i)), va),
+                    );
+                    i += 4;
+                }
+            }
+            for j in i..n {
+                y[j] = scalar::fma(x[j].to_f32(), w, y[j]);
+            }
+        },
+    );
 }
 
 #[inline(always)]

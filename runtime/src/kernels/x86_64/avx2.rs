@@ -28,6 +28,7 @@ pub fn kernels() -> Option<Kernels> {
         softmax: softmax_chunk,
         scores_f16,
         update_f16,
+        update_f16_f32,
         swiglu,
         geglu,
         tanh,
@@ -299,40 +300,85 @@ fn scores_f16(keys: &[f16], q: &[f32], out: &mut [f32]) {
     unsafe { scores_f16_impl(keys.as_ptr(), q.as_ptr(), hd, out) }
 }
 
-/// [`scalar::update_f16`](crate::kernels::scalar::update_f16): for heads of whole groups of 8,
-/// the running sum is held in registers, up to 64 values at a time, across the chunk's keys;
-/// else key by key.
+/// [`scalar::update_f16`](crate::kernels::scalar::update_f16) into an f16 running sum: for heads
+/// of whole groups of 8, the running sum is held in registers, up to 64 values at a time, across
+/// the chunk's keys; else key by key.
 fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
     let (hd, m) = (acc.len(), grows.len().min(w.len()));
     let values = &values[..m * hd];
-    // SAFETY (of every call below): AVX2+FMA+F16C checked by `kernels()`; `values` holds m rows
-    // of hd (sliced above), and each block of columns c..c + 8·R lies inside acc's hd.
+    if hd % 8 != 0 {
+        // SAFETY (of both calls): AVX2+FMA+F16C checked by `kernels()`.
+        crate::kernels::attend::per_key(
+            acc,
+            0,
+            grows,
+            w,
+            |acc, a| unsafe { scale_f16_impl(acc, a) },
+            |acc, j, a| unsafe { mad_f16_impl(acc, &values[j * hd..(j + 1) * hd], a) },
+        );
+        return;
+    }
+    // SAFETY: AVX2+FMA+F16C checked by `kernels()`; `acc` holds hd f16 values and `values` m
+    // rows of hd (sliced above), hd a multiple of 8.
     unsafe {
-        if hd % 8 != 0 {
-            crate::kernels::attend::per_key(
-                acc,
-                0,
-                grows,
-                w,
-                |acc, a| scale_f16_impl(acc, a),
-                |acc, j, a| mad_f16_impl(acc, &values[j * hd..(j + 1) * hd], a),
-            );
-            return;
-        }
-        let (ap, vp) = (acc.as_mut_ptr(), values.as_ptr());
-        let mut c = 0;
-        while c + 64 <= hd {
-            update_cols::<8>(ap.add(c), vp.add(c), hd, &grows[..m], w);
-            c += 64;
-        }
-        while c + 32 <= hd {
-            update_cols::<4>(ap.add(c), vp.add(c), hd, &grows[..m], w);
-            c += 32;
-        }
-        while c < hd {
-            update_cols::<1>(ap.add(c), vp.add(c), hd, &grows[..m], w);
-            c += 8;
-        }
+        update_blocks::<true>(
+            acc.as_mut_ptr() as *mut u8,
+            values.as_ptr(),
+            hd,
+            &grows[..m],
+            w,
+        )
+    }
+}
+
+/// The same into an f32 running sum (ember's numerics): the f16 kernel's loop without its
+/// roundings.
+fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
+    let (hd, m) = (acc.len(), grows.len().min(w.len()));
+    let values = &values[..m * hd];
+    if hd % 8 != 0 {
+        return crate::kernels::scalar::update_f16(acc, values, &grows[..m], w);
+    }
+    // SAFETY: as in `update_f16`, with `acc` holding hd f32 values.
+    unsafe {
+        update_blocks::<false>(
+            acc.as_mut_ptr() as *mut u8,
+            values.as_ptr(),
+            hd,
+            &grows[..m],
+            w,
+        )
+    }
+}
+
+/// `update_f16` (`F16`) or `update_f16_f32` over the whole head, 64 columns at a time, then 32,
+/// then 8.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `hd` a multiple of 8; `acc` must point to `hd` writable running-sum values
+/// (f16 if `F16`, else f32) and `v` to `grows.len()` rows of `hd` values; `w` at least as long as
+/// `grows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn update_blocks<const F16: bool>(
+    acc: *mut u8,
+    v: *const f16,
+    hd: usize,
+    grows: &[bool],
+    w: &[f32],
+) {
+    let size = if F16 { 2 } else { 4 };
+    let mut c = 0;
+    while c + 64 <= hd {
+        update_cols::<8, F16>(acc.add(c * size), v.add(c), hd, grows, w);
+        c += 64;
+    }
+    while c + 32 <= hd {
+        update_cols::<4, F16>(acc.add(c * size), v.add(c), hd, grows, w);
+        c += 32;
+    }
+    while c < hd {
+        update_cols::<1, F16>(acc.add(c * size), v.add(c), hd, grows, w);
+        c += 8;
     }
 }
 
@@ -343,16 +389,18 @@ unsafe fn round16(x: __m256) -> __m256 {
     _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
 }
 
-/// `update_f16` for the 8·R columns at `acc` (values at `v`, rows `hd` apart), key by key with
-/// those columns in registers: the same rounding steps as `scale_f16_impl` and `mad_f16_impl`.
+/// The running sum's 8·R columns at `acc` (values at `v`, rows `hd` apart), key by key with those
+/// columns in registers. With `F16`, the sum is f16 and every step rounds to f16 as
+/// `scale_f16_impl` and `mad_f16_impl` do; else it is f32 and each step is one product or one
+/// fused multiply-add, as the spec's.
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `acc` must point to 8·R writable values and `v` to `grows.len()` rows of
-/// `hd` values, of which this reads 8·R at the same offset; `w` must be at least as long as
-/// `grows`.
+/// AVX2, FMA and F16C; `acc` must point to 8·R writable values (f16 if `F16`, else f32) and `v`
+/// to `grows.len()` rows of `hd` values, of which this reads 8·R at the same offset; `w` must be
+/// at least as long as `grows`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn update_cols<const R: usize>(
-    acc: *mut f16,
+unsafe fn update_cols<const R: usize, const F16: bool>(
+    acc: *mut u8,
     v: *const f16,
     hd: usize,
     grows: &[bool],
@@ -360,14 +408,21 @@ unsafe fn update_cols<const R: usize>(
 ) {
     let mut a = [_mm256_setzero_ps(); R];
     for (r, a) in a.iter_mut().enumerate() {
-        *a = _mm256_cvtph_ps(_mm_loadu_si128(acc.add(8 * r) as *const __m128i));
+        *a = if F16 {
+            _mm256_cvtph_ps(_mm_loadu_si128(acc.add(16 * r) as *const __m128i))
+        } else {
+            _mm256_loadu_ps(acc.add(32 * r) as *const f32)
+        };
     }
     for (j, (&g, &wj)) in grows.iter().zip(w).enumerate() {
         let mut wj = wj;
         if g {
             let s = _mm256_set1_ps(wj);
             for a in a.iter_mut() {
-                *a = round16(_mm256_mul_ps(*a, s));
+                *a = _mm256_mul_ps(*a, s);
+                if F16 {
+                    *a = round16(*a);
+                }
             }
             wj = 1.0;
         }
@@ -375,12 +430,19 @@ unsafe fn update_cols<const R: usize>(
         let row = v.add(j * hd);
         for (r, a) in a.iter_mut().enumerate() {
             let x = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * r) as *const __m128i));
-            *a = round16(_mm256_fmadd_ps(x, vw, *a));
+            *a = _mm256_fmadd_ps(x, vw, *a);
+            if F16 {
+                *a = round16(*a);
+            }
         }
     }
     for (r, a) in a.iter().enumerate() {
-        let p = acc.add(8 * r) as *mut __m128i;
-        _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*a));
+        if F16 {
+            let p = acc.add(16 * r) as *mut __m128i;
+            _mm_storeu_si128(p, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*a));
+        } else {
+            _mm256_storeu_ps(acc.add(32 * r) as *mut f32, *a);
+        }
     }
 }
 
