@@ -734,10 +734,13 @@ fn attend_head(
     match kv.config().ty {
         // llama.cpp's numerics meet an f16 cache with the query rounded to f16 and an f16
         // running sum, as its CPU flash attention does; ember's keep both in f32.
-        KvType::F16 => match k.numerics {
-            Numerics::Exact => attend_f16_cache::<f16>(k, kv, l, kh, i, window, qh, scale, out),
-            Numerics::Ember => attend_f16_cache::<f32>(k, kv, l, kh, i, window, qh, scale, out),
-        },
+        KvType::F16 => {
+            let runs = &mut |f: &mut RunFn<'_>| kv.for_each_run(l, kh, i, window, f);
+            match k.numerics {
+                Numerics::Exact => attend_f16_cache::<f16>(k, qh, scale, runs, out),
+                Numerics::Ember => attend_f16_cache::<f32>(k, qh, scale, runs, out),
+            }
+        }
         KvType::F32 => {
             let mut acc = [0.0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
@@ -773,18 +776,17 @@ fn attend_head(
     }
 }
 
-/// [`attend_head`] over an f16 cache with a running sum of type `A` (for an f16 sum, the query is
+/// What [`KvCache::for_each_run`] calls for each run of cells: keys, values, their count.
+type RunFn<'f> = dyn FnMut(Rows<'_>, Rows<'_>, usize) + 'f;
+
+/// [`attend_head`] over an f16 cache (`runs` hands its runs of keys and values to a function, as
+/// [`KvCache::for_each_run`]) with a running sum of type `A` (for an f16 sum, the query is
 /// rounded to f16 values first: [`RunningSum::ROUNDS_QUERY`]).
-#[allow(clippy::too_many_arguments)]
 fn attend_f16_cache<A: RunningSum>(
     k: &Kernels,
-    kv: &KvCache<'_>,
-    l: usize,
-    kh: usize,
-    i: usize,
-    window: Option<usize>,
     qh: &[f32],
     scale: f32,
+    runs: &mut dyn FnMut(&mut RunFn<'_>),
     out: &mut dyn FnMut(usize, f32),
 ) {
     let hd = qh.len();
@@ -799,7 +801,7 @@ fn attend_f16_cache<A: RunningSum>(
     }
     let mut acc = [A::ZERO; MAX_HEAD_DIM];
     let (q, acc) = (&q[..hd], &mut acc[..hd]);
-    kv.for_each_run(l, kh, i, window, &mut |keys, values, n| {
+    runs(&mut |keys, values, n| {
         if let (Rows::F16(ks), Rows::F16(vs)) = (keys, values) {
             attend::attend_f16(k, q, ks, vs, n, scale, acc, &mut st);
         }
