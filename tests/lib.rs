@@ -86,6 +86,56 @@ pub fn with_model<R>(
     f(&model)
 }
 
+/// A converted model against a reference forward pass (`reference`: `cases`, each a `text`, the
+/// reference tokenizer's `ids` and the reference `last_logits` of its last positions): asserts
+/// that ember's tokens (`special`: parsing special tokens) equal the ids (`label` names the case
+/// set), and returns the largest |ember − reference| over the logits given and the logits' scale
+/// (their largest magnitude). The cache is f32, so only the weights' precision differs.
+pub fn worst_logit_error(
+    model: &ember_runtime::model::Model<'_>,
+    reference: &serde_json::Value,
+    special: bool,
+    label: &str,
+) -> (f64, f64) {
+    use ember_runtime::session::{Session, SessionConfig};
+    let sc = SessionConfig {
+        n_ctx: 64,
+        kv_type: ember_runtime::kv::KvType::F32,
+        ..Default::default()
+    };
+    let mut smem = vec![0u8; Session::bytes_needed(model, &sc)];
+    let mut sarena = ember_runtime::arena::Arena::new(&mut smem);
+    let mut s = Session::new(model, &mut sarena, &sc).unwrap();
+    let (mut worst, mut scale) = (0.0f64, 0.0f64);
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ids = model
+            .tokenizer
+            .encode_to_vec(text.as_bytes(), true, special)
+            .unwrap();
+        assert_eq!(ids, want, "{label}: tokens of {text:?}");
+        let last = case["last_logits"].as_array().unwrap();
+        let first_kept = ids.len() - last.len();
+        s.reset();
+        let mut got = vec![Vec::new(); ids.len()];
+        s.eval_all(&ids, &mut |i, l| got[i] = l.to_vec()).unwrap();
+        for (k, row) in last.iter().enumerate() {
+            for (j, v) in row.as_array().unwrap().iter().enumerate() {
+                let w = v.as_f64().unwrap();
+                worst = worst.max((got[first_kept + k][j] as f64 - w).abs());
+                scale = scale.max(w.abs());
+            }
+        }
+    }
+    (worst, scale)
+}
+
 /// A copy of the real model whose chat template is `template` (the weights and every other key
 /// unchanged), written under the target directory's temporary folder as `name`.
 pub fn model_with_template(name: &str, template: &str) -> PathBuf {

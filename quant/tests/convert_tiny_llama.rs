@@ -7,9 +7,7 @@ use ember_quant::convert::{convert_dir, Options};
 use ember_runtime::arena::Arena;
 use ember_runtime::gguf::{Gguf, MappedFile};
 use ember_runtime::kernels::Kernels;
-use ember_runtime::kv::KvType;
 use ember_runtime::model::Model;
-use ember_runtime::session::{Session, SessionConfig};
 use ember_runtime::weights::GgmlType;
 use std::path::{Path, PathBuf};
 
@@ -41,42 +39,7 @@ fn compare(path: &Path) -> (f64, f64) {
     let mut mem = vec![0u8; Model::memory_needed(&g).unwrap()];
     let mut arena = Arena::new(&mut mem);
     let model = Model::load(g, &mut arena, Kernels::best()).unwrap();
-    let sc = SessionConfig {
-        n_ctx: 64,
-        kv_type: KvType::F32,
-        ..Default::default()
-    };
-    let mut smem = vec![0u8; Session::bytes_needed(&model, &sc)];
-    let mut sarena = Arena::new(&mut smem);
-    let mut s = Session::new(&model, &mut sarena, &sc).unwrap();
-    let (mut worst, mut scale) = (0.0f64, 0.0f64);
-    for case in reference["cases"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let want_ids: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let ids = model
-            .tokenizer
-            .encode_to_vec(text.as_bytes(), true, false)
-            .unwrap();
-        assert_eq!(ids, want_ids, "tokens of {text:?}");
-        let last = case["last_logits"].as_array().unwrap();
-        let first_kept = ids.len() - last.len();
-        s.reset();
-        let mut got = vec![Vec::new(); ids.len()];
-        s.eval_all(&ids, &mut |i, l| got[i] = l.to_vec()).unwrap();
-        for (k, row) in last.iter().enumerate() {
-            for (j, v) in row.as_array().unwrap().iter().enumerate() {
-                let want = v.as_f64().unwrap();
-                worst = worst.max((got[first_kept + k][j] as f64 - want).abs());
-                scale = scale.max(want.abs());
-            }
-        }
-    }
-    (worst, scale)
+    ember_tests::worst_logit_error(&model, &reference, false, "tiny llama")
 }
 
 #[test]

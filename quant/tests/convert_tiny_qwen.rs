@@ -10,9 +10,7 @@ use ember_quant::convert::{convert_dir, Options};
 use ember_runtime::arena::Arena;
 use ember_runtime::gguf::{keys, Gguf, MappedFile};
 use ember_runtime::kernels::Kernels;
-use ember_runtime::kv::KvType;
 use ember_runtime::model::Model;
-use ember_runtime::session::{Session, SessionConfig};
 use ember_runtime::weights::GgmlType;
 
 fn check(arch: &str, ty: GgmlType, tol: f64) {
@@ -37,41 +35,7 @@ fn check(arch: &str, ty: GgmlType, tol: f64) {
     let mut arena = Arena::new(&mut mem);
     let model = Model::load(g, &mut arena, Kernels::best()).unwrap();
     assert!(model.weights.tied_output);
-    let sc = SessionConfig {
-        n_ctx: 64,
-        kv_type: KvType::F32,
-        ..Default::default()
-    };
-    let mut smem = vec![0u8; Session::bytes_needed(&model, &sc)];
-    let mut sarena = Arena::new(&mut smem);
-    let mut s = Session::new(&model, &mut sarena, &sc).unwrap();
-    let (mut worst, mut scale) = (0.0f64, 0.0f64);
-    for case in reference["cases"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let ids = model
-            .tokenizer
-            .encode_to_vec(text.as_bytes(), true, true)
-            .unwrap();
-        assert_eq!(ids, want, "{arch}: tokens of {text:?}");
-        let last = case["last_logits"].as_array().unwrap();
-        let first_kept = ids.len() - last.len();
-        s.reset();
-        let mut got = vec![Vec::new(); ids.len()];
-        s.eval_all(&ids, &mut |i, l| got[i] = l.to_vec()).unwrap();
-        for (k, row) in last.iter().enumerate() {
-            for (j, v) in row.as_array().unwrap().iter().enumerate() {
-                let w = v.as_f64().unwrap();
-                worst = worst.max((got[first_kept + k][j] as f64 - w).abs());
-                scale = scale.max(w.abs());
-            }
-        }
-    }
+    let (worst, scale) = ember_tests::worst_logit_error(&model, &reference, true, arch);
     eprintln!(
         "{arch} {}: max |ember - numpy| = {worst:.3e} (logits up to {scale:.2})",
         ty.name()
