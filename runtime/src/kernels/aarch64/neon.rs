@@ -548,10 +548,29 @@ fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
     });
 }
 
-/// [`scalar::update_f16`] into an f32 running sum (ember's numerics), key by key.
+/// [`scalar::update_f16`] into an f32 running sum (ember's numerics): for heads of whole groups of
+/// 4, the running sum is held in registers, up to 64 values at a time, across the chunk's keys
+/// ([`update_cols_f32`]); else key by key.
 fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
-    let hd = acc.len();
-    let values = &values[..grows.len().min(w.len()) * hd];
+    let (hd, m) = (acc.len(), grows.len().min(w.len()));
+    let values = &values[..m * hd];
+    if hd % 4 == 0 {
+        let (ap, vp) = (acc.as_mut_ptr(), values.as_ptr());
+        let mut c = 0;
+        // SAFETY (of each call): columns c..c + 4·Q lie inside acc's hd, and `values` holds m
+        // rows of hd (sliced above).
+        unsafe {
+            while c + 64 <= hd {
+                update_cols_f32::<16>(ap.add(c), vp.add(c), hd, &grows[..m], w);
+                c += 64;
+            }
+            while c < hd {
+                update_cols_f32::<1>(ap.add(c), vp.add(c), hd, &grows[..m], w);
+                c += 4;
+            }
+        }
+        return;
+    }
     crate::kernels::attend::per_key(
         acc,
         0,
@@ -579,6 +598,44 @@ fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
             }
         },
     );
+}
+
+/// The f32 running sum's 4·Q columns at `acc` (values at `v`, rows `hd` apart), key by key with
+/// those columns in registers: each step one product or one fused multiply-add, as the spec's.
+///
+/// # Safety
+/// `acc` must point to 4·Q writable values and `v` to `grows.len()` rows of `hd` values, of which
+/// this reads 4·Q at the same offset; `w` must be at least as long as `grows`.
+#[inline(always)]
+unsafe fn update_cols_f32<const Q: usize>(
+    acc: *mut f32,
+    v: *const f16,
+    hd: usize,
+    grows: &[bool],
+    w: &[f32],
+) {
+    let mut a = [vdupq_n_f32(0.0); Q];
+    for (r, a) in a.iter_mut().enumerate() {
+        *a = vld1q_f32(acc.add(4 * r));
+    }
+    for (j, (&g, &wj)) in grows.iter().zip(w).enumerate() {
+        let mut wj = wj;
+        if g {
+            let s = vdupq_n_f32(wj);
+            for a in a.iter_mut() {
+                *a = vmulq_f32(*a, s);
+            }
+            wj = 1.0;
+        }
+        let vw = vdupq_n_f32(wj);
+        let row = v.add(j * hd);
+        for (r, a) in a.iter_mut().enumerate() {
+            *a = vfmaq_f32(*a, load_f16x4(row.add(4 * r)), vw);
+        }
+    }
+    for (r, a) in a.iter().enumerate() {
+        vst1q_f32(acc.add(4 * r), *a);
+    }
 }
 
 #[inline(always)]
