@@ -791,16 +791,17 @@ fn attend_f16_cache<A: RunningSum>(
 ) {
     let hd = qh.len();
     let mut st = Softmax::NEW;
-    let mut q = [0.0f32; MAX_HEAD_DIM];
-    for (d, &x) in q.iter_mut().zip(qh) {
-        *d = if A::ROUNDS_QUERY {
-            f16::from_f32(x).to_f32()
-        } else {
-            x
-        };
-    }
+    let mut q16 = [0.0f32; MAX_HEAD_DIM];
+    let q = if A::ROUNDS_QUERY {
+        for (d, &x) in q16.iter_mut().zip(qh) {
+            *d = f16::from_f32(x).to_f32();
+        }
+        &q16[..hd]
+    } else {
+        qh
+    };
     let mut acc = [A::ZERO; MAX_HEAD_DIM];
-    let (q, acc) = (&q[..hd], &mut acc[..hd]);
+    let acc = &mut acc[..hd];
     runs(&mut |keys, values, n| {
         if let (Rows::F16(ks), Rows::F16(vs)) = (keys, values) {
             attend::attend_f16(k, q, ks, vs, n, scale, acc, &mut st);

@@ -550,7 +550,7 @@ fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
 
 /// [`scalar::update_f16`] into an f32 running sum (ember's numerics): for heads of whole groups of
 /// 4, the running sum is held in registers, up to 64 values at a time, across the chunk's keys
-/// ([`update_cols_f32`]); else key by key.
+/// ([`update_cols_f32`]); else the spec itself.
 fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
     let (hd, m) = (acc.len(), grows.len().min(w.len()));
     let values = &values[..m * hd];
@@ -571,33 +571,7 @@ fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
         }
         return;
     }
-    crate::kernels::attend::per_key(
-        acc,
-        0,
-        grows,
-        w,
-        crate::kernels::attend::scale_f32,
-        |acc, j, w| {
-            let (y, x) = (acc, &values[j * hd..(j + 1) * hd]);
-            let n = y.len().min(x.len());
-            let mut i = 0;
-            // SAFETY: lanes i..i + 4 lie inside both y and x (i + 4 <= n).
-            unsafe {
-                let va = vdupq_n_f32(w);
-                while i + 4 <= n {
-                    let p = y.as_mut_ptr().add(i);
-                    vst1q_f32(
-                        p,
-                        vfmaq_f32(vld1q_f32(p), load_f16x4(x.as_ptr().add(i)), va),
-                    );
-                    i += 4;
-                }
-            }
-            for j in i..n {
-                y[j] = scalar::fma(x[j].to_f32(), w, y[j]);
-            }
-        },
-    );
+    scalar::update_f16(acc, values, &grows[..m], w)
 }
 
 /// The f32 running sum's 4·Q columns at `acc` (values at `v`, rows `hd` apart), key by key with
