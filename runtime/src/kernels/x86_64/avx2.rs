@@ -27,8 +27,8 @@ pub fn kernels() -> Option<Kernels> {
         rope_neox,
         softmax: softmax_chunk,
         scores_f16,
-        update_f16,
-        update_f16_f32,
+        update_f16: update_f16::<false>,
+        update_f16_f32: update_f16_f32::<false>,
         swiglu,
         geglu,
         tanh,
@@ -302,8 +302,14 @@ fn scores_f16(keys: &[f16], q: &[f32], out: &mut [f32]) {
 
 /// [`scalar::update_f16`](crate::kernels::scalar::update_f16) into an f16 running sum: for heads
 /// of whole groups of 8, the running sum is held in registers, up to 64 values at a time, across
-/// the chunk's keys; else key by key.
-fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
+/// the chunk's keys; else key by key. `EVEX`: compiled with AVX-512 VL's 32 vector registers
+/// ([`update_blocks_evex`]; the AVX-512 set's, whose CPUs have them).
+pub(super) fn update_f16<const EVEX: bool>(
+    acc: &mut [f16],
+    values: &[f16],
+    grows: &[bool],
+    w: &[f32],
+) {
     let (hd, m) = (acc.len(), grows.len().min(w.len()));
     let values = &values[..m * hd];
     if hd % 8 != 0 {
@@ -318,46 +324,48 @@ fn update_f16(acc: &mut [f16], values: &[f16], grows: &[bool], w: &[f32]) {
         );
         return;
     }
-    // SAFETY: AVX2+FMA+F16C checked by `kernels()`; `acc` holds hd f16 values and `values` m
-    // rows of hd (sliced above), hd a multiple of 8.
+    let acc = acc.as_mut_ptr() as *mut u8;
+    // SAFETY: AVX2+FMA+F16C checked by `kernels()` (and AVX-512 F/VL by the AVX-512 set's, the
+    // only one that takes `EVEX`); `acc` holds hd f16 values and `values` m rows of hd (sliced
+    // above), hd a multiple of 8.
     unsafe {
-        update_blocks::<true>(
-            acc.as_mut_ptr() as *mut u8,
-            values.as_ptr(),
-            hd,
-            &grows[..m],
-            w,
-        )
+        if EVEX {
+            update_blocks_evex::<true>(acc, values.as_ptr(), hd, &grows[..m], w)
+        } else {
+            update_blocks::<true>(acc, values.as_ptr(), hd, &grows[..m], w)
+        }
     }
 }
 
 /// The same into an f32 running sum (ember's numerics): the f16 kernel's loop without its
 /// roundings.
-fn update_f16_f32(acc: &mut [f32], values: &[f16], grows: &[bool], w: &[f32]) {
+pub(super) fn update_f16_f32<const EVEX: bool>(
+    acc: &mut [f32],
+    values: &[f16],
+    grows: &[bool],
+    w: &[f32],
+) {
     let (hd, m) = (acc.len(), grows.len().min(w.len()));
     let values = &values[..m * hd];
     if hd % 8 != 0 {
         return crate::kernels::scalar::update_f16(acc, values, &grows[..m], w);
     }
+    let acc = acc.as_mut_ptr() as *mut u8;
     // SAFETY: as in `update_f16`, with `acc` holding hd f32 values.
     unsafe {
-        update_blocks::<false>(
-            acc.as_mut_ptr() as *mut u8,
-            values.as_ptr(),
-            hd,
-            &grows[..m],
-            w,
-        )
+        if EVEX {
+            update_blocks_evex::<false>(acc, values.as_ptr(), hd, &grows[..m], w)
+        } else {
+            update_blocks::<false>(acc, values.as_ptr(), hd, &grows[..m], w)
+        }
     }
 }
 
-/// `update_f16` (`F16`) or `update_f16_f32` over the whole head, 64 columns at a time, then 32,
-/// then 8.
+/// `update_f16` (`F16`) or `update_f16_f32` over the whole head ([`update_head`]) with AVX2's 16
+/// vector registers.
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `hd` a multiple of 8; `acc` must point to `hd` writable running-sum values
-/// (f16 if `F16`, else f32) and `v` to `grows.len()` rows of `hd` values; `w` at least as long as
-/// `grows`.
+/// AVX2, FMA and F16C; as [`update_head`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn update_blocks<const F16: bool>(
     acc: *mut u8,
@@ -366,19 +374,63 @@ unsafe fn update_blocks<const F16: bool>(
     grows: &[bool],
     w: &[f32],
 ) {
+    // SAFETY: the caller's.
+    unsafe { update_head::<F16, false>(acc, v, hd, grows, w) }
+}
+
+/// [`update_blocks`] with AVX-512 VL's 32 (the same instructions, EVEX-encoded where they use
+/// registers 16–31): the f32 sum's 64 columns no longer spill one register to the stack on every
+/// key (measured 2026-12-06, criterion `attention_head_ctx512`, 512 keys of 64: 3.6–3.9 µs
+/// against 4.8–5.0).
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX-512 F and VL; as [`update_head`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn update_blocks_evex<const F16: bool>(
+    acc: *mut u8,
+    v: *const f16,
+    hd: usize,
+    grows: &[bool],
+    w: &[f32],
+) {
+    // SAFETY: the caller's.
+    unsafe { update_head::<F16, true>(acc, v, hd, grows, w) }
+}
+
+/// The whole head, 64 columns at a time, then 32, then 8 ([`update_cols`]). With 16 registers
+/// (`!EVEX`) the f32 sum takes 32 at a time: LLVM hoists the eight conversions of a key's 64
+/// values above its additions, and eight sums, eight values and the weight are one register
+/// too many (32 at a time: 4.0–4.4 µs against 4.8–5.0 in the measurement above); the f16 sum's
+/// roundings keep its 64 in registers.
+///
+/// # Safety
+/// Inlined into a function with AVX2, FMA and F16C enabled (and AVX-512 F/VL with `EVEX`); `hd`
+/// a multiple of 8; `acc` must point to `hd` writable running-sum values (f16 if `F16`, else
+/// f32) and `v` to `grows.len()` rows of `hd` values; `w` at least as long as `grows`.
+#[inline(always)]
+unsafe fn update_head<const F16: bool, const EVEX: bool>(
+    acc: *mut u8,
+    v: *const f16,
+    hd: usize,
+    grows: &[bool],
+    w: &[f32],
+) {
     let size = if F16 { 2 } else { 4 };
     let mut c = 0;
-    while c + 64 <= hd {
-        update_cols::<8, F16>(acc.add(c * size), v.add(c), hd, grows, w);
-        c += 64;
-    }
-    while c + 32 <= hd {
-        update_cols::<4, F16>(acc.add(c * size), v.add(c), hd, grows, w);
-        c += 32;
-    }
-    while c < hd {
-        update_cols::<1, F16>(acc.add(c * size), v.add(c), hd, grows, w);
-        c += 8;
+    // SAFETY (of each call): columns c..c + 8R of the head (the caller's pointers).
+    unsafe {
+        while (F16 || EVEX) && c + 64 <= hd {
+            update_cols::<8, F16>(acc.add(c * size), v.add(c), hd, grows, w);
+            c += 64;
+        }
+        while c + 32 <= hd {
+            update_cols::<4, F16>(acc.add(c * size), v.add(c), hd, grows, w);
+            c += 32;
+        }
+        while c < hd {
+            update_cols::<1, F16>(acc.add(c * size), v.add(c), hd, grows, w);
+            c += 8;
+        }
     }
 }
 
@@ -395,10 +447,10 @@ unsafe fn round16(x: __m256) -> __m256 {
 /// fused multiply-add, as the spec's.
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `acc` must point to 8·R writable values (f16 if `F16`, else f32) and `v`
-/// to `grows.len()` rows of `hd` values, of which this reads 8·R at the same offset; `w` must be
-/// at least as long as `grows`.
-#[target_feature(enable = "avx2,fma,f16c")]
+/// Inlined into a function with AVX2, FMA and F16C enabled; `acc` must point to 8·R writable
+/// values (f16 if `F16`, else f32) and `v` to `grows.len()` rows of `hd` values, of which this
+/// reads 8·R at the same offset; `w` must be at least as long as `grows`.
+#[inline(always)]
 unsafe fn update_cols<const R: usize, const F16: bool>(
     acc: *mut u8,
     v: *const f16,

@@ -11,7 +11,8 @@ pub fn kernels() -> Option<Kernels> {
         return None;
     }
     // Activation quantization and the f32/f16 vector ops are memory-bound at these sizes: the
-    // AVX2 versions are reused.
+    // AVX2 versions are reused, attention's additions of values compiled for AVX-512 VL's 32
+    // registers.
     let base = avx2::kernels()?;
     Some(Kernels {
         isa: Isa::Avx512Vnni,
@@ -20,6 +21,8 @@ pub fn kernels() -> Option<Kernels> {
         gemm_q4_1,
         gemm_q8_0,
         gemm_blocks: super::blocks::gemm_blocks_vnni,
+        update_f16: avx2::update_f16::<true>,
+        update_f16_f32: avx2::update_f16_f32::<true>,
         ..base
     })
 }
