@@ -6,7 +6,11 @@ times) so that both see the same machine state, then prints each engine's mean t
 ratio ember / llama.cpp for pp (prompt of P tokens) and tg (N generated tokens), with
 llama-bench's definitions. llama.cpp is built by tools/build-llama-cpp.sh.
 
-    python3 tools/bench-vs-llama.py [--model M...] [--threads 1 2] [--rounds 5] [-p 512] [-n 128] [--busy]
+    python3 tools/bench-vs-llama.py [--model M...] [--threads 1 2] [--rounds 5] [-p 512] [-n 128] [-d 0] [--busy]
+
+With -d D, every test starts from a cache already holding D tokens (llama-bench's --n-depth,
+`ember bench -d`): the speed deep into a conversation, where attention reads D cached tokens
+(the bandwidth share then still counts the weights only, not the cache a token also reads).
 
 Each round also measures the memory bandwidth on the spot (`ember bench`'s streaming read with
 the same threads); the tg rows give each engine's share of the decode bound it sets (bandwidth ÷
@@ -30,9 +34,9 @@ def run(cmd):
     return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
 
 
-def ember(binary, model, t, p, n):
-    out = run([binary, "bench", "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "--json",
-               "--no-bandwidth"])
+def ember(binary, model, t, p, n, d):
+    out = run([binary, "bench", "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-d", str(d), "-r", "1",
+               "--json", "--no-bandwidth"])
     o = json.loads(out.strip().splitlines()[-1])
     # (A test of 0 tokens is skipped, and has no figure.)
     return o.get("pp_tokens_per_s"), o.get("tg_tokens_per_s"), o["kernels"]
@@ -46,9 +50,9 @@ def bandwidth(binary, model, t):
     return o["bandwidth_gb_per_s"], o["weight_bytes_per_token"]
 
 
-def llama(bench, model, t, p, n):
-    out = run([bench, "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-r", "1", "-o", "json"])
-    rows = json.loads(out)
+def llama(bench, model, t, p, n, d):
+    out = run([bench, "-m", model, "-t", str(t), "-p", str(p), "-n", str(n), "-d", str(d), "-r", "1", "-o", "json"])
+    rows = [r for r in json.loads(out) if r.get("n_depth", 0) == d]
     pp = next((r["avg_ts"] for r in rows if p and r["n_prompt"] == p and r["n_gen"] == 0), None)
     tg = next((r["avg_ts"] for r in rows if n and r["n_gen"] == n and r["n_prompt"] == 0), None)
     return pp, tg
@@ -61,10 +65,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-d", type=int, default=0, help="tokens already in the cache when each test starts")
     ap.add_argument("--busy", action="store_true", help="one competing CPU-bound process")
     a = ap.parse_args()
     if a.p <= 0 and a.n <= 0:
         ap.error("-p and -n are both 0: nothing to measure")
+    if a.d < 0:
+        ap.error("-d must be 0 or more")
 
     bin_dir = run([os.path.join(ROOT, "tools", "build-llama-cpp.sh")]).strip().splitlines()[-1]
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "ember-cli"], check=True, cwd=ROOT)
@@ -87,16 +94,17 @@ def main():
                 for _ in range(a.rounds):
                     bw, weight_bytes = bandwidth(ember_bin, model, t)
                     bws.append(bw)
-                    pp, tg, kernels = ember(ember_bin, model, t, a.p, a.n)
+                    pp, tg, kernels = ember(ember_bin, model, t, a.p, a.n, a.d)
                     e_pp.append(pp)
                     e_tg.append(tg)
-                    pp, tg = llama(bench, model, t, a.p, a.n)
+                    pp, tg = llama(bench, model, t, a.p, a.n, a.d)
                     l_pp.append(pp)
                     l_tg.append(tg)
                 bw = statistics.mean(bws)
                 # Decoding reads every weight once a token: bandwidth / bytes is its bound.
                 limit = bw * 1e9 / weight_bytes
-                for test, e, l in ((f"pp{a.p}", e_pp, l_pp), (f"tg{a.n}", e_tg, l_tg)):
+                at = f" @ d{a.d}" if a.d else ""
+                for test, e, l in ((f"pp{a.p}{at}", e_pp, l_pp), (f"tg{a.n}{at}", e_tg, l_tg)):
                     if None in e or None in l:
                         continue  # a test of 0 tokens (-p 0 or -n 0)
                     em, lm = statistics.mean(e), statistics.mean(l)

@@ -543,3 +543,59 @@ fn bench_reports_its_share_of_the_bandwidth_bound() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("bandwidth_gb_per_s"), "{text}");
 }
+
+/// `ember bench -d D` starts every test from a cache holding D tokens (llama-bench's
+/// `--n-depth`): labelled "@ dD", the depth evaluated before each repetition (in batches of up
+/// to 512, so 600 tokens are two passes), and refused past the model's context.
+#[test]
+fn bench_measures_at_a_depth() {
+    let out = ember()
+        .args([
+            "bench",
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-d",
+            "600",
+            "-r",
+            "1",
+            "-t",
+            "1",
+            "--json",
+            "--no-bandwidth",
+        ])
+        .output()
+        .expect("ember bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("| pp8 @ d600 |") && text.contains("| tg4 @ d600 |"),
+        "{text}"
+    );
+    let o: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    assert_eq!(o["n_depth"].as_u64(), Some(600), "{text}");
+    // Each of 2 repetitions (warm-up and timed) of each test: the depth's 2 passes, then pp's 1
+    // or tg's 4.
+    assert_eq!(
+        o["passes"].as_u64(),
+        Some(2 * (2 + 1) + 2 * (2 + 4)),
+        "{text}"
+    );
+    for d in ["8190", "18446744073709551615"] {
+        let out = ember()
+            .args(["bench", "-p", "8", "-n", "4", "-d", d, "-r", "1", "-t", "1"])
+            .output()
+            .expect("ember bench");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("tokens per test, depth included"),
+            "-d {d}: {err}"
+        );
+    }
+}

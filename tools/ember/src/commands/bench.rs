@@ -2,6 +2,9 @@
 //!
 //! - pp N: one N-token prompt from an empty cache, as one batch; tokens/s.
 //! - tg N: N single-token decode steps from an empty cache; tokens/s.
+//! - With `-d D` (llama-bench's `--n-depth`), each test starts from a cache that already holds
+//!   D tokens (evaluated untimed before each repetition), "pp N @ dD", "tg N @ dD": the speed of
+//!   a long conversation, where attention reads D cached keys and values per token.
 //!
 //! Tokens are a fixed pseudo-random sequence of ordinary vocabulary entries (no text needed).
 //! Each test runs once untimed (warm-up), then `-r` timed repetitions: mean ± standard deviation.
@@ -32,6 +35,10 @@ pub struct Args {
     /// Generated tokens for the tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
+    /// Tokens already in the cache when each test starts (evaluated untimed, as llama-bench's
+    /// --n-depth).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     reps: usize,
@@ -45,6 +52,9 @@ pub struct Args {
     #[arg(long)]
     no_bandwidth: bool,
 }
+
+/// The largest batch the depth is evaluated in (when the pp test's is smaller).
+const DEPTH_BATCH: usize = 512;
 
 /// Bytes of the buffer the bandwidth measurement reads (well past any last-level cache here).
 const BW_BYTES: usize = 256 << 20;
@@ -142,23 +152,27 @@ pub fn main(a: Args) -> CliResult {
     let t_open = Instant::now();
     load::with_model(path, kernels, |m| {
         let weight_bytes = weight_bytes_per_token(&m.gguf);
-        let ctx = (a.n_prompt.max(a.n_gen)).max(1);
-        if ctx > m.config.n_ctx_train {
-            return Err(CliError(format!(
-                "at most {} tokens per test for this model",
-                m.config.n_ctx_train
-            )));
-        }
+        let ctx = a
+            .n_depth
+            .checked_add(a.n_prompt.max(a.n_gen).max(1))
+            .filter(|&c| c <= m.config.n_ctx_train)
+            .ok_or_else(|| {
+                CliError(format!(
+                    "at most {} tokens per test, depth included, for this model",
+                    m.config.n_ctx_train
+                ))
+            })?;
         let kv_type = ember_runtime::kv::KvType::from_name(&a.kv_type).ok_or_else(|| {
             CliError(format!(
                 "unknown KV cache type '{}' (choose from: f16, f32, q8_0)",
                 a.kv_type
             ))
         })?;
-        // The cache holds each test whole (no sinks, no wrap): pp N is one batch of N.
+        // The cache holds each test whole, depth included (no sinks, no wrap): pp N is one batch
+        // of N; the depth goes in batches of up to 512 (or N).
         let sc = SessionConfig {
             n_ctx: ctx,
-            n_batch: a.n_prompt.max(1),
+            n_batch: a.n_prompt.max(a.n_depth.min(DEPTH_BATCH)).max(1),
             sinks: 0,
             kv_type,
         };
@@ -172,6 +186,20 @@ pub fn main(a: Args) -> CliResult {
         let load_ms = t_open.elapsed().as_secs_f64() * 1e3;
         let threads = s.threads();
         let toks = tokens(m, ctx);
+        let (depth, toks) = toks.split_at(a.n_depth);
+        // Each repetition's start: an empty cache, then the depth (untimed).
+        let start = |s: &mut Session<'_, '_>| -> CliResult {
+            s.reset();
+            for part in depth.chunks(sc.n_batch) {
+                s.eval(part)?;
+            }
+            Ok(())
+        };
+        let at = if a.n_depth > 0 {
+            format!(" @ d{}", a.n_depth)
+        } else {
+            String::new()
+        };
         let mut results = Vec::new();
         outln!("model open to first-token ready: {load_ms:.1} ms\n")?;
         outln!("| model | threads | kernels | test | tokens/s |")?;
@@ -179,7 +207,7 @@ pub fn main(a: Args) -> CliResult {
         if a.n_prompt > 0 {
             let mut runs = Vec::new();
             for rep in 0..=a.reps {
-                s.reset();
+                start(&mut s)?;
                 let t0 = Instant::now();
                 s.eval(&toks[..a.n_prompt])?;
                 let dt = t0.elapsed().as_secs_f64();
@@ -189,7 +217,7 @@ pub fn main(a: Args) -> CliResult {
             }
             let (mean, sd) = mean_sd(&runs);
             outln!(
-                "| {name} | {threads} | {} | pp{} | {mean:.2} ± {sd:.2} |",
+                "| {name} | {threads} | {} | pp{}{at} | {mean:.2} ± {sd:.2} |",
                 m.kernels.name(),
                 a.n_prompt
             )?;
@@ -198,7 +226,7 @@ pub fn main(a: Args) -> CliResult {
         if a.n_gen > 0 {
             let mut runs = Vec::new();
             for rep in 0..=a.reps {
-                s.reset();
+                start(&mut s)?;
                 let t0 = Instant::now();
                 for &t in &toks[..a.n_gen] {
                     s.eval(&[t])?;
@@ -210,7 +238,7 @@ pub fn main(a: Args) -> CliResult {
             }
             let (mean, sd) = mean_sd(&runs);
             outln!(
-                "| {name} | {threads} | {} | tg{} | {mean:.2} ± {sd:.2} |",
+                "| {name} | {threads} | {} | tg{}{at} | {mean:.2} ± {sd:.2} |",
                 m.kernels.name(),
                 a.n_gen
             )?;
@@ -248,6 +276,7 @@ pub fn main(a: Args) -> CliResult {
             }
             o.insert("n_prompt".into(), serde_json::json!(a.n_prompt));
             o.insert("n_gen".into(), serde_json::json!(a.n_gen));
+            o.insert("n_depth".into(), serde_json::json!(a.n_depth));
             o.insert("repetitions".into(), serde_json::json!(a.reps));
             o.insert("threads".into(), serde_json::json!(threads));
             o.insert("passes".into(), serde_json::json!(passes.all));
