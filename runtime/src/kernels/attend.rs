@@ -298,26 +298,30 @@ pub type LoadKv<'l> = dyn FnMut(usize, &mut [f32], &mut [f32]) + 'l;
 /// `GGML_FA_TILE_KV`), which it uses when a batch has at least this many tokens.
 pub const TILE: usize = 64;
 
-/// f32 scratch for one head's tiled attention with head width `hd`.
-pub const fn tile_scratch_len(hd: usize) -> usize {
-    2 * TILE * hd + TILE * TILE + TILE * hd
+/// f32 scratch for the tiled attention of `heads` query heads (of one KV head) with head width
+/// `hd`: the key tile (transposed) and the value tile, shared by the heads, and each head's
+/// running sums of values, maxima and sums of weights.
+pub const fn tile_scratch_len(hd: usize, heads: usize) -> usize {
+    2 * TILE * hd + heads * TILE * (hd + 2)
 }
 
-/// Attends up to [`TILE`] query rows of one head (row `r` at `q[r·stride..]`, `hd` values, f32
-/// as they are) to the keys
-/// `load(j, key, value)` writes as f32 rows, row `r` seeing keys `0..first + r + 1`, exactly as
-/// llama.cpp's tiled flash attention computes it: keys in tiles of 64 from key 0; per tile and
-/// row, scores as chains of fused multiply-adds over the head dimension, times `scale`; the tile's
-/// max updates the running max M (a larger M rescales the f32 running sum of values and S by
-/// glibc's e^(M_old − M)); weights e^(score − M) with ggml's exp, summed 16 at a time
+/// Attends up to [`TILE`] query rows of each of `heads` query heads that share their keys and
+/// values (grouped-query attention: the heads of one KV head) to the keys `load(j, key, value)`
+/// writes as f32 rows. Query row `r` of head `g` is `q[r·stride + g·hd..][..hd]` (f32 as it is),
+/// and sees keys `0..first + r + 1`. Each row is computed exactly as llama.cpp's tiled flash
+/// attention computes it: keys in tiles of 64 from key 0; per tile and row, scores as chains of
+/// fused multiply-adds over the head dimension, times `scale`; the tile's max updates the
+/// running max M (a larger M rescales the f32 running sum of values and S by glibc's
+/// e^(M_old − M)); weights e^(score − M) with ggml's exp, summed 16 at a time
 /// (`hsum8(low 8 + high 8)`) into an f64 sum that is added to S; values added key by key with
-/// fused multiply-adds; finally ·1/S. Writes `out(r, d, value)`.
+/// fused multiply-adds; finally ·1/S. Each tile of keys and values is loaded and transposed
+/// once for all the heads (llama.cpp does it per head). Writes `out(r, g·hd + d, value)`.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_tiled(
     k: &Kernels,
     q: &[f32],
     stride: usize,
-    rows: usize,
+    (rows, heads): (usize, usize),
     hd: usize,
     first: usize,
     scale: f32,
@@ -328,11 +332,15 @@ pub fn attend_tiled(
     debug_assert!(rows <= TILE && hd <= MAX_HEAD_DIM);
     let (kt, rest) = scratch.split_at_mut(TILE * hd);
     let (vt, rest) = rest.split_at_mut(TILE * hd);
-    let (kq, rest) = rest.split_at_mut(TILE * TILE);
-    let acc = &mut rest[..TILE * hd];
-    acc[..rows * hd].fill(0.0);
-    let mut m = [f32::NEG_INFINITY; TILE];
-    let mut s = [0.0f32; TILE];
+    let (acc, rest) = rest.split_at_mut(heads * TILE * hd);
+    let (m, rest) = rest.split_at_mut(heads * TILE);
+    let s = &mut rest[..heads * TILE];
+    for g in 0..heads {
+        acc[g * TILE * hd..(g * TILE + rows) * hd].fill(0.0);
+        m[g * TILE..g * TILE + rows].fill(f32::NEG_INFINITY);
+        s[g * TILE..g * TILE + rows].fill(0.0);
+    }
+    let mut row = [0.0f32; TILE];
     let mut key = [0.0f32; MAX_HEAD_DIM];
     let total = first + rows; // keys the last row sees
     let mut base = 0;
@@ -346,43 +354,49 @@ pub fn attend_tiled(
                 kt[d * TILE + j] = x;
             }
         }
-        for r in 0..rows {
-            let seen = first + r + 1;
-            if seen <= base {
-                continue; // every key of this tile is in the row's future
+        for g in 0..heads {
+            for r in 0..rows {
+                let seen = first + r + 1;
+                if seen <= base {
+                    continue; // every key of this tile is in the row's future
+                }
+                let i = g * TILE + r;
+                let vis = (seen - base).min(TILE);
+                row[..vis].fill(0.0);
+                let qr = &q[r * stride + g * hd..r * stride + (g + 1) * hd];
+                (k.fma_rows)(&mut row[..vis], qr, kt, TILE);
+                let tile_max = scale_max(&mut row[..vis], scale);
+                let a = &mut acc[i * hd..(i + 1) * hd];
+                let m_new = if tile_max > m[i] { tile_max } else { m[i] };
+                if m_new > m[i] {
+                    let ms = scalar::exp_softmax(m[i] - m_new);
+                    scale_f32(a, ms);
+                    s[i] *= ms;
+                }
+                m[i] = m_new;
+                for x in &mut row[..vis] {
+                    *x -= m_new;
+                }
+                (k.exp_ggml)(&mut row[..vis]);
+                row[vis..].fill(0.0); // masked and padding keys weigh e^−∞ = 0
+                let mut sum = 0.0f64;
+                for c in row.chunks_exact(16) {
+                    let half: [f32; 8] = core::array::from_fn(|i| c[i] + c[i + 8]);
+                    sum += scalar::hsum8(&half) as f64;
+                }
+                s[i] = (s[i] as f64 + sum) as f32;
+                (k.fma_rows)(a, &row[..vis], vt, hd);
             }
-            let vis = (seen - base).min(TILE);
-            let row = &mut kq[r * TILE..(r + 1) * TILE];
-            row[..vis].fill(0.0);
-            (k.fma_rows)(&mut row[..vis], &q[r * stride..r * stride + hd], kt, TILE);
-            let tile_max = scale_max(&mut row[..vis], scale);
-            let a = &mut acc[r * hd..(r + 1) * hd];
-            let m_new = if tile_max > m[r] { tile_max } else { m[r] };
-            if m_new > m[r] {
-                let ms = scalar::exp_softmax(m[r] - m_new);
-                scale_f32(a, ms);
-                s[r] *= ms;
-            }
-            m[r] = m_new;
-            for x in &mut row[..vis] {
-                *x -= m_new;
-            }
-            (k.exp_ggml)(&mut row[..vis]);
-            row[vis..].fill(0.0); // masked and padding keys weigh e^−∞ = 0
-            let mut sum = 0.0f64;
-            for c in row.chunks_exact(16) {
-                let half: [f32; 8] = core::array::from_fn(|i| c[i] + c[i + 8]);
-                sum += scalar::hsum8(&half) as f64;
-            }
-            s[r] = (s[r] as f64 + sum) as f32;
-            (k.fma_rows)(a, &row[..vis], vt, hd);
         }
         base += TILE;
     }
-    for r in 0..rows {
-        let inv = if s[r] == 0.0 { 0.0 } else { 1.0 / s[r] };
-        for d in 0..hd {
-            out(r, d, acc[r * hd + d] * inv);
+    for g in 0..heads {
+        for r in 0..rows {
+            let i = g * TILE + r;
+            let inv = if s[i] == 0.0 { 0.0 } else { 1.0 / s[i] };
+            for d in 0..hd {
+                out(r, g * hd + d, acc[i * hd + d] * inv);
+            }
         }
     }
 }

@@ -892,7 +892,7 @@ fn tiled(
     kv: &[(Vec<f16>, Vec<f16>)],
 ) -> Vec<f32> {
     use super::attend::{attend_tiled, tile_scratch_len};
-    let mut scratch = vec![0.0f32; tile_scratch_len(hd)];
+    let mut scratch = vec![0.0f32; tile_scratch_len(hd, 1)];
     let mut out = vec![0.0f32; rows * hd];
     let mut load = |j: usize, key: &mut [f32], value: &mut [f32]| {
         for d in 0..hd {
@@ -904,7 +904,7 @@ fn tiled(
         k,
         q,
         hd,
-        rows,
+        (rows, 1),
         hd,
         first,
         0.125,
@@ -1269,6 +1269,63 @@ fn f16_f32_of_every_set_is_the_spec() {
             (k.f16_f32)(&all[..n], &mut got);
             for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!(same(*g, *e), "{} [{i}]: {g} vs {e}", k.isa);
+            }
+        }
+    }
+}
+
+/// The tiled attention of a KV head's query heads together (each tile of keys and values loaded
+/// once for all of them) gives each head the bits of that head attended alone, on every set.
+#[test]
+fn tiled_attention_of_grouped_heads_equals_each_head_alone() {
+    use super::attend::{attend_tiled, tile_scratch_len};
+    let mut rng = Rng(23);
+    let (hd, heads) = (64, 3);
+    for (rows, first) in [(64usize, 0usize), (37, 70), (64, 130)] {
+        let n_keys = first + rows;
+        let kv: Vec<(Vec<f32>, Vec<f32>)> = (0..n_keys)
+            .map(|_| {
+                let key = (0..hd).map(|_| rng.f32() * 4.0).collect();
+                let value = (0..hd).map(|_| rng.f32()).collect();
+                (key, value)
+            })
+            .collect();
+        // Rows of `heads` query heads side by side, as the forward pass keeps them.
+        let stride = heads * hd;
+        let q: Vec<f32> = (0..rows * stride).map(|_| rng.f32() * 3.0).collect();
+        let run = |k: &Kernels, q: &[f32], heads: usize| -> Vec<f32> {
+            let mut scratch = vec![0.0f32; tile_scratch_len(hd, heads)];
+            let mut out = vec![0.0f32; rows * heads * hd];
+            let mut load = |j: usize, key: &mut [f32], value: &mut [f32]| {
+                key.copy_from_slice(&kv[j].0);
+                value.copy_from_slice(&kv[j].1);
+            };
+            attend_tiled(
+                k,
+                q,
+                stride,
+                (rows, heads),
+                hd,
+                first,
+                0.125,
+                &mut load,
+                &mut scratch,
+                &mut |r, col, v| out[r * heads * hd + col] = v,
+            );
+            out
+        };
+        for k in Kernels::all_supported() {
+            let together = run(&k, &q, heads);
+            for g in 0..heads {
+                let alone = run(&k, &q[g * hd..], 1);
+                for r in 0..rows {
+                    assert_eq!(
+                        bits32(&together[r * stride + g * hd..r * stride + (g + 1) * hd]),
+                        bits32(&alone[r * hd..(r + 1) * hd]),
+                        "[{}] rows {rows} first {first} head {g} row {r}",
+                        k.isa
+                    );
+                }
             }
         }
     }

@@ -156,10 +156,11 @@ fn local_rope_len(c: &Config, batch: usize) -> usize {
     }
 }
 
-/// Floats of tiled-attention scratch for batches of `batch` tokens.
+/// Floats of tiled-attention scratch for batches of `batch` tokens: one part per query head (so
+/// as many threads as when each head was an item), each for the query heads of one KV head.
 fn tiles_len(c: &Config, batch: usize) -> usize {
-    if batch >= attend::TILE && c.head_dim <= MAX_HEAD_DIM {
-        c.n_head * attend::tile_scratch_len(c.head_dim)
+    if batch >= attend::TILE && c.head_dim <= MAX_HEAD_DIM && c.n_head_kv > 0 {
+        c.n_head * attend::tile_scratch_len(c.head_dim, c.n_head / c.n_head_kv)
     } else {
         0
     }
@@ -645,39 +646,44 @@ fn attend_batch_tiled(
     let c = &model.config;
     let k = &model.kernels;
     let (qd, hd) = (c.q_dim(), c.head_dim);
-    let per_head = attend::tile_scratch_len(hd);
+    // One scratch part per query head (see `tiles_len`), each for the heads of one KV head.
+    let group = c.n_head / c.n_head_kv.max(1);
+    let per_group = attend::tile_scratch_len(hd, group);
     // A sliding window that masks any key of this batch needs the per-token path.
     let masked = c.layer_window(l).is_some_and(|w| kv.n_pos() + n > w);
     if n < attend::TILE
         || masked
-        || s.tiles.len() < c.n_head * per_head
+        || c.n_head_kv == 0
+        || s.tiles.len() < c.n_head * per_group
         || !matches!(kv.config().ty, KvType::F16 | KvType::F32)
         || kv.unwrapped_batch(l, 0, n).is_none()
     {
         return false;
     }
-    let group = c.n_head / c.n_head_kv;
     let q = &*s.q;
     let att = OutRows::new(&mut s.att[..n * qd], qd, qd, n);
     let att = &att;
     let tiles = OutRows::new(
-        &mut s.tiles[..c.n_head * per_head],
-        per_head,
-        per_head,
+        &mut s.tiles[..c.n_head * per_group],
+        per_group,
+        per_group,
         c.n_head,
     );
     let tiles = &tiles;
-    // One scratch part per slot: n_head parts, so at most n_head threads. Items go from the
-    // last query tile to the first: later tiles see more keys, so the costly ones start first.
-    let items = n.div_ceil(attend::TILE) * c.n_head;
+    // Items are (query tile, KV head): each tile of keys and values is loaded once for the
+    // KV head's query heads. One scratch part per slot: n_head parts, so at most n_head
+    // threads. Items go from the last query tile to the first: later tiles see more keys, so
+    // the costly ones start first.
+    let items = n.div_ceil(attend::TILE) * c.n_head_kv;
     par.for_each(items, c.n_head, &|item, slot| {
-        // SAFETY: each item (query tile, head h) writes only its rows' columns of head h, each
-        // item runs once, and only the thread holding `slot` uses scratch part `slot`.
-        let (mut out, mut scratch) = unsafe { (att.rows(0, qd), tiles.rows(0, per_head)) };
+        // SAFETY: each item (query tile, KV head kh) writes only its rows' columns of the query
+        // heads of kh, each item runs once, and only the thread holding `slot` uses scratch
+        // part `slot`.
+        let (mut out, mut scratch) = unsafe { (att.rows(0, qd), tiles.rows(0, per_group)) };
         let buf = scratch.row_mut(slot);
         let item = items - 1 - item;
-        let (i0, h) = ((item / c.n_head) * attend::TILE, item % c.n_head);
-        let Some([(pk, pv, np), (sk, sv, _)]) = kv.unwrapped_batch(l, h / group, n) else {
+        let (i0, kh) = ((item / c.n_head_kv) * attend::TILE, item % c.n_head_kv);
+        let Some([(pk, pv, np), (sk, sv, _)]) = kv.unwrapped_batch(l, kh, n) else {
             return;
         };
         let mut load = |j: usize, key: &mut [f32], value: &mut [f32]| {
@@ -689,17 +695,18 @@ fn attend_batch_tiled(
             row_f32(k, rk, j, key);
             row_f32(k, rv, j, value);
         };
+        let h0 = kh * group;
         attend::attend_tiled(
             k,
-            &q[i0 * qd + h * hd..],
+            &q[i0 * qd + h0 * hd..],
             qd,
-            (n - i0).min(attend::TILE),
+            ((n - i0).min(attend::TILE), group),
             hd,
             np + i0,
             scale,
             &mut load,
             buf,
-            &mut |r, d, v| out.set(i0 + r, h * hd + d, v),
+            &mut |r, col, v| out.set(i0 + r, h0 * hd + col, v),
         );
     });
     true
