@@ -1207,6 +1207,113 @@ fn block_table_gemm_at_the_quants_edges_is_the_spec() {
     }
 }
 
+/// The K formats in small batches (2 to 8 tokens: the AVX-512 sixteen-row kernel takes Q4_K's,
+/// the four-row loop the rest), over one and two strips of sixteen rows and a part: random
+/// blocks with the minimum's scale ±0 in every third block, and blocks at the quants' edges
+/// (every byte 0xff or 0x77: quants 15 or 7, 6-bit scales and minimums 63 or 55) against
+/// activations at ±127, where the integer sums are largest.
+#[test]
+fn block_table_gemm_of_k_formats_in_small_batches_is_the_spec() {
+    use crate::weights::quants::QK_K;
+    use crate::weights::{GgmlType, BLOCK_TYPES};
+    let mut rng = Rng(0x4b16_0001_5eed_0003);
+    for kind in BLOCK_TYPES.iter() {
+        let ty = kind.ty;
+        if !matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
+            continue;
+        }
+        for (rows, cols) in [(16, QK_K), (37, 1536)] {
+            let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut random: Vec<u8> =
+                bytemuck::cast_slice(&table_blocks(&mut rng, ty, rows, cols)).to_vec();
+            if ty != GgmlType::Q6_K {
+                for (i, b) in random.chunks_exact_mut(ty.type_size()).enumerate() {
+                    // dmin (f16 at byte 2): +0 or −0 in every third block.
+                    match i % 6 {
+                        0 => b[2..4].copy_from_slice(&0x0000u16.to_le_bytes()),
+                        3 => b[2..4].copy_from_slice(&0x8000u16.to_le_bytes()),
+                        _ => {}
+                    }
+                }
+            }
+            let edges = [0xffu8, 0x77].map(|fill| {
+                let mut w = vec![fill; rows * rb];
+                for b in w.chunks_exact_mut(ty.type_size()) {
+                    // d and dmin 1.0 (Q6_K's d is its last two bytes).
+                    if ty == GgmlType::Q6_K {
+                        let n = b.len();
+                        b[n - 2..].copy_from_slice(&0x3c00u16.to_le_bytes());
+                    } else {
+                        b[..2].copy_from_slice(&0x3c00u16.to_le_bytes());
+                        b[2..4].copy_from_slice(&0x3c00u16.to_le_bytes());
+                    }
+                }
+                w
+            });
+            for toks in 2..=8 {
+                let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
+                let mut q = Quant::q8k(&x, cols / QK_K);
+                let what = format!("random, {rows} rows, {toks} tokens");
+                gemm_blocks_k_is_the_spec(kind, &random, rb, rows, &q, &what);
+                // The last token's block 0 scaled by ∞: where dmin is ±0 the spec skips the
+                // minimum's step (0·∞ would make it NaN) and the row's result stays ±∞.
+                q.d[(toks - 1) * q.nb] = f32::INFINITY;
+                gemm_blocks_k_is_the_spec(kind, &random, rb, rows, &q, &format!("{what}, ∞"));
+                for (w, fill) in edges.iter().zip(["0xff", "0x77"]) {
+                    for sign in [1.0f32, -1.0, 0.0] {
+                        // 0.0: alternating signs, group by group.
+                        let x: Vec<f32> = (0..toks * cols)
+                            .map(|i| match sign {
+                                0.0 => [1.0, -1.0][i / QK % 2],
+                                s => s,
+                            })
+                            .collect();
+                        let q = Quant::q8k(&x, cols / QK_K);
+                        let what = format!("{fill} {sign}, {rows} rows, {toks} tokens");
+                        gemm_blocks_k_is_the_spec(kind, w, rb, rows, &q, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`gemm_blocks_is_the_spec`] for Q8_K activations (blocks of 256).
+fn gemm_blocks_k_is_the_spec(
+    kind: &crate::weights::BlockType,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    q: &Quant,
+    what: &str,
+) {
+    use crate::weights::quants::QK_K;
+    let (nb, toks) = (q.nb, q.d.len() / q.nb);
+    let cols = nb * QK_K;
+    for k in Kernels::all_supported() {
+        let mut got = vec![0f32; toks * rows];
+        let mut out = OutRows::new(&mut got, rows, rows, toks);
+        (k.gemm_blocks)(kind, w, rb, &q.acts(), &mut out);
+        for t in 0..toks {
+            for r in 0..rows {
+                let want = (kind.dot)(
+                    &w[r * rb..(r + 1) * rb],
+                    &q.qs[t * cols..(t + 1) * cols],
+                    &q.d[t * nb..(t + 1) * nb],
+                    &[],
+                );
+                let g = got[t * rows + r];
+                assert!(
+                    same(g, want),
+                    "{} {} {what} [{t}, {r}]: {g} vs {want}",
+                    k.isa,
+                    kind.ty.name()
+                );
+            }
+        }
+    }
+}
+
 /// Groups whose minimum is ±0 are skipped by the spec's minimum chain. A set may drop that skip
 /// only while it changes nothing: here some activation sums are infinite or NaN, where a skipped
 /// group and a fused multiply-add by 0 differ (0·∞ is NaN), and others are finite.

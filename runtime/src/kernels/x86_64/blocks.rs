@@ -15,6 +15,7 @@
 
 mod decode;
 mod decode_avx2;
+mod decode_k;
 mod strips;
 mod strips_avx2;
 
@@ -1399,10 +1400,10 @@ unsafe fn quads_k<F: Unpack, const V: bool, const BM: bool, const N: usize>(
     row_bytes: usize,
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
-    (nb, rows, t0): (usize, usize, usize),
+    (nb, rows, t0, done): (usize, usize, usize, usize),
 ) {
     let zero = _mm256_setzero_si256();
-    for r0 in (0..rows).step_by(R) {
+    for r0 in (done..rows).step_by(R) {
         let q = row_group::<R>(w, row_bytes, rows, r0);
         // The window: `step` bytes a block from the start of the rows PREFETCH_ROWS ahead (a
         // whole number of lines, so it runs up to nb lines past their end: prefetches are
@@ -1490,17 +1491,64 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
     let Some(ext) = block_extent(kind, w, row_bytes, a, out) else {
         return;
     };
-    // SAFETY (both): the caller's features; the extents are checked above, and the sums'.
+    // SAFETY: the caller's features; the extents are checked above.
+    unsafe { gemm_k_from::<F, V>(kind, w, row_bytes, a, out, ext, 0) }
+}
+
+/// [`gemm_k`] of a format with a sixteen-row reading `S` ([`decode_k`]): with AVX-512 VNNI,
+/// batches of 2 to [`decode_k::MAX_TOKENS`] tokens take sixteen rows a pass, the rest of the
+/// rows (and decode) [`gemm_k`]'s way.
+///
+/// # Safety
+/// As [`gemm`].
+#[inline(always)]
+unsafe fn gemm_k16<F: Unpack, S: decode_k::KStrip, const V: bool>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+) {
+    let Some(ext @ (nb, _, toks)) = block_extent(kind, w, row_bytes, a, out) else {
+        return;
+    };
+    let small = (2..=decode_k::MAX_TOKENS).contains(&toks);
+    let done = if V && small && a.sums.len() >= toks * nb * GPB_K {
+        // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL); extents checked.
+        unsafe { decode_k::gemm::<S>(w, row_bytes, a, out, ext) }
+    } else {
+        0
+    };
+    // SAFETY: the caller's features; the extents are checked above.
+    unsafe { gemm_k_from::<F, V>(kind, w, row_bytes, a, out, ext, done) }
+}
+
+/// [`gemm_k`] on its extent `(nb, rows, toks)` from row `done` on (the rows before it done by
+/// [`decode_k`], only for small batches).
+///
+/// # Safety
+/// As [`quads_k`].
+#[inline(always)]
+unsafe fn gemm_k_from<F: Unpack, const V: bool>(
+    kind: &BlockType,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QActs<'_>,
+    out: &mut OutRows<'_>,
+    ext: (usize, usize, usize),
+    done: usize,
+) {
+    // SAFETY (both): the caller's features and extents, and the sums' (checked here).
     unsafe {
         if F::BLOCK_MINS && a.has_sums() {
-            gemm_k_with::<F, V, true>(kind, w, row_bytes, a, out, ext)
+            gemm_k_with::<F, V, true>(kind, w, row_bytes, a, out, ext, done)
         } else {
-            gemm_k_with::<F, V, false>(kind, w, row_bytes, a, out, ext)
+            gemm_k_with::<F, V, false>(kind, w, row_bytes, a, out, ext, done)
         }
     }
 }
 
-/// [`gemm_k`] on its extent `(nb, rows, toks)`; `BM` as in [`quads_k`].
+/// [`gemm_k`] on its extent `(nb, rows, toks)` from row `done`; `BM` as in [`quads_k`].
 ///
 /// # Safety
 /// As [`quads_k`].
@@ -1512,13 +1560,14 @@ unsafe fn gemm_k_with<F: Unpack, const V: bool, const BM: bool>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
     (nb, rows, toks): (usize, usize, usize),
+    done: usize,
 ) {
     // Decode and small batches: each group of four rows straight from the rows into the
     // products of a tile of up to K_TILE tokens (unpacked once per tile).
     if toks <= K_SMALL {
         let mut t0 = 0;
         while t0 < toks {
-            let e = (nb, rows, t0);
+            let e = (nb, rows, t0, done);
             // SAFETY (each): the caller's.
             unsafe {
                 match toks - t0 {
@@ -1534,6 +1583,7 @@ unsafe fn gemm_k_with<F: Unpack, const V: bool, const BM: bool>(
     }
 
     // Prefill: a block of the quad unpacked once, then used by up to TOKENS tokens.
+    assert_eq!(done, 0, "the sixteen-row kernel takes small batches only");
     let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
     // SAFETY: the caller's features.
     let zero = unsafe { G::zero() };
@@ -1633,7 +1683,7 @@ unsafe fn dispatch<const V: bool>(
             GgmlType::IQ4_NL => gemm::<Iq4Nl, V>(kind, w, row_bytes, a, out),
             GgmlType::Q2_K => gemm_k::<Q2K, V>(kind, w, row_bytes, a, out),
             GgmlType::Q3_K => gemm_k::<Q3K, V>(kind, w, row_bytes, a, out),
-            GgmlType::Q4_K => gemm_k::<Q4K, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q4_K => gemm_k16::<Q4K, decode_k::Q4K, V>(kind, w, row_bytes, a, out),
             GgmlType::Q5_K => gemm_k::<Q5K, V>(kind, w, row_bytes, a, out),
             GgmlType::Q6_K => gemm_k::<Q6K, V>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_XS => gemm_k::<Iq4Xs, V>(kind, w, row_bytes, a, out),

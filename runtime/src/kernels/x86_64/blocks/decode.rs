@@ -102,6 +102,29 @@ pub(super) unsafe fn lanes4(rows: Rows4, off: usize) -> __m512i {
     _mm512_inserti32x4::<3>(v, at!(3))
 }
 
+/// The dword transposition of four registers of four rows each (row `4m + i` of register m in
+/// 128-bit lane i) into dword c of every row, row `4m + i` in lane `4i + m`.
+///
+/// # Safety
+/// AVX-512 F must be enabled.
+#[inline(always)]
+pub(super) unsafe fn t4(q: [__m512i; 4]) -> [__m512i; 4] {
+    let (u0, u1) = (
+        _mm512_unpacklo_epi32(q[0], q[1]),
+        _mm512_unpackhi_epi32(q[0], q[1]),
+    );
+    let (u2, u3) = (
+        _mm512_unpacklo_epi32(q[2], q[3]),
+        _mm512_unpackhi_epi32(q[2], q[3]),
+    );
+    [
+        _mm512_unpacklo_epi64(u0, u2),
+        _mm512_unpackhi_epi64(u0, u2),
+        _mm512_unpacklo_epi64(u1, u3),
+        _mm512_unpackhi_epi64(u1, u3),
+    ]
+}
+
 /// Tokens of a tile: their chains stay in registers through a strip's groups.
 pub(super) const TILE: usize = 4;
 /// Batches up to this size take this path (larger ones the strips, whose packing then pays).
@@ -469,22 +492,13 @@ impl Sums for Transposed {
     type Group = ([__m512i; 4], [__m512i; 4]);
     #[inline(always)]
     unsafe fn prepare(q: [(__m512i, __m512i); 4]) -> Self::Group {
-        macro_rules! t4 {
-            ($a:expr, $b:expr, $c:expr, $d:expr) => {{
-                let (u0, u1) = (_mm512_unpacklo_epi32($a, $b), _mm512_unpackhi_epi32($a, $b));
-                let (u2, u3) = (_mm512_unpacklo_epi32($c, $d), _mm512_unpackhi_epi32($c, $d));
-                [
-                    _mm512_unpacklo_epi64(u0, u2),
-                    _mm512_unpackhi_epi64(u0, u2),
-                    _mm512_unpacklo_epi64(u1, u3),
-                    _mm512_unpackhi_epi64(u1, u3),
-                ]
-            }};
+        // SAFETY (both): the caller's features.
+        unsafe {
+            (
+                t4([q[0].0, q[1].0, q[2].0, q[3].0]),
+                t4([q[0].1, q[1].1, q[2].1, q[3].1]),
+            )
         }
-        (
-            t4!(q[0].0, q[1].0, q[2].0, q[3].0),
-            t4!(q[0].1, q[1].1, q[2].1, q[3].1),
-        )
     }
     #[inline(always)]
     unsafe fn one((lo, hi): &Self::Group, x: *const i8) -> __m512i {
