@@ -9,12 +9,12 @@ llama-bench's definitions. llama.cpp is built by tools/build-llama-cpp.sh.
     python3 tools/bench-vs-llama.py [--model M...] [--threads 1 2] [--rounds 5] [-p 512] [-n 128] [-d 0] [--busy]
 
 With -d D, every test starts from a cache already holding D tokens (llama-bench's --n-depth,
-`ember bench -d`): the speed deep into a conversation, where attention reads D cached tokens
-(the bandwidth share then still counts the weights only, not the cache a token also reads).
+`ember bench -d`): the speed deep into a conversation, where attention reads D cached tokens.
 
 Each round also measures the memory bandwidth on the spot (`ember bench`'s streaming read with
 the same threads); the tg rows give each engine's share of the decode bound it sets (bandwidth ÷
-the weight bytes a token reads). Several models give one table; --busy runs one CPU-bound process beside both engines for the
+the bytes a decoded token reads: the weights, and the f16 cache up to its position, the mean
+over the tg run, as `ember bench` counts them). Several models give one table; --busy runs one CPU-bound process beside both engines for the
 whole measurement (a busy machine: a Pi running other services). The last line is the results
 as JSON, with the geometric mean of the ratios.
 """
@@ -39,15 +39,16 @@ def ember(binary, model, t, p, n, d):
                "--json", "--no-bandwidth"])
     o = json.loads(out.strip().splitlines()[-1])
     # (A test of 0 tokens is skipped, and has no figure.)
-    return o.get("pp_tokens_per_s"), o.get("tg_tokens_per_s"), o["kernels"]
+    read = o["weight_bytes_per_token"] + o["cache_bytes_per_token"]
+    return o.get("pp_tokens_per_s"), o.get("tg_tokens_per_s"), o["kernels"], read
 
 
 def bandwidth(binary, model, t):
     """The memory bandwidth measured on the spot by `ember bench` (a streaming read with t
-    threads), and the weight bytes a decoded token of `model` reads."""
+    threads)."""
     out = run([binary, "bench", "-m", model, "-t", str(t), "-p", "0", "-n", "1", "-r", "1", "--json"])
     o = json.loads(out.strip().splitlines()[-1])
-    return o["bandwidth_gb_per_s"], o["weight_bytes_per_token"]
+    return o["bandwidth_gb_per_s"]
 
 
 def llama(bench, model, t, p, n, d):
@@ -90,19 +91,19 @@ def main():
             for t in a.threads:
                 e_pp, e_tg, l_pp, l_tg, bws = [], [], [], [], []
                 kernels = "?"
-                weight_bytes = 0
+                read = 0
                 for _ in range(a.rounds):
-                    bw, weight_bytes = bandwidth(ember_bin, model, t)
-                    bws.append(bw)
-                    pp, tg, kernels = ember(ember_bin, model, t, a.p, a.n, a.d)
+                    bws.append(bandwidth(ember_bin, model, t))
+                    pp, tg, kernels, read = ember(ember_bin, model, t, a.p, a.n, a.d)
                     e_pp.append(pp)
                     e_tg.append(tg)
                     pp, tg = llama(bench, model, t, a.p, a.n, a.d)
                     l_pp.append(pp)
                     l_tg.append(tg)
                 bw = statistics.mean(bws)
-                # Decoding reads every weight once a token: bandwidth / bytes is its bound.
-                limit = bw * 1e9 / weight_bytes
+                # Decoding reads every weight once a token, and the cache: bandwidth / bytes is
+                # its bound.
+                limit = bw * 1e9 / read
                 at = f" @ d{a.d}" if a.d else ""
                 for test, e, l in ((f"pp{a.p}{at}", e_pp, l_pp), (f"tg{a.n}{at}", e_tg, l_tg)):
                     if None in e or None in l:

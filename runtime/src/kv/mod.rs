@@ -57,6 +57,15 @@ impl KvType {
     pub fn from_name(s: &str) -> Option<KvType> {
         KvType::ALL.into_iter().find(|t| t.name() == s)
     }
+
+    /// Bytes of a cached row of `n` values (`n` whole blocks of 32 for Q8_0).
+    pub fn row_bytes(self, n: usize) -> usize {
+        match self {
+            KvType::F16 => 2 * n,
+            KvType::F32 => 4 * n,
+            KvType::Q8_0 => n / QK * core::mem::size_of::<BlockQ8_0>(),
+        }
+    }
 }
 
 /// Most layers a model may have (bounds [`LayerSet`]).

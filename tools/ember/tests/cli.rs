@@ -580,6 +580,14 @@ fn bench_measures_at_a_depth() {
     let o: serde_json::Value =
         serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
     assert_eq!(o["n_depth"].as_u64(), Some(600), "{text}");
+    // The cache a decoded token reads, the mean over tg's positions 600..604 (keys of 601 to
+    // 604 positions): SmolLM2's 30 layers × 3 KV heads × 64 values, keys and values in f16.
+    let row = 30 * 3 * 64 * 2 * 2;
+    assert_eq!(
+        o["cache_bytes_per_token"].as_u64(),
+        Some((601 + 602 + 603 + 604) * row / 4),
+        "{text}"
+    );
     // Each of 2 repetitions (warm-up and timed) of each test: the depth's 2 passes, then pp's 1
     // or tg's 4.
     assert_eq!(

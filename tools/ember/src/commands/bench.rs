@@ -10,9 +10,11 @@
 //! Each test runs once untimed (warm-up), then `-r` timed repetitions: mean ± standard deviation.
 //!
 //! With tg, the bench also measures what bounds decoding: the memory bandwidth on the spot (a
-//! streaming read of 256 MiB by the same number of threads, best of three passes) and the weight
-//! bytes a decoded token reads (every matrix once; a token embedding that is not also the output
-//! head reads one row), and reports the share of that bound the decode speed reaches.
+//! streaming read of 256 MiB by the same number of threads, best of three passes) and the bytes
+//! a decoded token reads: the weights (every matrix once; a token embedding that is not also the
+//! output head reads one row) and the cache (each layer's cached keys and values up to the
+//! token, a sliding-window layer's within its window; the mean over the tg run's positions),
+//! and reports the share of that bound the decode speed reaches.
 
 use super::ModelArgs;
 use crate::load::{self, CliError, CliResult};
@@ -108,6 +110,32 @@ fn weight_bytes_per_token(g: &ember_runtime::gguf::Gguf<'_>) -> u64 {
         .filter(|t| !(untied && t.name == "token_embd.weight"))
         .map(|t| t.data.len() as u64)
         .sum()
+}
+
+/// Cache bytes a decoded token reads, the mean over the positions of a tg run of `n_gen` tokens
+/// from a cache holding `depth`: each layer's keys and values of every position up to the
+/// token's own (a sliding-window layer's within its window).
+fn cache_bytes_per_token(
+    c: &ember_runtime::model::Config,
+    kv: ember_runtime::kv::KvType,
+    depth: usize,
+    n_gen: usize,
+) -> u64 {
+    let row = (2 * c.n_head_kv * kv.row_bytes(c.head_dim)) as u64;
+    let windowed = c.windowed.len().min(c.n_layer) as u64;
+    let full = c.n_layer as u64 - windowed;
+    let total: u64 = (depth..depth + n_gen.max(1))
+        .map(|p| {
+            let seen = p as u64 + 1;
+            let window = if c.window > 0 {
+                seen.min(c.window as u64)
+            } else {
+                seen
+            };
+            (full * seen + windowed * window) * row
+        })
+        .sum();
+    total / n_gen.max(1) as u64
 }
 
 /// A fixed sequence of normal tokens (xorshift over the vocabulary, skipping special ones).
@@ -254,16 +282,19 @@ pub fn main(a: Args) -> CliResult {
             )?;
         }
         let mut bound = None;
+        let cache_bytes = cache_bytes_per_token(&m.config, kv_type, a.n_depth, a.n_gen);
         if a.n_gen > 0 && !a.no_bandwidth {
             let bw = bandwidth(threads)?;
             let tg = results.last().map_or(0.0, |r| r.1);
-            let used = tg * weight_bytes as f64 / 1e9;
+            let bytes = (weight_bytes + cache_bytes) as f64;
+            let used = tg * bytes / 1e9;
             outln!(
                 "\nmemory bandwidth ({threads} thread(s), streaming read): {bw:.1} GB/s; a \
-                 decoded token reads {:.1} MB of weights, so at most {:.0} tokens/s; tg reads \
-                 {used:.1} GB/s = {:.0}% of the bandwidth",
+                 decoded token reads {:.1} MB of weights and {:.1} MB of cache, so at most {:.0} \
+                 tokens/s; tg reads {used:.1} GB/s = {:.0}% of the bandwidth",
                 weight_bytes as f64 / 1e6,
-                bw * 1e9 / weight_bytes as f64,
+                cache_bytes as f64 / 1e6,
+                bw * 1e9 / bytes,
                 100.0 * used / bw
             )?;
             bound = Some((bw, used / bw));
@@ -290,6 +321,10 @@ pub fn main(a: Args) -> CliResult {
             o.insert(
                 "weight_bytes_per_token".into(),
                 serde_json::json!(weight_bytes),
+            );
+            o.insert(
+                "cache_bytes_per_token".into(),
+                serde_json::json!(cache_bytes),
             );
             if let Some((bw, share)) = bound {
                 o.insert("bandwidth_gb_per_s".into(), serde_json::json!(bw));
