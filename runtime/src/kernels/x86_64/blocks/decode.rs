@@ -213,7 +213,11 @@ struct Extent {
 /// AVX-512 F must be enabled (this is inlined into [`gemm`]); `strip` holds 16 rows of
 /// `row_bytes` and `off + 32 <= row_bytes` (group `g + 1` exists and starts at `off + 16`).
 #[inline(always)]
-unsafe fn tails_heads(strip: &[u8], row_bytes: usize, off: usize) -> ([__m512i; 4], [__m512i; 4]) {
+pub(super) unsafe fn tails_heads(
+    strip: &[u8],
+    row_bytes: usize,
+    off: usize,
+) -> ([__m512i; 4], [__m512i; 4]) {
     debug_assert!(off + 32 <= row_bytes && strip.len() >= ROWS * row_bytes);
     macro_rules! pair {
         ($r:expr) => {{

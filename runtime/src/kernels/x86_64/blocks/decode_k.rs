@@ -26,7 +26,7 @@
 //! no faster (4 tokens Q5_K 67–70 µs against 67–72, Q6_K 103–107 against 84–88), so they keep
 //! the four-row loop too.
 
-use super::decode::{lanes4, t4, Rows4, ROWS, TILE};
+use super::decode::{lanes4, t4, tails_heads, Rows4, ROWS, TILE};
 use crate::kernels::{OutRows, QActs};
 use crate::weights::quants::QK_K;
 use core::arch::x86_64::*;
@@ -94,38 +94,19 @@ unsafe fn rows16(strip: &[u8], row_bytes: usize, off: usize) -> [__m512i; 4] {
 }
 
 /// The 32 bytes at `off` of each of the strip's sixteen rows, transposed: dword c of bytes
-/// 0..16 in register c, of bytes 16..32 in register 4 + c, row `4m + i` in lane `4i + m`. Two
-/// rows a 512-bit load pair, then two 128-bit shuffles and the [`t4`] transpositions.
+/// 0..16 in register c, of bytes 16..32 in register 4 + c, row `4m + i` in lane `4i + m`
+/// ([`tails_heads`]' reads, two rows a 512-bit register, then the [`t4`] transpositions).
 ///
 /// # Safety
 /// AVX-512 F must be enabled; `off + 32 <= row_bytes` and the strip holds 16 rows.
 #[inline(always)]
 unsafe fn chunk(strip: &[u8], row_bytes: usize, off: usize) -> [__m512i; 8] {
-    debug_assert!(off + 32 <= row_bytes && strip.len() >= ROWS * row_bytes);
-    macro_rules! two {
-        ($r:expr) => {{
-            // SAFETY: 32 bytes inside rows $r and $r + 1 of the strip (the caller's `off`).
-            let (a, b) = unsafe {
-                let p = strip.as_ptr().add($r * row_bytes + off);
-                (
-                    _mm256_loadu_si256(p.cast()),
-                    _mm256_loadu_si256(p.add(row_bytes).cast()),
-                )
-            };
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
-        }};
+    // SAFETY (all): the caller's features and offset.
+    unsafe {
+        let (lo, hi) = tails_heads(strip, row_bytes, off);
+        let (lo, hi) = (t4(lo), t4(hi));
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
     }
-    let mut lo = [_mm512_setzero_si512(); 4];
-    let mut hi = [_mm512_setzero_si512(); 4];
-    for k in 0..4 {
-        // 128-bit lanes: row 4k's bytes 0..16 and 16..32, then row 4k + 1's; (4k + 2, 4k + 3).
-        let (a, b) = (two!(4 * k), two!(4 * k + 2));
-        lo[k] = _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b);
-        hi[k] = _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b);
-    }
-    // SAFETY (both): the caller's features.
-    let (lo, hi) = unsafe { (t4(lo), t4(hi)) };
-    [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
 }
 
 /// Bits `at..at + n` of each dword (n < 32 - at, as constants once inlined).
