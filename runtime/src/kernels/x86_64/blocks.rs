@@ -1496,8 +1496,8 @@ unsafe fn gemm_k<F: Unpack, const V: bool>(
 }
 
 /// [`gemm_k`] of a format with a sixteen-row reading `S` ([`decode_k`]): with AVX-512 VNNI,
-/// batches of 2 to [`decode_k::MAX_TOKENS`] tokens take sixteen rows a pass, the rest of the
-/// rows (and decode) [`gemm_k`]'s way.
+/// batches of [`decode_k::KStrip::MIN_TOKENS`] tokens or more take sixteen rows a pass, the
+/// rest of the rows (and smaller batches, and decode) [`gemm_k`]'s way.
 ///
 /// # Safety
 /// As [`gemm`].
@@ -1512,7 +1512,7 @@ unsafe fn gemm_k16<F: Unpack, S: decode_k::KStrip, const V: bool>(
     let Some(ext @ (nb, _, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
     };
-    let small = (2..=decode_k::MAX_TOKENS).contains(&toks);
+    let small = toks >= S::MIN_TOKENS;
     let done = if V && small && a.sums.len() >= toks * nb * GPB_K {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL); extents checked.
         unsafe { decode_k::gemm::<S>(w, row_bytes, a, out, ext) }
@@ -1583,12 +1583,11 @@ unsafe fn gemm_k_with<F: Unpack, const V: bool, const BM: bool>(
     }
 
     // Prefill: a block of the quad unpacked once, then used by up to TOKENS tokens.
-    assert_eq!(done, 0, "the sixteen-row kernel takes small batches only");
     let quad = |r0: usize| row_group::<R>(w, row_bytes, rows, r0);
     // SAFETY: the caller's features.
     let zero = unsafe { G::zero() };
     let mut gs = [[zero; R]; GPB_K];
-    for r0 in (0..rows).step_by(R) {
+    for r0 in (done..rows).step_by(R) {
         let q = quad(r0);
         for t0 in (0..toks).step_by(TOKENS) {
             let tn = (toks - t0).min(TOKENS);
@@ -1684,8 +1683,8 @@ unsafe fn dispatch<const V: bool>(
             GgmlType::Q2_K => gemm_k::<Q2K, V>(kind, w, row_bytes, a, out),
             GgmlType::Q3_K => gemm_k::<Q3K, V>(kind, w, row_bytes, a, out),
             GgmlType::Q4_K => gemm_k16::<Q4K, decode_k::Q4K, V>(kind, w, row_bytes, a, out),
-            GgmlType::Q5_K => gemm_k::<Q5K, V>(kind, w, row_bytes, a, out),
-            GgmlType::Q6_K => gemm_k::<Q6K, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q5_K => gemm_k16::<Q5K, decode_k::Q5K, V>(kind, w, row_bytes, a, out),
+            GgmlType::Q6_K => gemm_k16::<Q6K, decode_k::Q6K, V>(kind, w, row_bytes, a, out),
             GgmlType::IQ4_XS => gemm_k::<Iq4Xs, V>(kind, w, row_bytes, a, out),
             _ if kind.acts == Acts::Q8K => gemm_k::<Scalar, V>(kind, w, row_bytes, a, out),
             _ => gemm::<Scalar, V>(kind, w, row_bytes, a, out),

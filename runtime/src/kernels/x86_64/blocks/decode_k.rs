@@ -1,38 +1,40 @@
-//! Small batches (2 to [`MAX_TOKENS`] tokens) of Q4_K with AVX-512 VNNI: sixteen rows a pass,
-//! as [`super::decode`] takes the one-scale formats.
+//! Batches of the K formats Q4_K, Q5_K and Q6_K with AVX-512 VNNI: sixteen rows a pass, as
+//! [`super::decode`] takes the one-scale formats, in tiles of up to [`TILE`] tokens.
 //!
-//! A block's quants are read 32 bytes a row (two groups of 32: low and high nibbles), sixteen
-//! rows at a time, and transposed once ([`chunk`]; the layout of
+//! A block's quants are read 32 bytes a row (a pair of groups of 32), sixteen rows at a time,
+//! and transposed once per tile ([`chunk`]; the layout of
 //! [`Transposed`](super::decode::Transposed): dword lane `4i + m` holds four quants of row
-//! `4m + i`); the nibbles come apart after the transposition (byte operations commute with
-//! it), so each pair of groups is transposed once for every token of the tile. A token's exact
-//! integer sums of a group are then eight `vpdpbusd` against its activations' dwords
-//! broadcast, with no fold. The rows' 6-bit scales come in the same lane order from the
-//! block's head, transposed once per block ([`KStrip::head`]), and multiply the group's sums
-//! (`vpmulld`), so `Σ sc·q·x` is exact per row; the minimums' term `Σ m·x` comes from the
-//! activations' sums of 32 (`QActs::sums`) in four `vpdpwssd` a block. Each lane then takes the
-//! spec's float steps for its row ([`crate::weights::quants::block_step_k`]): `acc =
-//! fma(d·dx, isum, acc)` and, where `dm ≠ 0`, `mins = fma(dm·dx, imin, mins)`, block after
-//! block; the result is the spec's bit for bit.
+//! `4m + i`); the groups come apart after the transposition (byte operations commute with
+//! it: Q4_K's nibbles, Q5_K's fifth bits and Q6_K's top two or-ed in). A token's exact integer
+//! sums of a group's two halves are then eight `vpdpbusd` against its activations' dwords
+//! broadcast, with no fold. The rows' integer scales come in the same lane order from the
+//! block's head, transposed once per block ([`KStrip::head`]), and multiply the halves' sums
+//! (`vpmulld`), so `Σ sc·q·x` is exact per row; Q4_K's and Q5_K's minimums' term `Σ m·x`
+//! comes from the activations' sums of 32 (`QActs::sums`) in four `vpdpwssd` a block. Q6_K's
+//! quants are signed (−32..31): there the activations go in as the unsigned operand (`x +
+//! 128`, one xor a block) and each half's chain starts at `−128·Σq` of its quants (made once a
+//! group for the tile's tokens), which leaves `Σ q·x`. Each lane then takes the spec's float
+//! steps for its row ([`crate::weights::quants::block_step_k`]): `acc = fma(d·dx, isum, acc)`
+//! and, where `dm ≠ 0`, `mins = fma(dm·dx, imin, mins)`, block after block; the result is the
+//! spec's bit for bit.
 //!
 //! Against the four-row loop of `blocks.rs` (per group, four rows and a token: 256-bit
-//! `maddubs` and `vpdpwssd` for each, and a horizontal fold per block) a token takes eight
-//! 512-bit products and a scale multiply per group of sixteen rows. Measured (2026-12-06,
-//! `examples/gemm_speed`, 576 × 1536 from memory, two alternating rounds): 2 tokens 38–40 µs
-//! against 42–49, 4 tokens 45–49 against 59–62, 8 tokens 85–104 against 117–120; one token is
-//! slower this way (31–36 against 29–31: the transposition is not shared), so decode keeps the
-//! four-row loop. Q5_K and Q6_K read through this kernel (their fifth and sixth bits or-ed in
-//! after the transposition, Q6_K's signed quants against activations offset by 128) measured
-//! no faster (4 tokens Q5_K 67–70 µs against 67–72, Q6_K 103–107 against 84–88), so they keep
-//! the four-row loop too.
+//! `maddubs` and `vpdpwssd` for each, a horizontal fold per block; past eight tokens each
+//! block unpacked into memory first) a token takes eight 512-bit products and a scale multiply
+//! per group of sixteen rows. Measured (2026-12-06, `examples/gemm_speed`, 576 × 1536 from
+//! memory, two alternating rounds, µs, the loop → this kernel): Q4_K 4 tokens 60–71 → 50–52, 8
+//! 117–128 → 81–98, 16 309–321 → 149–152, 64 859–861 → 576–583, 512 7128–7304 → 4914–5000;
+//! Q5_K 8 tokens 125–129 → 114–122, 16 333–337 → 219–226, 64 890–941 → 830–836, 512
+//! 7323–7400 → 6925–7028; Q6_K 16 tokens 479–490 → 292–300, 64 1169–1181 → 1045, 512
+//! 8997–9286 → 8526–8685. Fewer tokens ([`KStrip::MIN_TOKENS`]) keep the loop, which was as
+//! fast or faster there (one token: the transposition is not shared; Q6_K at 2 and 4 tokens
+//! 64–68 and 83–84 µs against 94–96 and 99–105).
 
 use super::decode::{lanes4, t4, tails_heads, Rows4, ROWS, TILE};
 use crate::kernels::{OutRows, QActs};
 use crate::weights::quants::QK_K;
 use core::arch::x86_64::*;
 
-/// Batches up to this size take this path.
-pub(super) const MAX_TOKENS: usize = 8;
 /// Groups of 32 in a block of 256.
 const GROUPS: usize = 8;
 /// How far past the next strip the prefetch window runs, in bytes.
@@ -42,23 +44,29 @@ const LEAD: usize = 1024;
 pub(super) trait KStrip {
     /// Bytes of a block of 256.
     const BYTES: usize;
+    /// The fewest tokens that take this kernel (fewer take the four-row loop of `blocks.rs`).
+    const MIN_TOKENS: usize;
     /// Whether the format has minimums: their term comes from the activations' sums of 32.
     const MINS: bool;
+    /// Whether the quants are signed (Q6_K): the activations then go in as the unsigned
+    /// operand (`x + 128`), and each half's chain starts at `−128·Σq` of its quants.
+    const SIGNED: bool;
     /// Block `bi` of the strip's sixteen rows (each `row_bytes`): what its groups need
     /// ([`Head`]), in the folded lane order.
     ///
     /// # Safety
     /// AVX-512 F/BW must be enabled; the strip holds 16 rows of at least `bi + 1` blocks.
     unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head;
-    /// The integer scale of group `j` (i32 lanes, the folded order).
+    /// The integer scales of group `j`'s two halves (i32 lanes, the folded order; the same
+    /// for the formats of one scale a group).
     ///
     /// # Safety
     /// AVX-512 F must be enabled.
-    unsafe fn scale(h: &Head, j: usize) -> __m512i;
+    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i);
     /// Groups `2p` and `2p + 1` of block `bi` of the strip's sixteen rows, transposed: for
     /// each, dword c of every row's low half (elements 4c..4c + 4) in register c, of its high
     /// half (elements 16 + 4c..) in register 4 + c, row `4m + i` in lane `4i + m`; unsigned
-    /// bytes. (Byte operations commute with the dword transposition, so a format transposes
+    /// bytes, or signed with [`KStrip::SIGNED`]. (Byte operations commute with the dword transposition, so a format transposes
     /// its raw bytes once ([`chunk`]) and unpacks both groups from them.)
     ///
     /// # Safety
@@ -191,16 +199,19 @@ unsafe fn nibbles(v: &[__m512i; 8], high: bool) -> [__m512i; 8] {
 pub(super) struct Q4K;
 impl KStrip for Q4K {
     const BYTES: usize = 144;
+    const MIN_TOKENS: usize = 4;
     const MINS: bool = true;
+    const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head {
         // SAFETY: the caller's.
         unsafe { head_k4(strip, row_bytes, bi, Self::BYTES) }
     }
     #[inline(always)]
-    unsafe fn scale(h: &Head, j: usize) -> __m512i {
+    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i) {
         // SAFETY: the caller's features.
-        unsafe { scale_min_k4::<false>(&h.words, j) }
+        let s = unsafe { scale_min_k4::<false>(&h.words, j) };
+        (s, s)
     }
     #[inline(always)]
     unsafe fn pair(strip: &[u8], row_bytes: usize, bi: usize, p: usize) -> [[__m512i; 8]; 2] {
@@ -209,6 +220,134 @@ impl KStrip for Q4K {
         unsafe {
             let raw = chunk(strip, row_bytes, bi * Self::BYTES + 16 + 32 * p);
             [nibbles(&raw, false), nibbles(&raw, true)]
+        }
+    }
+}
+
+/// Bit `j` of each byte of `h` moved to bit `to` (`width` bits from `j`), or-ed into `q` (16-bit
+/// shifts: the mask drops what crosses from the neighbouring byte).
+///
+/// # Safety
+/// AVX-512 F/BW must be enabled.
+#[inline(always)]
+unsafe fn or_bits(q: &[__m512i; 8], h: &[__m512i; 8], j: u32, width: u32, to: u32) -> [__m512i; 8] {
+    let (left, right) = (
+        _mm_cvtsi32_si128(to.saturating_sub(j) as i32),
+        _mm_cvtsi32_si128(j.saturating_sub(to) as i32),
+    );
+    let mask = _mm512_set1_epi8((((1u32 << width) - 1) << to) as i8);
+    // (Loops, not closures: closures would not take the enclosing target features.)
+    let mut out = *q;
+    for (o, &h) in out.iter_mut().zip(h) {
+        let moved = _mm512_srl_epi16(_mm512_sll_epi16(h, left), right);
+        // o | (moved & mask)
+        *o = _mm512_ternarylogic_epi32::<0xf8>(*o, moved, mask);
+    }
+    out
+}
+
+pub(super) struct Q5K;
+impl KStrip for Q5K {
+    const BYTES: usize = 176;
+    const MIN_TOKENS: usize = 8;
+    const MINS: bool = true;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head {
+        // SAFETY: the caller's.
+        unsafe { head_k4(strip, row_bytes, bi, Self::BYTES) }
+    }
+    #[inline(always)]
+    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features.
+        let s = unsafe { scale_min_k4::<false>(&h.words, j) };
+        (s, s)
+    }
+    #[inline(always)]
+    unsafe fn pair(strip: &[u8], row_bytes: usize, bi: usize, p: usize) -> [[__m512i; 8]; 2] {
+        // Groups 2p and 2p + 1: Q4_K's nibbles (at 48 + 32p), with bit 2p (2p + 1) of the
+        // element's byte of qh (bytes 16..48) as bit 4.
+        let b = bi * Self::BYTES;
+        let j = 2 * p as u32;
+        // SAFETY (all): the caller's features; the bytes are inside each row's block.
+        unsafe {
+            let raw = chunk(strip, row_bytes, b + 48 + 32 * p);
+            let qh = chunk(strip, row_bytes, b + 16);
+            [
+                or_bits(&nibbles(&raw, false), &qh, j, 1, 4),
+                or_bits(&nibbles(&raw, true), &qh, j + 1, 1, 4),
+            ]
+        }
+    }
+}
+
+/// `v` less 32 in each byte (Q6_K's centring).
+///
+/// # Safety
+/// AVX-512 BW must be enabled.
+#[inline(always)]
+unsafe fn less32(v: [__m512i; 8]) -> [__m512i; 8] {
+    let mut out = v;
+    for o in &mut out {
+        *o = _mm512_sub_epi8(*o, _mm512_set1_epi8(32));
+    }
+    out
+}
+
+pub(super) struct Q6K;
+impl KStrip for Q6K {
+    const BYTES: usize = 210;
+    const MIN_TOKENS: usize = 9;
+    const MINS: bool = false;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head {
+        let b = bi * Self::BYTES;
+        // SAFETY (all): the caller's features and block: the scales are bytes 192..208, `d`
+        // bytes 208..210 (read as the high half of the dword at 206).
+        unsafe {
+            let words = rows16(strip, row_bytes, b + 192);
+            let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let at = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
+            let dw = _mm512_i32gather_epi32::<1>(at, strip[b + 206..].as_ptr().cast());
+            let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dw)));
+            let zero = _mm512_setzero_si512();
+            Head {
+                d,
+                dm: _mm512_setzero_ps(),
+                words,
+                mins: [zero; 4],
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i) {
+        // Scales 2j and 2j + 1 (signed bytes): bytes 2·(j % 2) and 2·(j % 2) + 1 of word j / 2.
+        let w = h.words[j / 2];
+        let (lo, hi) = if j.is_multiple_of(2) {
+            (_mm512_slli_epi32::<24>(w), _mm512_slli_epi32::<16>(w))
+        } else {
+            (_mm512_slli_epi32::<8>(w), w)
+        };
+        (_mm512_srai_epi32::<24>(lo), _mm512_srai_epi32::<24>(hi))
+    }
+    #[inline(always)]
+    unsafe fn pair(strip: &[u8], row_bytes: usize, bi: usize, p: usize) -> [[__m512i; 8]; 2] {
+        // Group j = 4n + k: the low 4 bits from ql[64n + 32·(k % 2) + l] (nibble k / 2), the
+        // high two from bits 2k..2k + 2 of qh[32n + l]; less 32. Groups 2p and 2p + 1 share
+        // n = p / 2 and the nibble, k = 2·(p % 2) and k + 1.
+        let b = bi * Self::BYTES;
+        let (n, high) = (p / 2, p % 2 == 1);
+        let k = 2 * (p % 2) as u32;
+        // SAFETY (all): the caller's features; the bytes are inside each row's block.
+        unsafe {
+            let qh = chunk(strip, row_bytes, b + 128 + 32 * n);
+            let q0 = nibbles(&chunk(strip, row_bytes, b + 64 * n), high);
+            let q1 = nibbles(&chunk(strip, row_bytes, b + 64 * n + 32), high);
+            [
+                less32(or_bits(&q0, &qh, 2 * k, 2, 4)),
+                less32(or_bits(&q1, &qh, 2 * k + 2, 2, 4)),
+            ]
         }
     }
 }
@@ -278,6 +417,8 @@ unsafe fn tile<F: KStrip, const N: usize>(
     let (mut acc, mut mins) = ([zero; N], [zero; N]);
     // Each token's block 0 (t0 + t < toks: `gemm` checked qs, d and sums for toks·nb blocks).
     let first: [usize; N] = core::array::from_fn(|t| (t0 + t) * nb);
+    // Signed quants (Q6_K): the tokens' quants of the block as unsigned bytes.
+    let mut xu = [[0u8; QK_K]; N];
     for bi in 0..nb {
         if t0 == 0 {
             // SAFETY: the caller's features (a prefetch never faults).
@@ -285,9 +426,24 @@ unsafe fn tile<F: KStrip, const N: usize>(
         }
         // SAFETY: the caller's features; block bi is in every row of the strip.
         let h = unsafe { F::head(strip, row_bytes, bi) };
-        // SAFETY: block first[t] + bi of qs is in bounds (see `first`).
-        let xs: [*const i8; N] =
-            core::array::from_fn(|t| unsafe { a.qs.as_ptr().add((first[t] + bi) * QK_K) });
+        let xs: [*const i8; N] = if F::SIGNED {
+            // The tokens' quants of the block as unsigned bytes (x + 128).
+            for (t, u) in xu.iter_mut().enumerate() {
+                let x = &a.qs[(first[t] + bi) * QK_K..][..QK_K];
+                for (u, x) in u.chunks_exact_mut(64).zip(x.chunks_exact(64)) {
+                    // SAFETY: 64 bytes each (the chunks).
+                    unsafe {
+                        let v = _mm512_loadu_si512(x.as_ptr().cast());
+                        let v = _mm512_xor_si512(v, _mm512_set1_epi8(i8::MIN));
+                        _mm512_storeu_si512(u.as_mut_ptr().cast(), v);
+                    }
+                }
+            }
+            core::array::from_fn(|t| xu[t].as_ptr().cast())
+        } else {
+            // SAFETY: block first[t] + bi of qs is in bounds (see `first`).
+            core::array::from_fn(|t| unsafe { a.qs.as_ptr().add((first[t] + bi) * QK_K) })
+        };
         let mut isum = [_mm512_setzero_si512(); N];
         let mut pair = [[_mm512_setzero_si512(); 8]; 2];
         for j in 0..GROUPS {
@@ -298,11 +454,29 @@ unsafe fn tile<F: KStrip, const N: usize>(
             let quants = &pair[j % 2];
             let (lo, hi) = (&quants[..4], &quants[4..]);
             // SAFETY: the caller's features.
-            let sc = unsafe { F::scale(&h, j) };
+            let (sc0, sc1) = unsafe { F::scales(&h, j) };
+            // Signed quants: each half's chain starts at −128·Σq, which the unsigned
+            // activations' +128 adds back (|Σq| ≤ 16·32, so the products stay far from the
+            // i32 range).
+            let z = _mm512_setzero_si512();
+            let (init0, init1) = if F::SIGNED {
+                let ones = _mm512_set1_epi8(1);
+                let (mut q0, mut q1) = (z, z);
+                for c in 0..4 {
+                    q0 = _mm512_dpbusd_epi32(q0, ones, lo[c]);
+                    q1 = _mm512_dpbusd_epi32(q1, ones, hi[c]);
+                }
+                (
+                    _mm512_slli_epi32::<7>(_mm512_sub_epi32(z, q0)),
+                    _mm512_slli_epi32::<7>(_mm512_sub_epi32(z, q1)),
+                )
+            } else {
+                (z, z)
+            };
             for t in 0..N {
                 // SAFETY: dwords 8j..8j + 8 of the token's 256 quants (see `xs`).
                 let x = unsafe { xs[t].add(32 * j).cast::<i32>() };
-                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                let (mut s0, mut s1) = (init0, init1);
                 for c in 0..4 {
                     // SAFETY: dwords c and 4 + c of the group's 32 quants.
                     let (xl, xh) = unsafe {
@@ -311,12 +485,20 @@ unsafe fn tile<F: KStrip, const N: usize>(
                             _mm512_set1_epi32(x.add(4 + c).read_unaligned()),
                         )
                     };
-                    s0 = _mm512_dpbusd_epi32(s0, lo[c], xl);
-                    s1 = _mm512_dpbusd_epi32(s1, hi[c], xh);
+                    if F::SIGNED {
+                        s0 = _mm512_dpbusd_epi32(s0, xl, lo[c]);
+                        s1 = _mm512_dpbusd_epi32(s1, xh, hi[c]);
+                    } else {
+                        s0 = _mm512_dpbusd_epi32(s0, lo[c], xl);
+                        s1 = _mm512_dpbusd_epi32(s1, hi[c], xh);
+                    }
                 }
-                // Each half's sum is at most 16·15·127 in size, the group's 32 of them fit
-                // i32, and times the 6-bit scale too.
-                let scaled = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc);
+                // A half's sum is at most 16·63·127 in size, a block's scaled sums fit i32.
+                let scaled = if F::SIGNED {
+                    _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1))
+                } else {
+                    _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc0)
+                };
                 isum[t] = _mm512_add_epi32(isum[t], scaled);
             }
         }
