@@ -1211,9 +1211,9 @@ fn block_table_gemm_at_the_quants_edges_is_the_spec() {
     }
 }
 
-/// The K formats in batches of 2 to 21 tokens (the AVX-512 sixteen-row kernel takes Q4_K's from
-/// 4, Q5_K's from 8 and Q6_K's from 9 tokens, the four-row loop the others; a tile of four
-/// tokens and a part), over one and two strips of sixteen rows and a part: random
+/// The K formats in batches of 2 to 27 tokens (the AVX-512 sixteen-row kernel takes Q4_K's from
+/// 4 tokens and Q5_K's and Q6_K's from 8, the four-row loop the others; its tiles of 16, 8 and
+/// 4 tokens and the parts left), over one and two strips of sixteen rows and a part: random
 /// blocks with the minimum's scale ±0 in every third block, and blocks at the quants' edges
 /// (every byte 0xff or 0x77: quants 15 or 7, 6-bit scales and minimums 63 or 55) against
 /// activations at ±127, where the integer sums are largest.
@@ -1255,7 +1255,7 @@ fn block_table_gemm_of_k_formats_in_batches_is_the_spec() {
                 }
                 w
             });
-            for toks in (2..=9).chain([16, 21]) {
+            for toks in (2..=9).chain([12, 16, 21, 27]) {
                 let x: Vec<f32> = (0..toks * cols).map(|_| rng.f32() * 3.0).collect();
                 let mut q = Quant::q8k(&x, cols / QK_K);
                 let what = format!("random, {rows} rows, {toks} tokens");

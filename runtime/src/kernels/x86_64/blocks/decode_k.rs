@@ -1,8 +1,9 @@
 //! Batches of the K formats Q4_K, Q5_K and Q6_K with AVX-512 VNNI: sixteen rows a pass, as
-//! [`super::decode`] takes the one-scale formats, in tiles of up to [`TILE`] tokens.
+//! [`super::decode`] takes the one-scale formats, in tiles of 4, 8 or 16 tokens (fewer for a
+//! batch's last tokens).
 //!
 //! A block's quants are read 32 bytes a row (a pair of groups of 32), sixteen rows at a time,
-//! and transposed once per tile ([`chunk`]; the layout of
+//! and transposed once per tile of tokens ([`chunk`]; the layout of
 //! [`Transposed`](super::decode::Transposed): dword lane `4i + m` holds four quants of row
 //! `4m + i`); the groups come apart after the transposition (byte operations commute with
 //! it: Q4_K's nibbles, Q5_K's fifth bits and Q6_K's top two or-ed in). A token's exact integer
@@ -21,14 +22,16 @@
 //! Against the four-row loop of `blocks.rs` (per group, four rows and a token: 256-bit
 //! `maddubs` and `vpdpwssd` for each, a horizontal fold per block; past eight tokens each
 //! block unpacked into memory first) a token takes eight 512-bit products and a scale multiply
-//! per group of sixteen rows. Measured (2026-12-06, `examples/gemm_speed`, 576 × 1536 from
-//! memory, two alternating rounds, µs, the loop → this kernel): Q4_K 4 tokens 60–71 → 50–52, 8
-//! 117–128 → 81–98, 16 309–321 → 149–152, 64 859–861 → 576–583, 512 7128–7304 → 4914–5000;
-//! Q5_K 8 tokens 125–129 → 114–122, 16 333–337 → 219–226, 64 890–941 → 830–836, 512
-//! 7323–7400 → 6925–7028; Q6_K 16 tokens 479–490 → 292–300, 64 1169–1181 → 1045, 512
-//! 8997–9286 → 8526–8685. Fewer tokens ([`KStrip::MIN_TOKENS`]) keep the loop, which was as
-//! fast or faster there (one token: the transposition is not shared; Q6_K at 2 and 4 tokens
-//! 64–68 and 83–84 µs against 94–96 and 99–105).
+//! per group of sixteen rows, and larger tiles share each unpacked group among more tokens (the
+//! tile's sums stay in registers; its float chains, touched once a block, may spill). Measured
+//! (2026-12-06, `examples/gemm_speed`, 576 × 1536 from memory, alternating rounds, µs, the
+//! loop → this kernel in tiles of four → with tiles of 8 and 16): Q4_K 8 tokens 117–128 →
+//! 81–98 → 68–74, 64 859–861 → 576–608 → 420–451, 512 7128–7304 → 4868–5215 → 3717–3838; Q5_K 8
+//! tokens 125–129 → 114–122 → 89–100, 64 890–941 → 830–884 → 502–538, 512 7323–7400 →
+//! 6925–7313 → 4228–4428; Q6_K 8 tokens 165–176 → 165–171 → 169, 64 1169–1181 → 1045–1077 →
+//! 594–744, 512 8997–9286 → 8526–8986 → 4912–5479. Fewer tokens ([`KStrip::MIN_TOKENS`]) keep
+//! the loop, as fast or faster there (one token: the transposition is not shared; Q6_K at 2 and
+//! 4 tokens 64–68 and 83–84 µs against 94–96 and 99–105).
 
 use super::decode::{lanes4, t4, tails_heads, Rows4, ROWS, TILE};
 use crate::kernels::{OutRows, QActs};
@@ -297,7 +300,7 @@ unsafe fn less32(v: [__m512i; 8]) -> [__m512i; 8] {
 pub(super) struct Q6K;
 impl KStrip for Q6K {
     const BYTES: usize = 210;
-    const MIN_TOKENS: usize = 9;
+    const MIN_TOKENS: usize = 8;
     const MINS: bool = false;
     const SIGNED: bool = true;
     #[inline(always)]
@@ -382,15 +385,17 @@ pub(super) unsafe fn gemm<F: KStrip>(
         while t0 < toks {
             let at = (nb, row_bytes, r0, t0);
             // SAFETY (each): the caller's features; the extents are checked above.
-            unsafe {
+            let n = unsafe {
                 match toks - t0 {
                     1 => tile::<F, 1>(w, a, out, at),
                     2 => tile::<F, 2>(w, a, out, at),
                     3 => tile::<F, 3>(w, a, out, at),
-                    _ => tile::<F, TILE>(w, a, out, at),
+                    4..8 => tile::<F, TILE>(w, a, out, at),
+                    8..16 => tile::<F, 8>(w, a, out, at),
+                    _ => tile::<F, 16>(w, a, out, at),
                 }
-            }
-            t0 += TILE;
+            };
+            t0 += n;
         }
     }
     full
@@ -406,7 +411,7 @@ unsafe fn tile<F: KStrip, const N: usize>(
     a: &QActs<'_>,
     out: &mut OutRows<'_>,
     (nb, row_bytes, r0, t0): (usize, usize, usize, usize),
-) {
+) -> usize {
     let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let slen = ROWS * row_bytes;
@@ -534,4 +539,5 @@ unsafe fn tile<F: KStrip, const N: usize>(
         // SAFETY: 16 floats inside `o`.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), r) };
     }
+    N
 }
