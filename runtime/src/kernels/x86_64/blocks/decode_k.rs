@@ -69,8 +69,9 @@ pub(super) trait KStrip {
     /// Groups `2p` and `2p + 1` of block `bi` of the strip's sixteen rows, transposed: for
     /// each, dword c of every row's low half (elements 4c..4c + 4) in register c, of its high
     /// half (elements 16 + 4c..) in register 4 + c, row `4m + i` in lane `4i + m`; unsigned
-    /// bytes, or signed with [`KStrip::SIGNED`]. (Byte operations commute with the dword transposition, so a format transposes
-    /// its raw bytes once ([`chunk`]) and unpacks both groups from them.)
+    /// bytes, or signed with [`KStrip::SIGNED`]. (Byte operations commute with the dword
+    /// transposition, so a format transposes its raw bytes once ([`chunk`]) and unpacks both
+    /// groups from them.)
     ///
     /// # Safety
     /// AVX-512 F/BW must be enabled; the strip holds 16 rows of at least `bi + 1` blocks.
@@ -357,8 +358,9 @@ impl KStrip for Q6K {
 
 /// The product of rows `0..ROWS·n` of the K format `F` (rows of `row_bytes` bytes, `nb` blocks
 /// each) with the `toks` tokens of `a` (Q8_K, with their sums of 32): the spec's result into
-/// `out`, strip after strip of 16 rows, tiles of up to [`TILE`] tokens each. Returns the rows
-/// done (whole passes of [`ROWS`]); the caller does the rest.
+/// `out`, strip after strip of 16 rows, each in tiles of 16, 8 or [`TILE`] tokens (fewer for a
+/// batch's last tokens). Returns the rows done (whole passes of [`ROWS`]); the caller does the
+/// rest.
 ///
 /// # Safety
 /// AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI must be enabled (this is inlined into a function
@@ -401,7 +403,7 @@ pub(super) unsafe fn gemm<F: KStrip>(
     full
 }
 
-/// Tokens `t0..t0 + N` times the strip of rows `r0..r0 + 16` (see the module).
+/// Tokens `t0..t0 + N` times the strip of rows `r0..r0 + 16` (see the module); returns N.
 ///
 /// # Safety
 /// As [`gemm`], which checked the extents.
