@@ -39,7 +39,7 @@ def ember(binary, model, t, p, n, d):
                "--json", "--no-bandwidth"])
     o = json.loads(out.strip().splitlines()[-1])
     # (A test of 0 tokens is skipped, and has no figure.)
-    read = o["weight_bytes_per_token"] + o["cache_bytes_per_token"]
+    read = o["weight_bytes_per_token"] + o.get("cache_bytes_per_token", 0)  # (none without tg)
     return o.get("pp_tokens_per_s"), o.get("tg_tokens_per_s"), o["kernels"], read
 
 

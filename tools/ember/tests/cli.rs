@@ -513,11 +513,22 @@ fn bench_reports_its_share_of_the_bandwidth_bound() {
     let tg = o["tg_tokens_per_s"].as_f64().unwrap();
     let bw = o["bandwidth_gb_per_s"].as_f64().unwrap();
     let bytes = o["weight_bytes_per_token"].as_f64().unwrap();
+    let cache = o["cache_bytes_per_token"].as_f64().unwrap();
     let share = o["tg_share_of_bandwidth"].as_f64().unwrap();
     // The default model's matrices: 96 MB (of its 103 MB file; the rest is the vocabulary).
     assert!((90e6..100e6).contains(&bytes), "{bytes}");
+    // The cache of tokens 0..4 (keys of 1 to 4 positions), the mean: 30 layers × 3 KV heads ×
+    // 64 values, keys and values in f16.
+    assert_eq!(
+        cache,
+        ((1 + 2 + 3 + 4) * 30 * 3 * 64 * 2 * 2 / 4) as f64,
+        "{text}"
+    );
     assert!(bw > 0.1 && tg > 0.0, "{bw} {tg}");
-    assert!((share - tg * bytes / 1e9 / bw).abs() < 1e-9, "{share}");
+    assert!(
+        (share - tg * (bytes + cache) / 1e9 / bw).abs() < 1e-9,
+        "{share}"
+    );
     assert!(text.contains("% of the bandwidth"), "{text}");
     // Every decoded token is a forward pass (a warm-up repetition and one timed: 2 × 4); one
     // thread never runs on fewer.
@@ -606,4 +617,16 @@ fn bench_measures_at_a_depth() {
             "-d {d}: {err}"
         );
     }
+    // Without tg no token is decoded: no cache bytes a token.
+    let out = ember()
+        .args([
+            "bench", "-p", "8", "-n", "0", "-r", "1", "-t", "1", "--json",
+        ])
+        .output()
+        .expect("ember bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let o: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    assert!(o.get("pp_tokens_per_s").is_some(), "{text}");
+    assert!(o.get("cache_bytes_per_token").is_none(), "{text}");
 }

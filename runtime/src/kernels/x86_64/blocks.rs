@@ -872,6 +872,19 @@ unsafe fn prefetch_window(at: *const u8, lines: usize, far: bool) {
     }
 }
 
+/// Prefetches the first `bytes` of `w` (or all of it) into the L1 at once: a decode kernel's
+/// first pass and the lead its window then runs ahead of. Products of a few passes (a thread's
+/// chunk of a small matrix) would otherwise start cold, their rows being more streams than the
+/// hardware prefetcher follows.
+#[inline(always)]
+fn prefetch_start(w: &[u8], bytes: usize) {
+    for line in w[..bytes.min(w.len())].chunks(64) {
+        // SAFETY: a prefetch of an address inside the weights (a hint: it never faults); SSE is
+        // the baseline of x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+}
+
 /// Rows worked on together.
 const R: usize = 4;
 /// Groups unpacked at a time (per row).

@@ -322,10 +322,12 @@ pub fn main(a: Args) -> CliResult {
                 "weight_bytes_per_token".into(),
                 serde_json::json!(weight_bytes),
             );
-            o.insert(
-                "cache_bytes_per_token".into(),
-                serde_json::json!(cache_bytes),
-            );
+            if a.n_gen > 0 {
+                o.insert(
+                    "cache_bytes_per_token".into(),
+                    serde_json::json!(cache_bytes),
+                );
+            }
             if let Some((bw, share)) = bound {
                 o.insert("bandwidth_gb_per_s".into(), serde_json::json!(bw));
                 o.insert("tg_share_of_bandwidth".into(), serde_json::json!(share));

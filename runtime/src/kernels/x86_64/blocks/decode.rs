@@ -171,13 +171,8 @@ pub(super) unsafe fn gemm<F: Unpack>(
     assert!(gb >= 16 && row_bytes >= nb * gb);
     let full = rows / ROWS * ROWS;
     assert!(ROWS * row_bytes <= i32::MAX as usize);
-    // The first strip and the lead at once (the window in `tile` then runs ahead of the
-    // reads): products of a few strips (a thread's chunk of a small matrix) would otherwise
-    // start cold, sixteen rows being more streams than the hardware prefetcher follows.
-    for line in w[..(ROWS * row_bytes + LEAD).min(w.len())].chunks(64) {
-        // A prefetch of an address inside the weights (it never faults).
-        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-    }
+    // The first pass and the lead at once (the window then runs ahead of the reads).
+    super::prefetch_start(w, ROWS * row_bytes + LEAD);
     let at = Extent { nb, gb, row_bytes };
     for r0 in (0..full).step_by(ROWS) {
         let mut t0 = 0;

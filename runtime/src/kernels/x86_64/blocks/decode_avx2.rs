@@ -207,11 +207,8 @@ pub(super) unsafe fn gemm<F: Unpack>(
     let gb = kind.ty.type_size();
     assert!(gb >= 16 && row_bytes >= nb * gb && (gb >= 32 || !F::BEFORE));
     let full = rows / ROWS * ROWS;
-    // The first pass and the lead at once (the window in `pass` then runs ahead of the reads).
-    for line in w[..(ROWS * row_bytes + LEAD).min(w.len())].chunks(64) {
-        // A prefetch of an address inside the weights (it never faults).
-        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-    }
+    // The first pass and the lead at once (the window then runs ahead of the reads).
+    super::prefetch_start(w, ROWS * row_bytes + LEAD);
     let at = (nb, gb, row_bytes);
     // One token has a loop of its own, unpacks its group next to its products (below) and moves
     // to the next group's heads after its products: together these measured 31.8–32.4 µs

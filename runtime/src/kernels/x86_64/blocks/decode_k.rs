@@ -378,10 +378,8 @@ pub(super) unsafe fn gemm<F: KStrip>(
     assert!(a.sums.len() >= blocks * GROUPS && out.n_toks() >= toks);
     assert!(row_bytes >= nb * F::BYTES && ROWS * row_bytes <= i32::MAX as usize);
     let full = rows / ROWS * ROWS;
-    for line in w[..(ROWS * row_bytes + LEAD).min(w.len())].chunks(64) {
-        // A prefetch of an address inside the weights (it never faults).
-        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-    }
+    // The first pass and the lead at once (the window then runs ahead of the reads).
+    super::prefetch_start(w, ROWS * row_bytes + LEAD);
     for r0 in (0..full).step_by(ROWS) {
         let mut t0 = 0;
         while t0 < toks {
