@@ -55,17 +55,27 @@ pub(super) trait KStrip {
     /// operand (`x + 128`), and each half's chain starts at `−128·Σq` of its quants.
     const SIGNED: bool;
     /// Block `bi` of the strip's sixteen rows (each `row_bytes`): what its groups need
-    /// ([`Head`]), in the folded lane order.
+    /// ([`Head`]), in the folded lane order. This default reads Q4_K's and Q5_K's head (f16
+    /// `d`, `dmin`, then 12 bytes of 6-bit scales and minimums).
     ///
     /// # Safety
     /// AVX-512 F/BW must be enabled; the strip holds 16 rows of at least `bi + 1` blocks.
-    unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head;
-    /// The integer scales of group `j`'s two halves (i32 lanes, the folded order; the same
-    /// for the formats of one scale a group).
+    #[inline(always)]
+    unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head {
+        // SAFETY: the caller's.
+        unsafe { head_k4(strip, row_bytes, bi, Self::BYTES) }
+    }
+    /// The integer scales of group `j`'s two halves (i32 lanes, the folded order). This
+    /// default gives Q4_K's and Q5_K's one 6-bit scale a group, for both halves.
     ///
     /// # Safety
     /// AVX-512 F must be enabled.
-    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i);
+    #[inline(always)]
+    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i) {
+        // SAFETY: the caller's features.
+        let s = unsafe { scale_min_k4::<false>(&h.words, j) };
+        (s, s)
+    }
     /// Groups `2p` and `2p + 1` of block `bi` of the strip's sixteen rows, transposed: for
     /// each, dword c of every row's low half (elements 4c..4c + 4) in register c, of its high
     /// half (elements 16 + 4c..) in register 4 + c, row `4m + i` in lane `4i + m`; unsigned
@@ -207,17 +217,6 @@ impl KStrip for Q4K {
     const MINS: bool = true;
     const SIGNED: bool = false;
     #[inline(always)]
-    unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head {
-        // SAFETY: the caller's.
-        unsafe { head_k4(strip, row_bytes, bi, Self::BYTES) }
-    }
-    #[inline(always)]
-    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i) {
-        // SAFETY: the caller's features.
-        let s = unsafe { scale_min_k4::<false>(&h.words, j) };
-        (s, s)
-    }
-    #[inline(always)]
     unsafe fn pair(strip: &[u8], row_bytes: usize, bi: usize, p: usize) -> [[__m512i; 8]; 2] {
         // Groups 2p and 2p + 1: the low and high nibbles of the 32 bytes at 16 + 32p.
         // SAFETY (all): the caller's features; the bytes are inside each row's block.
@@ -256,17 +255,6 @@ impl KStrip for Q5K {
     const MIN_TOKENS: usize = 8;
     const MINS: bool = true;
     const SIGNED: bool = false;
-    #[inline(always)]
-    unsafe fn head(strip: &[u8], row_bytes: usize, bi: usize) -> Head {
-        // SAFETY: the caller's.
-        unsafe { head_k4(strip, row_bytes, bi, Self::BYTES) }
-    }
-    #[inline(always)]
-    unsafe fn scales(h: &Head, j: usize) -> (__m512i, __m512i) {
-        // SAFETY: the caller's features.
-        let s = unsafe { scale_min_k4::<false>(&h.words, j) };
-        (s, s)
-    }
     #[inline(always)]
     unsafe fn pair(strip: &[u8], row_bytes: usize, bi: usize, p: usize) -> [[__m512i; 8]; 2] {
         // Groups 2p and 2p + 1: Q4_K's nibbles (at 48 + 32p), with bit 2p (2p + 1) of the
