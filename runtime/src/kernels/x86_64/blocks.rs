@@ -1525,8 +1525,8 @@ unsafe fn gemm_k16<F: Unpack, S: decode_k::KStrip, const V: bool>(
     let Some(ext @ (nb, _, toks)) = block_extent(kind, w, row_bytes, a, out) else {
         return;
     };
-    let small = toks >= S::MIN_TOKENS;
-    let done = if V && small && a.sums.len() >= toks * nb * GPB_K {
+    let enough = toks >= S::MIN_TOKENS;
+    let done = if V && enough && a.sums.len() >= toks * nb * GPB_K {
         // SAFETY: with V, the caller enabled AVX-512 VNNI (and F/BW/VL); extents checked.
         unsafe { decode_k::gemm::<S>(w, row_bytes, a, out, ext) }
     } else {
@@ -1537,7 +1537,7 @@ unsafe fn gemm_k16<F: Unpack, S: decode_k::KStrip, const V: bool>(
 }
 
 /// [`gemm_k`] on its extent `(nb, rows, toks)` from row `done` on (the rows before it done by
-/// [`decode_k`], only for small batches).
+/// [`decode_k`], for batches).
 ///
 /// # Safety
 /// As [`quads_k`].
