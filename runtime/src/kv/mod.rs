@@ -196,13 +196,9 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Arena bytes for `rows` rows of `hd` values ([`KvType::row_bytes`] each).
     fn bytes_needed(ty: KvType, rows: usize, hd: usize) -> usize {
-        let n = rows * Self::unit(ty, hd);
-        match ty {
-            KvType::F16 => Arena::size_of::<f16>(n),
-            KvType::F32 => Arena::size_of::<f32>(n),
-            KvType::Q8_0 => Arena::size_of::<BlockQ8_0>(n),
-        }
+        Arena::size_of::<u8>(rows.saturating_mul(ty.row_bytes(hd)))
     }
 
     fn new(

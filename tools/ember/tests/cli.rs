@@ -630,3 +630,47 @@ fn bench_measures_at_a_depth() {
     assert!(o.get("pp_tokens_per_s").is_some(), "{text}");
     assert!(o.get("cache_bytes_per_token").is_none(), "{text}");
 }
+
+/// A sliding-window model's decoded token reads each windowed layer's cache within its window
+/// only: Gemma 3 270M past its 512-token window.
+#[test]
+fn bench_counts_a_windowed_layers_cache_within_its_window() {
+    let gemma = ember_tests::named_model_path("gemma3-270m", "gemma-3-270m-q4_k_m.gguf");
+    let out = ember()
+        .arg("bench")
+        .arg("-m")
+        .arg(&gemma)
+        .args([
+            "-p",
+            "1",
+            "-n",
+            "2",
+            "-d",
+            "600",
+            "-r",
+            "1",
+            "-t",
+            "1",
+            "--json",
+            "--no-bandwidth",
+        ])
+        .output()
+        .expect("ember bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    // 18 layers, every sixth global (3) and the others within 512 positions (15); one KV head
+    // of 256 values, keys and values in f16. tg's positions 600 and 601 see 601 and 602.
+    let row = 256 * 2 * 2;
+    let per = |seen: u64| (3 * seen + 15 * seen.min(512)) * row;
+    assert_eq!(
+        o["cache_bytes_per_token"].as_u64(),
+        Some((per(601) + per(602)) / 2),
+        "{text}"
+    );
+}

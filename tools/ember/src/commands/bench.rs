@@ -122,17 +122,13 @@ fn cache_bytes_per_token(
     n_gen: usize,
 ) -> u64 {
     let row = (2 * c.n_head_kv * kv.row_bytes(c.head_dim)) as u64;
-    let windowed = c.windowed.len().min(c.n_layer) as u64;
-    let full = c.n_layer as u64 - windowed;
     let total: u64 = (depth..depth + n_gen.max(1))
         .map(|p| {
             let seen = p as u64 + 1;
-            let window = if c.window > 0 {
-                seen.min(c.window as u64)
-            } else {
-                seen
-            };
-            (full * seen + windowed * window) * row
+            (0..c.n_layer)
+                .map(|l| c.layer_window(l).map_or(seen, |w| seen.min(w as u64)))
+                .sum::<u64>()
+                * row
         })
         .sum();
     total / n_gen.max(1) as u64

@@ -125,6 +125,16 @@ pub(super) unsafe fn t4(q: [__m512i; 4]) -> [__m512i; 4] {
     ]
 }
 
+/// The rows of the lanes after [`t4`] and a fold: lane `4i + m` holds row `4m + i` (the map is
+/// its own inverse, so it also permutes folded sums back to row order).
+///
+/// # Safety
+/// AVX-512 F must be enabled.
+#[inline(always)]
+pub(super) unsafe fn lane_rows() -> __m512i {
+    _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+}
+
 /// Tokens of a tile: their chains stay in registers through a strip's groups.
 pub(super) const TILE: usize = 4;
 /// Batches up to this size take this path (larger ones the strips, whose packing then pays).
@@ -265,9 +275,8 @@ unsafe fn tile<F: Unpack, S: Sums, const N: usize>(
     r0: usize,
     t0: usize,
 ) {
-    // Lane 4i + m of a folded sum is row 4m + i (the module): the permutation back to row
-    // order for the store (the map is its own inverse).
-    let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    // The permutation of folded sums back to row order for the store.
+    let lane_row = lane_rows();
     let offset = F::OFFSET as i32;
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let q = |k: usize| Rows4::new(strip, 4 * k, row_bytes);

@@ -33,7 +33,7 @@
 //! the loop, as fast or faster there (one token: the transposition is not shared; Q6_K at 2 and
 //! 4 tokens 64–68 and 83–84 µs against 94–96 and 99–105).
 
-use super::decode::{lanes4, t4, tails_heads, Rows4, ROWS, TILE};
+use super::decode::{lane_rows, lanes4, t4, tails_heads, Rows4, ROWS, TILE};
 use crate::kernels::{OutRows, QActs};
 use crate::weights::quants::QK_K;
 use core::arch::x86_64::*;
@@ -299,7 +299,7 @@ impl KStrip for Q6K {
         // bytes 208..210 (read as the high half of the dword at 206).
         unsafe {
             let words = rows16(strip, row_bytes, b + 192);
-            let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let lane_row = lane_rows();
             let at = _mm512_mullo_epi32(lane_row, _mm512_set1_epi32(row_bytes as i32));
             let dw = _mm512_i32gather_epi32::<1>(at, strip[b + 206..].as_ptr().cast());
             let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dw)));
@@ -400,7 +400,7 @@ unsafe fn tile<F: KStrip, const N: usize>(
     out: &mut OutRows<'_>,
     (nb, row_bytes, r0, t0): (usize, usize, usize, usize),
 ) -> usize {
-    let lane_row = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let lane_row = lane_rows();
     let strip = &w[r0 * row_bytes..(r0 + ROWS) * row_bytes];
     let slen = ROWS * row_bytes;
     let step = slen.div_ceil(nb).next_multiple_of(64);
