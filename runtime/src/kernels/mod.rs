@@ -136,24 +136,25 @@ pub type QuantizeFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32])
 
 /// Where a matrix product writes: element (token t, row r) at `t * stride + r`, for `r` in
 /// `0..rows` and `t` in `0..toks`. Threads working on one product each hold a view of a disjoint
-/// range of rows ([`OutRows::rows`]).
-pub struct OutRows<'a> {
-    ptr: *mut f32,
+/// range of rows ([`OutRows::rows`]). Elements are f32 unless told (the forward pass also writes
+/// quantized activations through such views).
+pub struct OutRows<'a, T = f32> {
+    ptr: *mut T,
     stride: usize,
     rows: usize,
     toks: usize,
-    _out: core::marker::PhantomData<&'a mut [f32]>,
+    _out: core::marker::PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: an `OutRows` is a unique view of its elements (disjoint from every other view made by
-// `rows`), so moving it to, or sharing it with, another thread is like moving a `&mut [f32]`.
-unsafe impl Send for OutRows<'_> {}
+// `rows`), so moving it to, or sharing it with, another thread is like moving a `&mut [T]`.
+unsafe impl<T: Send> Send for OutRows<'_, T> {}
 // SAFETY: as above; `set` needs `&mut self`, so a shared view cannot write.
-unsafe impl Sync for OutRows<'_> {}
+unsafe impl<T: Sync> Sync for OutRows<'_, T> {}
 
-impl<'a> OutRows<'a> {
+impl<'a, T: Copy> OutRows<'a, T> {
     /// A view of `out` holding `toks` rows of `rows` values, `stride` apart.
-    pub fn new(out: &'a mut [f32], stride: usize, rows: usize, toks: usize) -> Self {
+    pub fn new(out: &'a mut [T], stride: usize, rows: usize, toks: usize) -> Self {
         assert!(rows <= stride || toks <= 1, "rows overlap");
         assert!(
             toks == 0 || out.len() >= (toks - 1) * stride + rows,
@@ -172,7 +173,7 @@ impl<'a> OutRows<'a> {
     ///
     /// # Safety
     /// Views used at the same time must cover disjoint row ranges.
-    pub unsafe fn rows(&self, r0: usize, r1: usize) -> OutRows<'a> {
+    pub unsafe fn rows(&self, r0: usize, r1: usize) -> OutRows<'a, T> {
         assert!(r0 <= r1 && r1 <= self.rows);
         // SAFETY: r0 <= rows, so the offset stays inside the original slice (or one past it).
         OutRows {
@@ -196,7 +197,7 @@ impl<'a> OutRows<'a> {
 
     /// Reads element (t, r).
     #[inline]
-    pub fn get(&self, t: usize, r: usize) -> f32 {
+    pub fn get(&self, t: usize, r: usize) -> T {
         assert!(t < self.toks && r < self.rows);
         // SAFETY: (t, r) is inside the view (checked), which `new` checked against the slice.
         unsafe { *self.ptr.add(t * self.stride + r) }
@@ -204,7 +205,7 @@ impl<'a> OutRows<'a> {
 
     /// Row `t` of this view: its `rows` elements.
     #[inline]
-    pub fn row_mut(&mut self, t: usize) -> &mut [f32] {
+    pub fn row_mut(&mut self, t: usize) -> &mut [T] {
         assert!(t < self.toks);
         // SAFETY: the elements t·stride .. t·stride + rows belong to this view alone (views made
         // by `rows` are disjoint), and `new` checked them against the slice.
@@ -213,7 +214,7 @@ impl<'a> OutRows<'a> {
 
     /// Writes element (t, r).
     #[inline]
-    pub fn set(&mut self, t: usize, r: usize, v: f32) {
+    pub fn set(&mut self, t: usize, r: usize, v: T) {
         assert!(t < self.toks && r < self.rows);
         // SAFETY: (t, r) is inside the view (checked), which `new` checked against the slice.
         unsafe { *self.ptr.add(t * self.stride + r) = v }

@@ -59,6 +59,9 @@ pub struct State<'a> {
     up: &'a mut [f32],
     /// Quantized activations, in every form the products read.
     acts: ActBufs<'a>,
+    /// The same for the feed-forward block's input (`[batch][n_embd]`), which its gate and up
+    /// products read while their chunks quantize the gated values into `acts`.
+    acts_in: ActBufs<'a>,
     /// cos/sin pairs per token, `[batch][rope_dim]`.
     rope: &'a mut [f32],
     /// The same for the sliding-window layers' RoPE base (empty without windows).
@@ -80,12 +83,8 @@ impl<'a> State<'a> {
             + Arena::size_of::<f32>(batch * c.q_dim().max(c.n_embd))
             + Arena::size_of::<f32>(batch * c.kv_dim()) * 2
             + Arena::size_of::<f32>(batch * c.n_ff) * 2
-            + Arena::size_of::<i8>(batch * wide)
-            + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
-            + Arena::size_of::<i32>(batch * wide.div_ceil(QK))
-            + Arena::size_of::<i8>(batch * k_wide(c))
-            + Arena::size_of::<f32>(batch * k_wide(c) / QK_K)
-            + Arena::size_of::<i32>(batch * k_wide(c) / QK)
+            + ActBufs::bytes_needed(batch, wide, k_wide(c, wide))
+            + ActBufs::bytes_needed(batch, c.n_embd, k_wide(c, c.n_embd))
             + Arena::size_of::<f32>(batch * c.rope_dim)
             + Arena::size_of::<f32>(local_rope_len(c, batch))
             + Arena::size_of::<f32>(lr * c.n_vocab)
@@ -110,15 +109,8 @@ impl<'a> State<'a> {
             att: arena.alloc(batch * c.q_dim().max(c.n_embd), "forward state")?,
             gate: arena.alloc(batch * c.n_ff, "forward state")?,
             up: arena.alloc(batch * c.n_ff, "forward state")?,
-            acts: ActBufs {
-                qs: arena.alloc(batch * wide, "forward state")?,
-                d: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-                s: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-                sums: arena.alloc(batch * wide.div_ceil(QK), "forward state")?,
-                kqs: arena.alloc(batch * k_wide(c), "forward state")?,
-                kd: arena.alloc(batch * k_wide(c) / QK_K, "forward state")?,
-                ksums: arena.alloc(batch * k_wide(c) / QK, "forward state")?,
-            },
+            acts: ActBufs::new(arena, batch, wide, k_wide(c, wide))?,
+            acts_in: ActBufs::new(arena, batch, c.n_embd, k_wide(c, c.n_embd))?,
             rope: arena.alloc(batch * c.rope_dim, "forward state")?,
             rope_local: arena.alloc(local_rope_len(c, batch), "forward state")?,
             logits: arena.alloc(lr * c.n_vocab, "logits")?,
@@ -137,11 +129,11 @@ fn wide(c: &Config) -> usize {
     c.n_embd.max(c.n_ff).max(c.q_dim())
 }
 
-/// The widest input held as Q8_K activations: whole blocks of 256 of [`wide`], or 0 when no
+/// Inputs of `wide` values held as Q8_K activations: their whole blocks of 256, or 0 when no
 /// matrix takes them.
-fn k_wide(c: &Config) -> usize {
+fn k_wide(c: &Config, wide: usize) -> usize {
     if c.k_acts {
-        wide(c) / QK_K * QK_K
+        wide / QK_K * QK_K
     } else {
         0
     }
@@ -407,11 +399,14 @@ fn run(
             e,
         );
         trace::tensor("ffn_norm", Some(l), &s.xn[..n * e]);
-        let mut act = quantize(k, &s.xn[..n * e], e, &mut s.acts);
-        // Gate and up in one parallel region; the gate's activation on each thread's rows right
-        // after.
+        let mut act = quantize(k, &s.xn[..n * e], e, &mut s.acts_in);
+        // Gate and up in one parallel region; on each thread's rows right after, the gate's
+        // activation, then those values quantized for the down product (its blocks are whole
+        // in a chunk: the chunks are cut at `align`).
         let gelu = c.arch().ffn == FfnAct::GeluTanh;
-        let gated = |g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
+        let q8k = reads_q8k(&layer.w_down) && ff.is_multiple_of(QK_K);
+        let views = QuantViews::new(&mut s.acts, n, ff, q8k);
+        let gated = |r0: usize, g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
             for t in 0..g.n_toks() {
                 if gelu {
                     (k.geglu)(g.row_mut(t), u.row_mut(t));
@@ -419,6 +414,8 @@ fn run(
                     (k.swiglu)(g.row_mut(t), u.row_mut(t));
                 }
             }
+            // SAFETY: chunks are disjoint row ranges, so their columns of the quantized rows are.
+            unsafe { views.chunk(k, r0, g) };
         };
         gemm_fused(
             par,
@@ -429,11 +426,16 @@ fn run(
                 (&layer.w_gate, &mut s.gate[..n * ff]),
                 (&layer.w_up, &mut s.up[..n * ff]),
             ],
-            Some(&gated),
+            Some((&gated, if q8k { QK_K } else { QK })),
         );
+        let whole = views.whole();
         trace::tensor("ffn_up", Some(l), &s.up[..n * ff]);
         trace::tensor("ffn_swiglu", Some(l), &s.gate[..n * ff]);
-        let mut act = quantize(k, &s.gate[..n * ff], ff, &mut s.acts);
+        let mut act = if whole {
+            Act::made(&s.gate[..n * ff], ff, &mut s.acts, q8k)
+        } else {
+            quantize(k, &s.gate[..n * ff], ff, &mut s.acts)
+        };
         gemm_fused(
             par,
             k,
@@ -839,6 +841,32 @@ struct ActBufs<'a> {
     ksums: &'a mut [i32],
 }
 
+impl<'a> ActBufs<'a> {
+    /// Arena bytes for `batch` rows of up to `wide` values, `k_wide` of them in Q8_K form.
+    fn bytes_needed(batch: usize, wide: usize, k_wide: usize) -> usize {
+        Arena::size_of::<i8>(batch * wide)
+            + Arena::size_of::<f32>(batch * wide.div_ceil(QK)) * 2
+            + Arena::size_of::<i32>(batch * wide.div_ceil(QK))
+            + Arena::size_of::<i8>(batch * k_wide)
+            + Arena::size_of::<f32>(batch * k_wide / QK_K)
+            + Arena::size_of::<i32>(batch * k_wide / QK)
+    }
+
+    /// The buffers in `arena`.
+    fn new(arena: &mut Arena<'a>, batch: usize, wide: usize, k_wide: usize) -> Result<Self> {
+        let what = "forward state";
+        Ok(ActBufs {
+            qs: arena.alloc(batch * wide, what)?,
+            d: arena.alloc(batch * wide.div_ceil(QK), what)?,
+            s: arena.alloc(batch * wide.div_ceil(QK), what)?,
+            sums: arena.alloc(batch * wide.div_ceil(QK), what)?,
+            kqs: arena.alloc(batch * k_wide, what)?,
+            kd: arena.alloc(batch * k_wide / QK_K, what)?,
+            ksums: arena.alloc(batch * k_wide / QK, what)?,
+        })
+    }
+}
+
 /// Activations in every form the matrix products read: f32 (f32/f16/bf16 weights), 8-bit blocks
 /// of 32, and Q8_K (the 256-element block formats), made the first time a product needs it
 /// ([`Act::make_q8k`]).
@@ -903,22 +931,140 @@ fn quantize<'b>(k: &Kernels, x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_
         );
     }
     crate::kernels::block_sums(&bufs.qs[..rows * cols], &mut bufs.sums[..rows * nb]);
-    Act {
-        f32: x,
-        q: QActs {
-            qs: &bufs.qs[..rows * cols],
-            d: &bufs.d[..rows * nb],
-            s: &bufs.s[..rows * nb],
-            sums: &bufs.sums[..rows * nb],
-            nb,
-        },
-        k: None,
-        kbuf: Some((&mut *bufs.kqs, &mut *bufs.kd, &mut *bufs.ksums)),
+    Act::made(x, cols, bufs, false)
+}
+
+impl<'b> Act<'b> {
+    /// The activations `x` (rows of `cols`) already quantized into `bufs` in blocks of 32 (as
+    /// [`quantize`] or [`QuantViews`] leave them), and in Q8_K form when `with_k`.
+    fn made(x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_>, with_k: bool) -> Act<'b> {
+        let rows = x.len() / cols;
+        let nb = cols / QK;
+        let (kqs, kd, ksums) = (&mut *bufs.kqs, &mut *bufs.kd, &mut *bufs.ksums);
+        let (k, kbuf) = if with_k {
+            let k = QActs {
+                qs: &kqs[..rows * cols],
+                d: &kd[..rows * cols / QK_K],
+                s: &[],
+                sums: &ksums[..rows * nb],
+                nb: cols / QK_K,
+            };
+            (Some(k), None)
+        } else {
+            (None, Some((kqs, kd, ksums)))
+        };
+        Act {
+            f32: x,
+            q: QActs {
+                qs: &bufs.qs[..rows * cols],
+                d: &bufs.d[..rows * nb],
+                s: &bufs.s[..rows * nb],
+                sums: &bufs.sums[..rows * nb],
+                nb,
+            },
+            k,
+            kbuf,
+        }
     }
 }
 
-/// Work run by each thread on its rows of the first two outputs of a fused product.
-type AfterFn<'f> = dyn Fn(&mut OutRows<'_>, &mut OutRows<'_>) + Sync + 'f;
+/// Whether `m`'s products read the activations in Q8_K form.
+fn reads_q8k(m: &Matrix<'_>) -> bool {
+    matches!(m, Matrix::Blocks { kind, .. } if kind.acts == Acts::Q8K)
+}
+
+/// Views of activation buffers that the chunks of a parallel region quantize their columns into
+/// (each chunk its own, so the next product needs no serial pass): blocks of 32 always, Q8_K
+/// blocks too when asked. Rows of `cols` values, as [`quantize`] lays them out.
+struct QuantViews<'b> {
+    qs: OutRows<'b, i8>,
+    d: OutRows<'b, f32>,
+    s: OutRows<'b, f32>,
+    sums: OutRows<'b, i32>,
+    k: Option<(OutRows<'b, i8>, OutRows<'b, f32>, OutRows<'b, i32>)>,
+    /// Cleared by a chunk that is not whole blocks (and so quantized nothing).
+    whole: AtomicBool,
+}
+
+impl<'b> QuantViews<'b> {
+    /// Views of `bufs` for `rows` rows of `cols` values (`with_k`: also the Q8_K form, which
+    /// then needs `cols` whole blocks of 256).
+    fn new(bufs: &'b mut ActBufs<'_>, rows: usize, cols: usize, with_k: bool) -> Self {
+        let nb = cols / QK;
+        let k = with_k.then(|| {
+            (
+                OutRows::new(&mut bufs.kqs[..rows * cols], cols, cols, rows),
+                OutRows::new(
+                    &mut bufs.kd[..rows * cols / QK_K],
+                    cols / QK_K,
+                    cols / QK_K,
+                    rows,
+                ),
+                OutRows::new(&mut bufs.ksums[..rows * nb], nb, nb, rows),
+            )
+        });
+        QuantViews {
+            qs: OutRows::new(&mut bufs.qs[..rows * cols], cols, cols, rows),
+            d: OutRows::new(&mut bufs.d[..rows * nb], nb, nb, rows),
+            s: OutRows::new(&mut bufs.s[..rows * nb], nb, nb, rows),
+            sums: OutRows::new(&mut bufs.sums[..rows * nb], nb, nb, rows),
+            k,
+            whole: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether every chunk was whole blocks, so that the views hold every row quantized.
+    fn whole(&self) -> bool {
+        self.whole.load(Ordering::Relaxed)
+    }
+
+    /// Quantizes `x`, columns `c0..c0 + x.n_rows()` of every row, into the views: the same
+    /// blocks as quantizing whole rows, as `c0` and the chunk's width are whole blocks (of 256
+    /// with the Q8_K form, else of 32; a chunk that is not quantizes nothing and clears
+    /// [`QuantViews::whole`]).
+    ///
+    /// # Safety
+    /// Calls at the same time must take disjoint column ranges.
+    unsafe fn chunk(&self, k: &Kernels, c0: usize, x: &mut OutRows<'_>) {
+        let c1 = c0 + x.n_rows();
+        let block = if self.k.is_some() { QK_K } else { QK };
+        if !c0.is_multiple_of(block) || !c1.is_multiple_of(block) {
+            self.whole.store(false, Ordering::Relaxed);
+            return;
+        }
+        let (b0, b1) = (c0 / QK, c1 / QK);
+        // SAFETY: the caller's column ranges are disjoint, so are their blocks' (whole blocks).
+        let (mut qs, mut d, mut s, mut sums) = unsafe {
+            (
+                self.qs.rows(c0, c1),
+                self.d.rows(b0, b1),
+                self.s.rows(b0, b1),
+                self.sums.rows(b0, b1),
+            )
+        };
+        for t in 0..x.n_toks() {
+            let xt = x.row_mut(t);
+            (k.quantize)(xt, qs.row_mut(t), d.row_mut(t), s.row_mut(t));
+            crate::kernels::block_sums(qs.row_mut(t), sums.row_mut(t));
+            if let Some((kqs, kd, ksums)) = &self.k {
+                // SAFETY: as above, in blocks of 256.
+                let (mut kqs, mut kd, mut ksums) = unsafe {
+                    (
+                        kqs.rows(c0, c1),
+                        kd.rows(c0 / QK_K, c1 / QK_K),
+                        ksums.rows(b0, b1),
+                    )
+                };
+                quants::quantize_q8k(xt, kqs.row_mut(t), kd.row_mut(t));
+                crate::kernels::block_sums(kqs.row_mut(t), ksums.row_mut(t));
+            }
+        }
+    }
+}
+
+/// Work run by each thread on its rows of the first two outputs of a fused product: the first
+/// row's index, then the two views.
+type AfterFn<'f> = dyn Fn(usize, &mut OutRows<'_>, &mut OutRows<'_>) + Sync + 'f;
 
 /// Chunks of rows are multiples of this (whole decode tiles).
 const ROW_ALIGN: usize = 16;
@@ -926,15 +1072,16 @@ const ROW_ALIGN: usize = 16;
 /// Several products of the same activations in one parallel region: for each `(matrix, out)`,
 /// `out[t][r] = matrix[r] · a[t]` for `n` tokens. The rows of every matrix are cut into chunks
 /// ([`chunk_rows`]) that the threads take as they come free. With `after`, the first two
-/// matrices (of equal rows) are cut alike and each chunk of both ends with `after(out0, out1)`
-/// on its rows (SwiGLU, without another synchronisation).
+/// matrices (of equal rows) are cut alike, in multiples of its `align` rows, and each chunk of
+/// both ends with `after(first_row, out0, out1)` on its rows (SwiGLU and the quantization of its
+/// result, without another synchronisation).
 fn gemm_fused(
     par: &dyn Parallel,
     k: &Kernels,
     a: &mut Act<'_>,
     n: usize,
     jobs: &mut [(&Matrix<'_>, &mut [f32])],
-    after: Option<&AfterFn<'_>>,
+    after: Option<(&AfterFn<'_>, usize)>,
 ) {
     const MAX_JOBS: usize = 3;
     assert!(jobs.len() <= MAX_JOBS);
@@ -958,7 +1105,11 @@ fn gemm_fused(
     let mut first = [0usize; MAX_JOBS + 1];
     let mut chunk = [ROW_ALIGN; MAX_JOBS];
     for j in 0..nj {
-        chunk[j] = chunk_rows(rows(j), threads, ROW_ALIGN);
+        let align = match after {
+            Some((_, align)) if paired && j < 2 => align.max(ROW_ALIGN),
+            _ => ROW_ALIGN,
+        };
+        chunk[j] = chunk_rows(rows(j), threads, align);
         let items = if paired && j == 1 {
             0
         } else {
@@ -975,11 +1126,11 @@ fn gemm_fused(
         // SAFETY: chunks are disjoint row ranges of each output, and each item runs once.
         let mut sub = unsafe { out.rows(r0, r1) };
         gemm_rows(k, m, a, r0, r1, &mut sub);
-        if let (true, Some(f), Some((m1, out1))) = (paired && j == 0, after, &views[1]) {
+        if let (true, Some((f, _)), Some((m1, out1))) = (paired && j == 0, after, &views[1]) {
             // SAFETY: as above, for the second product's rows of this chunk.
             let mut sub1 = unsafe { out1.rows(r0, r1) };
             gemm_rows(k, m1, a, r0, r1, &mut sub1);
-            f(&mut sub, &mut sub1);
+            f(r0, &mut sub, &mut sub1);
         }
     });
 }
@@ -1071,28 +1222,57 @@ fn f32_gemm<W>(
 
 /// [`rms_norm`] of each `width` values of `x`, in place (per-head Q/K norms, post-norms).
 pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32, width: usize) {
-    for row in x.chunks_exact_mut(width) {
-        let scale = rms_scale(row, eps);
-        for (v, &g) in row.iter_mut().zip(weight) {
-            *v = *v * scale * g;
+    for rows in x.chunks_mut(RMS_ROWS * width) {
+        let scales = rms_scales(rows, width, eps);
+        for (row, scale) in rows.chunks_exact_mut(width).zip(scales) {
+            for (v, &g) in row.iter_mut().zip(weight) {
+                *v = *v * scale * g;
+            }
         }
     }
 }
 
-/// 1 / sqrt(mean(x²) + eps), each square rounded to f32 and the squares summed in f64, in order:
-/// exactly llama.cpp's arithmetic.
-fn rms_scale(x: &[f32], eps: f32) -> f32 {
-    let ss = x.iter().fold(0.0f64, |acc, &v| acc + (v * v) as f64);
-    let mean = (ss / x.len() as f64) as f32;
-    1.0 / libm::sqrtf(mean + eps)
+/// Rows whose sums of squares [`rms_scales`] runs side by side.
+const RMS_ROWS: usize = 4;
+
+/// 1 / sqrt(mean(x²) + eps) of each `width` values of `x` (at most [`RMS_ROWS`] rows), each
+/// square rounded to f32 and a row's squares summed in f64, in order: exactly llama.cpp's
+/// arithmetic. The rows' sums are independent chains stepped together (a row's sum is a chain
+/// of dependent additions: several rows at once take about the time of one).
+fn rms_scales(x: &[f32], width: usize, eps: f32) -> [f32; RMS_ROWS] {
+    let rows = x.len() / width.max(1);
+    debug_assert!(rows <= RMS_ROWS);
+    if rows == 0 {
+        return [0.0; RMS_ROWS];
+    }
+    // A missing row repeats the last one (its result is not used).
+    let row = |r: usize| &x[r.min(rows - 1) * width..][..width];
+    let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+    let mut ss = [0.0f64; RMS_ROWS];
+    for j in 0..width {
+        ss[0] += (r0[j] * r0[j]) as f64;
+        ss[1] += (r1[j] * r1[j]) as f64;
+        ss[2] += (r2[j] * r2[j]) as f64;
+        ss[3] += (r3[j] * r3[j]) as f64;
+    }
+    ss.map(|s| 1.0 / libm::sqrtf((s / width as f64) as f32 + eps))
 }
 
-/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` (`rms_scale`).
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` (`rms_scales`).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
-    for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        let scale = rms_scale(xr, eps);
-        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(weight) {
-            *o = v * scale * g;
+    for (xs, os) in x
+        .chunks(RMS_ROWS * width)
+        .zip(out.chunks_mut(RMS_ROWS * width))
+    {
+        let scales = rms_scales(xs, width, eps);
+        for ((xr, or), scale) in xs
+            .chunks_exact(width)
+            .zip(os.chunks_exact_mut(width))
+            .zip(scales)
+        {
+            for ((o, &v), &g) in or.iter_mut().zip(xr).zip(weight) {
+                *o = v * scale * g;
+            }
         }
     }
 }
@@ -1136,5 +1316,115 @@ fn sin_cos(th: f32) -> (f32, f32) {
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of pseudo-random activations, some blocks all zero and one with a large value.
+    fn rows(n: usize, cols: usize) -> Vec<f32> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..n * cols)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let v = (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                match i / QK % 7 {
+                    3 => 0.0,
+                    5 if i % QK == 9 => 1e4,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    /// Both forms of the quantized activations: quants, scales, sums, integer sums; then the
+    /// Q8_K form's quants, scales and integer sums.
+    type Forms = (
+        Vec<i8>,
+        Vec<f32>,
+        Vec<f32>,
+        Vec<i32>,
+        Vec<i8>,
+        Vec<f32>,
+        Vec<i32>,
+    );
+
+    fn forms(a: &Act<'_>) -> Forms {
+        let k = a.k.as_ref().expect("the Q8_K form");
+        (
+            a.q.qs.to_vec(),
+            a.q.d.to_vec(),
+            a.q.s.to_vec(),
+            a.q.sums.to_vec(),
+            k.qs.to_vec(),
+            k.d.to_vec(),
+            k.sums.to_vec(),
+        )
+    }
+
+    #[test]
+    fn chunks_quantized_in_parallel_equal_whole_rows() {
+        let (n, cols) = (3, 4 * QK_K);
+        let x = rows(n, cols);
+        for k in Kernels::all_supported() {
+            let mut mem = vec![0u8; 2 * ActBufs::bytes_needed(n, cols, cols)];
+            let mut arena = Arena::new(&mut mem);
+            let mut whole = ActBufs::new(&mut arena, n, cols, cols).unwrap();
+            let mut chunked = ActBufs::new(&mut arena, n, cols, cols).unwrap();
+            let mut a = quantize(&k, &x, cols, &mut whole);
+            // The Q8_K form as `make_q8k` makes it for a matrix that reads it.
+            let kb = a.kbuf.take().unwrap();
+            let (kqs, kd, ksums) = kb;
+            quants::quantize_q8k(&x, &mut kqs[..n * cols], &mut kd[..n * cols / QK_K]);
+            crate::kernels::block_sums(&kqs[..n * cols], &mut ksums[..n * cols / QK]);
+            a.k = Some(QActs {
+                qs: &kqs[..n * cols],
+                d: &kd[..n * cols / QK_K],
+                s: &[],
+                sums: &ksums[..n * cols / QK],
+                nb: cols / QK_K,
+            });
+            let expected = forms(&a);
+
+            let mut xs = x.clone();
+            let views = QuantViews::new(&mut chunked, n, cols, true);
+            let out = OutRows::new(&mut xs, cols, cols, n);
+            // Chunks of 256 and 512 values, in any order.
+            for (c0, c1) in [(3 * QK_K, 4 * QK_K), (0, QK_K), (QK_K, 3 * QK_K)] {
+                // SAFETY: the chunks are disjoint, and one at a time.
+                unsafe { views.chunk(&k, c0, &mut out.rows(c0, c1)) };
+            }
+            assert!(views.whole(), "{}", k.name());
+            let got = Act::made(&x, cols, &mut chunked, true);
+            assert!(forms(&got) == expected, "{}", k.name());
+        }
+    }
+
+    #[test]
+    fn a_chunk_of_partial_blocks_is_reported() {
+        let (n, cols) = (2, 2 * QK_K);
+        let k = Kernels::best();
+        let mut x = rows(n, cols);
+        let mut mem = vec![0u8; ActBufs::bytes_needed(n, cols, cols)];
+        let mut arena = Arena::new(&mut mem);
+        let mut bufs = ActBufs::new(&mut arena, n, cols, cols).unwrap();
+        let out = OutRows::new(&mut x, cols, cols, n);
+        // Whole blocks of 32 but not of 256, with the Q8_K form asked for.
+        let views = QuantViews::new(&mut bufs, n, cols, true);
+        // SAFETY: one chunk at a time.
+        unsafe { views.chunk(&k, 0, &mut out.rows(0, 64)) };
+        assert!(!views.whole());
+        // Without the Q8_K form, blocks of 32 are whole; 48 values are not.
+        let views = QuantViews::new(&mut bufs, n, cols, false);
+        // SAFETY: as above.
+        unsafe { views.chunk(&k, 0, &mut out.rows(0, 64)) };
+        assert!(views.whole());
+        // SAFETY: as above.
+        unsafe { views.chunk(&k, 64, &mut out.rows(64, 112)) };
+        assert!(!views.whole());
     }
 }
