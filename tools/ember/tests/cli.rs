@@ -492,14 +492,17 @@ fn chat_with_tools_prints_calls_and_sends_results_back() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `ember bench --json` reports the decode speed, the bandwidth measured on the spot and the
-/// share of the decode bound it sets, consistently with each other.
-#[test]
-fn bench_reports_its_share_of_the_bandwidth_bound() {
-    let out = ember()
-        .args([
-            "bench", "-p", "0", "-n", "4", "-r", "1", "-t", "1", "--json",
-        ])
+/// Runs `ember bench [-m MODEL] ARGS --json` (ARGS split at spaces), which must succeed, and
+/// returns its output and its JSON last line.
+fn bench(model: Option<&std::path::Path>, args: &str) -> (String, serde_json::Value) {
+    let mut cmd = ember();
+    cmd.arg("bench");
+    if let Some(m) = model {
+        cmd.arg("-m").arg(m);
+    }
+    let out = cmd
+        .args(args.split_whitespace())
+        .arg("--json")
         .output()
         .expect("ember bench");
     assert!(
@@ -507,9 +510,16 @@ fn bench_reports_its_share_of_the_bandwidth_bound() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let o: serde_json::Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let o = serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    (text, o)
+}
+
+/// `ember bench --json` reports the decode speed, the bandwidth measured on the spot and the
+/// share of the decode bound it sets, consistently with each other.
+#[test]
+fn bench_reports_its_share_of_the_bandwidth_bound() {
+    let (text, o) = bench(None, "-p 0 -n 4 -r 1 -t 1");
     let tg = o["tg_tokens_per_s"].as_f64().unwrap();
     let bw = o["bandwidth_gb_per_s"].as_f64().unwrap();
     let bytes = o["weight_bytes_per_token"].as_f64().unwrap();
@@ -560,36 +570,11 @@ fn bench_reports_its_share_of_the_bandwidth_bound() {
 /// to 512, so 600 tokens are two passes), and refused past the model's context.
 #[test]
 fn bench_measures_at_a_depth() {
-    let out = ember()
-        .args([
-            "bench",
-            "-p",
-            "8",
-            "-n",
-            "4",
-            "-d",
-            "600",
-            "-r",
-            "1",
-            "-t",
-            "1",
-            "--json",
-            "--no-bandwidth",
-        ])
-        .output()
-        .expect("ember bench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (text, o) = bench(None, "-p 8 -n 4 -d 600 -r 1 -t 1 --no-bandwidth");
     assert!(
         text.contains("| pp8 @ d600 |") && text.contains("| tg4 @ d600 |"),
         "{text}"
     );
-    let o: serde_json::Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
     assert_eq!(o["n_depth"].as_u64(), Some(600), "{text}");
     // The cache a decoded token reads, the mean over tg's positions 600..604 (keys of 601 to
     // 604 positions): SmolLM2's 30 layers × 3 KV heads × 64 values, keys and values in f16.
@@ -618,15 +603,7 @@ fn bench_measures_at_a_depth() {
         );
     }
     // Without tg no token is decoded: no cache bytes a token.
-    let out = ember()
-        .args([
-            "bench", "-p", "8", "-n", "0", "-r", "1", "-t", "1", "--json",
-        ])
-        .output()
-        .expect("ember bench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let o: serde_json::Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    let (text, o) = bench(None, "-p 8 -n 0 -r 1 -t 1");
     assert!(o.get("pp_tokens_per_s").is_some(), "{text}");
     assert!(o.get("cache_bytes_per_token").is_none(), "{text}");
 }
@@ -636,34 +613,7 @@ fn bench_measures_at_a_depth() {
 #[test]
 fn bench_counts_a_windowed_layers_cache_within_its_window() {
     let gemma = ember_tests::named_model_path("gemma3-270m", "gemma-3-270m-q4_k_m.gguf");
-    let out = ember()
-        .arg("bench")
-        .arg("-m")
-        .arg(&gemma)
-        .args([
-            "-p",
-            "1",
-            "-n",
-            "2",
-            "-d",
-            "600",
-            "-r",
-            "1",
-            "-t",
-            "1",
-            "--json",
-            "--no-bandwidth",
-        ])
-        .output()
-        .expect("ember bench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let o: serde_json::Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    let (text, o) = bench(Some(&gemma), "-p 1 -n 2 -d 600 -r 1 -t 1 --no-bandwidth");
     // 18 layers, every sixth global (3) and the others within 512 positions (15); one KV head
     // of 256 values, keys and values in f16. tg's positions 600 and 601 see 601 and 602.
     let row = 256 * 2 * 2;
