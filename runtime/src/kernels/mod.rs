@@ -134,6 +134,10 @@ pub fn block_sums(qs: &[i8], sums: &mut [i32]) {
 /// Quantizes one row of activations (`x.len() = 32·nb`) into `qs`, `d`, `s`.
 pub type QuantizeFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]);
 
+/// Quantizes activations (whole blocks of 256) into Q8_K quants `qs` and block scales `d`: the
+/// spec is [`quants::quantize_q8k`].
+pub type QuantizeKFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32]);
+
 /// Where a matrix product writes: element (token t, row r) at `t * stride + r`, for `r` in
 /// `0..rows` and `t` in `0..toks`. Threads working on one product each hold a view of a disjoint
 /// range of rows ([`OutRows::rows`]). Elements are f32 unless told (the forward pass also writes
@@ -252,6 +256,8 @@ pub struct Kernels {
     pub numerics: Numerics,
     /// Activations → 8-bit planar blocks.
     pub quantize: QuantizeFn,
+    /// Activations → Q8_K blocks (for the 256-element block formats).
+    pub quantize_q8k: QuantizeKFn,
     /// Q4_0 weights × 8-bit activations.
     pub gemm_q4_0: GemmFn<BlockQ4_0>,
     /// Q4_1 weights × 8-bit activations.
@@ -469,6 +475,7 @@ impl Kernels {
         isa: Isa::Scalar,
         numerics: Numerics::Ember,
         quantize: scalar::quantize_row,
+        quantize_q8k: quants::quantize_q8k,
         gemm_q4_0: scalar_gemm_q4_0,
         gemm_q4_1: scalar_gemm_q4_1,
         gemm_q8_0: scalar_gemm_q8_0,

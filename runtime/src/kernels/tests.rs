@@ -192,6 +192,50 @@ fn quantization_handles_nan_and_infinity() {
 }
 
 #[test]
+fn q8k_quantization_is_bit_identical_to_the_spec() {
+    use crate::weights::quants::{quantize_q8k, QK_K};
+    let mut rng = Rng(11);
+    let q8k = |f: crate::kernels::QuantizeKFn, x: &[f32]| {
+        let (mut qs, mut d) = (vec![0i8; x.len()], vec![0.0f32; x.len() / QK_K]);
+        f(x, &mut qs, &mut d);
+        (qs, d.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    for k in Kernels::all_supported() {
+        for fam in 0..FAMILIES {
+            let mut x = activations(&mut rng, 3 * QK_K, fam);
+            // Block 1: its largest magnitude twice with opposite signs (the first one's sign
+            // makes the scale), ties of the rounding, and NaN; block 2: zeros but one NaN.
+            x[QK_K + 7] = -4.0;
+            x[QK_K + 200] = 4.0;
+            x[QK_K + 8] = 4.0 * 0.5 / 127.0;
+            x[QK_K + 9] = 4.0 * 1.5 / 127.0;
+            x[QK_K + 30] = f32::NAN;
+            for v in &mut x[QK_K + 10..QK_K + 20] {
+                *v = v.clamp(-3.9, 3.9);
+            }
+            if fam % 2 == 0 {
+                x[2 * QK_K..].fill(0.0);
+                x[2 * QK_K + 5] = f32::NAN;
+            } else {
+                // An infinity: its own quant is NaN (0), the others 0, the scale infinite.
+                x[2 * QK_K + 100] = f32::NEG_INFINITY;
+            }
+            for v in &mut x[QK_K..2 * QK_K] {
+                if v.abs() > 4.0 {
+                    *v = v.signum() * 3.5;
+                }
+            }
+            assert_eq!(
+                q8k(quantize_q8k, &x),
+                q8k(k.quantize_q8k, &x),
+                "[{}] family={fam}",
+                k.isa
+            );
+        }
+    }
+}
+
+#[test]
 fn gemm_is_bit_identical_to_the_scalar_reference() {
     let mut rng = Rng(2);
     for k in Kernels::all_supported() {

@@ -21,7 +21,7 @@ use crate::kernels::{sincos, Kernels, Numerics, OutRows, QActs};
 use crate::kv::{KvCache, KvType, Rows};
 use crate::parallel::{chunk_rows, Parallel};
 use crate::tokenizer::TokenId;
-use crate::weights::quants::{self, Acts, QK_K};
+use crate::weights::quants::{Acts, QK_K};
 use crate::weights::{Matrix, QK};
 use core::sync::atomic::{AtomicBool, Ordering};
 use half::f16;
@@ -889,7 +889,7 @@ impl<'b> Act<'b> {
 
     /// Makes the Q8_K form, once, when one of `matrices` reads it. Rows whose width is not whole
     /// blocks of 256 have none (no such matrix reads them: its rows are whole blocks).
-    fn make_q8k<'m>(&mut self, mut matrices: impl Iterator<Item = &'m Matrix<'m>>) {
+    fn make_q8k<'m>(&mut self, k: &Kernels, mut matrices: impl Iterator<Item = &'m Matrix<'m>>) {
         let wanted =
             |m: &Matrix<'_>| matches!(m, Matrix::Blocks { kind, .. } if kind.acts == Acts::Q8K);
         if self.k.is_some() || !matrices.any(wanted) {
@@ -905,7 +905,7 @@ impl<'b> Act<'b> {
         }
         let (qs, d) = (&mut qs[..rows * cols], &mut d[..rows * cols / QK_K]);
         let sums = &mut sums[..rows * cols / QK];
-        quants::quantize_q8k(self.f32, qs, d);
+        (k.quantize_q8k)(self.f32, qs, d);
         crate::kernels::block_sums(qs, sums);
         self.k = Some(QActs {
             qs,
@@ -1055,7 +1055,7 @@ impl<'b> QuantViews<'b> {
                         ksums.rows(b0, b1),
                     )
                 };
-                quants::quantize_q8k(xt, kqs.row_mut(t), kd.row_mut(t));
+                (k.quantize_q8k)(xt, kqs.row_mut(t), kd.row_mut(t));
                 crate::kernels::block_sums(kqs.row_mut(t), ksums.row_mut(t));
             }
         }
@@ -1085,7 +1085,7 @@ fn gemm_fused(
 ) {
     const MAX_JOBS: usize = 3;
     assert!(jobs.len() <= MAX_JOBS);
-    a.make_q8k(jobs.iter().map(|(m, _)| *m));
+    a.make_q8k(k, jobs.iter().map(|(m, _)| *m));
     let a = &*a;
     let nj = jobs.len();
     let mut views: [Option<(Matrix<'_>, OutRows<'_>)>; MAX_JOBS] = [None, None, None];
@@ -1379,7 +1379,11 @@ mod tests {
             // The Q8_K form as `make_q8k` makes it for a matrix that reads it.
             let kb = a.kbuf.take().unwrap();
             let (kqs, kd, ksums) = kb;
-            quants::quantize_q8k(&x, &mut kqs[..n * cols], &mut kd[..n * cols / QK_K]);
+            crate::weights::quants::quantize_q8k(
+                &x,
+                &mut kqs[..n * cols],
+                &mut kd[..n * cols / QK_K],
+            );
             crate::kernels::block_sums(&kqs[..n * cols], &mut ksums[..n * cols / QK]);
             a.k = Some(QActs {
                 qs: &kqs[..n * cols],

@@ -22,6 +22,7 @@ pub fn kernels() -> Option<Kernels> {
         isa: Isa::Neon,
         numerics: crate::kernels::Numerics::Ember,
         quantize,
+        quantize_q8k: crate::weights::quants::quantize_q8k,
         gemm_q4_0: |w, a, o| unsafe_drive(&plain::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&plain::Q4_1, w, a, o),
         gemm_q8_0: |w, a, o| unsafe_drive(&plain::Q8_0, w, a, o),

@@ -3,6 +3,7 @@
 use super::gemm;
 use crate::kernels::attend::Softmax;
 use crate::kernels::{Isa, Kernels, OutRows, QActs};
+use crate::weights::quants::QK_K;
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::x86_64::*;
 use half::f16;
@@ -16,6 +17,7 @@ pub fn kernels() -> Option<Kernels> {
         isa: Isa::Avx2,
         numerics: crate::kernels::Numerics::Ember,
         quantize,
+        quantize_q8k,
         gemm_q4_0,
         gemm_q4_1,
         gemm_q8_0,
@@ -133,6 +135,84 @@ unsafe fn quantize_impl(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) 
             unsafe { quantize_block(x.as_ptr().add(b * QK), qs.as_mut_ptr().add(b * QK)) };
         d[b] = f16f(f32h(dd));
         s[b] = f16f(f32h(dd * sum as f32));
+    }
+}
+
+fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    // SAFETY: AVX2 checked by `kernels()`.
+    unsafe { quantize_q8k_impl(x, qs, d) }
+}
+
+/// [`quants::quantize_q8k`](crate::weights::quants::quantize_q8k), eight values a step: the
+/// largest magnitude by vector maxima (NaN never wins, as in the spec), the spec's `max` as the
+/// first value of that magnitude, then the spec's steps on each value (the product, NaN to 0,
+/// the clamp, rounding to nearest even) and its scalar scale.
+///
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q8k_impl(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    const V: usize = QK_K / 8;
+    for ((xb, qb), d) in x
+        .chunks_exact(QK_K)
+        .zip(qs.chunks_exact_mut(QK_K))
+        .zip(d.iter_mut())
+    {
+        // SAFETY (all): the block's 256 floats and 256 bytes are in bounds; AVX2 is the
+        // caller's.
+        unsafe {
+            let p = xb.as_ptr();
+            let sign = _mm256_set1_ps(-0.0);
+            let mut m = _mm256_setzero_ps();
+            for i in 0..V {
+                // max_ps returns its second operand when the first is NaN.
+                m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * i))), m);
+            }
+            let amax = hmax_ps(m);
+            if amax == 0.0 {
+                qb.fill(0);
+                *d = 0.0;
+                continue;
+            }
+            let target = _mm256_set1_ps(amax);
+            let mut max = amax;
+            for i in 0..V {
+                let v = _mm256_loadu_ps(p.add(8 * i));
+                let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(
+                    _mm256_andnot_ps(sign, v),
+                    target,
+                ));
+                if hit != 0 {
+                    max = xb[8 * i + hit.trailing_zeros() as usize];
+                    break;
+                }
+            }
+            let iscale = -127.0 / max;
+            let vs = _mm256_set1_ps(iscale);
+            let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+            let q = qb.as_mut_ptr();
+            for i in 0..V / 4 {
+                let mut iv = [_mm256_setzero_si256(); 4];
+                for (j, ivj) in iv.iter_mut().enumerate() {
+                    let y = _mm256_mul_ps(vs, _mm256_loadu_ps(p.add(32 * i + 8 * j)));
+                    // NaN lanes to 0 (the spec's), then its clamp and rounding.
+                    let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+                    let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+                    *ivj = _mm256_cvtps_epi32(_mm256_round_ps::<
+                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                    >(y));
+                }
+                // 32 × i32 within ±127 → 32 × i8, the packs' lane interleaving undone.
+                let p01 = _mm256_packs_epi32(iv[0], iv[1]);
+                let p23 = _mm256_packs_epi32(iv[2], iv[3]);
+                let b = _mm256_permutevar8x32_epi32(
+                    _mm256_packs_epi16(p01, p23),
+                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                );
+                _mm256_storeu_si256(q.add(32 * i).cast(), b);
+            }
+            *d = 1.0 / iscale;
+        }
     }
 }
 
