@@ -404,8 +404,13 @@ fn run(
         // activation, then those values quantized for the down product (its blocks are whole
         // in a chunk: the chunks are cut at `align`).
         let gelu = c.arch().ffn == FfnAct::GeluTanh;
-        let q8k = reads_q8k(&layer.w_down) && ff.is_multiple_of(QK_K);
-        let views = QuantViews::new(&mut s.acts, n, ff, q8k);
+        // The one form `ffn_down` reads: Q8_K when its rows are whole blocks of 256 of it.
+        let form = if reads_q8k(&layer.w_down) && ff.is_multiple_of(QK_K) {
+            Form::Q8K
+        } else {
+            Form::Blocks
+        };
+        let views = QuantViews::new(&mut s.acts, n, ff, form);
         let gated = |r0: usize, g: &mut OutRows<'_>, u: &mut OutRows<'_>| {
             for t in 0..g.n_toks() {
                 if gelu {
@@ -426,13 +431,13 @@ fn run(
                 (&layer.w_gate, &mut s.gate[..n * ff]),
                 (&layer.w_up, &mut s.up[..n * ff]),
             ],
-            Some((&gated, if q8k { QK_K } else { QK })),
+            Some((&gated, form.block())),
         );
         let whole = views.whole();
         trace::tensor("ffn_up", Some(l), &s.up[..n * ff]);
         trace::tensor("ffn_swiglu", Some(l), &s.gate[..n * ff]);
         let mut act = if whole {
-            Act::made(&s.gate[..n * ff], ff, &mut s.acts, q8k)
+            Act::made(&s.gate[..n * ff], ff, &mut s.acts, form)
         } else {
             quantize(k, &s.gate[..n * ff], ff, &mut s.acts)
         };
@@ -872,7 +877,11 @@ impl<'a> ActBufs<'a> {
 /// ([`Act::make_q8k`]).
 struct Act<'b> {
     f32: &'b [f32],
-    q: QActs<'b>,
+    /// Rows (tokens) and their width.
+    rows: usize,
+    cols: usize,
+    /// Blocks of 32; `None` when only the Q8_K form was made ([`Form::Q8K`]).
+    q: Option<QActs<'b>>,
     k: Option<QActs<'b>>,
     /// Where the Q8_K form goes, until it is made.
     kbuf: Option<(&'b mut [i8], &'b mut [f32], &'b mut [i32])>,
@@ -882,7 +891,7 @@ impl<'b> Act<'b> {
     /// The activations in the form `acts` (`None` for Q8_K before [`Act::make_q8k`]).
     fn form(&self, acts: Acts) -> Option<&QActs<'b>> {
         match acts {
-            Acts::Q8_0 | Acts::Q8_1 => Some(&self.q),
+            Acts::Q8_0 | Acts::Q8_1 => self.q.as_ref(),
             Acts::Q8K => self.k.as_ref(),
         }
     }
@@ -890,13 +899,10 @@ impl<'b> Act<'b> {
     /// Makes the Q8_K form, once, when one of `matrices` reads it. Rows whose width is not whole
     /// blocks of 256 have none (no such matrix reads them: its rows are whole blocks).
     fn make_q8k<'m>(&mut self, k: &Kernels, mut matrices: impl Iterator<Item = &'m Matrix<'m>>) {
-        let wanted =
-            |m: &Matrix<'_>| matches!(m, Matrix::Blocks { kind, .. } if kind.acts == Acts::Q8K);
-        if self.k.is_some() || !matrices.any(wanted) {
+        if self.k.is_some() || !matrices.any(reads_q8k) {
             return;
         }
-        let cols = self.q.nb * QK;
-        let rows = self.q.tokens();
+        let (rows, cols) = (self.rows, self.cols);
         let Some((qs, d, sums)) = self.kbuf.take() else {
             return;
         };
@@ -931,17 +937,37 @@ fn quantize<'b>(k: &Kernels, x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_
         );
     }
     crate::kernels::block_sums(&bufs.qs[..rows * cols], &mut bufs.sums[..rows * nb]);
-    Act::made(x, cols, bufs, false)
+    Act::made(x, cols, bufs, Form::Blocks)
+}
+
+/// Which form of quantized activations a pass makes (the other, if a product wants it, is
+/// made from the f32 values then: [`Act::make_q8k`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Form {
+    /// Blocks of 32 (read by the 32-element block formats and the `exact` kernels).
+    Blocks,
+    /// Q8_K only (read by the 256-element block formats).
+    Q8K,
+}
+
+impl Form {
+    /// The values of one block of the form.
+    fn block(self) -> usize {
+        match self {
+            Form::Blocks => QK,
+            Form::Q8K => QK_K,
+        }
+    }
 }
 
 impl<'b> Act<'b> {
-    /// The activations `x` (rows of `cols`) already quantized into `bufs` in blocks of 32 (as
-    /// [`quantize`] or [`QuantViews`] leave them), and in Q8_K form when `with_k`.
-    fn made(x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_>, with_k: bool) -> Act<'b> {
+    /// The activations `x` (rows of `cols`) already quantized into `bufs` in `form` (as
+    /// [`quantize`] or [`QuantViews`] leave them).
+    fn made(x: &'b [f32], cols: usize, bufs: &'b mut ActBufs<'_>, form: Form) -> Act<'b> {
         let rows = x.len() / cols;
         let nb = cols / QK;
         let (kqs, kd, ksums) = (&mut *bufs.kqs, &mut *bufs.kd, &mut *bufs.ksums);
-        let (k, kbuf) = if with_k {
+        let (k, kbuf) = if form == Form::Q8K {
             let k = QActs {
                 qs: &kqs[..rows * cols],
                 d: &kd[..rows * cols / QK_K],
@@ -955,13 +981,15 @@ impl<'b> Act<'b> {
         };
         Act {
             f32: x,
-            q: QActs {
+            rows,
+            cols,
+            q: (form == Form::Blocks).then(|| QActs {
                 qs: &bufs.qs[..rows * cols],
                 d: &bufs.d[..rows * nb],
                 s: &bufs.s[..rows * nb],
                 sums: &bufs.sums[..rows * nb],
                 nb,
-            },
+            }),
             k,
             kbuf,
         }
@@ -974,41 +1002,45 @@ fn reads_q8k(m: &Matrix<'_>) -> bool {
 }
 
 /// Views of activation buffers that the chunks of a parallel region quantize their columns into
-/// (each chunk its own, so the next product needs no serial pass): blocks of 32 always, Q8_K
-/// blocks too when asked. Rows of `cols` values, as [`quantize`] lays them out.
+/// (each chunk its own, so the next product needs no serial pass), in one [`Form`]. Rows of
+/// `cols` values, as [`quantize`] lays them out.
 struct QuantViews<'b> {
+    form: Form,
+    /// Quants, scales and integer sums; with [`Form::Blocks`] also the block sums (`s`).
     qs: OutRows<'b, i8>,
     d: OutRows<'b, f32>,
-    s: OutRows<'b, f32>,
+    s: Option<OutRows<'b, f32>>,
     sums: OutRows<'b, i32>,
-    k: Option<(OutRows<'b, i8>, OutRows<'b, f32>, OutRows<'b, i32>)>,
     /// Cleared by a chunk that is not whole blocks (and so quantized nothing).
     whole: AtomicBool,
 }
 
 impl<'b> QuantViews<'b> {
-    /// Views of `bufs` for `rows` rows of `cols` values (`with_k`: also the Q8_K form, which
-    /// then needs `cols` whole blocks of 256).
-    fn new(bufs: &'b mut ActBufs<'_>, rows: usize, cols: usize, with_k: bool) -> Self {
+    /// Views of `bufs` for `rows` rows of `cols` values in `form` (Q8_K needs `cols` whole
+    /// blocks of 256).
+    fn new(bufs: &'b mut ActBufs<'_>, rows: usize, cols: usize, form: Form) -> Self {
         let nb = cols / QK;
-        let k = with_k.then(|| {
-            (
-                OutRows::new(&mut bufs.kqs[..rows * cols], cols, cols, rows),
-                OutRows::new(
-                    &mut bufs.kd[..rows * cols / QK_K],
-                    cols / QK_K,
-                    cols / QK_K,
-                    rows,
-                ),
-                OutRows::new(&mut bufs.ksums[..rows * nb], nb, nb, rows),
-            )
-        });
+        let (qs, d, s, sums) = match form {
+            Form::Blocks => (
+                &mut bufs.qs[..rows * cols],
+                &mut bufs.d[..rows * nb],
+                Some(OutRows::new(&mut bufs.s[..rows * nb], nb, nb, rows)),
+                &mut bufs.sums[..rows * nb],
+            ),
+            Form::Q8K => (
+                &mut bufs.kqs[..rows * cols],
+                &mut bufs.kd[..rows * cols / QK_K],
+                None,
+                &mut bufs.ksums[..rows * nb],
+            ),
+        };
+        let scales = cols / form.block();
         QuantViews {
-            qs: OutRows::new(&mut bufs.qs[..rows * cols], cols, cols, rows),
-            d: OutRows::new(&mut bufs.d[..rows * nb], nb, nb, rows),
-            s: OutRows::new(&mut bufs.s[..rows * nb], nb, nb, rows),
-            sums: OutRows::new(&mut bufs.sums[..rows * nb], nb, nb, rows),
-            k,
+            form,
+            qs: OutRows::new(qs, cols, cols, rows),
+            d: OutRows::new(d, scales, scales, rows),
+            s,
+            sums: OutRows::new(sums, nb, nb, rows),
             whole: AtomicBool::new(true),
         }
     }
@@ -1019,45 +1051,35 @@ impl<'b> QuantViews<'b> {
     }
 
     /// Quantizes `x`, columns `c0..c0 + x.n_rows()` of every row, into the views: the same
-    /// blocks as quantizing whole rows, as `c0` and the chunk's width are whole blocks (of 256
-    /// with the Q8_K form, else of 32; a chunk that is not quantizes nothing and clears
-    /// [`QuantViews::whole`]).
+    /// blocks as quantizing whole rows, as `c0` and the chunk's width are whole blocks of the
+    /// form (a chunk that is not quantizes nothing and clears [`QuantViews::whole`]).
     ///
     /// # Safety
     /// Calls at the same time must take disjoint column ranges.
     unsafe fn chunk(&self, k: &Kernels, c0: usize, x: &mut OutRows<'_>) {
         let c1 = c0 + x.n_rows();
-        let block = if self.k.is_some() { QK_K } else { QK };
+        let block = self.form.block();
         if !c0.is_multiple_of(block) || !c1.is_multiple_of(block) {
             self.whole.store(false, Ordering::Relaxed);
             return;
         }
-        let (b0, b1) = (c0 / QK, c1 / QK);
-        // SAFETY: the caller's column ranges are disjoint, so are their blocks' (whole blocks).
+        // SAFETY: the caller's column ranges are disjoint, so are their blocks' (whole blocks
+        // of the form, and of 32 for the integer sums).
         let (mut qs, mut d, mut s, mut sums) = unsafe {
             (
                 self.qs.rows(c0, c1),
-                self.d.rows(b0, b1),
-                self.s.rows(b0, b1),
-                self.sums.rows(b0, b1),
+                self.d.rows(c0 / block, c1 / block),
+                self.s.as_ref().map(|s| s.rows(c0 / QK, c1 / QK)),
+                self.sums.rows(c0 / QK, c1 / QK),
             )
         };
         for t in 0..x.n_toks() {
             let xt = x.row_mut(t);
-            (k.quantize)(xt, qs.row_mut(t), d.row_mut(t), s.row_mut(t));
-            crate::kernels::block_sums(qs.row_mut(t), sums.row_mut(t));
-            if let Some((kqs, kd, ksums)) = &self.k {
-                // SAFETY: as above, in blocks of 256.
-                let (mut kqs, mut kd, mut ksums) = unsafe {
-                    (
-                        kqs.rows(c0, c1),
-                        kd.rows(c0 / QK_K, c1 / QK_K),
-                        ksums.rows(b0, b1),
-                    )
-                };
-                (k.quantize_q8k)(xt, kqs.row_mut(t), kd.row_mut(t));
-                crate::kernels::block_sums(kqs.row_mut(t), ksums.row_mut(t));
+            match &mut s {
+                Some(s) => (k.quantize)(xt, qs.row_mut(t), d.row_mut(t), s.row_mut(t)),
+                None => (k.quantize_q8k)(xt, qs.row_mut(t), d.row_mut(t)),
             }
+            crate::kernels::block_sums(qs.row_mut(t), sums.row_mut(t));
         }
     }
 }
@@ -1146,15 +1168,25 @@ fn gemm_rows(
 ) {
     let cols = m.cols();
     let nb = cols / QK;
-    let n = a.q.tokens();
+    let n = a.rows;
     let exact = k.numerics == Numerics::Exact;
-    match *m {
-        // llama.cpp's order, when asked for.
-        Matrix::Q4_0 { data, .. } if exact => (k.gemm_q4_0)(&data[r0 * nb..r1 * nb], &a.q, out),
-        Matrix::Q4_1 { data, .. } if exact => (k.gemm_q4_1)(&data[r0 * nb..r1 * nb], &a.q, out),
-        Matrix::Q8_0 { data, .. } if exact => (k.gemm_q8_0)(&data[r0 * nb..r1 * nb], &a.q, out),
+    match (*m, &a.q) {
+        // llama.cpp's order, when asked for (blocks of 32 are made for every matrix but the
+        // `ffn_down` of a 256-element block format).
+        (Matrix::Q4_0 { data, .. }, Some(q)) if exact => {
+            (k.gemm_q4_0)(&data[r0 * nb..r1 * nb], q, out)
+        }
+        (Matrix::Q4_1 { data, .. }, Some(q)) if exact => {
+            (k.gemm_q4_1)(&data[r0 * nb..r1 * nb], q, out)
+        }
+        (Matrix::Q8_0 { data, .. }, Some(q)) if exact => {
+            (k.gemm_q8_0)(&data[r0 * nb..r1 * nb], q, out)
+        }
         // The formats of the block table: their scalar spec, the same on every kernel set.
-        Matrix::Q4_0 { .. } | Matrix::Q4_1 { .. } | Matrix::Q8_0 { .. } | Matrix::Blocks { .. } => {
+        (
+            Matrix::Q4_0 { .. } | Matrix::Q4_1 { .. } | Matrix::Q8_0 { .. } | Matrix::Blocks { .. },
+            _,
+        ) => {
             let Some((kind, data)) = m.table_blocks() else {
                 // Not reached: these matrices are all rows of the table. Were it reached, the
                 // product is NaN rather than a wrong number.
@@ -1168,7 +1200,8 @@ fn gemm_rows(
                 Some(acts) => (k.gemm_blocks)(kind, &data[r0 * rb..r1 * rb], rb, acts, out),
                 // Not reached: `gemm_fused` makes the Q8_K form before any product that reads
                 // it (the state holds its buffers whenever the model has such a matrix,
-                // `Config::k_acts`, and such rows are whole blocks of 256). Were it reached, the
+                // `Config::k_acts`, and such rows are whole blocks of 256), and blocks of 32
+                // are missing only for an `ffn_down` that reads Q8_K. Were it reached, the
                 // product is NaN rather than a wrong number.
                 None => {
                     for t in 0..out.n_toks() {
@@ -1177,21 +1210,21 @@ fn gemm_rows(
                 }
             }
         }
-        Matrix::F32 { data, .. } => f32_gemm(
+        (Matrix::F32 { data, .. }, _) => f32_gemm(
             k.dot_f32,
             &data[r0 * cols..r1 * cols],
             &a.f32[..n * cols],
             cols,
             out,
         ),
-        Matrix::F16 { data, .. } => f32_gemm(
+        (Matrix::F16 { data, .. }, _) => f32_gemm(
             k.dot_f16_f32,
             &data[r0 * cols..r1 * cols],
             &a.f32[..n * cols],
             cols,
             out,
         ),
-        Matrix::BF16 { data, .. } => f32_gemm(
+        (Matrix::BF16 { data, .. }, _) => f32_gemm(
             |w: &[half::bf16], x: &[f32]| {
                 w.iter().zip(x).fold(0.0f32, |acc, (a, &b)| {
                     crate::kernels::scalar::fma(a.to_f32(), b, acc)
@@ -1220,7 +1253,8 @@ fn f32_gemm<W>(
     }
 }
 
-/// [`rms_norm`] of each `width` values of `x`, in place (per-head Q/K norms, post-norms).
+/// RMSNorm of each `width` values of `x`, in place: `x / sqrt(mean(x²) + eps) * weight`
+/// ([`rms_scales`]).
 pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32, width: usize) {
     for rows in x.chunks_mut(RMS_ROWS * width) {
         let scales = rms_scales(rows, width, eps);
@@ -1258,23 +1292,10 @@ fn rms_scales(x: &[f32], width: usize, eps: f32) -> [f32; RMS_ROWS] {
     ss.map(|s| 1.0 / libm::sqrtf((s / width as f64) as f32 + eps))
 }
 
-/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` (`rms_scales`).
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight` ([`rms_norm_in_place`] on a copy).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], width: usize) {
-    for (xs, os) in x
-        .chunks(RMS_ROWS * width)
-        .zip(out.chunks_mut(RMS_ROWS * width))
-    {
-        let scales = rms_scales(xs, width, eps);
-        for ((xr, or), scale) in xs
-            .chunks_exact(width)
-            .zip(os.chunks_exact_mut(width))
-            .zip(scales)
-        {
-            for ((o, &v), &g) in or.iter_mut().zip(xr).zip(weight) {
-                *o = v * scale * g;
-            }
-        }
-    }
+    out.copy_from_slice(x);
+    rms_norm_in_place(out, weight, eps, width);
 }
 
 /// cos/sin of every rotated pair, for `n` tokens from position `pos0`: `out[t][2i] = cos θ`,
@@ -1341,70 +1362,52 @@ mod tests {
             .collect()
     }
 
-    /// Both forms of the quantized activations: quants, scales, sums, integer sums; then the
-    /// Q8_K form's quants, scales and integer sums.
-    type Forms = (
-        Vec<i8>,
-        Vec<f32>,
-        Vec<f32>,
-        Vec<i32>,
-        Vec<i8>,
-        Vec<f32>,
-        Vec<i32>,
-    );
+    /// A form of quantized activations: quants, scales, integer sums, and (blocks of 32) the
+    /// block sums.
+    type Quants = (Vec<i8>, Vec<f32>, Vec<i32>, Vec<f32>);
 
-    fn forms(a: &Act<'_>) -> Forms {
-        let k = a.k.as_ref().expect("the Q8_K form");
-        (
-            a.q.qs.to_vec(),
-            a.q.d.to_vec(),
-            a.q.s.to_vec(),
-            a.q.sums.to_vec(),
-            k.qs.to_vec(),
-            k.d.to_vec(),
-            k.sums.to_vec(),
-        )
+    fn quants(a: &QActs<'_>) -> Quants {
+        (a.qs.to_vec(), a.d.to_vec(), a.sums.to_vec(), a.s.to_vec())
     }
 
     #[test]
     fn chunks_quantized_in_parallel_equal_whole_rows() {
         let (n, cols) = (3, 4 * QK_K);
         let x = rows(n, cols);
+        // The Q8_K form as the spec makes it.
+        let mut kqs = vec![0i8; n * cols];
+        let mut kd = vec![0f32; n * cols / QK_K];
+        let mut ksums = vec![0i32; n * cols / QK];
+        crate::weights::quants::quantize_q8k(&x, &mut kqs, &mut kd);
+        crate::kernels::block_sums(&kqs, &mut ksums);
+        let spec_k = (kqs, kd, ksums, vec![]);
         for k in Kernels::all_supported() {
             let mut mem = vec![0u8; 2 * ActBufs::bytes_needed(n, cols, cols)];
             let mut arena = Arena::new(&mut mem);
             let mut whole = ActBufs::new(&mut arena, n, cols, cols).unwrap();
             let mut chunked = ActBufs::new(&mut arena, n, cols, cols).unwrap();
-            let mut a = quantize(&k, &x, cols, &mut whole);
-            // The Q8_K form as `make_q8k` makes it for a matrix that reads it.
-            let kb = a.kbuf.take().unwrap();
-            let (kqs, kd, ksums) = kb;
-            crate::weights::quants::quantize_q8k(
-                &x,
-                &mut kqs[..n * cols],
-                &mut kd[..n * cols / QK_K],
-            );
-            crate::kernels::block_sums(&kqs[..n * cols], &mut ksums[..n * cols / QK]);
-            a.k = Some(QActs {
-                qs: &kqs[..n * cols],
-                d: &kd[..n * cols / QK_K],
-                s: &[],
-                sums: &ksums[..n * cols / QK],
-                nb: cols / QK_K,
-            });
-            let expected = forms(&a);
-
-            let mut xs = x.clone();
-            let views = QuantViews::new(&mut chunked, n, cols, true);
-            let out = OutRows::new(&mut xs, cols, cols, n);
-            // Chunks of 256 and 512 values, in any order.
-            for (c0, c1) in [(3 * QK_K, 4 * QK_K), (0, QK_K), (QK_K, 3 * QK_K)] {
-                // SAFETY: the chunks are disjoint, and one at a time.
-                unsafe { views.chunk(&k, c0, &mut out.rows(c0, c1)) };
+            let a = quantize(&k, &x, cols, &mut whole);
+            let spec_blocks = quants(a.q.as_ref().unwrap());
+            for (form, expected) in [(Form::Blocks, &spec_blocks), (Form::Q8K, &spec_k)] {
+                let mut xs = x.clone();
+                let views = QuantViews::new(&mut chunked, n, cols, form);
+                let out = OutRows::new(&mut xs, cols, cols, n);
+                // Chunks of 256 and 512 values, in any order.
+                for (c0, c1) in [(3 * QK_K, 4 * QK_K), (0, QK_K), (QK_K, 3 * QK_K)] {
+                    // SAFETY: the chunks are disjoint, and one at a time.
+                    unsafe { views.chunk(&k, c0, &mut out.rows(c0, c1)) };
+                }
+                assert!(views.whole(), "{} {form:?}", k.name());
+                let got = Act::made(&x, cols, &mut chunked, form);
+                // The form made, and only it.
+                let (made, other) = match form {
+                    Form::Blocks => (&got.q, &got.k),
+                    Form::Q8K => (&got.k, &got.q),
+                };
+                assert!(other.is_none(), "{} {form:?}", k.name());
+                let made = quants(made.as_ref().unwrap());
+                assert!(&made == expected, "{} {form:?}", k.name());
             }
-            assert!(views.whole(), "{}", k.name());
-            let got = Act::made(&x, cols, &mut chunked, true);
-            assert!(forms(&got) == expected, "{}", k.name());
         }
     }
 
@@ -1417,13 +1420,13 @@ mod tests {
         let mut arena = Arena::new(&mut mem);
         let mut bufs = ActBufs::new(&mut arena, n, cols, cols).unwrap();
         let out = OutRows::new(&mut x, cols, cols, n);
-        // Whole blocks of 32 but not of 256, with the Q8_K form asked for.
-        let views = QuantViews::new(&mut bufs, n, cols, true);
+        // Whole blocks of 32 but not of 256, in Q8_K form.
+        let views = QuantViews::new(&mut bufs, n, cols, Form::Q8K);
         // SAFETY: one chunk at a time.
         unsafe { views.chunk(&k, 0, &mut out.rows(0, 64)) };
         assert!(!views.whole());
-        // Without the Q8_K form, blocks of 32 are whole; 48 values are not.
-        let views = QuantViews::new(&mut bufs, n, cols, false);
+        // In blocks of 32 they are whole; 48 values are not.
+        let views = QuantViews::new(&mut bufs, n, cols, Form::Blocks);
         // SAFETY: as above.
         unsafe { views.chunk(&k, 0, &mut out.rows(0, 64)) };
         assert!(views.whole());
