@@ -26,7 +26,16 @@
 //! contention: the caller's thread runnable but not running for over [`BUSY_PER_MILLE`] of two
 //! [`WINDOW`]s in a row (Linux's `/proc/thread-self/schedstat`); where that cannot be read, a
 //! stall (a call whose last item ends well after the caller's own, by more than the caller's
-//! whole share and [`STALL`]). On a busy machine `-t 2` thus runs as `-t 1` does instead of
+//! whole share and [`STALL`]).
+//!
+//! A trial whose end the machine already tells is not run. At most once a [`WINDOW`] (between
+//! passes, and after calls on several threads) the pool reads the machine's runnable threads
+//! (Linux's `/proc/loadavg`; the pool's threads at its limit run or spin, those above it
+//! sleep). Where most of the last [`LOAD_READINGS`] say that the pool and the rest of the
+//! machine overbook the CPUs, one window of waits is contention, and contention takes one
+//! thread off at once; where they say that one thread more would find no CPU, a hold ends in a
+//! hold twice as long instead of a trial, at most [`MAX_SKIPS`] times in a row (a container may
+//! read its host's threads). On a busy machine `-t 2` thus runs as `-t 1` does instead of
 //! slower, and a quiet one does not notice.
 //!
 //! A panic in an item, on any thread, ends the call with that panic on the caller's thread,
@@ -94,6 +103,12 @@ pub const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
 /// run this long on fewer threads than it could).
 #[cfg(feature = "std")]
 pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(4);
+/// Readings of the machine's runnable threads the pool weighs (the last ones, at most one a
+/// [`WINDOW`], between passes outside trials).
+pub const LOAD_READINGS: u32 = 4;
+/// Trials of one thread more the readings may skip in a row (where they misread, as in a
+/// container that sees the host's threads, the pool still tries more threads this often).
+pub const MAX_SKIPS: u32 = 4;
 
 /// Rows per chunk when `rows` are shared by `threads`: about two chunks per thread (taken as
 /// threads come free, so a stalled thread holds a quarter of a product with two threads), a
@@ -154,7 +169,8 @@ pub use pool::{PassCounts, ThreadPool};
 #[cfg(feature = "std")]
 mod pool {
     use super::{
-        Parallel, BUSY_PER_MILLE, HOLD, MAX_HOLD, STALL, TRIAL_PASSES, TRIAL_TOKENS, WINDOW,
+        Parallel, BUSY_PER_MILLE, HOLD, LOAD_READINGS, MAX_HOLD, MAX_SKIPS, STALL, TRIAL_PASSES,
+        TRIAL_TOKENS, WINDOW,
     };
     use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -236,6 +252,14 @@ mod pool {
     struct Adapt {
         /// The pool's threads.
         n: usize,
+        /// The CPUs the process may run on.
+        cpus: usize,
+        /// The last readings of the machine's runnable threads since the last choice.
+        load: Load,
+        /// Trials of one thread more skipped in a row because the machine had no CPU for it.
+        skips: u32,
+        /// Reads the machine's runnable threads ([`runnable_threads`]).
+        runnable: fn() -> Option<usize>,
         /// The threads calls use outside a trial, `1..=n`.
         limit: usize,
         /// Until when the last trial's choice holds.
@@ -258,6 +282,56 @@ mod pool {
         trial: Option<Trial>,
     }
 
+    /// The last [`LOAD_READINGS`] readings of the machine's runnable threads (the pool's own
+    /// that run or wait for a CPU included), each as two bits: the pool at its limit plus the
+    /// rest of the machine overbook the CPUs; one thread more would have a CPU.
+    #[derive(Debug, Default)]
+    struct Load {
+        /// When the last reading was taken.
+        at: Option<Instant>,
+        /// Readings taken (up to [`LOAD_READINGS`] count).
+        count: u32,
+        /// The last readings' bits, the newest lowest.
+        over: u8,
+        room: u8,
+    }
+
+    impl Load {
+        /// Takes a reading at `now` (at most one a [`WINDOW`]) of `runnable` threads, of which
+        /// the pool's are `limit` (its threads at the limit run or spin between passes; those
+        /// above it sleep), on `cpus` CPUs.
+        fn read(&mut self, now: Instant, cpus: usize, runnable: fn() -> Option<usize>) {
+            if self.at.is_some_and(|t| now.duration_since(t) < WINDOW) {
+                return;
+            }
+            let Some(r) = runnable() else {
+                return;
+            };
+            self.at = Some(now);
+            self.count = (self.count + 1).min(LOAD_READINGS);
+            self.over = (self.over << 1) | u8::from(r > cpus);
+            self.room = (self.room << 1) | u8::from(r < cpus);
+        }
+
+        /// The last readings' bits of `bits` set, and how many readings there are.
+        fn share(&self, bits: u8) -> (u32, u32) {
+            let mask = (1u8 << self.count) - 1;
+            ((bits & mask).count_ones(), self.count)
+        }
+
+        /// Most of the last readings (at least three) overbooked the CPUs.
+        fn overbooked(&self) -> bool {
+            let (set, of) = self.share(self.over);
+            of >= 3 && set * 2 > of
+        }
+
+        /// Most of the last readings (at least three) left no CPU for one thread more.
+        fn full(&self) -> bool {
+            let (set, of) = self.share(self.room);
+            of >= 3 && set * 2 < of
+        }
+    }
+
     /// Passes timed at two limits.
     #[derive(Debug)]
     struct Trial {
@@ -277,9 +351,14 @@ mod pool {
     }
 
     impl Adapt {
-        fn new(n: usize) -> Self {
+        /// `n` threads on `cpus` CPUs, the machine's runnable threads read by `runnable`.
+        fn new(n: usize, cpus: usize, runnable: fn() -> Option<usize>) -> Self {
             Adapt {
                 n,
+                cpus,
+                load: Load::default(),
+                skips: 0,
+                runnable,
                 limit: n,
                 until: None,
                 hold: HOLD,
@@ -315,6 +394,7 @@ mod pool {
             if self.trial.is_some() {
                 return;
             }
+            self.load.read(now, self.cpus, self.runnable);
             if !self.readable {
                 self.suspect |= stalled;
                 return;
@@ -333,10 +413,11 @@ mod pool {
                 if was_id == id {
                     let span = now.duration_since(t0).as_nanos();
                     let waited = u128::from(ns.saturating_sub(was));
-                    // Two windows in a row (one alone is as often a quiet machine's hiccup).
+                    // Two windows in a row (one alone is as often a quiet machine's hiccup),
+                    // or one where the machine's runnable threads overbook its CPUs.
                     if waited * 1000 > span * u128::from(BUSY_PER_MILLE) {
                         self.busy += 1;
-                        self.suspect |= self.busy >= 2;
+                        self.suspect |= self.busy >= 2 || self.load.overbooked();
                     } else {
                         self.busy = 0;
                     }
@@ -389,18 +470,35 @@ mod pool {
                 self.suspect = false;
                 return;
             }
+            // Choices are made after the passes a trial would time (a prompt's long passes
+            // neither start one nor end at fewer threads).
+            if tokens == 0 || tokens > TRIAL_TOKENS {
+                return;
+            }
             // Contention: one thread fewer against the limit; else, below every thread, one
-            // more.
+            // more. Where the machine's runnable threads say how that trial would end (they
+            // overbook the CPUs; there is no CPU for another), it is not run: the pool's own
+            // threads running beside other work on every CPU only slow each other down.
             let hi = if self.suspect && self.limit > 1 {
+                if self.load.overbooked() {
+                    self.limit -= 1;
+                    self.hold = HOLD;
+                    self.settle(now);
+                    return;
+                }
                 self.limit
             } else if self.limit < self.n {
+                if self.load.full() && self.skips < MAX_SKIPS {
+                    self.skips += 1;
+                    self.hold = (self.hold * 2).min(MAX_HOLD);
+                    self.settle(now);
+                    return;
+                }
                 self.limit + 1
             } else {
                 return;
             };
-            if tokens == 0 || tokens > TRIAL_TOKENS {
-                return;
-            }
+            self.skips = 0;
             self.trial = Some(Trial {
                 limits: [hi, hi - 1],
                 tokens,
@@ -412,9 +510,21 @@ mod pool {
             });
         }
 
+        /// [`Adapt::pass_done`], after a reading of the machine's runnable threads (outside
+        /// trials: theirs are at two limits). Calls on more than one thread read them too
+        /// ([`Adapt::observe`]), so a long first pass has readings by the time it sees
+        /// contention.
+        fn pass_ended(&mut self, now: Instant, tokens: usize) {
+            if self.trial.is_none() {
+                self.load.read(now, self.cpus, self.runnable);
+            }
+            self.pass_done(now, tokens);
+        }
+
         /// Ends a trial: its choice holds from `now`.
         fn settle(&mut self, now: Instant) {
             self.trial = None;
+            self.load = Load::default();
             self.until = Some(now + self.hold);
             self.suspect = false;
             self.busy = 0;
@@ -433,6 +543,19 @@ mod pool {
         let text = core::str::from_utf8(buf.get(..len)?).ok()?;
         let ns = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
         Some((std::thread::current().id(), ns))
+    }
+
+    /// The machine's runnable threads now (the fourth field of Linux's `/proc/loadavg`, before
+    /// its `/`: every CPU's running and waiting threads, the reader's included); `None` where that
+    /// cannot be read. No heap allocation.
+    fn runnable_threads() -> Option<usize> {
+        use std::io::Read;
+        let mut f = std::fs::File::open("/proc/loadavg").ok()?;
+        let mut buf = [0u8; 128];
+        let len = f.read(&mut buf).ok()?;
+        let text = core::str::from_utf8(buf.get(..len)?).ok()?;
+        let field = text.split_ascii_whitespace().nth(3)?;
+        field.split('/').next()?.parse().ok()
     }
 
     /// Busy-wait rounds before yielding: the forward pass publishes jobs microseconds apart.
@@ -478,16 +601,17 @@ mod pool {
                         drop(ThreadPool {
                             shared,
                             workers,
-                            running: Mutex::new(Adapt::new(n)),
+                            running: Mutex::new(Adapt::new(n, n, runnable_threads)),
                         });
                         return Err(e);
                     }
                 }
             }
+            let cpus = std::thread::available_parallelism().map_or(n, |c| c.get());
             Ok(ThreadPool {
                 shared,
                 workers,
-                running: Mutex::new(Adapt::new(n)),
+                running: Mutex::new(Adapt::new(n, cpus, runnable_threads)),
             })
         }
     }
@@ -657,7 +781,7 @@ mod pool {
 
         fn pass_done(&self, tokens: usize) {
             let mut adapt = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            adapt.pass_done(Instant::now(), tokens);
+            adapt.pass_ended(Instant::now(), tokens);
         }
 
         fn for_each(&self, items: usize, slots: usize, f: &(dyn Fn(usize, usize) + Sync)) {
@@ -784,6 +908,16 @@ mod pool {
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
 
+        thread_local! {
+            /// What [`reading`] reads: the machine's runnable threads as a test sets them
+            /// (none unless set).
+            static READING: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+        }
+
+        fn reading() -> Option<usize> {
+            READING.with(|r| r.get())
+        }
+
         fn ms(n: u64) -> Duration {
             Duration::from_millis(n)
         }
@@ -798,7 +932,7 @@ mod pool {
 
         /// An Adapt of `n` threads that cannot read waits (stalls are its contention).
         fn stall_driven(n: usize, t: Instant) -> Adapt {
-            let mut a = Adapt::new(n);
+            let mut a = Adapt::new(n, n, reading);
             a.observe(t, false, &mut || None);
             assert!(!a.readable);
             a
@@ -936,7 +1070,7 @@ mod pool {
                 (&[window / 5, 0, window / 5], false),
                 (&[0, window / 5, window / 5], true),
             ] {
-                let mut a = Adapt::new(2);
+                let mut a = Adapt::new(2, 2, reading);
                 let mut read = 0u64;
                 a.observe(t, false, &mut || Some((me, read)));
                 // A stall is not contention where waits are read.
@@ -954,7 +1088,7 @@ mod pool {
                 assert_eq!(a.trial.is_some(), busy);
             }
             // Another thread's reading is not compared with this one's.
-            let mut a = Adapt::new(2);
+            let mut a = Adapt::new(2, 2, reading);
             a.observe(t, false, &mut || Some((me, 0)));
             let other = std::thread::spawn(|| std::thread::current().id())
                 .join()
@@ -966,6 +1100,152 @@ mod pool {
                 a.observe(t + WINDOW * i, false, &mut || Some((id, ns)));
             }
             assert!(!a.suspect);
+        }
+
+        /// One-token passes, one a window from `*at` (which moves on) for `span`, each ended
+        /// with a reading of `runnable` threads; returns the limits they ran at.
+        fn read_passes(
+            a: &mut Adapt,
+            at: &mut Instant,
+            runnable: usize,
+            span: Duration,
+        ) -> Vec<usize> {
+            let end = *at + span;
+            let mut ran = vec![];
+            while *at < end {
+                let l = a.threads(*at);
+                *at += WINDOW;
+                READING.with(|r| r.set(Some(runnable)));
+                a.pass_ended(*at, 1);
+                READING.with(|r| r.set(None));
+                ran.push(l);
+            }
+            ran
+        }
+
+        #[test]
+        fn an_overbooked_machine_drops_a_thread_without_a_trial() {
+            let mut at = Instant::now();
+            let mut a = stall_driven(2, at);
+            // Two threads and one more: three runnable on two CPUs.
+            assert!(read_passes(&mut a, &mut at, 3, 4 * WINDOW)
+                .iter()
+                .all(|&l| l == 2));
+            a.observe(at, true, &mut || None);
+            assert_eq!(read_passes(&mut a, &mut at, 3, WINDOW), [2]);
+            assert!(a.trial.is_none());
+            assert_eq!((a.limit, a.hold), (1, HOLD));
+            // One thread and the other work: two runnable, no CPU for a second thread. Each
+            // hold ends without a trial and doubles, MAX_SKIPS times; then a trial runs.
+            let mut hold = HOLD;
+            for skip in 1..=MAX_SKIPS {
+                let ran = read_passes(&mut a, &mut at, 2, hold + WINDOW);
+                assert!(ran.iter().all(|&l| l == 1), "{ran:?}");
+                hold = (hold * 2).min(MAX_HOLD);
+                assert_eq!((a.limit, a.hold, a.skips), (1, hold, skip));
+                assert!(a.trial.is_none());
+            }
+            read_passes(&mut a, &mut at, 2, hold + WINDOW);
+            assert!(a.trial.is_some(), "a trial after MAX_SKIPS skips");
+            finish_trial(&mut a, &mut at, &|l| ms(3 + l as u64));
+            assert_eq!((a.limit, a.skips), (1, 0));
+            // The other work ends: one runnable, room for another; the next hold ends in a
+            // trial, which two threads win.
+            let hold = a.hold;
+            read_passes(&mut a, &mut at, 1, hold + WINDOW);
+            assert!(a.trial.is_some());
+            finish_trial(&mut a, &mut at, &|l| ms(6 - l as u64));
+            assert_eq!(a.limit, 2);
+        }
+
+        #[test]
+        fn calls_on_several_threads_read_the_machine_too() {
+            // One long pass (a cold start's page faults, or a prompt), its calls on two threads
+            // reading three runnable on two CPUs, contention seen in its last call: the next
+            // decode-sized pass ends one thread lower, without a trial.
+            let t = Instant::now();
+            let mut a = stall_driven(2, t);
+            assert_eq!(a.threads(t), 2);
+            READING.with(|r| r.set(Some(3)));
+            for i in 1..=3 {
+                a.observe(t + WINDOW * i, i == 3, &mut || None);
+            }
+            READING.with(|r| r.set(None));
+            assert_eq!(a.load.count, 3);
+            // A prompt's pass changes nothing; the next decode step's does.
+            a.pass_ended(t + WINDOW * 4, TRIAL_TOKENS + 1);
+            assert_eq!(a.limit, 2);
+            a.threads(t + WINDOW * 4);
+            a.pass_ended(t + WINDOW * 5, 1);
+            assert!(a.trial.is_none());
+            assert_eq!(a.limit, 1);
+        }
+
+        #[test]
+        fn one_window_of_waits_is_contention_on_an_overbooked_machine() {
+            let t = Instant::now();
+            let me = std::thread::current().id();
+            let waited = WINDOW.as_nanos() as u64 / 5;
+            for (runnable, busy) in [(3, true), (2, false)] {
+                let mut a = Adapt::new(2, 2, reading);
+                READING.with(|r| r.set(Some(runnable)));
+                // A window without waits, then one with: three readings.
+                a.observe(t, false, &mut || Some((me, 0)));
+                a.observe(t + WINDOW, false, &mut || Some((me, 0)));
+                a.observe(t + 2 * WINDOW, false, &mut || Some((me, waited)));
+                READING.with(|r| r.set(None));
+                assert_eq!(a.suspect, busy, "{runnable} runnable");
+            }
+        }
+
+        #[test]
+        fn readings_weigh_only_with_most_of_the_last_ones() {
+            let mut at = Instant::now();
+            // Contention with two threads on two CPUs and nothing else runnable in most of
+            // the last readings: a trial decides, as without readings.
+            let mut a = stall_driven(2, at);
+            read_passes(&mut a, &mut at, 3, 2 * WINDOW);
+            read_passes(&mut a, &mut at, 2, 3 * WINDOW);
+            a.observe(at, true, &mut || None);
+            read_passes(&mut a, &mut at, 2, WINDOW);
+            assert!(a.trial.is_some());
+            // Readings come at most one a window.
+            let mut load = Load::default();
+            for i in 0..10 {
+                load.read(at + WINDOW / 10 * i, 2, || Some(3));
+            }
+            assert_eq!(load.count, 1);
+            assert!(!load.overbooked(), "one reading is not enough");
+            // One reading with room among the last four still leaves the machine full.
+            let mut load = Load::default();
+            for (i, r) in [1, 2, 2, 2].into_iter().enumerate() {
+                READING.with(|c| c.set(Some(r)));
+                load.read(at + WINDOW * i as u32, 2, reading);
+            }
+            assert!(load.full());
+            load.read(at + WINDOW * 4, 2, || Some(1));
+            assert!(load.full(), "the first reading has left the last four");
+            load.read(at + WINDOW * 5, 2, || Some(1));
+            assert!(!load.full(), "two of the last four with room");
+            // Unreadable: no reading.
+            let mut load = Load::default();
+            READING.with(|c| c.set(None));
+            load.read(at, 2, reading);
+            assert_eq!(load.count, 0);
+            assert!(!load.full() && !load.overbooked());
+        }
+
+        #[test]
+        fn the_machines_runnable_threads_are_read_here() {
+            // Where Linux's file is, the reading counts at least this thread; elsewhere there
+            // is none.
+            match runnable_threads() {
+                Some(r) => assert!(r >= 1, "{r}"),
+                None => assert!(
+                    !std::path::Path::new("/proc/loadavg").exists(),
+                    "/proc/loadavg unreadable"
+                ),
+            }
         }
 
         #[test]
@@ -1044,7 +1324,8 @@ mod pool {
         /// thread of the pool takes part; `f(slot)` then runs on each.
         fn on_every_slot(pool: &ThreadPool, f: &(dyn Fn(usize) + Sync)) {
             // (At every thread, and with no trial: these items wait for each other.)
-            *pool.running.lock().unwrap_or_else(|e| e.into_inner()) = Adapt::new(pool.threads());
+            *pool.running.lock().unwrap_or_else(|e| e.into_inner()) =
+                Adapt::new(pool.threads(), pool.threads(), reading);
             on_slots(pool, pool.threads(), f);
         }
 
