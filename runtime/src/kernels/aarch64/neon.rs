@@ -8,6 +8,7 @@
 use crate::kernels::scalar;
 use crate::kernels::tiles::{drive, Tiles, ROWS_DECODE};
 use crate::kernels::{Isa, Kernels, OutRows, QActs};
+use crate::weights::quants::QK_K;
 use crate::weights::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -22,7 +23,7 @@ pub fn kernels() -> Option<Kernels> {
         isa: Isa::Neon,
         numerics: crate::kernels::Numerics::Ember,
         quantize,
-        quantize_q8k: crate::weights::quants::quantize_q8k,
+        quantize_q8k,
         gemm_q4_0: |w, a, o| unsafe_drive(&plain::Q4_0, w, a, o),
         gemm_q4_1: |w, a, o| unsafe_drive(&plain::Q4_1, w, a, o),
         gemm_q8_0: |w, a, o| unsafe_drive(&plain::Q8_0, w, a, o),
@@ -149,6 +150,67 @@ unsafe fn quantize_block(x: *const f32, q: *mut i8) -> (f32, i32) {
     }
     core::ptr::copy_nonoverlapping(out.as_ptr(), q, 32);
     (d, vaddvq_s32(sum))
+}
+
+/// [`quants::quantize_q8k`](crate::weights::quants::quantize_q8k), four values a step: the
+/// largest magnitude by maxNum (NaN never wins, as in the spec), the spec's `max` as the first
+/// value of that magnitude, then the spec's steps on each value (the product, NaN to 0, the
+/// clamp, rounding to nearest even) and its scalar scale.
+fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    for ((xb, qb), d) in x
+        .chunks_exact(QK_K)
+        .zip(qs.chunks_exact_mut(QK_K))
+        .zip(d.iter_mut())
+    {
+        // SAFETY: the block's 256 floats and 256 bytes are in bounds (exact chunks).
+        *d = unsafe { quantize_q8k_block(xb, qb.as_mut_ptr()) };
+    }
+}
+
+/// One block of [`quantize_q8k`]: `x`'s 256 values into the 256 bytes at `q`; returns the scale.
+///
+/// # Safety
+/// `q` is valid for 256 bytes of writes, and `x` holds 256 values.
+#[inline(always)]
+unsafe fn quantize_q8k_block(x: &[f32], q: *mut i8) -> f32 {
+    const V: usize = QK_K / 4;
+    let p = x.as_ptr();
+    let mut m = vdupq_n_f32(0.0);
+    for i in 0..V {
+        m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(p.add(4 * i))));
+    }
+    let amax = vmaxnmvq_f32(m);
+    if amax == 0.0 {
+        core::ptr::write_bytes(q, 0, QK_K);
+        return 0.0;
+    }
+    // The first value of that magnitude (a group of four compared at once, then its lanes).
+    let target = vdupq_n_f32(amax);
+    let mut max = amax;
+    for i in 0..V {
+        if vmaxvq_u32(vceqq_f32(vabsq_f32(vld1q_f32(p.add(4 * i))), target)) != 0 {
+            if let Some(&v) = x[4 * i..4 * i + 4].iter().find(|v| v.abs() == amax) {
+                max = v;
+            }
+            break;
+        }
+    }
+    let iscale = -127.0 / max;
+    let vs = vdupq_n_f32(iscale);
+    let (lo, hi) = (vdupq_n_f32(-127.0), vdupq_n_f32(127.0));
+    for i in 0..QK_K / 16 {
+        let n: [int32x4_t; 4] = core::array::from_fn(|j| {
+            let y = vmulq_f32(vs, vld1q_f32(p.add(16 * i + 4 * j)));
+            // NaN → 0 before clamping (min/max would keep a NaN), then round ties to even.
+            let y = vbslq_f32(vceqq_f32(y, y), y, vdupq_n_f32(0.0));
+            vcvtnq_s32_f32(vminq_f32(vmaxq_f32(y, lo), hi))
+        });
+        // Within ±127: the saturating narrowings are exact.
+        let h0 = vcombine_s16(vqmovn_s32(n[0]), vqmovn_s32(n[1]));
+        let h1 = vcombine_s16(vqmovn_s32(n[2]), vqmovn_s32(n[3]));
+        vst1q_s8(q.add(16 * i), vcombine_s8(vqmovn_s16(h0), vqmovn_s16(h1)));
+    }
+    1.0 / iscale
 }
 
 // ---------------------------------------------------------------------------------------------
