@@ -297,9 +297,9 @@ mod pool {
     }
 
     impl Load {
-        /// Takes a reading at `now` (at most one a [`WINDOW`]) of `runnable` threads, of which
-        /// the pool's are `limit` (its threads at the limit run or spin between passes; those
-        /// above it sleep), on `cpus` CPUs.
+        /// Takes a reading at `now` (at most one a [`WINDOW`]) of the machine's threads that
+        /// `runnable` counts (the pool's at its limit among them: they run or spin between
+        /// passes; those above it sleep), on `cpus` CPUs.
         fn read(&mut self, now: Instant, cpus: usize, runnable: fn() -> Option<usize>) {
             if self.at.is_some_and(|t| now.duration_since(t) < WINDOW) {
                 return;
@@ -515,7 +515,8 @@ mod pool {
         /// ([`Adapt::observe`]), so a long first pass has readings by the time it sees
         /// contention.
         fn pass_ended(&mut self, now: Instant, tokens: usize) {
-            if self.trial.is_none() {
+            // (A pool of one thread has no choice to make: nothing is read.)
+            if self.trial.is_none() && self.n > 1 {
                 self.load.read(now, self.cpus, self.runnable);
             }
             self.pass_done(now, tokens);
@@ -536,26 +537,26 @@ mod pool {
     /// Linux's `/proc/thread-self/schedstat`), with its id; `None` where that cannot be read.
     /// No heap allocation.
     fn run_queue_wait() -> Option<(ThreadId, u64)> {
+        let ns = proc_field("/proc/thread-self/schedstat", 1, |f| f.parse().ok())?;
+        Some((std::thread::current().id(), ns))
+    }
+
+    /// Field `n` (whitespace-separated) of the small text file at `path`, read by `parse`;
+    /// `None` where it cannot be read. No heap allocation.
+    fn proc_field<T>(path: &str, n: usize, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         use std::io::Read;
-        let mut f = std::fs::File::open("/proc/thread-self/schedstat").ok()?;
+        let mut f = std::fs::File::open(path).ok()?;
         let mut buf = [0u8; 128];
         let len = f.read(&mut buf).ok()?;
         let text = core::str::from_utf8(buf.get(..len)?).ok()?;
-        let ns = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
-        Some((std::thread::current().id(), ns))
+        parse(text.split_ascii_whitespace().nth(n)?)
     }
 
     /// The machine's runnable threads now (the fourth field of Linux's `/proc/loadavg`, before
     /// its `/`: every CPU's running and waiting threads, the reader's included); `None` where that
     /// cannot be read. No heap allocation.
     fn runnable_threads() -> Option<usize> {
-        use std::io::Read;
-        let mut f = std::fs::File::open("/proc/loadavg").ok()?;
-        let mut buf = [0u8; 128];
-        let len = f.read(&mut buf).ok()?;
-        let text = core::str::from_utf8(buf.get(..len)?).ok()?;
-        let field = text.split_ascii_whitespace().nth(3)?;
-        field.split('/').next()?.parse().ok()
+        proc_field("/proc/loadavg", 3, |f| f.split('/').next()?.parse().ok())
     }
 
     /// Busy-wait rounds before yielding: the forward pass publishes jobs microseconds apart.
