@@ -876,9 +876,8 @@ impl<'a> ActBufs<'a> {
 /// of 32, and Q8_K (the 256-element block formats), made the first time a product needs it
 /// ([`Act::make_q8k`]).
 struct Act<'b> {
+    /// Rows (tokens) of `cols` values.
     f32: &'b [f32],
-    /// Rows (tokens) and their width.
-    rows: usize,
     cols: usize,
     /// Blocks of 32; `None` when only the Q8_K form was made ([`Form::Q8K`]).
     q: Option<QActs<'b>>,
@@ -888,6 +887,11 @@ struct Act<'b> {
 }
 
 impl<'b> Act<'b> {
+    /// The rows (tokens).
+    fn rows(&self) -> usize {
+        self.f32.len() / self.cols
+    }
+
     /// The activations in the form `acts` (`None` for Q8_K before [`Act::make_q8k`]).
     fn form(&self, acts: Acts) -> Option<&QActs<'b>> {
         match acts {
@@ -902,7 +906,7 @@ impl<'b> Act<'b> {
         if self.k.is_some() || !matrices.any(reads_q8k) {
             return;
         }
-        let (rows, cols) = (self.rows, self.cols);
+        let (rows, cols) = (self.rows(), self.cols);
         let Some((qs, d, sums)) = self.kbuf.take() else {
             return;
         };
@@ -981,7 +985,6 @@ impl<'b> Act<'b> {
         };
         Act {
             f32: x,
-            rows,
             cols,
             q: (form == Form::Blocks).then(|| QActs {
                 qs: &bufs.qs[..rows * cols],
@@ -1168,7 +1171,7 @@ fn gemm_rows(
 ) {
     let cols = m.cols();
     let nb = cols / QK;
-    let n = a.rows;
+    let n = a.rows();
     let exact = k.numerics == Numerics::Exact;
     match (*m, &a.q) {
         // llama.cpp's order, when asked for (blocks of 32 are made for every matrix but the
